@@ -1,0 +1,1 @@
+"""tff-ditto: Ditto personalized federated learning and robust aggregation in TFF."""
