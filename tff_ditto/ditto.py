@@ -1,0 +1,417 @@
+"""Ditto (Li et al., ICML 2021) as a TFF learning process.
+
+Ditto trains a global model `w` with a federated solver (FedAvg by default) and,
+on every sampled client k, a personalized model `v_k` by `local_steps` steps of
+
+    v_k <- v_k - lr * (grad F_k(v_k; b) + lambda * (v_k - w_t)),
+
+interleaved, on the same mini-batch b, with the solver's own local step on the
+client's copy of `w` (Algorithm 1, as the reference code does it). Clients send
+`w_t - w_k` (TFF's sign convention); `v_k` never leaves the client.
+
+Where the personalized models live. `v_k` is client state that persists across
+rounds. Two designs were measured on this project's 2-core machines
+(../shared/reference/tff_0.87_probes.md sections 1, 3, 5), for a 26 MB model:
+passing each `v_k` into and out of the federated computation as a CLIENTS-placed
+tensor costs about 0.6 s per client per round in serialization and gRPC (more
+than the client's training), needs ~0.33 GB of worker memory per client, makes
+TFF's mergeable multi-worker context run the client work twice, and cannot be
+expressed as a `tff.learning.templates.LearningProcess` at all (its `next` may
+only output SERVER-placed values). Keeping `v_k` in per-client files that the
+client computation itself reads and writes, with only the file paths crossing
+TFF, ran 3x faster, half the memory, once per client under the mergeable
+context, and composes as a real `LearningProcess`. So this module keeps `v_k`
+in versioned files (`tff_ditto.client_states.FileClientStateStore`): the client
+data of round t carries, per client, a handle `(read_path, write_path)`; the
+client computation reads the version it wrote last and writes version t. Only
+the model delta and metrics are returned to the server, so the server never
+receives `v_k` (the type signature shows it). Paths are resolved where the
+client computation runs, i.e. on the TFF worker's file system.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from typing import Optional, Union
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_ditto import optimization
+
+BATCHES_KEY = 'batches'
+STATE_KEY = 'personal_state'
+
+ModelFn = Callable[[], tff.learning.models.VariableModel]
+AggregationFactory = Union[
+    tff.aggregators.WeightedAggregationFactory,
+    tff.aggregators.UnweightedAggregationFactory,
+]
+
+
+def _weights_type(model_fn: ModelFn) -> tff.StructType:
+  with tf.Graph().as_default():
+    return tff.learning.models.weights_type_from_model(model_fn())
+
+
+def _element_type(model_fn: ModelFn) -> tff.Type:
+  with tf.Graph().as_default():
+    return tff.types.tensorflow_to_type(model_fn().input_spec)
+
+
+STATE_HANDLE_TYPE = tff.types.tensorflow_to_type(
+    collections.OrderedDict(
+        read_path=tf.TensorSpec([], tf.string),
+        write_path=tf.TensorSpec([], tf.string),
+    )
+)
+
+
+def client_data_type(model_fn: ModelFn, personalize: bool = True) -> tff.Type:
+  """The per-client data type of a round: batches (and the state handle)."""
+  batches_type = tff.SequenceType(_element_type(model_fn))
+  if not personalize:
+    return batches_type
+  return tff.StructType([
+      (BATCHES_KEY, batches_type),
+      (STATE_KEY, tff.SequenceType(STATE_HANDLE_TYPE)),
+  ])
+
+
+def _read_personal_weights(path, personal_weights):
+  """Loads a flat state file into the model's variables."""
+  variables = personal_weights.trainable + personal_weights.non_trainable
+  flat = tf.io.parse_tensor(tf.io.read_file(path), tf.float32)
+  sizes = [int(np.prod(v.shape)) for v in variables]
+  flat = tf.ensure_shape(flat, [sum(sizes)])
+  pieces = tf.split(flat, sizes)
+  return [
+      v.assign(tf.reshape(p, v.shape)) for v, p in zip(variables, pieces)
+  ]
+
+
+def _serialize_personal_weights(personal_weights):
+  variables = personal_weights.trainable + personal_weights.non_trainable
+  flat = tf.concat([tf.reshape(v, [-1]) for v in variables], axis=0)
+  return tf.io.serialize_tensor(flat)
+
+
+def build_ditto_client_update(
+    model_fn: ModelFn,
+    client_optimizer: tff.learning.optimizers.Optimizer,
+    personal_optimizer: tff.learning.optimizers.Optimizer,
+    personal_lambda: float,
+    local_steps: int,
+    global_proximal_strength: float,
+    client_weighting: tff.learning.ClientWeighting,
+    personalize: bool,
+):
+  """Returns the `tf.function` run by one client in one Ditto round.
+
+  Must be called inside a `tff.tensorflow.computation` (it builds the models).
+  """
+  global_model = model_fn()
+  personal_model = model_fn() if personalize else None
+
+  @tf.function
+  def client_update(initial_weights, batches, state_handle):
+    global_weights = tff.learning.models.ModelWeights.from_model(global_model)
+    tf.nest.map_structure(
+        lambda v, t: v.assign(t), global_weights, initial_weights
+    )
+    center = tuple(tf.nest.flatten(initial_weights.trainable))
+    if personalize:
+      personal_weights = tff.learning.models.ModelWeights.from_model(
+          personal_model
+      )
+      with tf.control_dependencies(
+          _read_personal_weights(state_handle['read_path'], personal_weights)
+      ):
+        personal_optimizer_state = optimization.initialize_optimizer(
+            personal_optimizer, personal_weights
+        )
+    global_optimizer_state = optimization.initialize_optimizer(
+        client_optimizer, global_weights
+    )
+    zero = tf.constant(0.0, tf.float32)
+    initial_loop_state = collections.OrderedDict(
+        global_optimizer_state=global_optimizer_state,
+        global_loss_sum=zero,
+        personal_optimizer_state=(
+            personal_optimizer_state if personalize else ()
+        ),
+        personal_loss_sum=zero,
+        num_batches=zero,
+        num_examples=zero,
+    )
+
+    def train_on_batch(loop_state, batch):
+      new_state = collections.OrderedDict(loop_state)
+      if personalize:
+        # Personal step first, at v_k, with the proximal pull towards w_t.
+        (
+            new_state['personal_optimizer_state'],
+            personal_loss,
+            _,
+        ) = optimization.proximal_step(
+            personal_model,
+            personal_weights,
+            personal_optimizer,
+            loop_state['personal_optimizer_state'],
+            batch,
+            center,
+            personal_lambda,
+        )
+        new_state['personal_loss_sum'] += personal_loss
+      # Then the global solver's step on the client's copy of w, same batch.
+      new_state['global_optimizer_state'], global_loss, num_examples = (
+          optimization.proximal_step(
+              global_model,
+              global_weights,
+              client_optimizer,
+              loop_state['global_optimizer_state'],
+              batch,
+              center,
+              global_proximal_strength,
+          )
+      )
+      new_state['global_loss_sum'] += global_loss
+      new_state['num_batches'] += 1.0
+      new_state['num_examples'] += tf.cast(num_examples, tf.float32)
+      return new_state
+
+    loop_state = batches.take(local_steps).reduce(
+        initial_loop_state, train_on_batch
+    )
+    update = tf.nest.map_structure(
+        tf.subtract, initial_weights.trainable, global_weights.trainable
+    )
+    update, has_non_finite = _zero_if_non_finite(update)
+    if client_weighting == tff.learning.ClientWeighting.NUM_EXAMPLES:
+      weight = loop_state['num_examples']
+    else:
+      weight = tf.constant(1.0, tf.float32)
+    weight = tf.where(has_non_finite > 0, 0.0, weight)
+    written = []
+    if personalize:
+      written.append(
+          tf.io.write_file(
+              state_handle['write_path'],
+              _serialize_personal_weights(personal_weights),
+          )
+      )
+    with tf.control_dependencies(written):
+      client_metrics = collections.OrderedDict(
+          global_loss_sum=tf.identity(loop_state['global_loss_sum']),
+          personal_loss_sum=loop_state['personal_loss_sum'],
+          num_batches=loop_state['num_batches'],
+          num_examples=loop_state['num_examples'],
+          non_finite_updates=tf.cast(has_non_finite, tf.float32),
+          clients=tf.constant(1.0, tf.float32),
+      )
+      update = tf.nest.map_structure(tf.identity, update)
+    return update, weight, client_metrics
+
+  return client_update
+
+
+def _zero_if_non_finite(structure):
+  """Zeroes a structure of tensors if any entry is NaN or Inf."""
+  flat = tf.nest.flatten(structure)
+  is_finite = tf.reduce_all(
+      [tf.reduce_all(tf.math.is_finite(t)) for t in flat]
+  )
+  zeroed = [tf.where(is_finite, t, tf.zeros_like(t)) for t in flat]
+  return (
+      tf.nest.pack_sequence_as(structure, zeroed),
+      tf.cast(tf.logical_not(is_finite), tf.int32),
+  )
+
+
+def _build_client_work(
+    model_fn: ModelFn,
+    weights_type: tff.StructType,
+    data_type: tff.Type,
+    make_client_update: Callable[[], Callable],
+    personalize: bool,
+) -> tff.learning.templates.ClientWorkProcess:
+  """Wraps the client update in a `ClientWorkProcess`."""
+
+  @tff.tensorflow.computation(weights_type, data_type)
+  def client_computation(initial_weights, client_data):
+    client_update = make_client_update()
+    if personalize:
+      handle = client_data[STATE_KEY].reduce(
+          collections.OrderedDict(
+              read_path=tf.constant(''), write_path=tf.constant('')
+          ),
+          lambda _, h: h,
+      )
+      batches = client_data[BATCHES_KEY]
+    else:
+      handle = collections.OrderedDict(
+          read_path=tf.constant(''), write_path=tf.constant('')
+      )
+      batches = client_data
+    update, weight, client_metrics = client_update(
+        initial_weights, batches, handle
+    )
+    return (
+        tff.learning.templates.ClientResult(
+            update=update, update_weight=weight
+        ),
+        client_metrics,
+    )
+
+  metrics_type = client_computation.type_signature.result[1]
+
+  @tff.tensorflow.computation(metrics_type)
+  def finalize_metrics(summed):
+    num_batches = tf.maximum(summed['num_batches'], 1.0)
+    return collections.OrderedDict(
+        global_train_loss=summed['global_loss_sum'] / num_batches,
+        personal_train_loss=summed['personal_loss_sum'] / num_batches,
+        num_examples=summed['num_examples'],
+        num_batches=summed['num_batches'],
+        num_clients=summed['clients'],
+        non_finite_updates=summed['non_finite_updates'],
+    )
+
+  @tff.federated_computation()
+  def init_fn():
+    return tff.federated_value((), tff.SERVER)
+
+  @tff.federated_computation(
+      init_fn.type_signature.result,
+      tff.FederatedType(weights_type, tff.CLIENTS),
+      tff.FederatedType(data_type, tff.CLIENTS),
+  )
+  def next_fn(state, weights, client_data):
+    client_result, client_metrics = tff.federated_map(
+        client_computation, (weights, client_data)
+    )
+    train_metrics = tff.federated_map(
+        finalize_metrics, tff.federated_sum(client_metrics)
+    )
+    measurements = tff.federated_zip(
+        collections.OrderedDict(train=train_metrics)
+    )
+    return tff.templates.MeasuredProcessOutput(
+        state, client_result, measurements
+    )
+
+  return tff.learning.templates.ClientWorkProcess(init_fn, next_fn)
+
+
+def build_ditto_process(
+    model_fn: ModelFn,
+    *,
+    client_optimizer: tff.learning.optimizers.Optimizer,
+    personal_lambda: float,
+    local_steps: int,
+    model_aggregator: Optional[AggregationFactory] = None,
+    server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
+    personal_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
+    global_proximal_strength: float = 0.0,
+    client_weighting: tff.learning.ClientWeighting = tff.learning.ClientWeighting.UNIFORM,
+    personalize: bool = True,
+) -> tff.learning.templates.LearningProcess:
+  """Builds Ditto as a `tff.learning.templates.LearningProcess`.
+
+  The process is composed from TFF's own parts: a broadcast distributor of
+  `w`, the Ditto client work, `model_aggregator` for the model deltas, and an
+  apply-optimizer finalizer with `server_optimizer`.
+
+  `next(state, client_data)` takes, per client, `OrderedDict(batches=dataset of
+  batches, personal_state=dataset of one ClientStateHandle)` (see
+  `client_data_type`; `tff_ditto.training.DittoRunner` builds these from a
+  `FileClientStateStore`) and returns `LearningProcessOutput(state, metrics)`;
+  the personalized models are written by the clients to the handles' write
+  paths. `get_model_weights(state)` returns the global model.
+
+  The global solver is swappable through arguments: FedAvg (defaults), FedProx
+  (`global_proximal_strength` = mu > 0), server optimizers such as
+  `tff.learning.optimizers.build_adam`, robust `model_aggregator`s.
+
+  Args:
+    model_fn: No-arg callable returning a new
+      `tff.learning.models.VariableModel` (e.g. from
+      `tff.learning.models.from_keras_model`); its `forward_pass` loss is F_k.
+    client_optimizer: Optimizer of the global solver's local steps on w_k
+      (reference: SGD with the client learning rate).
+    personal_lambda: lambda >= 0 of the proximal term lambda/2 ||v - w_t||^2;
+      0 gives purely local training of v_k.
+    local_steps: Mini-batch steps per client per round (the reference's
+      `local_iters`); each client's dataset is truncated to this many batches.
+    model_aggregator: A `tff.aggregators` factory for the deltas (weighted or
+      unweighted); default `tff.aggregators.MeanFactory()`.
+    server_optimizer: Applied to the aggregated delta; default SGD with
+      learning rate 1.0 (w <- w + mean delta, the reference FedAvg).
+    personal_optimizer: Optimizer of the personal steps; defaults to
+      `client_optimizer`.
+    global_proximal_strength: FedProx mu of the global solver's local steps.
+    client_weighting: Weight of each client's delta for weighted aggregators:
+      UNIFORM (the reference's unweighted average) or NUM_EXAMPLES.
+    personalize: False trains only the global model (FedAvg/FedProx), with
+      plain batches as client data; used for the `global` and `finetune`
+      baselines so that they share this exact code path.
+
+  Returns:
+    A `tff.learning.templates.LearningProcess`.
+
+  Raises:
+    ValueError: On a negative lambda or mu, or non-positive local_steps.
+  """
+  if personal_lambda < 0:
+    raise ValueError(f'personal_lambda must be >= 0, got {personal_lambda}.')
+  if global_proximal_strength < 0:
+    raise ValueError(
+        f'global_proximal_strength must be >= 0, got {global_proximal_strength}.'
+    )
+  if local_steps < 1:
+    raise ValueError(f'local_steps must be >= 1, got {local_steps}.')
+  if model_aggregator is None:
+    model_aggregator = tff.aggregators.MeanFactory()
+  if server_optimizer is None:
+    server_optimizer = tff.learning.optimizers.build_sgdm(learning_rate=1.0)
+  if personal_optimizer is None:
+    personal_optimizer = client_optimizer
+
+  weights_type = _weights_type(model_fn)
+  data_type = client_data_type(model_fn, personalize)
+
+  @tff.tensorflow.computation
+  def initial_model_weights_fn():
+    return tff.learning.models.ModelWeights.from_model(model_fn())
+
+  def make_client_update():
+    return build_ditto_client_update(
+        model_fn,
+        client_optimizer=client_optimizer,
+        personal_optimizer=personal_optimizer,
+        personal_lambda=float(personal_lambda),
+        local_steps=int(local_steps),
+        global_proximal_strength=float(global_proximal_strength),
+        client_weighting=client_weighting,
+        personalize=personalize,
+    )
+
+  client_work = _build_client_work(
+      model_fn, weights_type, data_type, make_client_update, personalize
+  )
+  if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory):
+    model_aggregator = tff.aggregators.as_weighted_aggregator(model_aggregator)
+  aggregator = model_aggregator.create(
+      weights_type.trainable, tff.TensorType(np.float32)
+  )
+  return tff.learning.templates.compose_learning_process(
+      initial_model_weights_fn,
+      tff.learning.templates.build_broadcast_process(weights_type),
+      client_work,
+      aggregator,
+      tff.learning.templates.build_apply_optimizer_finalizer(
+          server_optimizer, weights_type
+      ),
+  )

@@ -1,0 +1,584 @@
+"""Python orchestration of a federated experiment: sampling, rounds, evaluation.
+
+`ExperimentRunner` runs one method (`ditto`, `local`, `global`, `finetune`) on
+one `FederatedDataset` with one model, sharing the client sampling, batch
+order, initial model, evaluation and output format between methods, so their
+numbers are comparable. All training and evaluation runs in TFF computations
+(`tff_ditto.ditto`, `tff_ditto.evaluation`); this module only decides which
+clients take part, builds their `tf.data` pipelines, keeps the client state
+store and writes results:
+
+* `<output_dir>/metrics.csv`: one row per round (a `tff.program`
+  `CSVFileReleaseManager`, which also truncates rows past a resumed round);
+* `<output_dir>/client_metrics_round_<r>.csv`: per-client test results at the
+  last evaluation;
+* `<output_dir>/summary.json`: the final summary and the configuration;
+* `<output_dir>/checkpoints/`: server state, round and client-state versions
+  through `tff.program.FileProgramStateManager`;
+* `<output_dir>/client_states/`: versioned personalized models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_ditto import client_states
+from tff_ditto import ditto
+from tff_ditto import evaluation
+from tff_ditto.data import FederatedDataset
+
+METHODS = ('ditto', 'local', 'global', 'finetune')
+PERSONALIZED_METHODS = ('ditto', 'local')
+SAMPLING_MODES = ('weighted', 'uniform')
+SERVER_OPTIMIZERS = ('sgd', 'adam')
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """Hyper-parameters of one run (the reference code's defaults where known).
+
+  Attributes:
+    method: One of METHODS. `local` is Ditto with lambda = 0.
+    rounds: Communication rounds.
+    clients_per_round: Clients sampled per round (capped at the client count).
+    local_steps: Mini-batch steps per client per round (reference
+      `local_iters`).
+    batch_size: Training batch size.
+    client_lr: SGD learning rate of the local (global-model and personal)
+      steps.
+    server_lr: Server optimizer learning rate (SGD 1.0 = reference FedAvg).
+    server_optimizer: 'sgd' or 'adam'.
+    lam: Ditto's lambda (ignored by `global`; 0 for `local`).
+    fedprox_mu: FedProx proximal strength of the global solver (0 = FedAvg).
+    finetune_steps: Fine-tuning mini-batch steps of the `finetune` method.
+    finetune_lam: Proximal strength of fine-tuning towards the global model.
+    eval_every: Evaluate every this many rounds (and after the last round).
+    eval_batch_size: Batch size of evaluation.
+    sampling: 'weighted' (probability proportional to training examples,
+      without replacement, as the reference) or 'uniform'.
+    weighted_aggregation: Weight deltas by examples processed instead of the
+      reference's unweighted mean.
+    seed: Seeds the initial model, sampling, batch order and dropout.
+    checkpoint_every: Save a checkpoint every this many rounds (0 = never).
+    eval_split: 'test' or 'validation' (use 'validation' to tune).
+  """
+
+  method: str = 'ditto'
+  rounds: int = 100
+  clients_per_round: int = 10
+  local_steps: int = 10
+  batch_size: int = 10
+  client_lr: float = 0.05
+  server_lr: float = 1.0
+  server_optimizer: str = 'sgd'
+  lam: float = 1.0
+  fedprox_mu: float = 0.0
+  finetune_steps: int = 50
+  finetune_lam: float = 0.0
+  eval_every: int = 10
+  eval_batch_size: int = 100
+  sampling: str = 'weighted'
+  weighted_aggregation: bool = False
+  seed: int = 0
+  checkpoint_every: int = 1
+  eval_split: str = 'test'
+
+  def validate(self) -> None:
+    """Raises ValueError with a one-line message on an invalid setting."""
+    checks = [
+        (self.method in METHODS, f'method must be one of {METHODS}'),
+        (self.rounds >= 1, 'rounds must be >= 1'),
+        (self.clients_per_round >= 1, 'clients_per_round must be >= 1'),
+        (self.local_steps >= 1, 'local_steps must be >= 1'),
+        (self.batch_size >= 1, 'batch_size must be >= 1'),
+        (self.client_lr > 0, 'client_lr must be > 0'),
+        (self.server_lr > 0, 'server_lr must be > 0'),
+        (
+            self.server_optimizer in SERVER_OPTIMIZERS,
+            f'server_optimizer must be one of {SERVER_OPTIMIZERS}',
+        ),
+        (self.lam >= 0, 'lam must be >= 0'),
+        (self.fedprox_mu >= 0, 'fedprox_mu must be >= 0'),
+        (self.finetune_steps >= 0, 'finetune_steps must be >= 0'),
+        (self.finetune_lam >= 0, 'finetune_lam must be >= 0'),
+        (self.eval_every >= 1, 'eval_every must be >= 1'),
+        (self.eval_batch_size >= 1, 'eval_batch_size must be >= 1'),
+        (self.sampling in SAMPLING_MODES, f'sampling must be in {SAMPLING_MODES}'),
+        (self.checkpoint_every >= 0, 'checkpoint_every must be >= 0'),
+        (self.eval_split in ('test', 'validation'), 'eval_split must be test or validation'),
+    ]
+    for ok, message in checks:
+      if not ok:
+        raise ValueError(f'{message} (got {self})')
+
+
+def sample_clients(
+    round_num: int,
+    num_train_examples: np.ndarray,
+    clients_per_round: int,
+    seed: int,
+    mode: str = 'weighted',
+) -> np.ndarray:
+  """The clients of a round, seeded by (seed, round_num) alone.
+
+  Args:
+    round_num: Round index (0-based).
+    num_train_examples: Training examples per client.
+    clients_per_round: How many to draw (capped at the number of clients).
+    seed: Experiment seed.
+    mode: 'weighted' = without replacement with probability proportional to
+      training examples (the reference's default sampling); 'uniform'.
+
+  Returns:
+    Sorted int array of client indices.
+  """
+  num_clients = len(num_train_examples)
+  count = min(clients_per_round, num_clients)
+  rng = np.random.default_rng([seed, round_num, 4])
+  if mode == 'weighted':
+    p = np.asarray(num_train_examples, np.float64)
+    p = p / p.sum()
+  else:
+    p = None
+  return np.sort(rng.choice(num_clients, size=count, replace=False, p=p))
+
+
+def train_batches(
+    arrays: collections.OrderedDict, batch_size: int, seed: int
+) -> tf.data.Dataset:
+  """A client's endless, reshuffled-every-pass stream of training batches."""
+  n = int(arrays['y'].shape[0])
+  return (
+      tf.data.Dataset.from_tensor_slices(arrays)
+      .shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
+      .repeat()
+      .batch(batch_size)
+  )
+
+
+def eval_batches(arrays: collections.OrderedDict, batch_size: int):
+  return tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size)
+
+
+def state_handle_dataset(handle: client_states.ClientStateHandle):
+  return tf.data.Dataset.from_tensors(
+      collections.OrderedDict(
+          read_path=handle.read_path, write_path=handle.write_path
+      )
+  )
+
+
+_TRAIN_STREAM = 1
+_FINETUNE_STREAM = 2
+
+
+def _client_seed(seed: int, stream: int, *keys: int) -> int:
+  """A tf.data shuffle seed determined by the experiment seed and keys."""
+  return int(
+      np.random.default_rng([seed, stream, *keys]).integers(2**31 - 1)
+  )
+
+
+def initial_model_weights(
+    model_fn: ditto.ModelFn, seed: int
+) -> tff.learning.models.ModelWeights:
+  """Seeded initial weights (TFF's own initializer is not seeded)."""
+  tf.keras.utils.set_random_seed(seed)
+  model = model_fn()
+  weights = tff.learning.models.ModelWeights.from_model(model)
+  return tff.learning.models.ModelWeights(
+      trainable=[v.numpy() for v in weights.trainable],
+      non_trainable=[v.numpy() for v in weights.non_trainable],
+  )
+
+
+def _server_optimizer(config: ExperimentConfig):
+  if config.server_optimizer == 'adam':
+    return tff.learning.optimizers.build_adam(learning_rate=config.server_lr)
+  return tff.learning.optimizers.build_sgdm(learning_rate=config.server_lr)
+
+
+class OutputDirectoryError(RuntimeError):
+  """The output directory holds results and neither resume nor overwrite."""
+
+
+class ExperimentRunner:
+  """Runs one method on one dataset; see the module docstring."""
+
+  def __init__(
+      self,
+      config: ExperimentConfig,
+      dataset: FederatedDataset,
+      model_fn: ditto.ModelFn,
+      output_dir: str,
+      *,
+      model_aggregator=None,
+      malicious_client_indices: Sequence[int] = (),
+      resume: bool = False,
+      overwrite: bool = False,
+      log_fn: Optional[Callable[[str], None]] = print,
+  ):
+    """Builds the TFF computations and prepares the output directory.
+
+    Args:
+      config: The run's hyper-parameters (validated here).
+      dataset: The federated dataset.
+      model_fn: No-arg callable returning a `tff.learning.models.VariableModel`.
+      output_dir: Where results, checkpoints and client states go.
+      model_aggregator: A `tff.aggregators` factory (default mean).
+      malicious_client_indices: Clients reported apart from the benign ones.
+      resume: Continue from the latest checkpoint in `output_dir`.
+      overwrite: Delete an existing `output_dir` first.
+      log_fn: Receives one progress line per round; None for silence.
+
+    Raises:
+      ValueError: On an invalid config.
+      OutputDirectoryError: If `output_dir` holds results and neither
+        `resume` nor `overwrite` is set.
+    """
+    config.validate()
+    if config.method == 'local':
+      config = dataclasses.replace(config, lam=0.0)
+    self.config = config
+    self.dataset = dataset
+    self.model_fn = model_fn
+    self.output_dir = output_dir
+    self.log_fn = log_fn or (lambda _: None)
+    self.malicious = np.zeros([dataset.num_clients], bool)
+    self.malicious[np.asarray(malicious_client_indices, np.int64)] = True
+    self._num_train_examples = dataset.num_train_examples()
+    self._prepare_output_dir(resume, overwrite)
+    self._resume = resume
+
+    personalize = config.method in PERSONALIZED_METHODS
+    self.personalize = personalize
+    client_optimizer = tff.learning.optimizers.build_sgdm(
+        learning_rate=config.client_lr
+    )
+    self.process = ditto.build_ditto_process(
+        model_fn,
+        client_optimizer=client_optimizer,
+        personal_lambda=config.lam,
+        local_steps=config.local_steps,
+        model_aggregator=model_aggregator,
+        server_optimizer=_server_optimizer(config),
+        global_proximal_strength=config.fedprox_mu,
+        client_weighting=(
+            tff.learning.ClientWeighting.NUM_EXAMPLES
+            if config.weighted_aggregation
+            else tff.learning.ClientWeighting.UNIFORM
+        ),
+        personalize=personalize,
+    )
+    self.global_evaluation = evaluation.build_global_evaluation(model_fn)
+    if personalize:
+      self.personalized_evaluation = evaluation.build_personalized_evaluation(
+          model_fn
+      )
+    if config.method == 'finetune':
+      self.finetune_evaluation = evaluation.build_finetune_evaluation(
+          model_fn, client_optimizer, proximal_strength=config.finetune_lam
+      )
+    initial = initial_model_weights(model_fn, config.seed)
+    self.state = self.process.set_model_weights(
+        self.process.initialize(), initial
+    )
+    self.store = None
+    if personalize:
+      self.store = client_states.FileClientStateStore(
+          os.path.join(output_dir, 'client_states'),
+          dataset.num_clients,
+          list(initial.trainable) + list(initial.non_trainable),
+      )
+    self.next_round = 0
+    self._checkpoint_versions = []  # client-state versions per kept checkpoint
+    self.state_manager = tff.program.FileProgramStateManager(
+        os.path.join(output_dir, 'checkpoints'),
+        keep_total=2,
+        keep_first=False,
+    )
+    self.metrics_manager = tff.program.CSVFileReleaseManager(
+        os.path.join(output_dir, 'metrics.csv'), key_fieldname='round'
+    )
+    self.history: list[collections.OrderedDict] = []
+    self.last_evaluation: Optional[collections.OrderedDict] = None
+    if resume:
+      self._restore_latest_checkpoint()
+
+  # ----------------------------------------------------------------- set-up
+
+  def _prepare_output_dir(self, resume: bool, overwrite: bool) -> None:
+    if os.path.isdir(self.output_dir) and os.listdir(self.output_dir):
+      if overwrite and not resume:
+        shutil.rmtree(self.output_dir)
+      elif not resume:
+        raise OutputDirectoryError(
+            f'{self.output_dir} already holds results; pass --resume to '
+            'continue that run or --overwrite to replace it.'
+        )
+    os.makedirs(self.output_dir, exist_ok=True)
+
+  def _checkpoint_structure(self):
+    return collections.OrderedDict(
+        state=self.state,
+        round_num=np.int32(0),
+        client_state_versions=np.zeros([self.dataset.num_clients], np.int32),
+    )
+
+  def _restore_latest_checkpoint(self) -> None:
+    versions = asyncio.run(self.state_manager.get_versions()) or []
+    for version in sorted(versions, reverse=True):
+      try:
+        loaded = asyncio.run(
+            self.state_manager.load(version, self._checkpoint_structure())
+        )
+      except Exception as error:  # pylint: disable=broad-except
+        self.log_fn(
+            f'checkpoint {version} unreadable ({type(error).__name__}); '
+            'trying the previous one'
+        )
+        continue
+      self.state = loaded['state']
+      self.next_round = int(loaded['round_num']) + 1
+      if self.store is not None:
+        self.store.restore(loaded['client_state_versions'])
+        self._checkpoint_versions = [self.store.versions.copy()]
+      self._remove_checkpoints_after(version)
+      self.log_fn(f'resumed from checkpoint after round {version}')
+      return
+    self.log_fn('no checkpoint found; starting from round 0')
+
+  def _remove_checkpoints_after(self, version: int) -> None:
+    """Deletes checkpoints newer than `version` (torn or from a lost future)."""
+    root = os.path.join(self.output_dir, 'checkpoints')
+    for newer in asyncio.run(self.state_manager.get_versions()) or []:
+      if newer > version:
+        shutil.rmtree(os.path.join(root, f'program_state_{newer}'))
+
+  def _save_checkpoint(self, round_num: int) -> None:
+    versions = (
+        self.store.versions.copy()
+        if self.store is not None
+        else np.zeros([self.dataset.num_clients], np.int32)
+    )
+    asyncio.run(
+        self.state_manager.save(
+            collections.OrderedDict(
+                state=self.state,
+                round_num=np.int32(round_num),
+                client_state_versions=versions,
+            ),
+            round_num,
+        )
+    )
+    if self.store is not None:
+      self._checkpoint_versions = (self._checkpoint_versions + [versions])[-2:]
+      self.store.prune(self._checkpoint_versions[0])
+
+  # ------------------------------------------------------------- one round
+
+  def _round_client_data(self, round_num: int, client_indices):
+    client_ids = self.dataset.client_ids
+    datasets = [
+        train_batches(
+            self.dataset.train[client_ids[i]],
+            self.config.batch_size,
+            _client_seed(self.config.seed, _TRAIN_STREAM, round_num, i),
+        )
+        for i in client_indices
+    ]
+    if not self.personalize:
+      return datasets
+    handles = self.store.handles(client_indices, round_num)
+    return [
+        collections.OrderedDict(
+            batches=batches, personal_state=state_handle_dataset(handle)
+        )
+        for batches, handle in zip(datasets, handles)
+    ]
+
+  def run_round(self, round_num: int) -> collections.OrderedDict:
+    """Trains one round; returns its metrics row."""
+    start = time.monotonic()
+    client_indices = sample_clients(
+        round_num,
+        self._num_train_examples,
+        self.config.clients_per_round,
+        self.config.seed,
+        self.config.sampling,
+    )
+    output = self.process.next(
+        self.state, self._round_client_data(round_num, client_indices)
+    )
+    self.state = output.state
+    if self.store is not None:
+      self.store.commit(client_indices, round_num)
+    train = output.metrics['client_work']['train']
+    row = collections.OrderedDict(
+        round=round_num,
+        seconds=time.monotonic() - start,
+        global_train_loss=float(train['global_train_loss']),
+        personal_train_loss=(
+            float(train['personal_train_loss']) if self.personalize else math.nan
+        ),
+        sampled_malicious=int(self.malicious[client_indices].sum()),
+        non_finite_updates=float(train['non_finite_updates']),
+    )
+    return row
+
+  # ------------------------------------------------------------ evaluation
+
+  def _eval_arrays(self):
+    return getattr(self.dataset, self.config.eval_split)
+
+  def evaluate(self, round_num: int) -> collections.OrderedDict:
+    """Per-client evaluation of the method's models; returns the summary."""
+    split = self._eval_arrays()
+    client_ids = self.dataset.client_ids
+    test = [
+        eval_batches(split[c], self.config.eval_batch_size) for c in client_ids
+    ]
+    weights = self.process.get_model_weights(self.state)
+    if self.personalize:
+      handles = [
+          client_states.ClientStateHandle(self.store.read_path(i), '')
+          for i in range(len(client_ids))
+      ]
+      client_metrics = self.personalized_evaluation([
+          collections.OrderedDict(
+              batches=batches, personal_state=state_handle_dataset(handle)
+          )
+          for batches, handle in zip(test, handles)
+      ])
+    elif self.config.method == 'finetune':
+      client_metrics = self.finetune_evaluation(
+          weights,
+          [
+              collections.OrderedDict(
+                  train=train_batches(
+                      self.dataset.train[c],
+                      self.config.batch_size,
+                      _client_seed(self.config.seed, _FINETUNE_STREAM, i),
+                  ).take(self.config.finetune_steps),
+                  test=batches,
+              )
+              for i, (c, batches) in enumerate(zip(client_ids, test))
+          ],
+      )
+    else:
+      client_metrics = self.global_evaluation(weights, test)
+    stacked = evaluation.stack_client_metrics(client_metrics)
+    summary = collections.OrderedDict()
+    benign = ~self.malicious
+    summary.update(
+        evaluation.summarize(
+            stacked['num_correct'][benign],
+            stacked['num_examples'][benign],
+            stacked['loss_sum'][benign],
+            prefix='benign_',
+        )
+    )
+    if self.malicious.any():
+      summary.update(
+          evaluation.summarize(
+              stacked['num_correct'][self.malicious],
+              stacked['num_examples'][self.malicious],
+              stacked['loss_sum'][self.malicious],
+              prefix='malicious_',
+          )
+      )
+    if self.personalize:
+      global_metrics = evaluation.stack_client_metrics(
+          self.global_evaluation(weights, test)
+      )
+      summary['global_model_benign_pooled_accuracy'] = float(
+          global_metrics['num_correct'][benign].sum()
+          / max(global_metrics['num_examples'][benign].sum(), 1.0)
+      )
+    table = evaluation.client_metrics_table(client_metrics, client_ids)
+    table['malicious'] = self.malicious
+    table.to_csv(
+        os.path.join(self.output_dir, 'client_metrics.csv'), index=False
+    )
+    return summary
+
+  # ------------------------------------------------------------------- run
+
+  def _progress_line(self, row) -> str:
+    line = (
+        f'[{self.config.method}] round {row["round"] + 1}/{self.config.rounds}'
+        f' | {row["seconds"]:.2f}s | train loss {row["global_train_loss"]:.4f}'
+    )
+    if self.personalize:
+      line += f' (personal {row["personal_train_loss"]:.4f})'
+    if 'benign_mean_accuracy' in row:
+      line += (
+          f' | benign acc mean {row["benign_mean_accuracy"]:.4f}'
+          f' pooled {row["benign_pooled_accuracy"]:.4f}'
+          f' std {row["benign_std_accuracy"]:.4f}'
+      )
+    return line
+
+  def run(self) -> collections.OrderedDict:
+    """Runs the remaining rounds; returns the final summary (also saved)."""
+    config = self.config
+    start = time.monotonic()
+    for round_num in range(self.next_round, config.rounds):
+      row = self.run_round(round_num)
+      is_last = round_num == config.rounds - 1
+      if (round_num + 1) % config.eval_every == 0 or is_last:
+        self.last_evaluation = self.evaluate(round_num)
+        row.update(self.last_evaluation)
+      asyncio.run(self.metrics_manager.release(row, key=round_num))
+      if config.checkpoint_every and (
+          (round_num + 1) % config.checkpoint_every == 0 or is_last
+      ):
+        self._save_checkpoint(round_num)
+      self.history.append(row)
+      self.next_round = round_num + 1
+      self.log_fn(self._progress_line(row))
+    if self.last_evaluation is None:
+      # Resumed after the last round: evaluate the restored state.
+      self.last_evaluation = self.evaluate(config.rounds - 1)
+    summary = collections.OrderedDict(
+        method=config.method,
+        dataset=self.dataset.name,
+        rounds=config.rounds,
+        seconds=time.monotonic() - start,
+        config=dataclasses.asdict(config),
+        final=self.last_evaluation,
+        num_clients=self.dataset.num_clients,
+        num_malicious=int(self.malicious.sum()),
+    )
+    with open(os.path.join(self.output_dir, 'summary.json'), 'w') as f:
+      json.dump(summary, f, indent=2, default=_json_default)
+    return summary
+
+  def personalized_weights(self, client_index: int) -> list[np.ndarray]:
+    """The current personalized model of a client (trainable + non-trainable)."""
+    if self.store is None:
+      raise ValueError(f'Method {self.config.method} keeps no client state.')
+    return self.store.read(client_index)
+
+
+def _json_default(value: Any):
+  if isinstance(value, (np.integer,)):
+    return int(value)
+  if isinstance(value, (np.floating,)):
+    return float(value)
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  raise TypeError(f'Not JSON serializable: {type(value)}')
