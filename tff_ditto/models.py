@@ -224,7 +224,7 @@ def build_femnist_cnn(
   init = _Initializers(seed)
   return tf.keras.Sequential(
       [
-          tf.keras.Input(shape=(28, 28, 1), dtype=tf.float32),
+          tf.keras.layers.InputLayer(input_shape=(28, 28, 1), dtype=tf.float32),
           tf.keras.layers.Conv2D(
               16, 5, padding='same', activation='relu',
               kernel_initializer=init.kernel(),
@@ -254,7 +254,7 @@ def build_fmnist_cnn(
   init = _Initializers(seed)
   return tf.keras.Sequential(
       [
-          tf.keras.Input(shape=(28, 28, 1), dtype=tf.float32),
+          tf.keras.layers.InputLayer(input_shape=(28, 28, 1), dtype=tf.float32),
           tf.keras.layers.Conv2D(
               32, 5, padding='same', activation='relu',
               kernel_initializer=init.kernel(),
@@ -284,7 +284,7 @@ def build_celeba_cnn(
   84 -> 42 -> 21 -> 11 -> 6, then a dense layer on 6*6*32 = 1152 features.
   """
   init = _Initializers(seed)
-  layers = [tf.keras.Input(shape=(84, 84, 3), dtype=tf.float32)]
+  layers = [tf.keras.layers.InputLayer(input_shape=(84, 84, 3), dtype=tf.float32)]
   for _ in range(4):
     layers += [
         tf.keras.layers.Conv2D(
@@ -311,7 +311,7 @@ def build_vehicle_svm(
   """
   return tf.keras.Sequential(
       [
-          tf.keras.Input(shape=(num_features,), dtype=tf.float32),
+          tf.keras.layers.InputLayer(input_shape=(num_features,), dtype=tf.float32),
           tf.keras.layers.Dense(
               1,
               kernel_initializer='zeros',
@@ -330,7 +330,7 @@ def build_logistic_regression(
   init = _Initializers(seed)
   return tf.keras.Sequential(
       [
-          tf.keras.Input(shape=(num_features,), dtype=tf.float32),
+          tf.keras.layers.InputLayer(input_shape=(num_features,), dtype=tf.float32),
           tf.keras.layers.Dense(num_classes, kernel_initializer=init.kernel()),
       ],
       name='logistic_regression',

@@ -38,91 +38,12 @@ import tensorflow_federated as tff
 from tff_ditto import client_states
 from tff_ditto import ditto
 from tff_ditto import evaluation
+from tff_ditto import training_config
 from tff_ditto.data import FederatedDataset
 
-METHODS = ('ditto', 'local', 'global', 'finetune')
-PERSONALIZED_METHODS = ('ditto', 'local')
-SAMPLING_MODES = ('weighted', 'uniform')
-SERVER_OPTIMIZERS = ('sgd', 'adam')
-
-
-@dataclasses.dataclass(frozen=True)
-class ExperimentConfig:
-  """Hyper-parameters of one run (the reference code's defaults where known).
-
-  Attributes:
-    method: One of METHODS. `local` is Ditto with lambda = 0.
-    rounds: Communication rounds.
-    clients_per_round: Clients sampled per round (capped at the client count).
-    local_steps: Mini-batch steps per client per round (reference
-      `local_iters`).
-    batch_size: Training batch size.
-    client_lr: SGD learning rate of the local (global-model and personal)
-      steps.
-    server_lr: Server optimizer learning rate (SGD 1.0 = reference FedAvg).
-    server_optimizer: 'sgd' or 'adam'.
-    lam: Ditto's lambda (ignored by `global`; 0 for `local`).
-    fedprox_mu: FedProx proximal strength of the global solver (0 = FedAvg).
-    finetune_steps: Fine-tuning mini-batch steps of the `finetune` method.
-    finetune_lam: Proximal strength of fine-tuning towards the global model.
-    eval_every: Evaluate every this many rounds (and after the last round).
-    eval_batch_size: Batch size of evaluation.
-    sampling: 'weighted' (probability proportional to training examples,
-      without replacement, as the reference) or 'uniform'.
-    weighted_aggregation: Weight deltas by examples processed instead of the
-      reference's unweighted mean.
-    seed: Seeds the initial model, sampling, batch order and dropout.
-    checkpoint_every: Save a checkpoint every this many rounds (0 = never).
-    eval_split: 'test' or 'validation' (use 'validation' to tune).
-  """
-
-  method: str = 'ditto'
-  rounds: int = 100
-  clients_per_round: int = 10
-  local_steps: int = 10
-  batch_size: int = 10
-  client_lr: float = 0.05
-  server_lr: float = 1.0
-  server_optimizer: str = 'sgd'
-  lam: float = 1.0
-  fedprox_mu: float = 0.0
-  finetune_steps: int = 50
-  finetune_lam: float = 0.0
-  eval_every: int = 10
-  eval_batch_size: int = 100
-  sampling: str = 'weighted'
-  weighted_aggregation: bool = False
-  seed: int = 0
-  checkpoint_every: int = 1
-  eval_split: str = 'test'
-
-  def validate(self) -> None:
-    """Raises ValueError with a one-line message on an invalid setting."""
-    checks = [
-        (self.method in METHODS, f'method must be one of {METHODS}'),
-        (self.rounds >= 1, 'rounds must be >= 1'),
-        (self.clients_per_round >= 1, 'clients_per_round must be >= 1'),
-        (self.local_steps >= 1, 'local_steps must be >= 1'),
-        (self.batch_size >= 1, 'batch_size must be >= 1'),
-        (self.client_lr > 0, 'client_lr must be > 0'),
-        (self.server_lr > 0, 'server_lr must be > 0'),
-        (
-            self.server_optimizer in SERVER_OPTIMIZERS,
-            f'server_optimizer must be one of {SERVER_OPTIMIZERS}',
-        ),
-        (self.lam >= 0, 'lam must be >= 0'),
-        (self.fedprox_mu >= 0, 'fedprox_mu must be >= 0'),
-        (self.finetune_steps >= 0, 'finetune_steps must be >= 0'),
-        (self.finetune_lam >= 0, 'finetune_lam must be >= 0'),
-        (self.eval_every >= 1, 'eval_every must be >= 1'),
-        (self.eval_batch_size >= 1, 'eval_batch_size must be >= 1'),
-        (self.sampling in SAMPLING_MODES, f'sampling must be in {SAMPLING_MODES}'),
-        (self.checkpoint_every >= 0, 'checkpoint_every must be >= 0'),
-        (self.eval_split in ('test', 'validation'), 'eval_split must be test or validation'),
-    ]
-    for ok, message in checks:
-      if not ok:
-        raise ValueError(f'{message} (got {self})')
+METHODS = training_config.METHODS
+PERSONALIZED_METHODS = training_config.PERSONALIZED_METHODS
+ExperimentConfig = training_config.ExperimentConfig
 
 
 def sample_clients(
@@ -195,13 +116,23 @@ def _client_seed(seed: int, stream: int, *keys: int) -> int:
 def initial_model_weights(
     model_fn: ditto.ModelFn, seed: int
 ) -> tff.learning.models.ModelWeights:
-  """Seeded initial weights (TFF's own initializer is not seeded)."""
-  tf.keras.utils.set_random_seed(seed)
-  model = model_fn()
-  weights = tff.learning.models.ModelWeights.from_model(model)
+  """Seeded initial weights (TFF's own initial-weights computation is not).
+
+  Built in a private graph with a graph-level seed (building Keras models
+  eagerly after TFF has traced them in graphs breaks Sequential models under
+  absl's app.run).
+  """
+  with tf.Graph().as_default() as graph:
+    tf.keras.utils.set_random_seed(seed)  # Python, NumPy and TF seeds
+    model = model_fn()
+    weights = tff.learning.models.ModelWeights.from_model(model)
+    with tf.compat.v1.Session(graph=graph) as session:
+      session.run(tf.compat.v1.global_variables_initializer())
+      trainable, non_trainable = session.run(
+          [list(weights.trainable), list(weights.non_trainable)]
+      )
   return tff.learning.models.ModelWeights(
-      trainable=[v.numpy() for v in weights.trainable],
-      non_trainable=[v.numpy() for v in weights.non_trainable],
+      trainable=trainable, non_trainable=non_trainable
   )
 
 

@@ -1,0 +1,195 @@
+"""Runs Ditto and its baselines on a federated dataset.
+
+With no flags it runs Ditto, FedAvg (global) and local training on the
+embedded Synthetic(1, 1) dataset and prints a comparison table:
+
+  python run_experiment.py
+  python run_experiment.py --dataset=femnist --data_dir=../shared/data \
+      --method=ditto,global,local --rounds=300
+  python run_experiment.py --output_dir=runs/x --resume   # continue a run
+
+Per method, results go to <output_dir>/<method>/ (metrics.csv per round,
+client_metrics.csv, summary.json, checkpoints); the comparison of all methods
+to <output_dir>/comparison.{csv,md} and the flags to <output_dir>/flags.json.
+"""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+import datetime  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+from tff_ditto import experiment_defaults  # noqa: E402
+
+_DATASET = flags.DEFINE_string(
+    'dataset', 'synthetic',
+    'Dataset: synthetic (embedded Synthetic(1,1) generator; also '
+    'synthetic_<alpha>_<beta>), femnist, vehicle, celeba, leaf_synthetic '
+    '(LEAF JSON), fmnist (Fashion-MNIST, 500-device partition), emnist, '
+    'tff_celeba (TFF SQLite files).')
+_DATA_DIR = flags.DEFINE_string(
+    'data_dir', None,
+    'Directory holding the dataset (or its parent, e.g. ../shared/data). '
+    'Not needed for synthetic.')
+_METHOD = flags.DEFINE_list(
+    'method', ['ditto', 'global', 'local'],
+    'Comma-separated methods to run and compare: ditto, global (FedAvg), '
+    'local (Ditto with lambda=0), finetune (FedAvg then per-client '
+    'fine-tuning).')
+_ROUNDS = flags.DEFINE_integer(
+    'rounds', None, 'Communication rounds (default: per-dataset preset).')
+_CLIENTS_PER_ROUND = flags.DEFINE_integer(
+    'clients_per_round', None, 'Clients sampled per round (default: 10).')
+_LOCAL_STEPS = flags.DEFINE_integer(
+    'local_steps', None,
+    'Mini-batch steps per client per round, for both the personal and the '
+    'global model (default: per-dataset preset).')
+_BATCH_SIZE = flags.DEFINE_integer(
+    'batch_size', None, 'Training batch size (default: per-dataset preset).')
+_CLIENT_LR = flags.DEFINE_float(
+    'client_lr', None,
+    'Client SGD learning rate of personal and global local steps '
+    '(default: per-dataset preset, chosen on validation data).')
+_SERVER_LR = flags.DEFINE_float(
+    'server_lr', 1.0, 'Server learning rate (SGD 1.0 = reference FedAvg).')
+_SERVER_OPTIMIZER = flags.DEFINE_enum(
+    'server_optimizer', 'sgd', ['sgd', 'adam'], 'Server optimizer.')
+_LAM = flags.DEFINE_float(
+    'lam', None, "Ditto's lambda (default: per-dataset preset, 1.0 mostly).")
+_FEDPROX_MU = flags.DEFINE_float(
+    'fedprox_mu', 0.0,
+    'FedProx proximal strength of the global solver (0 = FedAvg).')
+_FINETUNE_STEPS = flags.DEFINE_integer(
+    'finetune_steps', None, 'Fine-tuning steps of the finetune method.')
+_FINETUNE_LAM = flags.DEFINE_float(
+    'finetune_lam', 0.0,
+    'Proximal strength towards the global model during fine-tuning.')
+_AGGREGATOR = flags.DEFINE_string(
+    'aggregator', 'mean', 'Server aggregation of model deltas: mean.')
+_ATTACK = flags.DEFINE_enum(
+    'attack', 'none', ['none'], 'Attack of the malicious clients.')
+_ATTACK_RATIO = flags.DEFINE_float(
+    'attack_ratio', 0.0, 'Fraction of all clients that are malicious.')
+_EVAL_EVERY = flags.DEFINE_integer(
+    'eval_every', None, 'Evaluate every this many rounds (and at the end).')
+_EVAL_SPLIT = flags.DEFINE_enum(
+    'eval_split', 'test', ['test', 'validation'],
+    'Split evaluated: tune hyper-parameters on validation, report on test.')
+_SAMPLING = flags.DEFINE_enum(
+    'sampling', 'weighted', ['weighted', 'uniform'],
+    'Client sampling: weighted (proportional to training examples, without '
+    'replacement, as the reference) or uniform.')
+_WEIGHTED_AGGREGATION = flags.DEFINE_bool(
+    'weighted_aggregation', False,
+    'Weight client deltas by examples instead of the reference unweighted '
+    'mean.')
+_SEED = flags.DEFINE_integer(
+    'seed', 0, 'Seed of data splits, initial model, sampling and batches.')
+_VALIDATION_FRACTION = flags.DEFINE_float(
+    'validation_fraction', 0.1,
+    "Fraction of each client's training data held out for validation.")
+_MAX_CLIENTS = flags.DEFINE_integer(
+    'max_clients', None, 'Use only the first N clients (quick runs).')
+_OUTPUT_DIR = flags.DEFINE_string(
+    'output_dir', None,
+    'Results directory (default: runs/<dataset>-seed<seed>-<time>).')
+_RESUME = flags.DEFINE_bool(
+    'resume', False,
+    'Continue the run in --output_dir from its latest checkpoints.')
+_OVERWRITE = flags.DEFINE_bool(
+    'overwrite', False, 'Replace existing results in --output_dir.')
+_CHECKPOINT_EVERY = flags.DEFINE_integer(
+    'checkpoint_every', 1, 'Checkpoint every N rounds (0 = never).')
+_MAX_CONCURRENT_CLIENTS = flags.DEFINE_integer(
+    'max_concurrent_clients', 2,
+    'Client computations the local TFF worker runs at once (-1 = no limit).')
+
+
+
+def _config_values() -> dict:
+  return dict(
+      rounds=_ROUNDS.value,
+      clients_per_round=_CLIENTS_PER_ROUND.value,
+      local_steps=_LOCAL_STEPS.value,
+      batch_size=_BATCH_SIZE.value,
+      client_lr=_CLIENT_LR.value,
+      server_lr=_SERVER_LR.value,
+      server_optimizer=_SERVER_OPTIMIZER.value,
+      lam=_LAM.value,
+      fedprox_mu=_FEDPROX_MU.value,
+      finetune_steps=_FINETUNE_STEPS.value,
+      finetune_lam=_FINETUNE_LAM.value,
+      eval_every=_EVAL_EVERY.value,
+      eval_split=_EVAL_SPLIT.value,
+      sampling=_SAMPLING.value,
+      weighted_aggregation=_WEIGHTED_AGGREGATION.value,
+      seed=_SEED.value,
+      checkpoint_every=_CHECKPOINT_EVERY.value,
+  )
+
+
+def _fail(message: str) -> None:
+  print(f'run_experiment.py: error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def main(argv):
+  if len(argv) > 1:
+    _fail(f'unexpected arguments {argv[1:]}')
+  # Validate everything before any TF/TFF work starts.
+  try:
+    configs = experiment_defaults.build_configs(
+        _DATASET.value, _METHOD.value, _config_values())
+  except ValueError as error:
+    _fail(str(error))
+  if _AGGREGATOR.value != 'mean':
+    _fail(f'unknown --aggregator {_AGGREGATOR.value!r}')
+  if not 0.0 <= _ATTACK_RATIO.value < 1.0:
+    _fail('--attack_ratio must be in [0, 1)')
+  if _RESUME.value and not _OUTPUT_DIR.value:
+    _fail('--resume needs the --output_dir of the run to continue')
+  if _RESUME.value and _OVERWRITE.value:
+    _fail('--resume and --overwrite exclude each other')
+  output_dir = _OUTPUT_DIR.value or os.path.join(
+      'runs',
+      f'{_DATASET.value}-seed{_SEED.value}-'
+      f'{datetime.datetime.now():%Y%m%d-%H%M%S}')
+
+  from tff_ditto import runtime  # pylint: disable=g-import-not-at-top
+
+  # absl's own --verbosity flag: quiet unless given (1: Python info logs,
+  # 2: also TF's C++ logs).
+  verbosity = flags.FLAGS.verbosity if flags.FLAGS['verbosity'].present else 0
+  runtime.set_quiet_logs(verbosity)  # before TensorFlow is imported
+  from tff_ditto import experiment  # pylint: disable=g-import-not-at-top
+
+  runtime.configure_local_execution(_MAX_CONCURRENT_CLIENTS.value)
+  try:
+    comparison = experiment.run_comparison(
+        dataset_name=_DATASET.value,
+        data_dir=_DATA_DIR.value,
+        configs=configs,
+        output_dir=output_dir,
+        validation_fraction=_VALIDATION_FRACTION.value,
+        max_clients=_MAX_CLIENTS.value,
+        resume=_RESUME.value,
+        overwrite=_OVERWRITE.value,
+        flag_values={
+            flag.name: flag.value
+            for flag in flags.FLAGS.get_key_flags_for_module(sys.argv[0])
+        },
+    )
+  except (experiment.ExperimentError,) as error:
+    _fail(str(error))
+  print()
+  print(experiment.markdown_table(comparison))
+  print(f'\nresults in {output_dir}')
+
+
+if __name__ == '__main__':
+  app.run(main)
