@@ -43,6 +43,7 @@ from tff_ditto import optimization
 
 BATCHES_KEY = 'batches'
 STATE_KEY = 'personal_state'
+ATTACK_KEY = 'attack'
 
 ModelFn = Callable[[], tff.learning.models.VariableModel]
 AggregationFactory = Union[
@@ -69,15 +70,77 @@ STATE_HANDLE_TYPE = tff.types.tensorflow_to_type(
 )
 
 
-def client_data_type(model_fn: ModelFn, personalize: bool = True) -> tff.Type:
-  """The per-client data type of a round: batches (and the state handle)."""
+ATTACK_TYPE = tff.types.tensorflow_to_type(
+    collections.OrderedDict(
+        code=tf.TensorSpec([], tf.int32),
+        scale=tf.TensorSpec([], tf.float32),
+        seed=tf.TensorSpec([2], tf.int64),
+    )
+)
+
+
+def client_data_type(
+    model_fn: ModelFn, personalize: bool = True, simulate_attacks: bool = False
+) -> tff.Type:
+  """The per-client data type of a round.
+
+  Args:
+    model_fn: The model builder (gives the batch element type).
+    personalize: Include the personal-state handle.
+    simulate_attacks: Include the per-client attack instruction.
+
+  Returns:
+    A sequence of batches when neither is set; otherwise a struct with keys
+    `batches`, `personal_state` (sequence of one handle) and `attack`
+    (sequence of one `OrderedDict(code, scale, seed)`, see
+    `tff_ditto.attacks.UPDATE_ATTACK_CODES`).
+  """
   batches_type = tff.SequenceType(_element_type(model_fn))
-  if not personalize:
+  if not personalize and not simulate_attacks:
     return batches_type
-  return tff.StructType([
-      (BATCHES_KEY, batches_type),
-      (STATE_KEY, tff.SequenceType(STATE_HANDLE_TYPE)),
-  ])
+  fields = [(BATCHES_KEY, batches_type)]
+  if personalize:
+    fields.append((STATE_KEY, tff.SequenceType(STATE_HANDLE_TYPE)))
+  if simulate_attacks:
+    fields.append((ATTACK_KEY, tff.SequenceType(ATTACK_TYPE)))
+  return tff.StructType(fields)
+
+
+def _apply_update_attack(update, weight, attack):
+  """A malicious client's transformation of its honest update.
+
+  Codes (tff_ditto.attacks.UPDATE_ATTACK_CODES): 0 honest; 1 A2 random
+  update N(0, sigma^2) with sigma the std of its own update's entries; 2 A3
+  model replacement (update * scale); 3 bit flip (-update); 4 honest update
+  marked for the omniscient server-side hook by a negative weight.
+  """
+  flat = tf.nest.flatten(update)
+  code = attack['code']
+  all_entries = tf.concat([tf.reshape(t, [-1]) for t in flat], axis=0)
+  sigma = tf.math.reduce_std(all_entries)
+  noise = [
+      sigma
+      * tf.random.stateless_normal(
+          tf.shape(t),
+          seed=tf.random.experimental.stateless_fold_in(attack['seed'], i),
+      )
+      for i, t in enumerate(flat)
+  ]
+  attacked = [
+      tf.switch_case(
+          code,
+          branch_fns=[
+              lambda t=t: t,
+              lambda n=n: n,
+              lambda t=t: t * attack['scale'],
+              lambda t=t: -t,
+              lambda t=t: t,
+          ],
+      )
+      for t, n in zip(flat, noise)
+  ]
+  weight = tf.where(tf.equal(code, 4), -weight, weight)
+  return tf.nest.pack_sequence_as(update, attacked), weight
 
 
 def _read_personal_weights(path, personal_weights):
@@ -107,6 +170,7 @@ def build_ditto_client_update(
     global_proximal_strength: float,
     client_weighting: tff.learning.ClientWeighting,
     personalize: bool,
+    simulate_attacks: bool = False,
 ):
   """Returns the `tf.function` run by one client in one Ditto round.
 
@@ -116,7 +180,7 @@ def build_ditto_client_update(
   personal_model = model_fn() if personalize else None
 
   @tf.function
-  def client_update(initial_weights, batches, state_handle):
+  def client_update(initial_weights, batches, state_handle, attack):
     global_weights = tff.learning.models.ModelWeights.from_model(global_model)
     tf.nest.map_structure(
         lambda v, t: v.assign(t), global_weights, initial_weights
@@ -188,11 +252,13 @@ def build_ditto_client_update(
     update = tf.nest.map_structure(
         tf.subtract, initial_weights.trainable, global_weights.trainable
     )
-    update, has_non_finite = _zero_if_non_finite(update)
     if client_weighting == tff.learning.ClientWeighting.NUM_EXAMPLES:
       weight = loop_state['num_examples']
     else:
       weight = tf.constant(1.0, tf.float32)
+    if simulate_attacks:
+      update, weight = _apply_update_attack(update, weight, attack)
+    update, has_non_finite = _zero_if_non_finite(update)
     weight = tf.where(has_non_finite > 0, 0.0, weight)
     written = []
     if personalize:
@@ -236,27 +302,28 @@ def _build_client_work(
     data_type: tff.Type,
     make_client_update: Callable[[], Callable],
     personalize: bool,
+    simulate_attacks: bool,
 ) -> tff.learning.templates.ClientWorkProcess:
   """Wraps the client update in a `ClientWorkProcess`."""
 
   @tff.tensorflow.computation(weights_type, data_type)
   def client_computation(initial_weights, client_data):
     client_update = make_client_update()
+    if not personalize and not simulate_attacks:
+      client_data = collections.OrderedDict([(BATCHES_KEY, client_data)])
+    handle = collections.OrderedDict(
+        read_path=tf.constant(''), write_path=tf.constant('')
+    )
     if personalize:
-      handle = client_data[STATE_KEY].reduce(
-          collections.OrderedDict(
-              read_path=tf.constant(''), write_path=tf.constant('')
-          ),
-          lambda _, h: h,
-      )
-      batches = client_data[BATCHES_KEY]
-    else:
-      handle = collections.OrderedDict(
-          read_path=tf.constant(''), write_path=tf.constant('')
-      )
-      batches = client_data
+      handle = client_data[STATE_KEY].reduce(handle, lambda _, h: h)
+    attack = collections.OrderedDict(
+        code=tf.constant(0), scale=tf.constant(1.0),
+        seed=tf.zeros([2], tf.int64),
+    )
+    if simulate_attacks:
+      attack = client_data[ATTACK_KEY].reduce(attack, lambda _, a: a)
     update, weight, client_metrics = client_update(
-        initial_weights, batches, handle
+        initial_weights, client_data[BATCHES_KEY], handle, attack
     )
     return (
         tff.learning.templates.ClientResult(
@@ -317,6 +384,7 @@ def build_ditto_process(
     global_proximal_strength: float = 0.0,
     client_weighting: tff.learning.ClientWeighting = tff.learning.ClientWeighting.UNIFORM,
     personalize: bool = True,
+    simulate_attacks: bool = False,
 ) -> tff.learning.templates.LearningProcess:
   """Builds Ditto as a `tff.learning.templates.LearningProcess`.
 
@@ -357,6 +425,11 @@ def build_ditto_process(
     personalize: False trains only the global model (FedAvg/FedProx), with
       plain batches as client data; used for the `global` and `finetune`
       baselines so that they share this exact code path.
+    simulate_attacks: Add a per-client `attack` instruction to the client data
+      (see `client_data_type` and `tff_ditto.attacks`): malicious clients of
+      the simulation transform their update inside this same client
+      computation (A2 random, A3 model replacement, bit flip) or mark it for
+      an omniscient server-side attack hook.
 
   Returns:
     A `tff.learning.templates.LearningProcess`.
@@ -380,7 +453,7 @@ def build_ditto_process(
     personal_optimizer = client_optimizer
 
   weights_type = _weights_type(model_fn)
-  data_type = client_data_type(model_fn, personalize)
+  data_type = client_data_type(model_fn, personalize, simulate_attacks)
 
   @tff.tensorflow.computation
   def initial_model_weights_fn():
@@ -396,10 +469,12 @@ def build_ditto_process(
         global_proximal_strength=float(global_proximal_strength),
         client_weighting=client_weighting,
         personalize=personalize,
+        simulate_attacks=simulate_attacks,
     )
 
   client_work = _build_client_work(
-      model_fn, weights_type, data_type, make_client_update, personalize
+      model_fn, weights_type, data_type, make_client_update, personalize,
+      simulate_attacks,
   )
   if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory):
     model_aggregator = tff.aggregators.as_weighted_aggregator(model_aggregator)

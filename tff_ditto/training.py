@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_ditto import attacks
 from tff_ditto import client_states
 from tff_ditto import ditto
 from tff_ditto import evaluation
@@ -104,6 +105,7 @@ def state_handle_dataset(handle: client_states.ClientStateHandle):
 
 _TRAIN_STREAM = 1
 _FINETUNE_STREAM = 2
+_ATTACK_STREAM = 3
 
 
 def _client_seed(seed: int, stream: int, *keys: int) -> int:
@@ -157,7 +159,7 @@ class ExperimentRunner:
       output_dir: str,
       *,
       model_aggregator=None,
-      malicious_client_indices: Sequence[int] = (),
+      malicious_client_indices: Optional[Sequence[int]] = None,
       resume: bool = False,
       overwrite: bool = False,
       log_fn: Optional[Callable[[str], None]] = print,
@@ -170,7 +172,9 @@ class ExperimentRunner:
       model_fn: No-arg callable returning a `tff.learning.models.VariableModel`.
       output_dir: Where results, checkpoints and client states go.
       model_aggregator: A `tff.aggregators` factory (default mean).
-      malicious_client_indices: Clients reported apart from the benign ones.
+      malicious_client_indices: The malicious clients; default: the fixed
+        set `attacks.choose_malicious_clients` draws from `config` (empty
+        without an attack). They are reported apart from the benign ones.
       resume: Continue from the latest checkpoint in `output_dir`.
       overwrite: Delete an existing `output_dir` first.
       log_fn: Receives one progress line per round; None for silence.
@@ -184,12 +188,28 @@ class ExperimentRunner:
     if config.method == 'local':
       config = dataclasses.replace(config, lam=0.0)
     self.config = config
-    self.dataset = dataset
     self.model_fn = model_fn
     self.output_dir = output_dir
     self.log_fn = log_fn or (lambda _: None)
+    attack = attacks.canonical_attack_name(config.attack)
+    if malicious_client_indices is None:
+      malicious_client_indices = attacks.choose_malicious_clients(
+          dataset.num_clients, config.attack_ratio, config.seed
+      )
     self.malicious = np.zeros([dataset.num_clients], bool)
     self.malicious[np.asarray(malicious_client_indices, np.int64)] = True
+    malicious_indices = np.flatnonzero(self.malicious)
+    if attack in attacks.DATA_ATTACKS:
+      dataset = attacks.poison_training_labels(
+          dataset, malicious_indices, attack, config.seed
+      )
+    elif attack != attacks.NO_ATTACK and config.attack_poison_labels:
+      dataset = attacks.poison_training_labels(
+          dataset, malicious_indices, 'label_poison', config.seed
+      )
+    self.dataset = dataset
+    self._malicious_code = attacks.update_attack_code(attack)
+    self.simulate_attacks = self._malicious_code != 0
     self._num_train_examples = dataset.num_train_examples()
     self._prepare_output_dir(resume, overwrite)
     self._resume = resume
@@ -213,6 +233,7 @@ class ExperimentRunner:
             else tff.learning.ClientWeighting.UNIFORM
         ),
         personalize=personalize,
+        simulate_attacks=self.simulate_attacks,
     )
     self.global_evaluation = evaluation.build_global_evaluation(model_fn)
     if personalize:
@@ -321,6 +342,20 @@ class ExperimentRunner:
 
   # ------------------------------------------------------------- one round
 
+  def _attack_instruction(self, round_num: int, client_index: int):
+    code = self._malicious_code if self.malicious[client_index] else 0
+    return tf.data.Dataset.from_tensors(
+        collections.OrderedDict(
+            code=np.int32(code),
+            scale=np.float32(self.config.clients_per_round),
+            seed=np.array(
+                [_client_seed(self.config.seed, _ATTACK_STREAM, round_num),
+                 client_index],
+                np.int64,
+            ),
+        )
+    )
+
   def _round_client_data(self, round_num: int, client_indices):
     client_ids = self.dataset.client_ids
     datasets = [
@@ -331,15 +366,19 @@ class ExperimentRunner:
         )
         for i in client_indices
     ]
-    if not self.personalize:
+    if not self.personalize and not self.simulate_attacks:
       return datasets
-    handles = self.store.handles(client_indices, round_num)
-    return [
-        collections.OrderedDict(
-            batches=batches, personal_state=state_handle_dataset(handle)
-        )
-        for batches, handle in zip(datasets, handles)
+    client_data = [
+        collections.OrderedDict(batches=batches) for batches in datasets
     ]
+    if self.personalize:
+      handles = self.store.handles(client_indices, round_num)
+      for data, handle in zip(client_data, handles):
+        data['personal_state'] = state_handle_dataset(handle)
+    if self.simulate_attacks:
+      for data, index in zip(client_data, client_indices):
+        data['attack'] = self._attack_instruction(round_num, int(index))
+    return client_data
 
   def run_round(self, round_num: int) -> collections.OrderedDict:
     """Trains one round; returns its metrics row."""

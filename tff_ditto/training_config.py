@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+# Kept in sync with tff_ditto.attacks (which imports TF-free modules only).
+_ATTACK_NAMES = (
+    'none', 'label_poison', 'label_flip', 'random_update', 'model_replacement',
+    'bit_flip', 'alie', 'ipm', 'mimic', 'a1', 'a2', 'a3',
+)
+
 METHODS = ('ditto', 'local', 'global', 'finetune')
 PERSONALIZED_METHODS = ('ditto', 'local')
 SAMPLING_MODES = ('weighted', 'uniform')
@@ -38,6 +44,10 @@ class ExperimentConfig:
     seed: Seeds the initial model, sampling, batch order and dropout.
     checkpoint_every: Save a checkpoint every this many rounds (0 = never).
     eval_split: 'test' or 'validation' (use 'validation' to tune).
+    attack: One of `tff_ditto.attacks.ATTACKS` (or a1/a2/a3).
+    attack_ratio: Fraction of all clients that are malicious (fixed set).
+    attack_poison_labels: Reference-compatible mode: malicious clients of
+      update attacks (A2, A3, bit flip) also train on A1-poisoned labels.
   """
 
   method: str = 'ditto'
@@ -59,6 +69,9 @@ class ExperimentConfig:
   seed: int = 0
   checkpoint_every: int = 1
   eval_split: str = 'test'
+  attack: str = 'none'
+  attack_ratio: float = 0.0
+  attack_poison_labels: bool = True
 
   def validate(self) -> None:
     """Raises ValueError with a one-line message on an invalid setting."""
@@ -83,6 +96,12 @@ class ExperimentConfig:
         (self.sampling in SAMPLING_MODES, f'sampling must be in {SAMPLING_MODES}'),
         (self.checkpoint_every >= 0, 'checkpoint_every must be >= 0'),
         (self.eval_split in ('test', 'validation'), 'eval_split must be test or validation'),
+        (self.attack.lower() in _ATTACK_NAMES, f'attack must be one of {_ATTACK_NAMES}'),
+        (0.0 <= self.attack_ratio < 1.0, 'attack_ratio must be in [0, 1)'),
+        (
+            self.attack.lower() == 'none' or self.attack_ratio > 0,
+            'an attack needs attack_ratio > 0',
+        ),
     ]
     for ok, message in checks:
       if not ok:
