@@ -11,6 +11,7 @@ knows by pid, and stops at exit.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import logging as python_logging
 import os
 import signal
@@ -84,14 +85,33 @@ def start_local_worker(
   """
   if port is None:
     port = portpicker.pick_unused_port()
-  process = subprocess.Popen([
-      worker_binary_path(),
-      f'--port={port}',
-      f'--max_concurrent_computation_calls={max_concurrent_computation_calls}',
-      '--grpc_max_message_length_megabytes=2000',
-  ])
+  process = subprocess.Popen(
+      [
+          worker_binary_path(),
+          f'--port={port}',
+          f'--max_concurrent_computation_calls={max_concurrent_computation_calls}',
+          '--grpc_max_message_length_megabytes=2000',
+      ],
+      preexec_fn=_die_with_parent,
+  )
   _started_workers.append(process)
   return process, port
+
+
+def _die_with_parent() -> None:
+  """In the child: ask Linux to kill it when this Python process dies.
+
+  `atexit` does not run when the parent is killed (SIGKILL, OOM); without
+  this the worker would outlive it.
+  """
+  try:
+    libc = ctypes.CDLL('libc.so.6', use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+  except OSError:  # Not Linux / no glibc: rely on atexit only.
+    pass
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def stop_started_workers() -> None:

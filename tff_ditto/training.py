@@ -27,6 +27,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
@@ -293,6 +294,9 @@ class ExperimentRunner:
   def _restore_latest_checkpoint(self) -> None:
     versions = asyncio.run(self.state_manager.get_versions()) or []
     for version in sorted(versions, reverse=True):
+      if not os.path.exists(self._checkpoint_marker(version)):
+        self.log_fn(f'checkpoint {version} is incomplete (torn write); skipped')
+        continue
       try:
         loaded = asyncio.run(
             self.state_manager.load(version, self._checkpoint_structure())
@@ -313,12 +317,20 @@ class ExperimentRunner:
       return
     self.log_fn('no checkpoint found; starting from round 0')
 
+  def _checkpoint_marker(self, version: int) -> str:
+    """Written (atomically) only after a checkpoint is completely saved."""
+    return os.path.join(
+        self.output_dir, 'checkpoints', f'complete_{version}'
+    )
+
   def _remove_checkpoints_after(self, version: int) -> None:
     """Deletes checkpoints newer than `version` (torn or from a lost future)."""
     root = os.path.join(self.output_dir, 'checkpoints')
     for newer in asyncio.run(self.state_manager.get_versions()) or []:
       if newer > version:
         shutil.rmtree(os.path.join(root, f'program_state_{newer}'))
+        if os.path.exists(self._checkpoint_marker(newer)):
+          os.remove(self._checkpoint_marker(newer))
 
   def _save_checkpoint(self, round_num: int) -> None:
     versions = (
@@ -336,6 +348,17 @@ class ExperimentRunner:
             round_num,
         )
     )
+    _maybe_inject_fault('mid_checkpoint', round_num)
+    _write_atomically(self._checkpoint_marker(round_num), 'complete\n')
+    kept = set(asyncio.run(self.state_manager.get_versions()) or [])
+    root = os.path.join(self.output_dir, 'checkpoints')
+    for name in os.listdir(root):
+      if (
+          name.startswith('complete_')
+          and name[9:].isdigit()
+          and int(name[9:]) not in kept
+      ):
+        os.remove(os.path.join(root, name))
     if self.store is not None:
       self._checkpoint_versions = (self._checkpoint_versions + [versions])[-2:]
       self.store.prune(self._checkpoint_versions[0])
@@ -394,6 +417,7 @@ class ExperimentRunner:
         self.state, self._round_client_data(round_num, client_indices)
     )
     self.state = output.state
+    _maybe_inject_fault('mid_round', round_num)
     if self.store is not None:
       self.store.commit(client_indices, round_num)
     train = output.metrics['client_work']['train']
@@ -480,8 +504,9 @@ class ExperimentRunner:
       )
     table = evaluation.client_metrics_table(client_metrics, client_ids)
     table['malicious'] = self.malicious
-    table.to_csv(
-        os.path.join(self.output_dir, 'client_metrics.csv'), index=False
+    _write_atomically(
+        os.path.join(self.output_dir, 'client_metrics.csv'),
+        table.to_csv(index=False),
     )
     return summary
 
@@ -533,8 +558,10 @@ class ExperimentRunner:
         num_clients=self.dataset.num_clients,
         num_malicious=int(self.malicious.sum()),
     )
-    with open(os.path.join(self.output_dir, 'summary.json'), 'w') as f:
-      json.dump(summary, f, indent=2, default=_json_default)
+    _write_atomically(
+        os.path.join(self.output_dir, 'summary.json'),
+        json.dumps(summary, indent=2, default=_json_default),
+    )
     return summary
 
   def personalized_weights(self, client_index: int) -> list[np.ndarray]:
@@ -542,6 +569,28 @@ class ExperimentRunner:
     if self.store is None:
       raise ValueError(f'Method {self.config.method} keeps no client state.')
     return self.store.read(client_index)
+
+
+# Fault injection for the crash-recovery tests: TFF_DITTO_FAULT=<point>:<round>
+# makes the process SIGKILL itself at that point of that round. Points:
+# 'mid_round' (client states written, not yet committed), 'mid_checkpoint'
+# (checkpoint saved, completion marker not yet written).
+_FAULT_ENVIRONMENT_VARIABLE = 'TFF_DITTO_FAULT'
+
+
+def _maybe_inject_fault(point: str, round_num: int) -> None:
+  if os.environ.get(_FAULT_ENVIRONMENT_VARIABLE) == f'{point}:{round_num}':
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _write_atomically(path: str, text: str) -> None:
+  """Writes a file via a temporary file and a rename."""
+  temporary = f'{path}.tmp{os.getpid()}'
+  with open(temporary, 'w') as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(temporary, path)
 
 
 def _json_default(value: Any):
