@@ -1,0 +1,359 @@
+"""Tests for tff_ditto.training: sampling, the runner, checkpoints and resume.
+
+The runs use the first 6 clients of the embedded Synthetic(1, 1) dataset and
+the synthetic logistic-regression spec (real TFF computations throughout).
+"""
+
+import collections
+import csv
+import dataclasses
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from tff_ditto import models
+from tff_ditto import training
+from tff_ditto.data import load_dataset
+
+NUM_CLIENTS = 6
+SUMMARY_KEYS = [
+    'benign_pooled_accuracy', 'benign_mean_accuracy', 'benign_std_accuracy',
+    'benign_variance_accuracy', 'benign_worst10_accuracy',
+    'benign_pooled_loss', 'benign_num_clients',
+]
+ROUND_KEYS = [
+    'round', 'seconds', 'global_train_loss', 'personal_train_loss',
+    'sampled_malicious', 'non_finite_updates',
+]
+
+
+# ----------------------------------------------------------- sample_clients
+
+
+def test_sample_clients_is_deterministic_per_seed_and_round():
+  sizes = np.array([10, 50, 20, 300, 5, 80, 40, 60])
+  first = training.sample_clients(3, sizes, 4, seed=7)
+  np.testing.assert_array_equal(first, training.sample_clients(3, sizes, 4, seed=7))
+  assert first.dtype.kind == 'i'
+  assert list(first) == sorted(set(first.tolist()))  # sorted, no repeats
+  assert len(first) == 4 and first.min() >= 0 and first.max() < len(sizes)
+  # Different rounds and seeds give different draws (over several tries).
+  by_round = {tuple(training.sample_clients(r, sizes, 4, seed=7)) for r in range(10)}
+  by_seed = {tuple(training.sample_clients(3, sizes, 4, seed=s)) for s in range(10)}
+  assert len(by_round) > 3 and len(by_seed) > 3
+  # It does not depend on earlier calls (no hidden global RNG state).
+  np.random.seed(123)
+  np.testing.assert_array_equal(first, training.sample_clients(3, sizes, 4, seed=7))
+
+
+def test_sample_clients_weighted_favours_big_clients():
+  sizes = np.array([1000] + [10] * 9)
+  counts = np.zeros(10)
+  for round_num in range(300):
+    counts[training.sample_clients(round_num, sizes, 2, seed=0)] += 1
+  # The big client (p ~ 0.92 for the first pick) is in nearly every round.
+  assert counts[0] > 280
+  assert counts[1:].max() < 100
+  assert counts.sum() == 600
+
+
+def test_sample_clients_uniform_ignores_sizes():
+  sizes = np.array([1000] + [10] * 9)
+  counts = np.zeros(10)
+  for round_num in range(400):
+    picked = training.sample_clients(round_num, sizes, 3, seed=1, mode='uniform')
+    assert len(set(picked.tolist())) == 3
+    counts[picked] += 1
+  # Each client is in ~30% of the rounds (120 of 400), the big one included.
+  assert np.all(counts > 80) and np.all(counts < 160)
+
+
+def test_sample_clients_is_capped_at_the_client_count():
+  sizes = np.array([3, 1, 2])
+  for mode in ('weighted', 'uniform'):
+    np.testing.assert_array_equal(
+        training.sample_clients(0, sizes, 10, seed=0, mode=mode), [0, 1, 2]
+    )
+
+
+# ----------------------------------------------------------------- runs
+
+
+@pytest.fixture(scope='module')
+def dataset():
+  full = load_dataset('synthetic')
+  return full.subset(full.client_ids[:NUM_CLIENTS])
+
+
+@pytest.fixture(scope='module')
+def model_fn():
+  return models.get_model_spec('synthetic', seed=0).tff_model_fn()
+
+
+def _config(**overrides):
+  values = dict(
+      method='ditto', rounds=4, clients_per_round=3, local_steps=2,
+      batch_size=10, lam=0.5, eval_every=2, checkpoint_every=1,
+      finetune_steps=3, seed=0,
+  )
+  values.update(overrides)
+  return training.ExperimentConfig(**values)
+
+
+def _runner(config, dataset, model_fn, output_dir, **kwargs):
+  kwargs.setdefault('log_fn', None)
+  return training.ExperimentRunner(
+      config, dataset, model_fn, str(output_dir), **kwargs
+  )
+
+
+def _read_csv(path):
+  with open(path, newline='') as f:
+    return list(csv.DictReader(f))
+
+
+def _without_seconds(rows):
+  return [{k: v for k, v in row.items() if k != 'seconds'} for row in rows]
+
+
+def _global_weights(runner):
+  weights = runner.process.get_model_weights(runner.state)
+  return list(weights.trainable) + list(weights.non_trainable)
+
+
+def _assert_arrays_equal(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def _checkpoint_versions(output_dir):
+  root = os.path.join(output_dir, 'checkpoints')
+  prefix = 'program_state_'
+  return sorted(
+      int(n[len(prefix):]) for n in os.listdir(root) if n.startswith(prefix)
+  )
+
+
+@pytest.fixture(scope='module')
+def resume_runs(tmp_path_factory, dataset, model_fn):
+  """Straight 4 rounds; 2 + resumed 2; 2 + torn checkpoint + resumed 2."""
+  root = tmp_path_factory.mktemp('resume')
+  runs = collections.OrderedDict()
+
+  straight = _runner(_config(), dataset, model_fn, root / 'straight')
+  runs['straight'] = (straight, straight.run(), [])
+
+  first_half = _runner(_config(rounds=2), dataset, model_fn, root / 'split')
+  first_half.run()
+  assert _checkpoint_versions(root / 'split') == [0, 1]
+  shutil.copytree(root / 'split', root / 'torn')
+
+  logs = []
+  resumed = _runner(
+      _config(), dataset, model_fn, root / 'split', resume=True,
+      log_fn=logs.append,
+  )
+  assert resumed.next_round == 2
+  runs['split'] = (resumed, resumed.run(), logs)
+
+  # Tear the newest checkpoint (round 1): truncate its variable data.
+  torn_dir = root / 'torn' / 'checkpoints' / 'program_state_1' / 'variables'
+  (data_file,) = [n for n in os.listdir(torn_dir) if n.startswith('variables.data')]
+  path = torn_dir / data_file
+  size = os.path.getsize(path)
+  with open(path, 'r+b') as f:
+    f.truncate(size // 2)
+  logs = []
+  torn = _runner(
+      _config(), dataset, model_fn, root / 'torn', resume=True,
+      log_fn=logs.append,
+  )
+  assert torn.next_round == 1
+  runs['torn'] = (torn, torn.run(), logs)
+  return runs
+
+
+@pytest.mark.parametrize('name', ['split', 'torn'])
+def test_resume_is_bit_identical_to_a_straight_run(resume_runs, name):
+  straight, straight_summary, _ = resume_runs['straight']
+  runner, summary, _ = resume_runs[name]
+  assert runner.next_round == straight.next_round == 4
+  _assert_arrays_equal(_global_weights(runner), _global_weights(straight))
+  trained = 0
+  for client in range(NUM_CLIENTS):
+    _assert_arrays_equal(
+        runner.personalized_weights(client), straight.personalized_weights(client)
+    )
+    np.testing.assert_array_equal(runner.store.versions, straight.store.versions)
+    trained += int(straight.store.versions[client] >= 0)
+  assert trained >= 3
+  assert summary['final'] == straight_summary['final']
+  assert summary['final']['benign_num_clients'] == NUM_CLIENTS
+  # The written results agree too (up to wall-clock seconds).
+  out, ref = runner.output_dir, straight.output_dir
+  rows = _read_csv(os.path.join(out, 'metrics.csv'))
+  assert [r['round'] for r in rows] == ['0', '1', '2', '3']
+  assert _without_seconds(rows) == _without_seconds(
+      _read_csv(os.path.join(ref, 'metrics.csv'))
+  )
+  assert _read_csv(os.path.join(out, 'client_metrics.csv')) == _read_csv(
+      os.path.join(ref, 'client_metrics.csv')
+  )
+  with open(os.path.join(out, 'summary.json')) as f:
+    assert json.load(f)['final'] == json.loads(json.dumps(straight_summary['final']))
+  assert _checkpoint_versions(out) == [2, 3]
+
+
+def test_resume_falls_back_past_a_torn_checkpoint(resume_runs):
+  _, _, logs = resume_runs['torn']
+  assert any('checkpoint 1 unreadable' in line for line in logs), logs
+  assert any('resumed from checkpoint after round 0' in line for line in logs)
+  _, _, split_logs = resume_runs['split']
+  assert any('resumed from checkpoint after round 1' in line for line in split_logs)
+
+
+def test_resume_after_the_last_round_only_evaluates(
+    resume_runs, dataset, model_fn
+):
+  straight, straight_summary, _ = resume_runs['straight']
+  again = _runner(
+      _config(), dataset, model_fn, straight.output_dir, resume=True
+  )
+  assert again.next_round == 4
+  summary = again.run()
+  assert again.history == []
+  assert summary['final'] == straight_summary['final']
+  assert len(_read_csv(os.path.join(straight.output_dir, 'metrics.csv'))) == 4
+
+
+def test_output_directory_guard(tmp_path, dataset, model_fn):
+  out = tmp_path / 'run'
+  out.mkdir()
+  (out / 'old_result.txt').write_text('x')
+  with pytest.raises(training.OutputDirectoryError, match='--resume'):
+    _runner(_config(method='global', rounds=1), dataset, model_fn, out)
+  assert os.listdir(out) == ['old_result.txt']
+  runner = _runner(
+      _config(method='global', rounds=1), dataset, model_fn, out, overwrite=True
+  )
+  assert not (out / 'old_result.txt').exists()
+  runner.run()
+  assert len(_read_csv(out / 'metrics.csv')) == 1
+  with pytest.raises(training.OutputDirectoryError, match='--overwrite'):
+    _runner(_config(method='global', rounds=1), dataset, model_fn, out)
+  # An empty existing directory is fine.
+  (tmp_path / 'empty').mkdir()
+  _runner(_config(method='global', rounds=1), dataset, model_fn, tmp_path / 'empty')
+
+
+def test_invalid_config_is_rejected(tmp_path, dataset, model_fn):
+  with pytest.raises(ValueError, match='rounds'):
+    _runner(_config(rounds=0), dataset, model_fn, tmp_path / 'x')
+  with pytest.raises(ValueError, match='method'):
+    _runner(_config(method='nope'), dataset, model_fn, tmp_path / 'y')
+
+
+# --------------------------------------------------------------- methods
+
+METHODS = ('ditto', 'local', 'global', 'finetune')
+
+
+@pytest.fixture(scope='module')
+def method_runs(tmp_path_factory, dataset, model_fn):
+  root = tmp_path_factory.mktemp('methods')
+  runs = {}
+  for method in METHODS:
+    runner = _runner(
+        _config(method=method, rounds=2, eval_every=1, lam=1.0),
+        dataset, model_fn, root / method,
+    )
+    runs[method] = (runner, runner.run())
+  return runs
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_each_method_writes_its_results(method_runs, method):
+  runner, summary = method_runs[method]
+  out = runner.output_dir
+  personalized = method in ('ditto', 'local')
+  rows = _read_csv(os.path.join(out, 'metrics.csv'))
+  assert [r['round'] for r in rows] == ['0', '1']
+  expected_columns = set(ROUND_KEYS + SUMMARY_KEYS)
+  if personalized:
+    expected_columns.add('global_model_benign_pooled_accuracy')
+  assert set(rows[0]) == expected_columns
+  for row in rows:
+    assert 0.0 <= float(row['benign_mean_accuracy']) <= 1.0
+    assert float(row['global_train_loss']) > 0.0
+    assert int(row['benign_num_clients']) == NUM_CLIENTS
+    assert math.isnan(float(row['personal_train_loss'])) != personalized
+
+  with open(os.path.join(out, 'summary.json')) as f:
+    saved = json.load(f)
+  assert saved['method'] == method
+  assert saved['rounds'] == 2
+  assert saved['num_clients'] == NUM_CLIENTS
+  assert saved['final'] == json.loads(json.dumps(summary['final']))
+  assert saved['config']['lam'] == (0.0 if method == 'local' else 1.0)
+  for key in SUMMARY_KEYS:
+    assert float(saved['final'][key]) == pytest.approx(float(rows[-1][key]))
+
+  clients = _read_csv(os.path.join(out, 'client_metrics.csv'))
+  assert [c['client_id'] for c in clients] == runner.dataset.client_ids
+  assert set(clients[0]) == {
+      'client_id', 'num_examples', 'num_correct', 'accuracy', 'loss',
+      'malicious',
+  }
+  assert [float(c['num_examples']) for c in clients] == [
+      float(n) for n in runner.dataset.num_test_examples()
+  ]
+  accuracies = np.array([float(c['accuracy']) for c in clients])
+  assert np.mean(accuracies) == pytest.approx(saved['final']['benign_mean_accuracy'])
+  assert os.path.isdir(os.path.join(out, 'client_states')) == personalized
+
+
+def test_local_forces_lambda_zero(method_runs):
+  local, _ = method_runs['local']
+  ditto_runner, _ = method_runs['ditto']
+  assert local.config.lam == 0.0
+  assert ditto_runner.config.lam == 1.0
+  assert local.config == dataclasses.replace(ditto_runner.config, method='local', lam=0.0)
+
+
+def test_methods_share_the_global_trajectory(method_runs):
+  """Sampling, batches and the global solver are common to all methods."""
+  losses = {
+      m: [r['global_train_loss'] for r in _read_csv(os.path.join(runner.output_dir, 'metrics.csv'))]
+      for m, (runner, _) in method_runs.items()
+  }
+  for method in METHODS:
+    assert losses[method] == losses['ditto']
+  weights = {m: _global_weights(r) for m, (r, _) in method_runs.items()}
+  for method in METHODS:
+    _assert_arrays_equal(weights[method], weights['ditto'])
+  # ...while lambda changes the personal models: ditto and local differ.
+  ditto_runner, _ = method_runs['ditto']
+  local, _ = method_runs['local']
+  personal = lambda r: _read_csv(os.path.join(r.output_dir, 'metrics.csv'))[-1][
+      'personal_train_loss'
+  ]
+  assert personal(ditto_runner) != personal(local)
+  trained = [i for i in range(NUM_CLIENTS) if ditto_runner.store.versions[i] == 1]
+  assert trained
+  for i in trained:
+    assert not np.array_equal(
+        ditto_runner.personalized_weights(i)[0], local.personalized_weights(i)[0]
+    )
+  # The finetune method evaluates fine-tuned models, not the global one.
+  assert method_runs['finetune'][1]['final'] != method_runs['global'][1]['final']
+
+
+def test_global_method_keeps_no_client_state(method_runs):
+  runner, _ = method_runs['global']
+  with pytest.raises(ValueError, match='no client state'):
+    runner.personalized_weights(0)
