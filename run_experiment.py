@@ -133,6 +133,22 @@ def _config_values() -> dict:
   )
 
 
+# Flags that may differ between a run and its --resume.
+_RESUME_MAY_CHANGE = frozenset({
+    'output_dir', 'resume', 'rounds', 'verbosity', 'max_concurrent_clients',
+    'overwrite',
+})
+
+
+def _explicit_flags() -> dict:
+  """Flags of this module given on the command line, by name."""
+  return {
+      flag.name: flag.value
+      for flag in flags.FLAGS.get_key_flags_for_module(sys.argv[0])
+      if flag.present and flag.name not in _RESUME_MAY_CHANGE
+  }
+
+
 def _fail(message: str) -> None:
   print(f'run_experiment.py: error: {message}', file=sys.stderr)
   sys.exit(2)
@@ -159,6 +175,19 @@ def main(argv):
       'runs',
       f'{_DATASET.value}-seed{_SEED.value}-'
       f'{datetime.datetime.now():%Y%m%d-%H%M%S}')
+  settings = dict(
+      dataset_name=_DATASET.value,
+      data_dir=_DATA_DIR.value,
+      configs=configs,
+      validation_fraction=_VALIDATION_FRACTION.value,
+      max_clients=_MAX_CLIENTS.value,
+  )
+  if _RESUME.value:
+    try:
+      settings = experiment_defaults.recorded_settings(
+          output_dir, _explicit_flags(), rounds=_ROUNDS.value)
+    except ValueError as error:
+      _fail(str(error))
 
   from tff_ditto import runtime  # pylint: disable=g-import-not-at-top
 
@@ -171,12 +200,8 @@ def main(argv):
   runtime.configure_local_execution(_MAX_CONCURRENT_CLIENTS.value)
   try:
     comparison = experiment.run_comparison(
-        dataset_name=_DATASET.value,
-        data_dir=_DATA_DIR.value,
-        configs=configs,
+        **settings,
         output_dir=output_dir,
-        validation_fraction=_VALIDATION_FRACTION.value,
-        max_clients=_MAX_CLIENTS.value,
         resume=_RESUME.value,
         overwrite=_OVERWRITE.value,
         flag_values={
@@ -192,4 +217,10 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  if any(arg in ('--help', '-h', '--helpfull') for arg in sys.argv[1:]):
+    # absl exits with status 1 after printing help; asking for help is not an
+    # error.
+    flags.FLAGS(sys.argv[:1])
+    print(flags.FLAGS.main_module_help())
+    sys.exit(0)
   app.run(main)

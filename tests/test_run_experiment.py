@@ -132,11 +132,6 @@ def test_help_lists_the_flags():
   assert 'Traceback' not in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='BUG: `run_experiment.py --help` exits with status 1 (absl '
-    "HelpFlag calls sys.exit(1)), so scripts treat asking for help as failure",
-)
 def test_help_exits_zero():
   assert _run('--help').returncode == 0
 
@@ -289,14 +284,6 @@ def test_resume_of_a_finished_run_does_nothing_and_succeeds(tiny_run):
   _assert_workers_stopped(run)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='BUG: `--output_dir=X --resume` (the usage in run_experiment.py\'s '
-    'docstring) ignores the run\'s recorded flags.json and rebuilds the '
-    'configs from the presets: with --max_clients=6 it crashes with '
-    '"ValueError: Checkpoint holds 6 client states, the store 30" '
-    '(traceback, exit 1), and it first overwrites flags.json',
-)
 def test_resume_with_only_the_output_dir_continues_the_recorded_run(
     tiny_run, tmp_path
 ):

@@ -6,11 +6,13 @@ import collections
 import dataclasses
 import json
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 import pandas as pd
 
+from tff_ditto import experiment_defaults
 from tff_ditto import models
 from tff_ditto import training
 from tff_ditto import training_config
@@ -83,6 +85,13 @@ def run_comparison(
   Raises:
     ExperimentError: Bad data or an output directory in the way.
   """
+  if os.path.isdir(output_dir) and os.listdir(output_dir) and not resume:
+    if not overwrite:
+      raise ExperimentError(
+          f'{output_dir} already holds results; pass --resume to continue '
+          'that run or --overwrite to replace it.'
+      )
+    shutil.rmtree(output_dir)
   seed = configs[0].seed
   try:
     dataset = load_dataset(
@@ -97,18 +106,21 @@ def run_comparison(
   log_fn(dataset.summary())
   spec = models.get_model_spec(dataset_name, seed=seed)
   os.makedirs(output_dir, exist_ok=True)
-  with open(os.path.join(output_dir, 'flags.json'), 'w') as f:
-    json.dump(
-        collections.OrderedDict(
-            dataset=dataset_name,
-            data_dir=data_dir,
-            configs=[dataclasses.asdict(c) for c in configs],
-            flags=dict(flag_values or {}),
-        ),
-        f,
-        indent=2,
-        default=str,
-    )
+  if not resume:
+    with open(os.path.join(output_dir, experiment_defaults.FLAGS_FILE), 'w') as f:
+      json.dump(
+          collections.OrderedDict(
+              dataset=dataset_name,
+              data_dir=data_dir,
+              validation_fraction=validation_fraction,
+              max_clients=max_clients,
+              configs=[dataclasses.asdict(c) for c in configs],
+              flags=dict(flag_values or {}),
+          ),
+          f,
+          indent=2,
+          default=str,
+      )
   rows = []
   for config in configs:
     try:
@@ -118,7 +130,6 @@ def run_comparison(
           spec.tff_model_fn(),
           os.path.join(output_dir, config.method),
           resume=resume,
-          overwrite=overwrite,
           log_fn=log_fn,
       )
     except training.OutputDirectoryError as error:

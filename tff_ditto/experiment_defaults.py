@@ -10,8 +10,10 @@ was chosen on validation data (see README).
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Optional
 
 from tff_ditto import training_config
 
@@ -81,3 +83,55 @@ def build_configs(
     config.validate()
     configs.append(config)
   return configs
+
+
+# What `run_experiment.py` records in <output_dir>/flags.json.
+FLAGS_FILE = 'flags.json'
+
+
+def recorded_settings(
+    output_dir: str,
+    explicit_flags: Mapping[str, Any],
+    rounds: Optional[int] = None,
+) -> dict[str, Any]:
+  """The settings of the run recorded in `output_dir`, for --resume.
+
+  Args:
+    output_dir: The run's directory (holds flags.json).
+    explicit_flags: Flags given on the resuming command line (other than
+      those that may change); each must equal the recorded value.
+    rounds: If given, every method continues to this many rounds.
+
+  Returns:
+    Keyword arguments for `tff_ditto.experiment.run_comparison`.
+
+  Raises:
+    ValueError: No recorded run, or a flag contradicting it.
+  """
+  path = os.path.join(output_dir, FLAGS_FILE)
+  if not os.path.exists(path):
+    raise ValueError(f'--resume: {path} not found; no run recorded there')
+  with open(path) as f:
+    recorded = json.load(f)
+  recorded_flags = recorded.get('flags', {})
+  for name, value in explicit_flags.items():
+    if name in recorded_flags and recorded_flags[name] != value:
+      raise ValueError(
+          f'--{name}={value} differs from the recorded run '
+          f'({recorded_flags[name]!r}); --resume continues the recorded '
+          'settings (only --rounds may change)'
+      )
+  configs = []
+  for values in recorded['configs']:
+    if rounds is not None:
+      values = {**values, 'rounds': rounds}
+    config = training_config.ExperimentConfig(**values)
+    config.validate()
+    configs.append(config)
+  return dict(
+      dataset_name=recorded['dataset'],
+      data_dir=recorded['data_dir'],
+      configs=configs,
+      validation_fraction=recorded['validation_fraction'],
+      max_clients=recorded['max_clients'],
+  )

@@ -10,8 +10,8 @@ store and writes results:
 
 * `<output_dir>/metrics.csv`: one row per round (a `tff.program`
   `CSVFileReleaseManager`, which also truncates rows past a resumed round);
-* `<output_dir>/client_metrics_round_<r>.csv`: per-client test results at the
-  last evaluation;
+* `<output_dir>/client_metrics.csv`: per-client test results at the last
+  evaluation;
 * `<output_dir>/summary.json`: the final summary and the configuration;
 * `<output_dir>/checkpoints/`: server state, round and client-state versions
   through `tff.program.FileProgramStateManager`;
