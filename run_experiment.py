@@ -72,9 +72,21 @@ _FINETUNE_LAM = flags.DEFINE_float(
 _AGGREGATOR = flags.DEFINE_string(
     'aggregator', 'mean', 'Server aggregation of model deltas: mean.')
 _ATTACK = flags.DEFINE_enum(
-    'attack', 'none', ['none'], 'Attack of the malicious clients.')
+    'attack', 'none',
+    ['none', 'a1', 'a2', 'a3', 'label_poison', 'label_flip', 'random_update',
+     'model_replacement', 'bit_flip', 'alie', 'ipm', 'mimic'],
+    'Attack of the malicious clients: a1/label_poison (random labels; 1-y '
+    'binary; -y Vehicle), a2/random_update (Gaussian update, sigma = std of '
+    'its own update), a3/model_replacement (update x clients_per_round), '
+    'label_flip (C-1-y), bit_flip (negated update), and the omniscient '
+    'server-side simulations alie, ipm, mimic.')
 _ATTACK_RATIO = flags.DEFINE_float(
-    'attack_ratio', 0.0, 'Fraction of all clients that are malicious.')
+    'attack_ratio', 0.0,
+    'Fraction of ALL clients that are malicious (a fixed set, seeded).')
+_ATTACK_POISON_LABELS = flags.DEFINE_bool(
+    'attack_poison_labels', True,
+    'Reference-compatible mode: malicious clients of a2/a3/bit_flip also '
+    'train on a1-poisoned labels, as the Ditto code does.')
 _EVAL_EVERY = flags.DEFINE_integer(
     'eval_every', None, 'Evaluate every this many rounds (and at the end).')
 _EVAL_SPLIT = flags.DEFINE_enum(
@@ -130,6 +142,9 @@ def _config_values() -> dict:
       weighted_aggregation=_WEIGHTED_AGGREGATION.value,
       seed=_SEED.value,
       checkpoint_every=_CHECKPOINT_EVERY.value,
+      attack=_ATTACK.value,
+      attack_ratio=_ATTACK_RATIO.value,
+      attack_poison_labels=_ATTACK_POISON_LABELS.value,
   )
 
 
@@ -165,8 +180,6 @@ def main(argv):
     _fail(str(error))
   if _AGGREGATOR.value != 'mean':
     _fail(f'unknown --aggregator {_AGGREGATOR.value!r}')
-  if not 0.0 <= _ATTACK_RATIO.value < 1.0:
-    _fail('--attack_ratio must be in [0, 1)')
   if _RESUME.value and not _OUTPUT_DIR.value:
     _fail('--resume needs the --output_dir of the run to continue')
   if _RESUME.value and _OVERWRITE.value:

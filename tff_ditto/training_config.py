@@ -105,4 +105,7 @@ class ExperimentConfig:
     ]
     for ok, message in checks:
       if not ok:
-        raise ValueError(f'{message} (got {self})')
+        name = message.split()[0]
+        value = getattr(self, name, None)
+        got = f' (got {value!r})' if hasattr(self, name) else ''
+        raise ValueError(f'{message}{got}')
