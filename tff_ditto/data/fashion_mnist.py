@@ -40,7 +40,9 @@ from __future__ import annotations
 import collections
 import glob
 import gzip
+import math
 import os
+import zlib
 from typing import Optional
 
 import numpy as np
@@ -74,7 +76,7 @@ def read_idx(path: str, expected_ndim: Optional[int] = None) -> np.ndarray:
 
   Raises:
     DataError: naming `path`, for a bad magic number, unexpected number of
-      dimensions, or truncated / over-long data.
+      dimensions, truncated / over-long data, or a corrupt gzip stream.
   """
   try:
     if path.endswith('.gz'):
@@ -83,8 +85,10 @@ def read_idx(path: str, expected_ndim: Optional[int] = None) -> np.ndarray:
     else:
       with open(path, 'rb') as f:
         data = f.read()
-  except (OSError, EOFError) as e:
-    raise DataError(f'{path}: cannot read idx file ({e}).') from e
+  except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError.
+    what = 'corrupt or truncated gzip data' if path.endswith('.gz') else (
+        'cannot read idx file')
+    raise DataError(f'{path}: {what} ({type(e).__name__}: {e}).') from e
   if len(data) < 4:
     raise DataError(f'{path}: truncated idx header ({len(data)} bytes).')
   if data[0] != 0 or data[1] != 0:
@@ -100,9 +104,12 @@ def read_idx(path: str, expected_ndim: Optional[int] = None) -> np.ndarray:
   header = 4 + 4 * ndim
   if len(data) < header:
     raise DataError(f'{path}: truncated idx header.')
+  if ndim > 32:  # numpy's limit; no idx file has that many.
+    raise DataError(f'{path}: idx file has {ndim} dimensions (at most 32 '
+                    'supported).')
   dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], 'big')
                for i in range(ndim))
-  size = int(np.prod(dims, dtype=np.int64))
+  size = math.prod(dims)  # Python ints: no int64 wrap-around.
   body = len(data) - header
   if body < size:
     raise DataError(f'{path}: truncated idx data: dims {dims} need {size} '
@@ -125,21 +132,25 @@ def _find_idx(data_dir: str) -> dict[str, Optional[str]]:
   return found
 
 
-def _check_pool(images, labels, split, where):
+def _check_pool(images, labels, split, where, labels_where=None):
+  """Checks one pool; `labels_where` names the labels file (default `where`)."""
+  labels_where = where if labels_where is None else labels_where
   if images.ndim != 3 or images.shape[1:] != (28, 28):
     raise DataError(f'{where}: {split} images must be [N, 28, 28], got '
                     f'{images.shape}.')
   if labels.shape != (images.shape[0],):
-    raise DataError(f'{where}: {split} has {images.shape[0]} images but '
-                    f'labels of shape {labels.shape}.')
+    raise DataError(f'{labels_where}: {split} has {images.shape[0]} images '
+                    f'but labels of shape {labels.shape}.')
   if images.shape[0] == 0:
     raise DataError(f'{where}: {split} pool is empty.')
   if labels.min() < 0 or labels.max() >= NUM_CLASSES:
-    raise DataError(f'{where}: {split} labels outside [0, 9].')
+    bad = int(np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))[0])
+    raise DataError(f'{labels_where}: {split} label {int(labels[bad])} at '
+                    f'index {bad} is outside [0, 9].')
   missing = sorted(set(range(NUM_CLASSES)) - set(np.unique(labels).tolist()))
   if missing:
-    raise DataError(f'{where}: {split} pool has no images of class(es) '
-                    f'{missing}.')
+    raise DataError(f'{labels_where}: {split} pool has no images of '
+                    f'class(es) {missing}.')
 
 
 def _load_idx(data_dir: str):
@@ -156,7 +167,7 @@ def _load_idx(data_dir: str):
                       f'but {paths[split + "_images"]} has {images.shape[0]} '
                       'images.')
     _check_pool(images, labels.astype(np.int64), split,
-                paths[f'{split}_images'])
+                paths[f'{split}_images'], paths[f'{split}_labels'])
     pools[split] = (images, labels.astype(np.int64))
   note = ('Source: official idx files in ' + os.path.abspath(data_dir)
           + ' (original image order).')
@@ -167,7 +178,8 @@ def _find_npz(data_dir: str) -> Optional[str]:
   preferred = os.path.join(data_dir, PFLIB_NPZ)
   if os.path.isfile(preferred):
     return preferred
-  candidates = sorted(glob.glob(os.path.join(data_dir, '*.npz')))
+  candidates = sorted(glob.glob(os.path.join(glob.escape(data_dir),
+                                             '*.npz')))
   return candidates[0] if len(candidates) == 1 else None
 
 
@@ -178,14 +190,16 @@ def _load_npz(path: str, include_ambiguous: bool):
   except Exception as e:  # pylint: disable=broad-except
     raise DataError(f'{path}: cannot read npz ({e}).') from e
   if {'x', 'y', 'orig_split'} <= set(arrays):
-    x, y, split = arrays['x'], arrays['y'], arrays['orig_split']
+    x = _npz_images(arrays, 'x', path)
+    y = _npz_integers(arrays, 'y', path)
+    split = _npz_integers(arrays, 'orig_split', path)
     if not (x.shape[0] == y.shape[0] == split.shape[0]):
       raise DataError(f'{path}: x, y and orig_split differ in length.')
     train_mask = split == 0
     if include_ambiguous:
       train_mask |= split == 2
-    train = (x[train_mask], y[train_mask].astype(np.int64))
-    test = (x[split == 1], y[split == 1].astype(np.int64))
+    train = (x[train_mask], y[train_mask])
+    test = (x[split == 1], y[split == 1])
     note = (f'Source: pooled npz {path}: orig_split 0 '
             + ('and 2 (ambiguous) ' if include_ambiguous else '')
             + f'as train pool ({train[0].shape[0]} images), 1 as test pool '
@@ -195,22 +209,42 @@ def _load_npz(path: str, include_ambiguous: bool):
             + ('' if include_ambiguous else
                '; the 1,160 ambiguous-split images are unused') + '.')
   elif {'x_train', 'y_train', 'x_test', 'y_test'} <= set(arrays):
-    train = (arrays['x_train'], arrays['y_train'].astype(np.int64))
-    test = (arrays['x_test'], arrays['y_test'].astype(np.int64))
+    train = (_npz_images(arrays, 'x_train', path),
+             _npz_integers(arrays, 'y_train', path))
+    test = (_npz_images(arrays, 'x_test', path),
+            _npz_integers(arrays, 'y_test', path))
     note = f'Source: npz {path} (x_train / y_train / x_test / y_test).'
   else:
     raise DataError(f'{path}: npz needs keys (x, y, orig_split) or (x_train, '
                     f'y_train, x_test, y_test); found {sorted(arrays)}.')
+  pools = []
   for name, (images, labels) in (('train', train), ('test', test)):
-    if images.dtype != np.uint8:
-      raise DataError(f'{path}: {name} images must be uint8, got '
-                      f'{images.dtype}.')
     if images.ndim == 4 and images.shape[-1] == 1:
       images = images[..., 0]
     _check_pool(images, labels, name, path)
-  train = (train[0].reshape(-1, 28, 28), train[1])
-  test = (test[0].reshape(-1, 28, 28), test[1])
-  return train, test, note
+    pools.append((images, labels))
+  return pools[0], pools[1], note
+
+
+def _npz_images(arrays, key, path):
+  images = arrays[key]
+  if images.dtype != np.uint8:
+    raise DataError(f'{path}: {key!r} (images) must be uint8, got '
+                    f'{images.dtype}.')
+  if images.ndim not in (3, 4):
+    raise DataError(f'{path}: {key!r} (images) must be [N, 28, 28], got '
+                    f'shape {images.shape}.')
+  return images
+
+
+def _npz_integers(arrays, key, path):
+  values = arrays[key]
+  if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
+    raise DataError(f'{path}: {key!r} must be a 1-D integer array, got '
+                    f'dtype {values.dtype} and shape {values.shape}.')
+  if values.dtype == np.uint64 and values.size and values.max() > 2**62:
+    raise DataError(f'{path}: {key!r} holds values too large to be labels.')
+  return values.astype(np.int64)
 
 
 def _load_tfds(data_dir: str):

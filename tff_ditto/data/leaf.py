@@ -34,6 +34,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import glob
+import itertools
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -56,6 +57,8 @@ DEFAULT_VEHICLE_TEST_FRACTION = 0.25
 
 # Names of the two split folders of a LEAF dataset.
 _SPLITS = ('train', 'test')
+# Features are returned as float32: finite values beyond this are rejected.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,20 +82,49 @@ def _fail(path: str, message: str) -> DataError:
 def _json_files(split_dir: str) -> list[str]:
   if not os.path.isdir(split_dir):
     raise DataError(f'{split_dir}: directory not found.')
-  paths = sorted(glob.glob(os.path.join(split_dir, '*.json')))
+  paths = sorted(glob.glob(os.path.join(glob.escape(split_dir), '*.json')))
   if not paths:
     raise DataError(f'{split_dir}: no *.json files in this directory.')
   return paths
 
 
+class _DuplicateKeyError(ValueError):
+  """A JSON object holds the same key twice (json would keep the last)."""
+
+
+def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+  out = {}
+  for key, value in pairs:
+    if key in out:
+      raise _DuplicateKeyError(key)
+    out[key] = value
+  return out
+
+
+def _describe(value: Any) -> str:
+  """A short description of a JSON value for error messages."""
+  text = repr(value)
+  if len(text) > 40:
+    text = text[:37] + '...'
+  return f'{type(value).__name__} {text}'
+
+
 def _load_json(path: str) -> Any:
+  """Parses one JSON file; every failure is a DataError naming `path`."""
   try:
     with open(path, 'rb') as f:
-      return json.load(f)
+      return json.load(f, object_pairs_hook=_object_without_duplicate_keys)
+  except _DuplicateKeyError as e:
+    raise _fail(path, f'key {e.args[0]!r} appears twice in one JSON object '
+                '(e.g. a user listed twice in user_data).') from e
   except json.JSONDecodeError as e:
     raise _fail(path, f'malformed JSON ({e}).') from e
   except UnicodeDecodeError as e:
     raise _fail(path, f'not UTF-8 text ({e}).') from e
+  except ValueError as e:  # e.g. an integer literal over 4300 digits
+    raise _fail(path, f'unreadable JSON value ({e}).') from e
+  except RecursionError as e:
+    raise _fail(path, 'JSON nested too deeply to parse.') from e
   except OSError as e:
     raise _fail(path, f'cannot read file ({e}).') from e
 
@@ -163,10 +195,12 @@ def read_leaf_split(split_dir: str) -> dict[str, RawUser]:
 
   Raises:
     DataError: If the folder is missing or empty, a file is malformed or
-      inconsistent, or a user appears in more than one file.
+      inconsistent, a user appears in more than one file, or no file holds
+      any user.
   """
   users: dict[str, RawUser] = {}
-  for path in _json_files(split_dir):
+  paths = _json_files(split_dir)
+  for path in paths:
     blob = _load_json(path)
     _check_file_structure(path, blob)
     for u in blob['users']:
@@ -175,6 +209,10 @@ def read_leaf_split(split_dir: str) -> dict[str, RawUser]:
                     '(duplicate user across files).')
       record = blob['user_data'][u]
       users[u] = RawUser(x=record['x'], y=record['y'], path=path)
+  if not users:
+    raise DataError(f'{split_dir}: no users in any of its JSON files '
+                    f'({", ".join(paths)}): every file has an empty '
+                    "'users' list.")
   return users
 
 
@@ -182,43 +220,69 @@ def read_leaf_split(split_dir: str) -> dict[str, RawUser]:
 # Array conversion with validation.
 
 
+def _is_number(value: Any) -> bool:
+  """A JSON number: int or float, not bool (str / None / containers fail)."""
+  return type(value) is int or type(value) is float  # pylint: disable=unidiomatic-typecheck
+
+
 def float_features(
     x: list, num_features: int, path: str, user: str
 ) -> np.ndarray:
-  """Converts a list of feature vectors to float32 [n, num_features]."""
+  """Converts a list of feature vectors to float32 [n, num_features].
+
+  Every row must be a list of exactly `num_features` JSON numbers (no
+  strings, booleans or nulls, which numpy would silently convert), finite
+  and within the float32 range.
+  """
+  for i, row in enumerate(x):
+    if type(row) is not list:  # pylint: disable=unidiomatic-typecheck
+      raise _fail(path, f'user {user!r}: x[{i}] is {_describe(row)}, '
+                  f'expected a list of {num_features} numbers.')
+    if len(row) != num_features:
+      raise _fail(path, f'user {user!r}: each x must have {num_features} '
+                  f'features, but x[{i}] has {len(row)}.')
+  kinds = set(map(type, itertools.chain.from_iterable(x)))
+  if not kinds <= {int, float}:
+    for i, row in enumerate(x):
+      for j, value in enumerate(row):
+        if not _is_number(value):
+          raise _fail(path, f'user {user!r}: x[{i}][{j}] is '
+                      f'{_describe(value)}, expected a number.')
   try:
-    array = np.asarray(x, dtype=np.float32)
-  except (ValueError, TypeError) as e:
-    raise _fail(path, f'user {user!r}: x is not a rectangular list of numbers '
-                f'with {num_features} features each ({e}).') from e
-  if array.ndim != 2 or array.shape[1] != num_features:
-    raise _fail(path, f'user {user!r}: each x must have {num_features} '
-                f'features, got x of shape {array.shape}.')
-  if not np.all(np.isfinite(array)):
-    bad = int(np.flatnonzero(~np.all(np.isfinite(array), axis=1))[0])
-    raise _fail(path, f'user {user!r}: x[{bad}] contains NaN or Inf.')
-  return array
+    array = np.asarray(x, dtype=np.float64).reshape(len(x), num_features)
+  except OverflowError as e:  # an integer beyond the float64 range
+    raise _fail(path, f'user {user!r}: x holds an integer too large for a '
+                f'float ({e}).') from e
+  finite = np.isfinite(array)
+  if not np.all(finite):
+    i, j = (int(v) for v in np.argwhere(~finite)[0])
+    raise _fail(path, f'user {user!r}: x[{i}][{j}] is {array[i, j]} (NaN or '
+                'Inf).')
+  too_large = np.abs(array) > _FLOAT32_MAX
+  if np.any(too_large):
+    i, j = (int(v) for v in np.argwhere(too_large)[0])
+    raise _fail(path, f'user {user!r}: x[{i}][{j}] = {array[i, j]:g} is '
+                'outside the float32 range.')
+  return array.astype(np.float32)
 
 
 def _numeric_labels(y: list, path: str, user: str) -> np.ndarray:
-  """Labels as float64 [n]; accepts scalars or one-element lists."""
-  for v in y:
-    item = v[0] if isinstance(v, list) and len(v) == 1 else v
-    if isinstance(item, (bool, str)) or item is None:
-      raise _fail(path, f'user {user!r}: y contains {item!r}, expected '
-                  'numbers.')
-  try:
-    array = np.asarray(y, dtype=np.float64)
-  except (ValueError, TypeError) as e:
-    raise _fail(path, f'user {user!r}: y is not a list of numbers ({e}).'
-                ) from e
-  if array.ndim == 2 and array.shape[1] == 1:
-    array = array[:, 0]
-  if array.ndim != 1:
-    raise _fail(path, f'user {user!r}: y must hold one label per example, got '
-                f'shape {array.shape}.')
-  if not np.all(np.isfinite(array)):
-    raise _fail(path, f'user {user!r}: y contains NaN or Inf.')
+  """Labels as float64 [n]; each is a number or a one-element list of one."""
+  items = []
+  for i, v in enumerate(y):
+    item = v[0] if type(v) is list and len(v) == 1 else v  # pylint: disable=unidiomatic-typecheck
+    if not _is_number(item):
+      raise _fail(path, f'user {user!r}: y[{i}] is {_describe(v)}, expected '
+                  'a number (or a one-element list of one).')
+    if type(item) is int and not -2**53 <= item <= 2**53:  # pylint: disable=unidiomatic-typecheck
+      raise _fail(path, f'user {user!r}: y[{i}] is {_describe(item)}, too '
+                  'large to be a label.')
+    items.append(item)
+  array = np.asarray(items, dtype=np.float64).reshape(len(items))
+  finite = np.isfinite(array)
+  if not np.all(finite):
+    bad = int(np.flatnonzero(~finite)[0])
+    raise _fail(path, f'user {user!r}: y[{bad}] is {array[bad]} (NaN or Inf).')
   return array
 
 
@@ -383,6 +447,11 @@ def load_leaf_json(
   train = convert(raw_train)
   notes = [description] if description else []
   if carve:
+    for u, arrays in train.items():
+      if arrays['y'].shape[0] < 2:
+        raise _fail(raw_train[u].path, f'user {u!r} has '
+                    f'{arrays["y"].shape[0]} example; at least 2 are needed to '
+                    f'carve its test split ({test_dir} is absent).')
     train, test = carve_test(train, carve_test_fraction_if_missing, seed)
     notes.append(
         f'DEVIATION: {test_dir} is absent, so each client\'s test split was '

@@ -2,9 +2,24 @@
 
 TFF 0.87's `tff.simulation.datasets.emnist.load_data` and
 `tff.simulation.datasets.celeba.load_data` read `<cache_dir>/emnist_all.sqlite`
-and `<cache_dir>/celeba.sqlite` and only download (the `.sqlite.lzma`) when
-that file is absent. These loaders check for the file first and raise
-`DataError` instead of letting TFF download anything.
+and `<cache_dir>/celeba.sqlite` (downloading the `.sqlite.lzma` when the file
+is absent) through `SqlClientData`. The loaders here read the same files the
+same way -- tables `examples` (split_name, client_id,
+serialized_example_proto) and `client_metadata` (client_id, split_name), the
+same split names, the same `tf.train.Example` features and shapes as TFF's
+parsers -- but directly, so that:
+
+  * nothing is ever downloaded: a missing file is a `DataError`;
+  * client ids are bound as SQL parameters (TFF's `SqlClientData` pastes them
+    into the query text, so an id holding a quote fails, or selects other
+    clients' rows);
+  * EMNIST labels are range-checked as int64 before the int32 cast (TFF casts
+    first, so a label 2**32 + 3 would silently become 3), pixels must be
+    finite, CelebA images must lie in 0..255 and `smiling` be 0 or 1 (only
+    `image` and `smiling` are parsed; TFF casts any nonzero `smiling` to True);
+  * every problem with the file -- not SQLite, truncated or corrupt, missing
+    tables or columns, ids or protos of the wrong SQL type, unparseable or
+    ill-shaped protos, bad values -- is a `DataError` naming the file.
 
 To obtain the files on a machine with internet access, either run once
 
@@ -18,13 +33,15 @@ emnist_all.sqlite.lzma (resp. celeba.sqlite.lzma) and `unxz` it into DIR.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import sqlite3
-from typing import Optional
+import urllib.parse
+from collections.abc import Callable, Iterator
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_federated as tff
 
 from tff_ditto.data.errors import DataError
 from tff_ditto.data.federated_dataset import FederatedDataset
@@ -37,14 +54,63 @@ CELEBA_FILENAME = 'celeba.sqlite'
 _URL_ROOT = 'https://storage.googleapis.com/tff-datasets-public/'
 DEFAULT_CELEBA_TEST_FRACTION = 0.1
 
+# Columns the loaders read (TFF's tables may have more).
+_REQUIRED_COLUMNS = collections.OrderedDict(
+    examples=('split_name', 'client_id', 'serialized_example_proto'),
+    client_metadata=('client_id', 'split_name'),
+)
+
+# The features TFF's parsers read, with TFF's shapes and dtypes.
+_EMNIST_FEATURES = {
+    'pixels': tf.io.FixedLenFeature(shape=(28, 28), dtype=tf.float32),
+    'label': tf.io.FixedLenFeature(shape=(), dtype=tf.int64),
+}
+_CELEBA_FEATURES = {
+    'image': tf.io.FixedLenFeature(shape=(84, 84, 3), dtype=tf.int64),
+    'smiling': tf.io.FixedLenFeature(shape=(), dtype=tf.int64),
+}
+
+# (parsed features, 'path: client ..., split ...') -> (x, y).
+Converter = Callable[[dict, str], tuple[np.ndarray, np.ndarray]]
+
 
 def default_cache_dir() -> str:
   """TFF's default cache folder, ~/.tff."""
   return os.path.join(os.path.expanduser('~'), '.tff')
 
 
+def _short(value: Any, limit: int = 300) -> str:
+  text = str(value)
+  return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+def _sql_type(value: Any) -> str:
+  if value is None:
+    return 'NULL'
+  return {bytes: 'BLOB', str: 'TEXT', int: 'INTEGER', float: 'REAL'}.get(
+      type(value), type(value).__name__) + f' {_short(repr(value), 40)}'
+
+
+@contextlib.contextmanager
+def _open_sqlite(path: str) -> Iterator[sqlite3.Connection]:
+  """A read-only connection; any SQLite error in the body is a DataError."""
+  # A URI, so that mode=ro applies; the path is quoted ('?', '#', '%').
+  uri = 'file:' + urllib.parse.quote(os.path.abspath(path)) + '?mode=ro'
+  connection = None
+  try:
+    connection = sqlite3.connect(uri, uri=True)
+    yield connection
+  except sqlite3.Error as e:
+    raise DataError(f'{path}: unreadable or corrupt SQLite database '
+                    f'({type(e).__name__}: {e}).') from e
+  finally:
+    if connection is not None:
+      connection.close()
+
+
 def _require_sqlite(cache_dir: Optional[str], filename: str,
                     dataset: str) -> str:
+  """The path of a readable TFF SQLite file with the expected tables."""
   cache_dir = default_cache_dir() if cache_dir is None else cache_dir
   path = os.path.join(cache_dir, filename)
   if not os.path.isfile(path):
@@ -61,36 +127,74 @@ def _require_sqlite(cache_dir: Optional[str], filename: str,
     raise DataError(f'{path}: cannot read file ({e}).') from e
   if header != b'SQLite format 3\x00':
     raise DataError(f'{path}: not an SQLite database.')
-  try:
-    connection = sqlite3.connect(f'file:{path}?mode=ro', uri=True)
-    try:
-      tables = {r[0] for r in connection.execute(
-          "SELECT name FROM sqlite_master WHERE type='table'")}
-    finally:
-      connection.close()
-  except sqlite3.Error as e:
-    raise DataError(f'{path}: unreadable SQLite database ({e}).') from e
-  missing = {'examples', 'client_metadata'} - tables
-  if missing:
-    raise DataError(f'{path}: missing table(s) {sorted(missing)}; expected '
-                    'TFF tables examples and client_metadata.')
+  with _open_sqlite(path) as connection:
+    tables = {r[0] for r in connection.execute(
+        "SELECT name FROM sqlite_master WHERE type='table'")}
+    missing = set(_REQUIRED_COLUMNS) - tables
+    if missing:
+      raise DataError(f'{path}: missing table(s) {sorted(missing)}; expected '
+                      'TFF tables examples and client_metadata.')
+    for table, columns in _REQUIRED_COLUMNS.items():
+      have = {r[1] for r in connection.execute(f'PRAGMA table_info({table})')}
+      lacking = [c for c in columns if c not in have]
+      if lacking:
+        raise DataError(f'{path}: table {table} has no column(s) {lacking} '
+                        f'(TFF files have {", ".join(columns)}).')
   return path
 
 
-def _materialize(client_data, client_ids, convert, path, split):
-  """client id -> OrderedDict(x, y) for the given ids of a ClientData."""
+def _client_ids(connection: sqlite3.Connection, path: str,
+                split: str) -> list[str]:
+  """The distinct client ids of one split, from client_metadata."""
+  ids = []
+  for (cid,) in connection.execute(
+      'SELECT DISTINCT client_id FROM client_metadata WHERE split_name = ?',
+      (split,)):
+    if not isinstance(cid, str):
+      raise DataError(f'{path}: client_metadata holds a client_id of split '
+                      f'{split} that is {_sql_type(cid)}, expected TEXT.')
+    ids.append(cid)
+  return ids
+
+
+def _read_protos(connection: sqlite3.Connection, path: str, split: str,
+                 cid: str) -> list[bytes]:
+  protos = []
+  for (proto,) in connection.execute(
+      'SELECT serialized_example_proto FROM examples WHERE client_id = ? AND '
+      'split_name = ?', (cid, split)):
+    if not isinstance(proto, bytes):
+      raise DataError(f'{path}: an example of client {cid!r} in split {split} '
+                      f'is {_sql_type(proto)}, expected a BLOB holding a '
+                      'serialized tf.train.Example.')
+    protos.append(proto)
+  if not protos:
+    raise DataError(f'{path}: client {cid!r} has no {split} examples.')
+  return protos
+
+
+def _parse(protos: list[bytes], features: dict, path: str, split: str,
+           cid: str) -> dict[str, np.ndarray]:
+  try:
+    parsed = tf.io.parse_example(tf.constant(protos, dtype=tf.string),
+                                 features)
+    return {key: value.numpy() for key, value in parsed.items()}
+  except (tf.errors.OpError, ValueError, TypeError) as e:
+    detail = e.message if isinstance(e, tf.errors.OpError) else str(e)
+    raise DataError(f'{path}: cannot parse the {split} examples of client '
+                    f'{cid!r} as tf.train.Example with features '
+                    f'{sorted(features)} ({type(e).__name__}: '
+                    f'{_short(detail)}).') from e
+
+
+def _materialize(connection, path, split, client_ids, features,
+                 convert: Converter) -> collections.OrderedDict:
+  """client id -> OrderedDict(x, y) for the given clients of one split."""
   out = collections.OrderedDict()
   for cid in client_ids:
-    try:
-      ds = client_data.create_tf_dataset_for_client(cid)
-      batches = [b for b in ds.batch(4096).as_numpy_iterator()]
-    except (tf.errors.OpError, ValueError) as e:
-      raise DataError(f'{path}: cannot parse the {split} examples of client '
-                      f'{cid!r} ({type(e).__name__}: {e}).') from e
-    if not batches:
-      raise DataError(f'{path}: client {cid!r} has no {split} examples.')
-    merged = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
-    x, y = convert(merged)
+    parsed = _parse(_read_protos(connection, path, split, cid), features,
+                    path, split, cid)
+    x, y = convert(parsed, f'{path}: client {cid!r} of split {split}')
     out[cid] = make_client_arrays(x, y)
   return out
 
@@ -102,6 +206,41 @@ def _select(ids, max_clients):
       raise ValueError(f'max_clients must be positive, got {max_clients}.')
     ids = ids[:max_clients]
   return ids
+
+
+def _first_bad(mask: np.ndarray) -> int:
+  return int(np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))[0])
+
+
+def _emnist_converter(num_classes: int) -> Converter:
+  def convert(parsed, where):
+    pixels, labels = parsed['pixels'], parsed['label']
+    bad = ~np.isfinite(pixels)
+    if np.any(bad):
+      raise DataError(f'{where}: example {_first_bad(bad)} has NaN or Inf '
+                      'pixels.')
+    bad = (labels < 0) | (labels >= num_classes)
+    if np.any(bad):
+      i = _first_bad(bad)
+      raise DataError(f'{where}: example {i} has label {int(labels[i])}, '
+                      f'outside [0, {num_classes - 1}].')
+    return pixels.astype(np.float32)[..., np.newaxis], labels.astype(np.int32)
+  return convert
+
+
+def _celeba_convert(parsed, where):
+  image, smiling = parsed['image'], parsed['smiling']
+  bad = (image < 0) | (image > 255)
+  if np.any(bad):
+    raise DataError(f'{where}: example {_first_bad(bad)} has image values '
+                    'outside 0..255.')
+  bad = (smiling != 0) & (smiling != 1)
+  if np.any(bad):
+    i = _first_bad(bad)
+    raise DataError(f'{where}: example {i} has smiling = {int(smiling[i])}, '
+                    'expected 0 or 1.')
+  return (image.astype(np.float32) / np.float32(255.0),
+          smiling.astype(np.int32))
 
 
 def load_tff_emnist(
@@ -125,32 +264,25 @@ def load_tff_emnist(
     max_clients: Keep only the first N sorted client ids.
   """
   path = _require_sqlite(cache_dir, EMNIST_FILENAME, 'emnist')
-  train_cd, test_cd = tff.simulation.datasets.emnist.load_data(
-      only_digits=only_digits, cache_dir=os.path.dirname(path))
   split = 'digits_only' if only_digits else 'all'
-  train_ids, test_ids = set(train_cd.client_ids), set(test_cd.client_ids)
-  if not train_ids:
-    raise DataError(f'{path}: no clients in split {split}_train.')
-  only_train = sorted(train_ids - test_ids)
-  only_test = sorted(test_ids - train_ids)
-  if only_train or only_test:
-    raise DataError(
-        f'{path}: clients of {split}_train and {split}_test differ (train only: '
-        f'{only_train[:5]}, test only: {only_test[:5]}).')
-  ids = _select(train_ids, max_clients)
-
-  def convert(batch):
-    x = batch['pixels'].astype(np.float32)[..., np.newaxis]
-    return x, batch['label'].astype(np.int32)
-
-  train = _materialize(train_cd, ids, convert, path, f'{split}_train')
-  test = _materialize(test_cd, ids, convert, path, f'{split}_test')
   num_classes = 10 if only_digits else 62
-  for name, arrays in (('train', train), ('test', test)):
-    for cid, a in arrays.items():
-      if a['y'].min() < 0 or a['y'].max() >= num_classes:
-        raise DataError(f'{path}: client {cid!r} has {name} labels outside '
-                        f'[0, {num_classes - 1}].')
+  convert = _emnist_converter(num_classes)
+  with _open_sqlite(path) as connection:
+    train_ids = set(_client_ids(connection, path, f'{split}_train'))
+    test_ids = set(_client_ids(connection, path, f'{split}_test'))
+    if not train_ids:
+      raise DataError(f'{path}: no clients in split {split}_train.')
+    only_train = sorted(train_ids - test_ids)
+    only_test = sorted(test_ids - train_ids)
+    if only_train or only_test:
+      raise DataError(
+          f'{path}: clients of {split}_train and {split}_test differ (train '
+          f'only: {only_train[:5]}, test only: {only_test[:5]}).')
+    ids = _select(train_ids, max_clients)
+    train = _materialize(connection, path, f'{split}_train', ids,
+                         _EMNIST_FEATURES, convert)
+    test = _materialize(connection, path, f'{split}_test', ids,
+                        _EMNIST_FEATURES, convert)
   train, validation = carve_validation(train, validation_fraction, seed)
   return FederatedDataset(
       name='emnist',
@@ -194,36 +326,39 @@ def load_tff_celeba(
     max_clients: Keep only the first N sorted client ids.
   """
   path = _require_sqlite(cache_dir, CELEBA_FILENAME, 'celeba')
-  train_cd, test_cd = tff.simulation.datasets.celeba.load_data(
-      split_by_clients=split_by_clients, cache_dir=os.path.dirname(path))
   prefix = 'split_by_clients' if split_by_clients else 'split_by_examples'
-  train_ids = set(train_cd.client_ids)
-  if not train_ids:
-    raise DataError(f'{path}: no clients in split {prefix}_train.')
-
-  def convert(batch):
-    x = batch['image'].astype(np.float32) / np.float32(255.0)
-    return x, batch['smiling'].astype(np.int32)
-
   notes = [f'TFF CelebA ({prefix}) from {path}; label = smiling; image '
            '84x84x3 / 255.']
+  with _open_sqlite(path) as connection:
+    train_ids = set(_client_ids(connection, path, f'{prefix}_train'))
+    test_ids = set(_client_ids(connection, path, f'{prefix}_test'))
+    if not train_ids:
+      raise DataError(f'{path}: no clients in split {prefix}_train.')
+    if split_by_clients:
+      ids = _select(train_ids, max_clients)
+      full = _materialize(connection, path, f'{prefix}_train', ids,
+                          _CELEBA_FEATURES, _celeba_convert)
+    else:
+      if train_ids != test_ids:
+        raise DataError(f'{path}: clients of {prefix}_train and {prefix}_test '
+                        'differ.')
+      ids = _select(train_ids, max_clients)
+      train = _materialize(connection, path, f'{prefix}_train', ids,
+                           _CELEBA_FEATURES, _celeba_convert)
+      test = _materialize(connection, path, f'{prefix}_test', ids,
+                          _CELEBA_FEATURES, _celeba_convert)
   if split_by_clients:
-    ids = _select(train_ids, max_clients)
-    full = _materialize(train_cd, ids, convert, path, f'{prefix}_train')
+    for cid, arrays in full.items():
+      if arrays['y'].shape[0] < 2:
+        raise DataError(f'{path}: client {cid!r} of {prefix}_train has '
+                        f'{arrays["y"].shape[0]} example; at least 2 are '
+                        'needed to carve its test split.')
     train, test = carve_test(full, test_fraction, seed)
     notes.append(
         f'TFF\'s test split holds other celebrities, so each train client\'s '
         f'test split is carved from its own data ({test_fraction:g}, at least '
-        f'1 example, seed {seed}); the {len(test_cd.client_ids)} test-split '
-        'clients are not used.')
-  else:
-    test_ids = set(test_cd.client_ids)
-    if train_ids != test_ids:
-      raise DataError(f'{path}: clients of {prefix}_train and {prefix}_test '
-                      'differ.')
-    ids = _select(train_ids, max_clients)
-    train = _materialize(train_cd, ids, convert, path, f'{prefix}_train')
-    test = _materialize(test_cd, ids, convert, path, f'{prefix}_test')
+        f'1 example, seed {seed}); the {len(test_ids)} test-split clients are '
+        'not used.')
   train, validation = carve_validation(train, validation_fraction, seed)
   notes.append(f'Validation = {validation_fraction:g} of train (seed {seed}).')
   if max_clients:
