@@ -69,8 +69,22 @@ _FINETUNE_STEPS = flags.DEFINE_integer(
 _FINETUNE_LAM = flags.DEFINE_float(
     'finetune_lam', 0.0,
     'Proximal strength towards the global model during fine-tuning.')
-_AGGREGATOR = flags.DEFINE_string(
-    'aggregator', 'mean', 'Server aggregation of model deltas: mean.')
+_AGGREGATOR = flags.DEFINE_enum(
+    'aggregator', 'mean',
+    ['mean', 'median', 'trimmed_mean', 'krum', 'multi_krum', 'rfa', 'cclip',
+     'norm_clip', 'k_norm'],
+    'Server aggregation of model deltas (tff_ditto.aggregators): mean, '
+    'coordinate-wise median, trimmed_mean (b = E), krum / multi_krum '
+    '(f = E), rfa (geometric median, smoothed Weiszfeld), cclip (centered '
+    'clipping, --cclip_tau), norm_clip (clip to the round\'s median norm, '
+    'then mean; Ditto\'s "gradient clipping"), k_norm (drop the E largest '
+    'norms). E = int(clients_per_round * num_malicious / num_clients).')
+_BUCKETING_SIZE = flags.DEFINE_integer(
+    'bucketing_size', 0,
+    'Bucketing s (Karimireddy et al. 2022): average random buckets of s '
+    'updates before the aggregator; 0 = off.')
+_CCLIP_TAU = flags.DEFINE_float('cclip_tau', 10.0,
+                                'Clipping radius of --aggregator=cclip.')
 _ATTACK = flags.DEFINE_enum(
     'attack', 'none',
     ['none', 'a1', 'a2', 'a3', 'label_poison', 'label_flip', 'random_update',
@@ -145,6 +159,9 @@ def _config_values() -> dict:
       attack=_ATTACK.value,
       attack_ratio=_ATTACK_RATIO.value,
       attack_poison_labels=_ATTACK_POISON_LABELS.value,
+      aggregator=_AGGREGATOR.value,
+      bucketing_size=_BUCKETING_SIZE.value,
+      cclip_tau=_CCLIP_TAU.value,
   )
 
 
@@ -178,8 +195,6 @@ def main(argv):
         _DATASET.value, _METHOD.value, _config_values())
   except ValueError as error:
     _fail(str(error))
-  if _AGGREGATOR.value != 'mean':
-    _fail(f'unknown --aggregator {_AGGREGATOR.value!r}')
   if _RESUME.value and not _OUTPUT_DIR.value:
     _fail('--resume needs the --output_dir of the run to continue')
   if _RESUME.value and _OVERWRITE.value:

@@ -145,6 +145,35 @@ def _server_optimizer(config: ExperimentConfig):
   return tff.learning.optimizers.build_sgdm(learning_rate=config.server_lr)
 
 
+def build_model_aggregator(
+    config: ExperimentConfig, num_clients: int, num_malicious: int
+):
+  """The server aggregation factory named by `config.aggregator`.
+
+  Krum's f, the trimmed mean's b and k-norm's exclusions use the Ditto
+  reference's expected number of attackers per round,
+  E = int(clients_per_round * num_malicious / num_clients).
+  """
+  from tff_ditto import aggregators  # pylint: disable=g-import-not-at-top
+
+  expected = aggregators.expected_byzantine_per_round(
+      config.clients_per_round, num_malicious, num_clients
+  )
+  parameters = {
+      'krum': dict(f=expected),
+      'multi_krum': dict(f=expected),
+      'trimmed_mean': dict(b=max(expected, 1)),
+      'k_norm': dict(num_excluded=expected),
+      'cclip': dict(tau=config.cclip_tau),
+  }.get(config.aggregator, {})
+  return aggregators.build_aggregator(
+      config.aggregator,
+      bucketing_size=config.bucketing_size,
+      bucketing_seed=config.seed,
+      **parameters,
+  )
+
+
 class OutputDirectoryError(RuntimeError):
   """The output directory holds results and neither resume nor overwrite."""
 
@@ -220,6 +249,10 @@ class ExperimentRunner:
     client_optimizer = tff.learning.optimizers.build_sgdm(
         learning_rate=config.client_lr
     )
+    if model_aggregator is None:
+      model_aggregator = build_model_aggregator(
+          config, dataset.num_clients, int(self.malicious.sum())
+      )
     self.process = ditto.build_ditto_process(
         model_fn,
         client_optimizer=client_optimizer,

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+# Kept in sync with tff_ditto.aggregators.AGGREGATOR_NAMES (k_loss needs
+# client losses as weights, which run_experiment does not send).
+_AGGREGATOR_NAMES = (
+    'mean', 'median', 'trimmed_mean', 'krum', 'multi_krum', 'rfa', 'cclip',
+    'norm_clip', 'k_norm',
+)
 # Kept in sync with tff_ditto.attacks (which imports TF-free modules only).
 _ATTACK_NAMES = (
     'none', 'label_poison', 'label_flip', 'random_update', 'model_replacement',
@@ -48,6 +54,12 @@ class ExperimentConfig:
     attack_ratio: Fraction of all clients that are malicious (fixed set).
     attack_poison_labels: Reference-compatible mode: malicious clients of
       update attacks (A2, A3, bit flip) also train on A1-poisoned labels.
+    aggregator: Server aggregation rule (`tff_ditto.aggregators`): mean,
+      median, trimmed_mean, krum, multi_krum, rfa, cclip, norm_clip, k_norm.
+      Rules needing the number of attackers use the reference's expected
+      count per round E = int(clients_per_round * num_malicious / N).
+    bucketing_size: Bucketing s >= 2 around the aggregator (0 = none).
+    cclip_tau: Radius of centered clipping.
   """
 
   method: str = 'ditto'
@@ -72,6 +84,9 @@ class ExperimentConfig:
   attack: str = 'none'
   attack_ratio: float = 0.0
   attack_poison_labels: bool = True
+  aggregator: str = 'mean'
+  bucketing_size: int = 0
+  cclip_tau: float = 10.0
 
   def validate(self) -> None:
     """Raises ValueError with a one-line message on an invalid setting."""
@@ -98,6 +113,14 @@ class ExperimentConfig:
         (self.eval_split in ('test', 'validation'), 'eval_split must be test or validation'),
         (self.attack.lower() in _ATTACK_NAMES, f'attack must be one of {_ATTACK_NAMES}'),
         (0.0 <= self.attack_ratio < 1.0, 'attack_ratio must be in [0, 1)'),
+        (
+            self.attack.lower() not in ('alie', 'ipm', 'mimic'),
+            'attack alie/ipm/mimic (omniscient) is not available in '
+            'run_experiment yet',
+        ),
+        (self.aggregator in _AGGREGATOR_NAMES, f'aggregator must be one of {_AGGREGATOR_NAMES}'),
+        (self.bucketing_size >= 0, 'bucketing_size must be >= 0'),
+        (self.cclip_tau > 0, 'cclip_tau must be > 0'),
         (
             self.attack.lower() == 'none' or self.attack_ratio > 0,
             'an attack needs attack_ratio > 0',

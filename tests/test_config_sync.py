@@ -1,0 +1,26 @@
+"""The TF-free name lists used for fast flag validation match the library."""
+
+from tff_ditto import aggregators
+from tff_ditto import attacks
+from tff_ditto import training_config
+
+
+def test_attack_names_match_the_attacks_module():
+  assert set(training_config._ATTACK_NAMES) == (
+      set(attacks.ATTACKS) | set(attacks.ATTACK_ALIASES))
+
+
+def test_aggregator_names_are_buildable():
+  for name in training_config._AGGREGATOR_NAMES:
+    assert name in aggregators.AGGREGATOR_NAMES
+  assert set(aggregators.AGGREGATOR_NAMES) - set(
+      training_config._AGGREGATOR_NAMES) == {'k_loss'}
+
+
+def test_runner_builds_every_aggregator_with_reference_parameters():
+  from tff_ditto import training  # pylint: disable=g-import-not-at-top
+  for name in training_config._AGGREGATOR_NAMES:
+    config = training_config.ExperimentConfig(
+        aggregator=name, attack='a1', attack_ratio=0.3, bucketing_size=2)
+    factory = training.build_model_aggregator(config, 20, 6)
+    assert factory is not None
