@@ -120,6 +120,14 @@ class ExperimentConfig:
         ),
         (self.aggregator in _AGGREGATOR_NAMES, f'aggregator must be one of {_AGGREGATOR_NAMES}'),
         (self.bucketing_size >= 0, 'bucketing_size must be >= 0'),
+        (
+            self.aggregator not in ('krum', 'multi_krum')
+            or self.clients_per_round
+            - int(self.clients_per_round * self.attack_ratio) - 2 >= 1,
+            f'aggregator {self.aggregator} needs clients_per_round - f - 2 >= 1 '
+            f'with f = int(clients_per_round * attack_ratio) = '
+            f'{int(self.clients_per_round * self.attack_ratio)}',
+        ),
         (self.cclip_tau > 0, 'cclip_tau must be > 0'),
         (
             self.attack.lower() == 'none' or self.attack_ratio > 0,

@@ -26,7 +26,12 @@ Loaders here:
   * `load_leaf_synthetic`: FedProx / LEAF synthetic, 60 features, 10 classes.
 
 All problems with the input raise `DataError` naming the file (and the field
-or user) at fault.
+or user) at fault, with any underlying exception as its `__cause__`. The
+reader is strict where `json` / numpy would silently accept bad data: a key
+repeated in one JSON object (json keeps the last), features that are strings,
+booleans or null (numpy converts '0.5', true and null to numbers / NaN),
+non-finite values or values beyond float32, and a split whose files hold no
+users at all are all errors.
 """
 
 from __future__ import annotations

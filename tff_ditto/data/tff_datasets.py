@@ -95,7 +95,8 @@ def _sql_type(value: Any) -> str:
 def _open_sqlite(path: str) -> Iterator[sqlite3.Connection]:
   """A read-only connection; any SQLite error in the body is a DataError."""
   # A URI, so that mode=ro applies; the path is quoted ('?', '#', '%').
-  uri = 'file:' + urllib.parse.quote(os.path.abspath(path)) + '?mode=ro'
+  uri = ('file:' + urllib.parse.quote(os.fsencode(os.path.abspath(path)))
+         + '?mode=ro')
   connection = None
   try:
     connection = sqlite3.connect(uri, uri=True)
@@ -106,6 +107,33 @@ def _open_sqlite(path: str) -> Iterator[sqlite3.Connection]:
   finally:
     if connection is not None:
       connection.close()
+
+
+def _check_sqlite_size(path: str, header: bytes, file_size: int) -> None:
+  """Detects truncated files, which SQLite itself may read without an error.
+
+  SQLite zero-fills a short read of the last page, so a file cut inside its
+  last page can load with silently damaged rows. A database file is a whole
+  number of pages, and (when the header's size field is valid, as in every
+  file written by SQLite >= 3.7) exactly as many pages as the header says.
+  """
+  if len(header) < 100:
+    raise DataError(f'{path}: truncated SQLite header ({len(header)} of 100 '
+                    'bytes).')
+  page_size = int.from_bytes(header[16:18], 'big')
+  page_size = 65536 if page_size == 1 else page_size
+  if page_size < 512 or page_size & (page_size - 1):
+    raise DataError(f'{path}: corrupt SQLite header (page size {page_size}).')
+  if file_size % page_size:
+    raise DataError(f'{path}: {file_size} bytes is not a whole number of '
+                    f'{page_size}-byte pages: the file is truncated or '
+                    'corrupt.')
+  num_pages = int.from_bytes(header[28:32], 'big')
+  size_field_valid = header[24:28] == header[92:96]
+  if size_field_valid and num_pages * page_size > file_size:
+    raise DataError(f'{path}: truncated SQLite file: the header says '
+                    f'{num_pages} pages of {page_size} bytes, the file holds '
+                    f'{file_size // page_size}.')
 
 
 def _require_sqlite(cache_dir: Optional[str], filename: str,
@@ -122,11 +150,13 @@ def _require_sqlite(cache_dir: Optional[str], filename: str,
         f'{cache_dir!r}) there once and copy {filename}.')
   try:
     with open(path, 'rb') as f:
-      header = f.read(16)
+      header = f.read(100)
+    file_size = os.path.getsize(path)
   except OSError as e:
     raise DataError(f'{path}: cannot read file ({e}).') from e
-  if header != b'SQLite format 3\x00':
+  if header[:16] != b'SQLite format 3\x00':
     raise DataError(f'{path}: not an SQLite database.')
+  _check_sqlite_size(path, header, file_size)
   with _open_sqlite(path) as connection:
     tables = {r[0] for r in connection.execute(
         "SELECT name FROM sqlite_master WHERE type='table'")}
