@@ -166,12 +166,18 @@ def build_model_aggregator(
       'k_norm': dict(num_excluded=expected),
       'cclip': dict(tau=config.cclip_tau),
   }.get(config.aggregator, {})
-  return aggregators.build_aggregator(
+  factory = aggregators.build_aggregator(
       config.aggregator,
       bucketing_size=config.bucketing_size,
       bucketing_seed=config.seed,
       **parameters,
   )
+  attack = attacks.canonical_attack_name(config.attack)
+  if attack in attacks.OMNISCIENT_ATTACKS:
+    from tff_ditto.aggregators import omniscient  # pylint: disable=g-import-not-at-top
+
+    factory = omniscient.OmniscientAttackFactory(factory, attack)
+  return factory
 
 
 class OutputDirectoryError(RuntimeError):

@@ -113,11 +113,6 @@ class ExperimentConfig:
         (self.eval_split in ('test', 'validation'), 'eval_split must be test or validation'),
         (self.attack.lower() in _ATTACK_NAMES, f'attack must be one of {_ATTACK_NAMES}'),
         (0.0 <= self.attack_ratio < 1.0, 'attack_ratio must be in [0, 1)'),
-        (
-            self.attack.lower() not in ('alie', 'ipm', 'mimic'),
-            'attack alie/ipm/mimic (omniscient) is not available in '
-            'run_experiment yet',
-        ),
         (self.aggregator in _AGGREGATOR_NAMES, f'aggregator must be one of {_AGGREGATOR_NAMES}'),
         (self.bucketing_size >= 0, 'bucketing_size must be >= 0'),
         (
