@@ -1,0 +1,129 @@
+"""Bucketing (Karimireddy, He, Jaggi, ICLR 2022), as `utils.bucketing_wrapper`.
+
+Every round: draw a fresh random permutation of the n (finite) updates, cut
+the permuted sequence into ceil(n / s) buckets of s consecutive updates (the
+last may be smaller), replace each bucket by its mean, and apply the inner
+robust rule to the bucket means. s = 0 or 1 is the identity (no bucketing):
+the factory then runs the inner rule unchanged.
+
+The permutation is reproducible: it is
+`tf.random.experimental.stateless_shuffle(tf.range(n), seed=[seed, round],
+alg='philox')`, where `round` counts the process's rounds with at least one
+finite update (0 for the first) and is kept in the state next to the inner
+rule's state. `bucketing_permutation(n, seed, round)` returns it.
+
+Krum inside bucketing sees n = number of buckets, with f not rescaled (as in
+the bucketing repo).
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Optional, Union
+
+import numpy as np
+import tensorflow as tf
+
+from tff_ditto.aggregators.base import RobustAggregatorFactory, RobustRule, RuleOutput
+
+ROUND_KEY = 'round'
+INNER_KEY = 'inner'
+
+
+def permutation_op(num_updates, seed: int, round_num) -> tf.Tensor:
+  """The bucketing permutation as a TF op (int32 `[num_updates]`)."""
+  seed_pair = tf.stack(
+      [tf.constant(seed, tf.int64), tf.cast(round_num, tf.int64)]
+  )
+  return tf.random.experimental.stateless_shuffle(
+      tf.range(num_updates), seed=seed_pair, alg='philox'
+  )
+
+
+def bucketing_permutation(num_updates: int, seed: int, round_num: int) -> np.ndarray:
+  """The permutation used in round `round_num` (0-based) for n updates.
+
+  Position j of the permuted sequence holds update `perm[j]`; bucket b is
+  `perm[b*s : (b+1)*s]`.
+  """
+  return permutation_op(num_updates, seed, round_num).numpy()
+
+
+class BucketingRule(RobustRule):
+  """Apply `inner` to the means of buckets of `bucket_size` permuted updates."""
+
+  def __init__(self, inner: RobustRule, bucket_size: int, seed: int = 0):
+    if bucket_size < 2:
+      raise ValueError(f'BucketingRule needs bucket_size >= 2, got {bucket_size}.')
+    if inner.uses_weights:
+      raise ValueError(
+          'Bucketing wraps unweighted rules only (bucket means of updates).'
+      )
+    self.inner = inner
+    self.bucket_size = int(bucket_size)
+    self.seed = int(seed)
+
+  def initial_state(self, dim):
+    return collections.OrderedDict([
+        (ROUND_KEY, tf.constant(0, tf.int64)),
+        (INNER_KEY, self.inner.initial_state(dim)),
+    ])
+
+  def aggregate(self, updates, state, weights=None):
+    del weights
+    n = tf.shape(updates)[0]
+    s = self.bucket_size
+    num_buckets = (n + s - 1) // s
+    perm = permutation_op(n, self.seed, state[ROUND_KEY])
+    means = tf.math.unsorted_segment_mean(
+        tf.gather(updates, perm), tf.range(n) // s, num_segments=num_buckets
+    )
+    out = self.inner.aggregate(means, state[INNER_KEY])
+    new_state = collections.OrderedDict([
+        (ROUND_KEY, state[ROUND_KEY] + 1),
+        (INNER_KEY, out.state),
+    ])
+    measurements = collections.OrderedDict(bucketing_num_buckets=num_buckets)
+    measurements.update(out.measurements)
+    return RuleOutput(out.result, new_state, measurements)
+
+
+class BucketingFactory(RobustAggregatorFactory):
+  """Wraps one of this package's unweighted rules/factories with bucketing.
+
+  Args:
+    inner: A `RobustAggregatorFactory` of this package (its gather settings
+      are inherited unless given here) or a `RobustRule`.
+    bucket_size: s; 0 or 1 disables bucketing.
+    seed: Seed of the per-round permutations.
+    gather: Gather method; default: the inner factory's (or 'file').
+    gather_dir: Gather directory; default: the inner factory's.
+  """
+
+  def __init__(
+      self,
+      inner: Union[RobustAggregatorFactory, RobustRule],
+      bucket_size: int,
+      seed: int = 0,
+      *,
+      gather: Optional[str] = None,
+      gather_dir: Optional[str] = None,
+  ):
+    if isinstance(inner, RobustAggregatorFactory):
+      rule = inner.rule
+      gather = inner.gather if gather is None else gather
+      gather_dir = inner.gather_dir if gather_dir is None else gather_dir
+    elif isinstance(inner, RobustRule):
+      rule = inner
+    else:
+      raise TypeError(
+          'BucketingFactory wraps a gather-based rule of tff_ditto.aggregators '
+          f'(it needs the stacked updates), got {type(inner).__name__}.'
+      )
+    if bucket_size < 0:
+      raise ValueError(f'bucket_size must be >= 0, got {bucket_size}.')
+    if bucket_size >= 2:
+      rule = BucketingRule(rule, bucket_size, seed)
+    self.bucket_size = int(bucket_size)
+    self.seed = int(seed)
+    super().__init__(rule, gather=gather or 'file', gather_dir=gather_dir)
