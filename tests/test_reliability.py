@@ -120,9 +120,12 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(
     reference_run, tmp_path):
   output_dir = str(tmp_path / 'run')
   rng = random.Random(20261121)
-  for _ in range(2):
+  for attempt in range(2):
+    # The first attempt starts the run; later ones resume it (--resume needs
+    # the run's recorded flags.json).
+    extra = ('--resume',) if attempt else ()
     process = subprocess.Popen(
-        _command(output_dir, '--resume'), cwd=REPO_ROOT,
+        _command(output_dir, *extra), cwd=REPO_ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # Wait until training has started, then kill at a random moment.
     deadline = time.monotonic() + 300
