@@ -15,6 +15,10 @@ the score uses the single nearest other update (k = 1); with n = 1 the only
 update is returned. `krum_neighbours` reports the k actually used, so a
 degraded round is visible in the measurements. m is clipped to [1, n].
 
+Measurements: `krum_selected` (index of the best-scoring update among the
+finite updates, in client order), `krum_num_selected` (m used) and
+`krum_neighbours` (k used).
+
 The matrix product is float32: for updates of very different magnitudes the
 distance between two nearby large updates loses relative precision, which
 only matters for near-ties. With bucketing, n is the number of buckets and f
