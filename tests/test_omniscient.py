@@ -45,7 +45,8 @@ def test_alie_sends_mean_minus_z_sigma():
   rows = np.concatenate([HONEST, np.zeros([2, 2], np.float32)])
   result, _ = _aggregate('alie', 'mean', rows, [1, 1, 1, -1, -1])
   z = float(omniscient.alie_z_max(5, 2))
-  message = HONEST.mean(0) - z * HONEST.std(0)
+  # The reference uses torch.std: the unbiased std (divisor h - 1).
+  message = HONEST.mean(0) - z * HONEST.std(0, ddof=1)
   np.testing.assert_allclose(
       result, (HONEST.sum(0) + 2 * message) / 5, rtol=1e-5)
 
@@ -56,6 +57,51 @@ def test_mimic_copies_an_honest_row():
   # The copy duplicates one honest row; the median of 4 rows then lies
   # between honest rows.
   assert np.all(result >= HONEST.min(0)) and np.all(result <= HONEST.max(0))
+
+
+def _mimic_target(rows):
+  return int(omniscient.mimic_target_index(tf.constant(rows)))
+
+
+def test_mimic_keeps_the_first_rounds_target():
+  factory = omniscient.OmniscientAttackFactory(
+      aggregators.build_aggregator('mean'), 'mimic')
+  process = factory.create(
+      tff.TensorType(np.float32, [2]), tff.TensorType(np.float32))
+  first = HONEST
+  # Second round: the rows are permuted so that the per-round argmax would
+  # pick a different row index than in the first round.
+  second = HONEST[[2, 0, 1]] * np.float32(2.0)
+  first_target = _mimic_target(first)
+  assert _mimic_target(second) != first_target
+  weights = [np.float32(w) for w in (1, 1, 1, -1)]
+  state = process.initialize()
+  output = process.next(
+      state, list(np.concatenate([first, np.zeros([1, 2], np.float32)])),
+      weights)
+  np.testing.assert_allclose(
+      output.result, (first.sum(0) + first[first_target]) / 4, rtol=1e-6)
+  assert output.measurements['mimic_target'] == first_target
+  output = process.next(
+      output.state,
+      list(np.concatenate([second, np.zeros([1, 2], np.float32)])), weights)
+  # The attacker copies the same honest row index (the same client), not
+  # the second round's argmax.
+  np.testing.assert_allclose(
+      output.result, (second.sum(0) + second[first_target]) / 4, rtol=1e-6)
+  assert output.measurements['mimic_target'] == first_target
+
+
+def test_mimic_target_is_the_argmax_along_the_power_iteration_direction():
+  rows = np.array([[0.0, 0.0], [1.0, 0.1], [-3.0, -0.2], [5.0, 0.3]],
+                  np.float32)
+  target = _mimic_target(rows)
+  start = tf.random.stateless_normal([2], seed=[0, 0]).numpy()
+  deviations = rows - rows.mean(0)
+  direction = deviations.T @ (deviations @ start)
+  assert target == int(np.argmax(rows @ direction))
+  # Along the dominant first axis the target is one of the two extremes.
+  assert target in (2, 3)
 
 
 def test_no_marked_rows_is_the_plain_rule():

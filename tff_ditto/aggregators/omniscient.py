@@ -10,12 +10,27 @@ weight (the Ditto client computation does this for attack code
 
 * IPM (inner-product manipulation): -eps * mean(honest), eps = 0.1.
 * ALIE ("a little is enough"): mu - z_max * sigma, coordinate-wise mean and
-  std of the honest rows, z_max = Phi^-1((n - m - s) / (n - m)) with
+  std of the honest rows (the unbiased std, divisor h - 1, as `torch.std`
+  in the reference), z_max = Phi^-1((n - m - s) / (n - m)) with
   s = floor(n / 2 + 1) - m, n rows of which m malicious.
-* mimic: every attacker copies one honest row: the one with the largest
-  inner product with the top principal direction of the honest rows (one
-  power-iteration step from a fixed seeded vector). Deviation: the bucketing
-  code fixes the target after a warm-up phase; here it is chosen per round.
+* mimic (`MimicVariantAttacker` with its default warm-up of 1 round): in
+  the first attacked round every attacker copies the honest row with the
+  largest inner product with z, the top principal direction of the honest
+  rows after one power-iteration step from a fixed seeded Gaussian vector;
+  that target is then kept (in the aggregation state) and copied in every
+  later round, as the reference fixes its target rank after warm-up.
+  The target is stored as an index among the honest rows, so it names the
+  same client only when the same clients arrive in the same order every
+  round (full participation, as in the bucketing setup, where this holds
+  because the gather keeps client order); an index out of range in a later
+  round (fewer honest rows) re-chooses the target.
+  Deviation: the seeded start vector is TF's stateless normal, not
+  torch's `randn` with seed 0 (same distribution, different numbers).
+
+The messages are computed from the updates as they arrive. This package's
+client update is `initial - final` weights (lr * gradient for one SGD step),
+i.e. the same sign as the reference's gradients, so ALIE's `- z_max * sigma`
+and mimic's argmax act in the same direction as in the reference.
 """
 
 from __future__ import annotations
@@ -32,6 +47,8 @@ from tff_ditto.aggregators.base import WeightedRobustAggregatorFactory
 
 OMNISCIENT_ATTACKS = ('alie', 'ipm', 'mimic')
 IPM_EPSILON = 0.1
+INNER_KEY = 'inner'
+MIMIC_TARGET_KEY = 'mimic_target'
 
 
 def alie_z_max(num_rows: tf.Tensor, num_malicious: tf.Tensor) -> tf.Tensor:
@@ -44,25 +61,54 @@ def alie_z_max(num_rows: tf.Tensor, num_malicious: tf.Tensor) -> tf.Tensor:
   return tf.math.ndtri(probability)
 
 
+def unbiased_std(rows: tf.Tensor) -> tf.Tensor:
+  """Coordinate-wise std of `[h, d]` rows with divisor h - 1 (0 if h = 1)."""
+  count = tf.cast(tf.shape(rows)[0], rows.dtype)
+  correction = tf.sqrt(count / tf.maximum(count - 1.0, 1.0))
+  return tf.math.reduce_std(rows, axis=0) * correction
+
+
+def mimic_target_index(honest: tf.Tensor) -> tf.Tensor:
+  """Index (int32) of the honest row that mimic copies (`argmax <g_i, z>`).
+
+  z is the reference's initial direction: one power-iteration step,
+  `z ∝ sum_i <g_i - mu, z0> (g_i - mu)`, from a seeded Gaussian `z0`
+  (normalising z does not change the argmax).
+
+  Args:
+    honest: The honest rows `[h, d]`, h >= 1.
+
+  Returns:
+    A scalar int32 index into the rows.
+  """
+  mean = tf.reduce_mean(honest, axis=0)
+  deviations = honest - mean
+  start = tf.random.stateless_normal(tf.shape(mean), seed=[0, 0])
+  direction = tf.linalg.matvec(
+      deviations, tf.linalg.matvec(deviations, start), transpose_a=True
+  )
+  return tf.cast(
+      tf.argmax(tf.linalg.matvec(honest, direction)), tf.int32
+  )
+
+
 def craft_malicious_message(
     honest: tf.Tensor, num_rows: tf.Tensor, num_malicious: tf.Tensor,
     attack: str,
 ) -> tf.Tensor:
-  """The [d] message every attacker sends, from the honest rows [h, d]."""
+  """The [d] message every attacker sends, from the honest rows [h, d].
+
+  For 'mimic' this is the copy of the per-round target
+  (`mimic_target_index`); `OmniscientAttackRule` keeps the first round's
+  target instead, as the reference does.
+  """
   mean = tf.reduce_mean(honest, axis=0)
   if attack == 'ipm':
     return -IPM_EPSILON * mean
   if attack == 'alie':
-    std = tf.math.reduce_std(honest, axis=0)
-    return mean - alie_z_max(num_rows, num_malicious) * std
+    return mean - alie_z_max(num_rows, num_malicious) * unbiased_std(honest)
   if attack == 'mimic':
-    deviations = honest - mean
-    start = tf.random.stateless_normal(tf.shape(mean), seed=[0, 0])
-    direction = tf.linalg.matvec(
-        deviations, tf.linalg.matvec(deviations, start), transpose_a=True
-    )
-    target = tf.argmax(tf.linalg.matvec(honest, direction))
-    return tf.gather(honest, target)
+    return tf.gather(honest, mimic_target_index(honest))
   raise ValueError(f'unknown omniscient attack {attack!r}')
 
 
@@ -80,29 +126,49 @@ class OmniscientAttackRule(RobustRule):
     self._attack = attack
 
   def initial_state(self, dim: int):
-    return self._inner.initial_state(dim)
+    """The inner rule's state, plus the mimic target (-1 = not chosen)."""
+    return collections.OrderedDict([
+        (INNER_KEY, self._inner.initial_state(dim)),
+        (MIMIC_TARGET_KEY, tf.constant(-1, tf.int32)),
+    ])
 
   def aggregate(self, updates, state, weights=None):
     malicious = weights < 0.0
     num_malicious = tf.reduce_sum(tf.cast(malicious, tf.int32))
     honest = tf.boolean_mask(updates, tf.logical_not(malicious))
     num_honest = tf.shape(honest)[0]
+    target = tf.cast(state[MIMIC_TARGET_KEY], tf.int32)
 
     def attacked():
-      message = craft_malicious_message(
-          honest, tf.shape(updates)[0], num_malicious, self._attack
+      if self._attack == 'mimic':
+        keep = tf.logical_and(target >= 0, target < num_honest)
+        new_target = tf.cond(
+            keep, lambda: target, lambda: mimic_target_index(honest)
+        )
+        message = tf.gather(honest, new_target)
+      else:
+        new_target = target
+        message = craft_malicious_message(
+            honest, tf.shape(updates)[0], num_malicious, self._attack
+        )
+      return (
+          tf.where(malicious[:, None], message[None, :], updates),
+          new_target,
       )
-      return tf.where(malicious[:, None], message[None, :], updates)
 
-    rows = tf.cond(
+    rows, target = tf.cond(
         tf.logical_and(num_malicious > 0, num_honest > 0),
         attacked,
-        lambda: updates,
+        lambda: (updates, target),
     )
-    out = self._inner.aggregate(rows, state, None)
+    out = self._inner.aggregate(rows, state[INNER_KEY], None)
     measurements = collections.OrderedDict(out.measurements)
     measurements['omniscient_attackers'] = num_malicious
-    return RuleOutput(out.result, out.state, measurements)
+    measurements[MIMIC_TARGET_KEY] = target
+    new_state = collections.OrderedDict([
+        (INNER_KEY, out.state), (MIMIC_TARGET_KEY, target)
+    ])
+    return RuleOutput(out.result, new_state, measurements)
 
 
 class OmniscientAttackFactory(WeightedRobustAggregatorFactory):
