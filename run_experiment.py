@@ -20,11 +20,13 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import datetime  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
+from typing import Optional  # noqa: E402
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from tff_ditto import experiment_defaults  # noqa: E402
+from tff_ditto import runtime  # noqa: E402
 
 _DATASET = flags.DEFINE_string(
     'dataset', 'synthetic',
@@ -59,8 +61,17 @@ _SERVER_LR = flags.DEFINE_float(
     'server_lr', 1.0, 'Server learning rate (SGD 1.0 = reference FedAvg).')
 _SERVER_OPTIMIZER = flags.DEFINE_enum(
     'server_optimizer', 'sgd', ['sgd', 'adam'], 'Server optimizer.')
-_LAM = flags.DEFINE_float(
-    'lam', None, "Ditto's lambda (default: per-dataset preset, 1.0 mostly).")
+_LAM = flags.DEFINE_string(
+    'lam', None,
+    "Ditto's lambda: a number >= 0 (default: per-dataset preset, 1.0 mostly), "
+    "or 'auto' for the paper's per-device selection: every client trains one "
+    'personal model per candidate {0.1, 1, 2} ({0.05, 0.1, 0.2} with '
+    '--strong_attack) and uses the one with the lowest loss on its own '
+    'validation split (fixed 1, or 0.1, with fewer than 4 validation examples).')
+_STRONG_ATTACK = flags.DEFINE_bool(
+    'strong_attack', False,
+    "With --lam=auto: the devices' binary decision that the attack is strong "
+    '(choose among the smaller lambdas).')
 _FEDPROX_MU = flags.DEFINE_float(
     'fedprox_mu', 0.0,
     'FedProx proximal strength of the global solver (0 = FedAvg).')
@@ -134,7 +145,31 @@ _CHECKPOINT_EVERY = flags.DEFINE_integer(
 _MAX_CONCURRENT_CLIENTS = flags.DEFINE_integer(
     'max_concurrent_clients', 2,
     'Client computations the local TFF worker runs at once (-1 = no limit).')
+_WORKERS = flags.DEFINE_string(
+    'workers', None,
+    'Comma-separated host:port of running TFF worker_binary processes (see '
+    'scripts/start_local_workers.py). One address: every computation runs on '
+    "that worker. Several: TFF's mergeable context splits each round's "
+    'clients into contiguous chunks, one per worker, and merges the partial '
+    'aggregates here (robust aggregators then gather by concatenation). '
+    'Client data and state paths must be readable on the workers. The '
+    'workers speak unauthenticated gRPC: use only trusted, firewalled '
+    'addresses. Default: a worker this process starts on 127.0.0.1.')
 
+
+
+def _lambda_values(text: Optional[str]) -> dict:
+  """--lam as config values; ValueError on a value that is not a number."""
+  if text is None:
+    return dict(lam=None)
+  if text.strip().lower() == 'auto':
+    return dict(lam=None, lam_selection='auto')
+  try:
+    return dict(lam=float(text), lam_selection='fixed')
+  except ValueError:
+    raise ValueError(
+        f"--lam must be a number >= 0 or 'auto' (got {text!r})"
+    ) from None
 
 
 def _config_values() -> dict:
@@ -146,7 +181,8 @@ def _config_values() -> dict:
       client_lr=_CLIENT_LR.value,
       server_lr=_SERVER_LR.value,
       server_optimizer=_SERVER_OPTIMIZER.value,
-      lam=_LAM.value,
+      **_lambda_values(_LAM.value),
+      strong_attack=_STRONG_ATTACK.value,
       fedprox_mu=_FEDPROX_MU.value,
       finetune_steps=_FINETUNE_STEPS.value,
       finetune_lam=_FINETUNE_LAM.value,
@@ -168,7 +204,7 @@ def _config_values() -> dict:
 # Flags that may differ between a run and its --resume.
 _RESUME_MAY_CHANGE = frozenset({
     'output_dir', 'resume', 'rounds', 'verbosity', 'max_concurrent_clients',
-    'overwrite',
+    'overwrite', 'workers',
 })
 
 
@@ -197,6 +233,12 @@ def main(argv):
     _fail(str(error))
   if _RESUME.value and not _OUTPUT_DIR.value:
     _fail('--resume needs the --output_dir of the run to continue')
+  worker_addresses = None
+  if _WORKERS.value is not None:
+    try:
+      worker_addresses = runtime.parse_worker_addresses(_WORKERS.value)
+    except ValueError as error:
+      _fail(str(error))
   if _RESUME.value and _OVERWRITE.value:
     _fail('--resume and --overwrite exclude each other')
   output_dir = _OUTPUT_DIR.value or os.path.join(
@@ -217,15 +259,16 @@ def main(argv):
     except ValueError as error:
       _fail(str(error))
 
-  from tff_ditto import runtime  # pylint: disable=g-import-not-at-top
-
   # absl's own --verbosity flag: quiet unless given (1: Python info logs,
   # 2: also TF's C++ logs).
   verbosity = flags.FLAGS.verbosity if flags.FLAGS['verbosity'].present else 0
   runtime.set_quiet_logs(verbosity)  # before TensorFlow is imported
   from tff_ditto import experiment  # pylint: disable=g-import-not-at-top
 
-  runtime.configure_local_execution(_MAX_CONCURRENT_CLIENTS.value)
+  if worker_addresses:
+    runtime.configure_remote_execution(worker_addresses)
+  else:
+    runtime.configure_local_execution(_MAX_CONCURRENT_CLIENTS.value)
   try:
     comparison = experiment.run_comparison(
         **settings,

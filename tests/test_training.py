@@ -357,3 +357,21 @@ def test_global_method_keeps_no_client_state(method_runs):
   runner, _ = method_runs['global']
   with pytest.raises(ValueError, match='no client state'):
     runner.personalized_weights(0)
+
+
+def test_resume_refuses_to_restart_over_unusable_checkpoints(
+    resume_runs, dataset, model_fn, tmp_path
+):
+  """Checkpoints exist but none is complete: resuming must not start over."""
+  straight, _, _ = resume_runs['straight']
+  copy = tmp_path / 'copy'
+  shutil.copytree(straight.output_dir, copy)
+  for name in os.listdir(copy / 'checkpoints'):
+    if name.startswith('complete_'):
+      os.remove(copy / 'checkpoints' / name)
+  before = sorted(os.listdir(copy))
+  metrics_before = (copy / 'metrics.csv').read_text()
+  with pytest.raises(training.OutputDirectoryError, match='refusing to restart'):
+    _runner(_config(), dataset, model_fn, copy, resume=True)
+  assert sorted(os.listdir(copy)) == before
+  assert (copy / 'metrics.csv').read_text() == metrics_before

@@ -32,7 +32,7 @@ client computation runs, i.e. on the TFF worker's file system.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Optional, Union
 
 import numpy as np
@@ -143,9 +143,22 @@ def _apply_update_attack(update, weight, attack):
   return tf.nest.pack_sequence_as(update, attacked), weight
 
 
-def _read_personal_weights(path, personal_weights):
-  """Loads a flat state file into the model's variables."""
-  variables = personal_weights.trainable + personal_weights.non_trainable
+def _state_variables(personal_weights_list):
+  return [
+      v
+      for weights in personal_weights_list
+      for v in weights.trainable + weights.non_trainable
+  ]
+
+
+def read_personal_weights(path, personal_weights_list):
+  """Loads a flat state file into the variables of the personal models.
+
+  The file holds the models one after the other, each as its trainable then
+  non-trainable weights, flattened (`tff_ditto.client_states`). A file of the
+  wrong size fails with an InvalidArgumentError naming the expected shape.
+  """
+  variables = _state_variables(personal_weights_list)
   flat = tf.io.parse_tensor(tf.io.read_file(path), tf.float32)
   sizes = [int(np.prod(v.shape)) for v in variables]
   flat = tf.ensure_shape(flat, [sum(sizes)])
@@ -155,17 +168,34 @@ def _read_personal_weights(path, personal_weights):
   ]
 
 
-def _serialize_personal_weights(personal_weights):
-  variables = personal_weights.trainable + personal_weights.non_trainable
+def _serialize_personal_weights(personal_weights_list):
+  variables = _state_variables(personal_weights_list)
   flat = tf.concat([tf.reshape(v, [-1]) for v in variables], axis=0)
   return tf.io.serialize_tensor(flat)
+
+
+def personal_lambdas(personal_lambda: Union[float, Sequence[float]]) -> tuple[float, ...]:
+  """The lambda of each personal model: one value, or a tuple of candidates.
+
+  Raises:
+    ValueError: On an empty sequence or a negative lambda.
+  """
+  if isinstance(personal_lambda, (int, float, np.floating, np.integer)):
+    lambdas = (float(personal_lambda),)
+  else:
+    lambdas = tuple(float(value) for value in personal_lambda)
+  if not lambdas:
+    raise ValueError('personal_lambda must not be an empty sequence.')
+  if any(value < 0 for value in lambdas):
+    raise ValueError(f'personal_lambda must be >= 0, got {personal_lambda}.')
+  return lambdas
 
 
 def build_ditto_client_update(
     model_fn: ModelFn,
     client_optimizer: tff.learning.optimizers.Optimizer,
     personal_optimizer: tff.learning.optimizers.Optimizer,
-    personal_lambda: float,
+    personal_lambda: Union[float, Sequence[float]],
     local_steps: int,
     global_proximal_strength: float,
     client_weighting: tff.learning.ClientWeighting,
@@ -174,10 +204,15 @@ def build_ditto_client_update(
 ):
   """Returns the `tf.function` run by one client in one Ditto round.
 
+  With several lambdas (candidates for per-device selection), the client
+  trains one personal model per lambda on the same batches, each pulled
+  towards the same w_t; their state is stored one after the other.
+
   Must be called inside a `tff.tensorflow.computation` (it builds the models).
   """
+  lambdas = personal_lambdas(personal_lambda)
   global_model = model_fn()
-  personal_model = model_fn() if personalize else None
+  personal_models = [model_fn() for _ in lambdas] if personalize else []
 
   @tf.function
   def client_update(initial_weights, batches, state_handle, attack):
@@ -186,15 +221,18 @@ def build_ditto_client_update(
         lambda v, t: v.assign(t), global_weights, initial_weights
     )
     center = tuple(tf.nest.flatten(initial_weights.trainable))
+    personal_weights = [
+        tff.learning.models.ModelWeights.from_model(model)
+        for model in personal_models
+    ]
+    personal_optimizer_states = ()
     if personalize:
-      personal_weights = tff.learning.models.ModelWeights.from_model(
-          personal_model
-      )
       with tf.control_dependencies(
-          _read_personal_weights(state_handle['read_path'], personal_weights)
+          read_personal_weights(state_handle['read_path'], personal_weights)
       ):
-        personal_optimizer_state = optimization.initialize_optimizer(
-            personal_optimizer, personal_weights
+        personal_optimizer_states = tuple(
+            optimization.initialize_optimizer(personal_optimizer, weights)
+            for weights in personal_weights
         )
     global_optimizer_state = optimization.initialize_optimizer(
         client_optimizer, global_weights
@@ -203,9 +241,7 @@ def build_ditto_client_update(
     initial_loop_state = collections.OrderedDict(
         global_optimizer_state=global_optimizer_state,
         global_loss_sum=zero,
-        personal_optimizer_state=(
-            personal_optimizer_state if personalize else ()
-        ),
+        personal_optimizer_states=personal_optimizer_states,
         personal_loss_sum=zero,
         num_batches=zero,
         num_examples=zero,
@@ -213,22 +249,27 @@ def build_ditto_client_update(
 
     def train_on_batch(loop_state, batch):
       new_state = collections.OrderedDict(loop_state)
-      if personalize:
-        # Personal step first, at v_k, with the proximal pull towards w_t.
-        (
-            new_state['personal_optimizer_state'],
-            personal_loss,
-            _,
-        ) = optimization.proximal_step(
-            personal_model,
-            personal_weights,
+      # Personal step(s) first, at v_k, with the proximal pull towards w_t.
+      new_optimizer_states = []
+      for model, weights, optimizer_state, strength in zip(
+          personal_models,
+          personal_weights,
+          loop_state['personal_optimizer_states'],
+          lambdas,
+      ):
+        optimizer_state, personal_loss, _ = optimization.proximal_step(
+            model,
+            weights,
             personal_optimizer,
-            loop_state['personal_optimizer_state'],
+            optimizer_state,
             batch,
             center,
-            personal_lambda,
+            strength,
         )
-        new_state['personal_loss_sum'] += personal_loss
+        new_optimizer_states.append(optimizer_state)
+        # Reported: the mean over the personal models.
+        new_state['personal_loss_sum'] += personal_loss / len(lambdas)
+      new_state['personal_optimizer_states'] = tuple(new_optimizer_states)
       # Then the global solver's step on the client's copy of w, same batch.
       new_state['global_optimizer_state'], global_loss, num_examples = (
           optimization.proximal_step(
@@ -376,7 +417,7 @@ def build_ditto_process(
     model_fn: ModelFn,
     *,
     client_optimizer: tff.learning.optimizers.Optimizer,
-    personal_lambda: float,
+    personal_lambda: Union[float, Sequence[float]],
     local_steps: int,
     model_aggregator: Optional[AggregationFactory] = None,
     server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
@@ -410,7 +451,11 @@ def build_ditto_process(
     client_optimizer: Optimizer of the global solver's local steps on w_k
       (reference: SGD with the client learning rate).
     personal_lambda: lambda >= 0 of the proximal term lambda/2 ||v - w_t||^2;
-      0 gives purely local training of v_k.
+      0 gives purely local training of v_k. A sequence of lambdas trains one
+      personal model per value on every client (the candidates of the
+      paper's per-device lambda selection, see
+      `tff_ditto.training_config.lambda_candidates`); the state file then
+      holds them one after the other, in this order.
     local_steps: Mini-batch steps per client per round (the reference's
       `local_iters`); each client's dataset is truncated to this many batches.
     model_aggregator: A `tff.aggregators` factory for the deltas (weighted or
@@ -437,8 +482,7 @@ def build_ditto_process(
   Raises:
     ValueError: On a negative lambda or mu, or non-positive local_steps.
   """
-  if personal_lambda < 0:
-    raise ValueError(f'personal_lambda must be >= 0, got {personal_lambda}.')
+  lambdas = personal_lambdas(personal_lambda)
   if global_proximal_strength < 0:
     raise ValueError(
         f'global_proximal_strength must be >= 0, got {global_proximal_strength}.'
@@ -464,7 +508,7 @@ def build_ditto_process(
         model_fn,
         client_optimizer=client_optimizer,
         personal_optimizer=personal_optimizer,
-        personal_lambda=float(personal_lambda),
+        personal_lambda=lambdas,
         local_steps=int(local_steps),
         global_proximal_strength=float(global_proximal_strength),
         client_weighting=client_weighting,

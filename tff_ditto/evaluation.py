@@ -59,23 +59,36 @@ def _assign(weights, values):
   tf.nest.map_structure(lambda v, t: v.assign(t), weights, values)
 
 
-def build_personalized_evaluation(model_fn: ditto.ModelFn) -> tff.Computation:
-  """Evaluates each client's personalized model read from its state file.
+def build_personalized_evaluation(
+    model_fn: ditto.ModelFn, num_personal_models: int = 1
+) -> tff.Computation:
+  """Evaluates each client's personalized model(s) read from its state file.
 
   Args:
     model_fn: As for `build_ditto_process`.
+    num_personal_models: Personal models per state file (the number of
+      lambdas given to `build_ditto_process`).
 
   Returns:
     A federated computation `client_data@CLIENTS -> metrics@CLIENTS`, where
     client data is `OrderedDict(batches=test batches, personal_state=dataset
-    of one handle)` (only the handle's read_path is used).
+    of one handle)` (only the handle's read_path is used). With one model the
+    metrics are scalars; with several, each metric is a vector with one entry
+    per personal model, in state order.
+
+  Raises:
+    ValueError: If `num_personal_models` < 1.
   """
+  if num_personal_models < 1:
+    raise ValueError(
+        f'num_personal_models must be >= 1, got {num_personal_models}.'
+    )
   data_type = ditto.client_data_type(model_fn, personalize=True)
 
   @tff.tensorflow.computation(data_type)
   def evaluate_client(client_data):
-    model = model_fn()
-    weights = tff.learning.models.ModelWeights.from_model(model)
+    models = [model_fn() for _ in range(num_personal_models)]
+    weights = [tff.learning.models.ModelWeights.from_model(m) for m in models]
     handle = client_data[ditto.STATE_KEY].reduce(
         collections.OrderedDict(
             read_path=tf.constant(''), write_path=tf.constant('')
@@ -86,9 +99,14 @@ def build_personalized_evaluation(model_fn: ditto.ModelFn) -> tff.Computation:
     @tf.function
     def run(batches, read_path):
       with tf.control_dependencies(
-          ditto._read_personal_weights(read_path, weights)  # pylint: disable=protected-access
+          ditto.read_personal_weights(read_path, weights)
       ):
-        return _evaluate_model(model, batches)
+        metrics = [_evaluate_model(model, batches) for model in models]
+      if num_personal_models == 1:
+        return metrics[0]
+      return collections.OrderedDict(
+          (key, tf.stack([m[key] for m in metrics])) for key in metrics[0]
+      )
 
     return run(client_data[ditto.BATCHES_KEY], handle['read_path'])
 
@@ -330,7 +348,55 @@ def stack_client_metrics(
   """List of per-client records -> dict of per-client arrays."""
   keys = ('num_correct', 'num_examples', 'loss_sum')
   return {
-      k: np.array([float(m[k]) for m in client_metrics], np.float64)
+      k: np.array(
+          [np.asarray(m[k], np.float64) for m in client_metrics], np.float64
+      )
       for k in keys
   }
+
+
+def select_personal_models(
+    validation: Mapping[str, np.ndarray],
+    lambdas: Sequence[float],
+    fallback_lambda: float,
+    min_validation_examples: int,
+) -> np.ndarray:
+  """Each client's choice among its personal models (the paper's protocol).
+
+  A client with fewer than `min_validation_examples` validation examples
+  keeps the model of `fallback_lambda`; every other client picks the model
+  with the lowest mean validation loss (ties: the earlier lambda).
+
+  Args:
+    validation: `stack_client_metrics` of the personal models on the
+      validation split: arrays of shape [clients, len(lambdas)].
+    lambdas: The lambda of each personal model, in state order.
+    fallback_lambda: One of `lambdas`.
+    min_validation_examples: Threshold of the fallback.
+
+  Returns:
+    int array [clients]: the index into `lambdas` each client uses.
+
+  Raises:
+    ValueError: If `fallback_lambda` is not one of `lambdas`.
+  """
+  lambdas = list(lambdas)
+  if fallback_lambda not in lambdas:
+    raise ValueError(f'fallback lambda {fallback_lambda} not in {lambdas}')
+  counts = validation['num_examples']
+  with np.errstate(invalid='ignore', divide='ignore'):
+    mean_loss = validation['loss_sum'] / counts
+  mean_loss = np.where(np.isfinite(mean_loss), mean_loss, np.inf)
+  chosen = np.argmin(mean_loss, axis=1)
+  too_few = counts[:, 0] < min_validation_examples
+  chosen[too_few] = lambdas.index(fallback_lambda)
+  return chosen
+
+
+def take_personal_model(
+    stacked: Mapping[str, np.ndarray], chosen: np.ndarray
+) -> dict[str, np.ndarray]:
+  """Per-client metrics of the chosen personal model ([clients, K] -> [clients])."""
+  rows = np.arange(len(chosen))
+  return {k: np.asarray(v)[rows, chosen] for k, v in stacked.items()}
 

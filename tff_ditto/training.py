@@ -223,6 +223,8 @@ class ExperimentRunner:
     config.validate()
     if config.method == 'local':
       config = dataclasses.replace(config, lam=0.0)
+    if config.method != 'ditto':
+      config = dataclasses.replace(config, lam_selection='fixed')
     self.config = config
     self.model_fn = model_fn
     self.output_dir = output_dir
@@ -252,6 +254,14 @@ class ExperimentRunner:
 
     personalize = config.method in PERSONALIZED_METHODS
     self.personalize = personalize
+    # One personal model per lambda: the candidates of the per-device
+    # selection, or the single fixed lambda.
+    if config.lam_selection == 'auto':
+      self.personal_lambdas = training_config.lambda_candidates(
+          config.strong_attack
+      )
+    else:
+      self.personal_lambdas = (config.lam,)
     client_optimizer = tff.learning.optimizers.build_sgdm(
         learning_rate=config.client_lr
     )
@@ -262,7 +272,7 @@ class ExperimentRunner:
     self.process = ditto.build_ditto_process(
         model_fn,
         client_optimizer=client_optimizer,
-        personal_lambda=config.lam,
+        personal_lambda=self.personal_lambdas,
         local_steps=config.local_steps,
         model_aggregator=model_aggregator,
         server_optimizer=_server_optimizer(config),
@@ -278,7 +288,7 @@ class ExperimentRunner:
     self.global_evaluation = evaluation.build_global_evaluation(model_fn)
     if personalize:
       self.personalized_evaluation = evaluation.build_personalized_evaluation(
-          model_fn
+          model_fn, num_personal_models=len(self.personal_lambdas)
       )
     if config.method == 'finetune':
       self.finetune_evaluation = evaluation.build_finetune_evaluation(
@@ -293,7 +303,8 @@ class ExperimentRunner:
       self.store = client_states.FileClientStateStore(
           os.path.join(output_dir, 'client_states'),
           dataset.num_clients,
-          list(initial.trainable) + list(initial.non_trainable),
+          (list(initial.trainable) + list(initial.non_trainable))
+          * len(self.personal_lambdas),
       )
     self.next_round = 0
     self._checkpoint_versions = []  # client-state versions per kept checkpoint
@@ -354,6 +365,16 @@ class ExperimentRunner:
       self._remove_checkpoints_after(version)
       self.log_fn(f'resumed from checkpoint after round {version}')
       return
+    first_checkpoint = max(self.config.checkpoint_every, 1) - 1
+    if any(version > first_checkpoint for version in versions):
+      # Only a kill during the very first checkpoint leaves nothing to resume
+      # from; otherwise starting over would overwrite the results and client
+      # states of the run these checkpoints belong to.
+      raise OutputDirectoryError(
+          f'{self.output_dir} has checkpoints {sorted(versions)} but none is '
+          'complete and readable; refusing to restart over them. Move the '
+          'directory away, or pass --overwrite to start afresh.'
+      )
     self.log_fn('no checkpoint found; starting from round 0')
 
   def _checkpoint_marker(self, version: int) -> str:
@@ -477,6 +498,45 @@ class ExperimentRunner:
   def _eval_arrays(self):
     return getattr(self.dataset, self.config.eval_split)
 
+  def _evaluate_personal_models(self, client_batches):
+    """Per-client metrics of every personal model on `client_batches`."""
+    return self.personalized_evaluation([
+        collections.OrderedDict(
+            batches=batches,
+            personal_state=state_handle_dataset(
+                client_states.ClientStateHandle(self.store.read_path(i), '')
+            ),
+        )
+        for i, batches in enumerate(client_batches)
+    ])
+
+  def _select_personal_models(self, client_metrics):
+    """Each client's choice of lambda on its validation split (paper, 5.x).
+
+    Returns:
+      (per-client metrics of the chosen models, chosen lambda per client).
+    """
+    validation = [
+        eval_batches(self.dataset.validation[c], self.config.eval_batch_size)
+        for c in self.dataset.client_ids
+    ]
+    chosen = evaluation.select_personal_models(
+        evaluation.stack_client_metrics(
+            self._evaluate_personal_models(validation)
+        ),
+        self.personal_lambdas,
+        training_config.fallback_lambda(self.config.strong_attack),
+        training_config.MIN_VALIDATION_EXAMPLES_FOR_SELECTION,
+    )
+    selected = evaluation.take_personal_model(
+        evaluation.stack_client_metrics(client_metrics), chosen
+    )
+    per_client = [
+        {key: values[i] for key, values in selected.items()}
+        for i in range(len(chosen))
+    ]
+    return per_client, np.asarray(self.personal_lambdas)[chosen]
+
   def evaluate(self, round_num: int) -> collections.OrderedDict:
     """Per-client evaluation of the method's models; returns the summary."""
     split = self._eval_arrays()
@@ -485,17 +545,13 @@ class ExperimentRunner:
         eval_batches(split[c], self.config.eval_batch_size) for c in client_ids
     ]
     weights = self.process.get_model_weights(self.state)
+    chosen_lambdas = None
     if self.personalize:
-      handles = [
-          client_states.ClientStateHandle(self.store.read_path(i), '')
-          for i in range(len(client_ids))
-      ]
-      client_metrics = self.personalized_evaluation([
-          collections.OrderedDict(
-              batches=batches, personal_state=state_handle_dataset(handle)
-          )
-          for batches, handle in zip(test, handles)
-      ])
+      client_metrics = self._evaluate_personal_models(test)
+      if len(self.personal_lambdas) > 1:
+        client_metrics, chosen_lambdas = self._select_personal_models(
+            client_metrics
+        )
     elif self.config.method == 'finetune':
       client_metrics = self.finetune_evaluation(
           weights,
@@ -543,6 +599,12 @@ class ExperimentRunner:
       )
     table = evaluation.client_metrics_table(client_metrics, client_ids)
     table['malicious'] = self.malicious
+    if chosen_lambdas is not None:
+      table['lam'] = chosen_lambdas
+      for value in self.personal_lambdas:
+        summary[f'benign_share_lam_{value:g}'] = float(
+            np.mean(chosen_lambdas[benign] == value)
+        )
     _write_atomically(
         os.path.join(self.output_dir, 'client_metrics.csv'),
         table.to_csv(index=False),
@@ -604,7 +666,11 @@ class ExperimentRunner:
     return summary
 
   def personalized_weights(self, client_index: int) -> list[np.ndarray]:
-    """The current personalized model of a client (trainable + non-trainable)."""
+    """A client's current personalized model(s), trainable + non-trainable.
+
+    With several lambdas (per-device selection), the models of all of them,
+    one after the other in the order of `personal_lambdas`.
+    """
     if self.store is None:
       raise ValueError(f'Method {self.config.method} keeps no client state.')
     return self.store.read(client_index)

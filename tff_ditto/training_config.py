@@ -19,6 +19,21 @@ _ATTACK_NAMES = (
 METHODS = ('ditto', 'local', 'global', 'finetune')
 PERSONALIZED_METHODS = ('ditto', 'local')
 SAMPLING_MODES = ('weighted', 'uniform')
+LAMBDA_SELECTIONS = ('fixed', 'auto')
+
+# The paper's per-device lambda selection (Section 5, "selecting lambda"):
+# candidates and the fixed value of devices with too little validation data.
+MIN_VALIDATION_EXAMPLES_FOR_SELECTION = 4
+
+
+def lambda_candidates(strong_attack: bool) -> tuple[float, ...]:
+  """The lambdas a device chooses from: {0.05, 0.1, 0.2} or {0.1, 1, 2}."""
+  return (0.05, 0.1, 0.2) if strong_attack else (0.1, 1.0, 2.0)
+
+
+def fallback_lambda(strong_attack: bool) -> float:
+  """Lambda of a device with fewer than 4 validation examples: 0.1 or 1."""
+  return 0.1 if strong_attack else 1.0
 SERVER_OPTIMIZERS = ('sgd', 'adam')
 
 
@@ -37,7 +52,15 @@ class ExperimentConfig:
       steps.
     server_lr: Server optimizer learning rate (SGD 1.0 = reference FedAvg).
     server_optimizer: 'sgd' or 'adam'.
-    lam: Ditto's lambda (ignored by `global`; 0 for `local`).
+    lam: Ditto's lambda (ignored by `global`; 0 for `local`) when
+      `lam_selection` is 'fixed'.
+    lam_selection: 'fixed' (one lambda, `lam`) or 'auto': every client trains
+      one personal model per candidate of `lambda_candidates(strong_attack)`
+      and, at evaluation, uses the one with the lowest loss on its own
+      validation split (`fallback_lambda` below 4 validation examples), the
+      paper's protocol. Only `ditto` uses it (the other methods ignore it).
+    strong_attack: The device-side binary decision of the paper's lambda
+      selection: strong attacks choose from the smaller lambdas.
     fedprox_mu: FedProx proximal strength of the global solver (0 = FedAvg).
     finetune_steps: Fine-tuning mini-batch steps of the `finetune` method.
     finetune_lam: Proximal strength of fine-tuning towards the global model.
@@ -71,6 +94,8 @@ class ExperimentConfig:
   server_lr: float = 1.0
   server_optimizer: str = 'sgd'
   lam: float = 1.0
+  lam_selection: str = 'fixed'
+  strong_attack: bool = False
   fedprox_mu: float = 0.0
   finetune_steps: int = 50
   finetune_lam: float = 0.0
@@ -103,6 +128,10 @@ class ExperimentConfig:
             f'server_optimizer must be one of {SERVER_OPTIMIZERS}',
         ),
         (self.lam >= 0, 'lam must be >= 0'),
+        (
+            self.lam_selection in LAMBDA_SELECTIONS,
+            f'lam_selection must be one of {LAMBDA_SELECTIONS}',
+        ),
         (self.fedprox_mu >= 0, 'fedprox_mu must be >= 0'),
         (self.finetune_steps >= 0, 'finetune_steps must be >= 0'),
         (self.finetune_lam >= 0, 'finetune_lam must be >= 0'),

@@ -1,0 +1,183 @@
+"""Tests of the paper's per-device lambda selection (`--lam=auto`).
+
+Real TFF computations on tiny problems: a Ditto process with several lambdas
+trains one personal model per lambda, each exactly the model a single-lambda
+process trains; clients then pick by their own validation loss.
+"""
+
+import collections
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import toy
+from tff_ditto import client_states
+from tff_ditto import evaluation
+from tff_ditto import models
+from tff_ditto import training
+from tff_ditto import training_config
+from tff_ditto.data import load_dataset
+
+LR = 0.1
+STEPS = 3
+BATCH = 4
+W_T = toy.random_weights(1)
+V_K = toy.random_weights(2)
+ARRAYS = toy.client_arrays(0, 3 * BATCH)
+
+
+def _one_client_round(process, start_personal, tmp_path, tag):
+  read_path = os.path.join(tmp_path, f'{tag}_read.tensor')
+  write_path = os.path.join(tmp_path, f'{tag}_write.tensor')
+  client_states.write_flat_state(
+      read_path, client_states.flatten_weights(start_personal)
+  )
+  batches = toy.fixed_batches(ARRAYS, BATCH)
+  output = process.next(
+      toy.with_global_weights(process, W_T),
+      [toy.personal_client_data(batches, read_path, write_path)],
+  )
+  return output, client_states.read_flat_state(write_path)
+
+
+def test_each_candidate_model_equals_its_single_lambda_run(tmp_path):
+  lambdas = (0.0, 0.5, 4.0)
+  # Different starting personal models per candidate, stored one after the other.
+  starts = [toy.random_weights(10 + i) for i in range(len(lambdas))]
+  joint = toy.build_process(lr=LR, personal_lambda=lambdas, local_steps=STEPS)
+  joint_output, joint_state = _one_client_round(
+      joint, [w for start in starts for w in start], tmp_path, 'joint'
+  )
+  size = client_states.flatten_weights(W_T).size
+  assert joint_state.shape == (len(lambdas) * size,)
+  for i, lam in enumerate(lambdas):
+    single = toy.build_process(lr=LR, personal_lambda=lam, local_steps=STEPS)
+    single_output, single_state = _one_client_round(
+        single, starts[i], tmp_path, f'single{i}'
+    )
+    np.testing.assert_allclose(
+        joint_state[i * size:(i + 1) * size], single_state, rtol=0, atol=1e-6
+    )
+    # The global model does not depend on the personal models.
+    toy.assert_weights_close(
+        toy.global_weights(joint, joint_output.state),
+        toy.global_weights(single, single_output.state),
+        atol=0,
+    )
+  # Independent check of one candidate against numpy Algorithm 1.
+  batches = toy.split_batches(ARRAYS, BATCH)
+  expected = toy.sgd_reference(starts[2], batches, LR, center=W_T, lam=4.0)
+  np.testing.assert_allclose(
+      joint_state[2 * size:],
+      client_states.flatten_weights(expected),
+      atol=1e-5,
+  )
+
+
+def test_build_rejects_bad_lambdas():
+  with pytest.raises(ValueError, match='empty'):
+    toy.build_process(personal_lambda=())
+  with pytest.raises(ValueError, match='>= 0'):
+    toy.build_process(personal_lambda=(0.1, -1.0))
+
+
+def test_select_personal_models_by_validation_loss():
+  validation = dict(
+      # clients x lambdas (0.1, 1, 2)
+      loss_sum=np.array([
+          [3.0, 2.0, 4.0],   # 10 examples: mean loss lowest at lambda 1
+          [9.0, 8.0, 1.0],   # lowest at lambda 2
+          [0.1, 9.0, 9.0],   # only 3 examples: fallback lambda 1
+          [5.0, 5.0, 5.0],   # tie: the first lambda
+          [0.0, 0.0, 0.0],   # no validation data: fallback
+      ]),
+      num_examples=np.array(
+          [[10.0] * 3, [10.0] * 3, [3.0] * 3, [4.0] * 3, [0.0] * 3]
+      ),
+      num_correct=np.zeros([5, 3]),
+  )
+  chosen = evaluation.select_personal_models(
+      validation, (0.1, 1.0, 2.0), fallback_lambda=1.0,
+      min_validation_examples=4,
+  )
+  np.testing.assert_array_equal(chosen, [1, 2, 1, 0, 1])
+  test = dict(
+      num_correct=np.arange(15.0).reshape(5, 3),
+      num_examples=np.full([5, 3], 20.0),
+      loss_sum=np.ones([5, 3]),
+  )
+  taken = evaluation.take_personal_model(test, chosen)
+  np.testing.assert_array_equal(taken['num_correct'], [1.0, 5.0, 7.0, 9.0, 13.0])
+  with pytest.raises(ValueError, match='not in'):
+    evaluation.select_personal_models(validation, (0.1, 2.0), 1.0, 4)
+
+
+def test_candidates_follow_the_paper():
+  assert training_config.lambda_candidates(False) == (0.1, 1.0, 2.0)
+  assert training_config.lambda_candidates(True) == (0.05, 0.1, 0.2)
+  assert training_config.fallback_lambda(False) == 1.0
+  assert training_config.fallback_lambda(True) == 0.1
+
+
+def test_runner_with_auto_lambda_picks_per_client(tmp_path):
+  full = load_dataset('synthetic', validation_fraction=0.2)
+  dataset = full.subset(full.client_ids[:6])
+  model_fn = models.get_model_spec('synthetic', seed=0).tff_model_fn()
+  config = training.ExperimentConfig(
+      method='ditto', rounds=3, clients_per_round=3, local_steps=2,
+      batch_size=10, lam_selection='auto', eval_every=3, checkpoint_every=1,
+  )
+  runner = training.ExperimentRunner(
+      config, dataset, model_fn, str(tmp_path / 'auto'), log_fn=None
+  )
+  assert runner.personal_lambdas == (0.1, 1.0, 2.0)
+  summary = runner.run()
+  table = pd.read_csv(tmp_path / 'auto' / 'client_metrics.csv')
+  assert set(table['lam']) <= {0.1, 1.0, 2.0}
+  # The choice is the validation-loss argmin, recomputed independently here.
+  validation = evaluation.stack_client_metrics(
+      runner._evaluate_personal_models([  # pylint: disable=protected-access
+          training.eval_batches(dataset.validation[c], 100)
+          for c in dataset.client_ids
+      ])
+  )
+  counts = validation['num_examples'][:, 0]
+  mean_loss = validation['loss_sum'] / np.maximum(validation['num_examples'], 1)
+  expected = np.where(
+      counts < 4, 1.0, np.array([0.1, 1.0, 2.0])[np.argmin(mean_loss, axis=1)]
+  )
+  np.testing.assert_array_equal(table['lam'].to_numpy(), expected)
+  shares = [summary['final'][f'benign_share_lam_{v:g}'] for v in (0.1, 1, 2)]
+  assert sum(shares) == pytest.approx(1.0)
+  # Three personal models per client are stored.
+  assert len(runner.personalized_weights(0)) == 3 * len(
+      model_fn().trainable_variables + model_fn().non_trainable_variables
+  )
+  # The reported accuracy is that of the chosen models.
+  test_metrics = evaluation.stack_client_metrics(
+      runner._evaluate_personal_models([  # pylint: disable=protected-access
+          training.eval_batches(dataset.test[c], 100)
+          for c in dataset.client_ids
+      ])
+  )
+  chosen = np.searchsorted([0.1, 1.0, 2.0], expected)
+  taken = evaluation.take_personal_model(test_metrics, chosen)
+  np.testing.assert_allclose(
+      table['num_correct'].to_numpy(), taken['num_correct']
+  )
+
+
+def test_auto_lambda_is_ignored_by_other_methods(tmp_path):
+  full = load_dataset('synthetic')
+  dataset = full.subset(full.client_ids[:4])
+  model_fn = models.get_model_spec('synthetic', seed=0).tff_model_fn()
+  config = training.ExperimentConfig(
+      method='local', rounds=1, clients_per_round=2, local_steps=1,
+      lam_selection='auto',
+  )
+  runner = training.ExperimentRunner(
+      config, dataset, model_fn, str(tmp_path / 'local'), log_fn=None
+  )
+  assert runner.personal_lambdas == (0.0,)
