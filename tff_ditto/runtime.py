@@ -19,8 +19,13 @@ import subprocess
 import time
 from typing import Optional
 
+from absl import logging as absl_logging
 import grpc
 import portpicker
+
+from tff_ditto import loopback_bind
+
+LOOPBACK_ADDRESS = '127.0.0.1'
 
 _GRPC_OPTIONS = [
     ('grpc.max_send_message_length', 2_000_000_000),
@@ -68,23 +73,42 @@ def worker_binary_path() -> str:
 def start_local_worker(
     port: Optional[int] = None,
     max_concurrent_computation_calls: int = 2,
+    bind_address: Optional[str] = LOOPBACK_ADDRESS,
 ) -> tuple[subprocess.Popen, int]:
   """Starts a TFF `worker_binary` on this machine and registers it for exit.
 
-  The binary listens on all interfaces with no authentication; callers that
-  need it reachable only from this machine must rely on the port being
-  firewalled (the binary has no bind-address flag).
+  The binary itself listens on all interfaces with no authentication (it has
+  no bind-address flag); `bind_address` makes it listen on one IPv4 address
+  through `tff_ditto.loopback_bind`'s bind() shim.
 
   Args:
     port: TCP port; an unused one is picked when None.
     max_concurrent_computation_calls: Client computations the worker runs at
       once (-1 = unlimited). 2 matches the 2-core machines this was tuned on.
+    bind_address: IPv4 address to listen on (default loopback only). None
+      tries loopback but falls back to all interfaces, with a warning, where
+      the shim cannot be built (no C compiler); '0.0.0.0' = all interfaces.
 
   Returns:
     (process, port).
+
+  Raises:
+    loopback_bind.BindShimUnavailable: `bind_address` is set and the shim
+      cannot be built.
   """
   if port is None:
     port = portpicker.pick_unused_port()
+  environment = dict(os.environ)
+  try:
+    environment.update(
+        loopback_bind.bind_environment(bind_address or LOOPBACK_ADDRESS)
+    )
+  except loopback_bind.BindShimUnavailable as error:
+    if bind_address is not None:
+      raise
+    absl_logging.warning(
+        'TFF worker on port %d listens on ALL interfaces: %s', port, error
+    )
   process = subprocess.Popen(
       [
           worker_binary_path(),
@@ -92,6 +116,7 @@ def start_local_worker(
           f'--max_concurrent_computation_calls={max_concurrent_computation_calls}',
           '--grpc_max_message_length_megabytes=2000',
       ],
+      env=environment,
       preexec_fn=_die_with_parent,
   )
   _started_workers.append(process)
@@ -174,7 +199,8 @@ def configure_local_execution(max_concurrent_computation_calls: int = 2):
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
 
   _, port = start_local_worker(
-      max_concurrent_computation_calls=max_concurrent_computation_calls
+      max_concurrent_computation_calls=max_concurrent_computation_calls,
+      bind_address=None,
   )
   context = tff.framework.SyncExecutionContext(
       **_context_arguments(f'127.0.0.1:{port}')
@@ -211,3 +237,56 @@ def configure_remote_execution(worker_addresses: list[str]):
     ])
   tff.framework.set_default_context(context)
   return context
+
+
+def parse_worker_addresses(text: str) -> list[str]:
+  """'host:port,host:port' -> list of addresses, validated without TF.
+
+  Args:
+    text: Comma-separated `host:port` (IPv6 hosts in brackets, `[::1]:8000`).
+
+  Returns:
+    The addresses, stripped, in order.
+
+  Raises:
+    ValueError: Empty list, a missing or non-numeric port, a port outside
+      1..65535, or the same address twice.
+  """
+  addresses = [part.strip() for part in text.split(',') if part.strip()]
+  if not addresses:
+    raise ValueError('--workers needs at least one host:port.')
+  for address in addresses:
+    host, separator, port = address.rpartition(':')
+    if not separator or not host or not port.isdigit():
+      raise ValueError(f'worker address {address!r} is not host:port.')
+    if not 1 <= int(port) <= 65535:
+      raise ValueError(f'worker address {address!r}: port out of range.')
+  if len(set(addresses)) != len(addresses):
+    raise ValueError(f'worker addresses repeat: {addresses}.')
+  return addresses
+
+
+def current_context():
+  """The TFF execution context in force (to give back to `restore_context`)."""
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+
+  return tff.framework.get_context_stack().current
+
+
+def restore_context(context) -> None:
+  """Makes `context` (from `current_context`) the default again."""
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+
+  tff.framework.set_default_context(context)
+
+
+def merges_partial_aggregates() -> bool:
+  """True if the current context splits clients over several workers.
+
+  TFF's mergeable context runs each worker's share of the clients
+  separately and combines the partial aggregates with the aggregation's
+  `merge`, in the order in which workers finish.
+  """
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+
+  return isinstance(current_context(), tff.framework.MergeableCompExecutionContext)

@@ -145,8 +145,10 @@ def build_robust_process(
     value_type: Client value type: a float tensor or structure of them.
     weight_type: For weighted rules, the per-client weight type (a scalar);
       the process's `next` then takes `(state, value, weight)`.
-    gather: `'file'` or `'concat'` (see `tff_ditto.aggregators.gather`).
-    gather_dir: Directory of the `'file'` gather (default `ram://...`).
+    gather: `'auto'`, `'file'` or `'concat'` (see
+      `tff_ditto.aggregators.gather`).
+    gather_dir: Directory of the `'file'` gather (default a fresh folder
+      under `/dev/shm/tff_ditto_gather`).
 
   Returns:
     A `tff.templates.AggregationProcess`.

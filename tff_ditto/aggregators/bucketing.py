@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tff_ditto.aggregators.base import RobustAggregatorFactory, RobustRule, RuleOutput
+from tff_ditto.aggregators.gather import DEFAULT_GATHER
 
 ROUND_KEY = 'round'
 INNER_KEY = 'inner'
@@ -96,7 +97,7 @@ class BucketingFactory(RobustAggregatorFactory):
       are inherited unless given here) or a `RobustRule`.
     bucket_size: s; 0 or 1 disables bucketing.
     seed: Seed of the per-round permutations.
-    gather: Gather method; default: the inner factory's (or 'file').
+    gather: Gather method; default: the inner factory's (or 'auto').
     gather_dir: Gather directory; default: the inner factory's.
   """
 
@@ -126,4 +127,4 @@ class BucketingFactory(RobustAggregatorFactory):
       rule = BucketingRule(rule, bucket_size, seed)
     self.bucket_size = int(bucket_size)
     self.seed = int(seed)
-    super().__init__(rule, gather=gather or 'file', gather_dir=gather_dir)
+    super().__init__(rule, gather=gather or DEFAULT_GATHER, gather_dir=gather_dir)

@@ -5,7 +5,10 @@ SERVER-placed value from which `Gather.load` builds, inside the server's
 TensorFlow computation, the `[n, d]` float32 matrix of client updates in
 client order (and the `[n]` per-client scalars of weighted rules):
 
-* `'file'` (default). `tff.federated_aggregate`'s `accumulate` flattens the
+* `'auto'` (default): `'concat'` when the TFF context in force when the
+  process is built merges partial aggregates (several workers, see
+  `tff_ditto.runtime.configure_remote_execution`), else `'file'`.
+* `'file'`. `tff.federated_aggregate`'s `accumulate` flattens the
   client's update, writes it with `tf.io.write_file` to
   `<directory>/<slot>` and appends only that file name to the accumulator, so
   the accumulator is a short vector of strings. The server computation reads
@@ -35,7 +38,12 @@ client order (and the `[n]` per-client scalars of weighted rules):
   far; `accumulate` concatenates one row. Works under every TFF context, but
   client i copies i rows, O(n^2 d) bytes in all (100 clients x 222k floats:
   ~4.4 GB of memcpy; 1000 clients: ~440 GB), and the accumulator is
-  serialized once more between the client and server executors.
+  serialized once more between the client and server executors. Under
+  TFF's mergeable context (several workers) the workers' partial aggregates
+  are merged in the order the workers finish, so there the rows are put in a
+  canonical order (by content) before the rule sees them: results do not
+  depend on timing, but indices in measurements (Krum's selection) then
+  count in that order, not in client order.
 
 Measured numbers are in the package docstring (`tff_ditto.aggregators`).
 """
@@ -56,8 +64,33 @@ import tensorflow_federated as tff
 
 from tff_ditto.aggregators.flatten import FlatLayout
 
-GATHER_METHODS = ('file', 'concat')
-DEFAULT_GATHER = 'file'
+GATHER_METHODS = ('auto', 'file', 'concat')
+DEFAULT_GATHER = 'auto'
+
+
+def resolve_gather_method(method: str) -> str:
+  """'auto' -> 'concat' under a context that merges, else 'file'.
+
+  Resolved when the aggregation process is built (`factory.create`), so the
+  execution context (`tff_ditto.runtime`) must be configured first. Under
+  TFF's multi-worker mergeable context each worker folds its own chunk of
+  clients, so the 'file' gather's slot names collide (and the workers may not
+  share a file system with the process that reads them); the concatenating
+  gather carries the updates themselves and is valid there.
+
+  Args:
+    method: One of `GATHER_METHODS`.
+
+  Returns:
+    'file' or 'concat'.
+  """
+  if method not in GATHER_METHODS:
+    raise ValueError(f'gather must be one of {GATHER_METHODS}, got {method!r}.')
+  if method != 'auto':
+    return method
+  from tff_ditto import runtime  # pylint: disable=g-import-not-at-top
+
+  return 'concat' if runtime.merges_partial_aggregates() else 'file'
 
 _NAMES = 'names'
 _ROWS = 'rows'
@@ -91,6 +124,27 @@ def _new_gather_directory(root: Optional[str]) -> str:
   return directory
 
 
+def _canonical_order(rows, weights):
+  """Sorts gathered rows by content, so that their order never depends on
+  which worker finished first (TFF's mergeable context merges partial
+  aggregates in completion order). Order-sensitive rules (bucketing's
+  permutation, float summation order) then give the same result for the
+  same clients under any number of workers. The key is each row's dot
+  product with a fixed pseudo-random vector (plus the weight); rows with
+  equal keys are, up to a ~2^-24 chance, equal, so their order is moot.
+  """
+  dim = rows.shape[1]
+  direction = tf.random.stateless_uniform([dim], seed=[1234, 5678], minval=-1.0, maxval=1.0)
+  key = tf.reduce_sum(rows * direction, axis=1)
+  if weights is not None:
+    key = key + 1e-3 * weights
+  # NaN keys have no order; such rows are dropped by the rule's guard anyway.
+  key = tf.where(tf.math.is_finite(key), key, tf.float32.max)
+  order = tf.argsort(key, stable=True)
+  ordered_weights = None if weights is None else tf.gather(weights, order)
+  return tf.gather(rows, order), ordered_weights
+
+
 class Gather:
   """Federated gather of flattened client updates (and optional weights).
 
@@ -106,8 +160,13 @@ class Gather:
       directory: Optional[str] = None,
       weight_type: Optional[tff.Type] = None,
   ):
-    if method not in GATHER_METHODS:
-      raise ValueError(f'gather must be one of {GATHER_METHODS}, got {method!r}.')
+    method = resolve_gather_method(method)
+    from tff_ditto import runtime  # pylint: disable=g-import-not-at-top
+
+    # Under a merging context rows arrive in worker completion order.
+    self.canonical_order = (
+        method == 'concat' and runtime.merges_partial_aggregates()
+    )
     self.layout = layout
     self.method = method
     self.weighted = weight_type is not None
@@ -219,7 +278,10 @@ class Gather:
     dim = self.layout.dim
     weights = gathered[_WEIGHTS] if self.weighted else None
     if self.method == 'concat':
-      return tf.reshape(gathered[_ROWS], [-1, dim]), weights, []
+      rows = tf.reshape(gathered[_ROWS], [-1, dim])
+      if self.canonical_order:
+        rows, weights = _canonical_order(rows, weights)
+      return rows, weights, []
     names = gathered[_NAMES]
 
     def read(name):

@@ -64,8 +64,10 @@ def build_aggregator(
     bucketing_size: s >= 2 wraps the rule in bucketing (not for k_loss);
       0 or 1 = no bucketing.
     bucketing_seed: Seed of the bucketing permutations.
-    gather: 'file' (default) or 'concat'.
-    gather_dir: Directory of the file gather (default in-process `ram://`).
+    gather: 'auto' (default: 'concat' under a multi-worker context, else
+      'file'), 'file' or 'concat'.
+    gather_dir: Directory of the file gather (default a fresh folder under
+      `/dev/shm/tff_ditto_gather`).
     **kwargs: The rule's parameters, as listed above.
 
   Returns:
