@@ -20,12 +20,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tff_ditto import theory  # noqa: E402  pylint: disable=g-import-not-at-top
 
-_OUTPUT_DIR = flags.DEFINE_string('output_dir', 'results',
-                                  'Folder for the PNGs and theory.md.')
-_TRIALS = flags.DEFINE_integer('trials', 2000,
-                               'Monte Carlo federations per point.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the draws.')
-
 # K = 100 devices, n = 10 samples, sigma = 1, benign tau = 0.5; attackers'
 # means spread with tau_a = 2.
 SETTINGS = (
@@ -114,6 +108,18 @@ def figure2(output_dir: str, trials: int, seed: int) -> list[str]:
   return lines
 
 
+def _define_flags():
+  # Defined only when run as a script: scripts/reproduce.py imports the
+  # figure functions and has flags of the same names.
+  return (
+      flags.DEFINE_string('output_dir', 'results',
+                          'Folder for the PNGs and theory.md.'),
+      flags.DEFINE_integer('trials', 2000,
+                           'Monte Carlo federations per point.'),
+      flags.DEFINE_integer('seed', 0, 'Seed of the draws.'),
+  )
+
+
 def main(argv):
   del argv
   os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
@@ -153,4 +159,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _OUTPUT_DIR, _TRIALS, _SEED = _define_flags()
   app.run(main)

@@ -1,0 +1,107 @@
+"""The reproduction grid: cells, resumable runner and report, on tiny data."""
+
+import os
+
+import pandas as pd
+
+from tff_ditto import reproduction
+
+
+def test_paper_grid_shape():
+  cells = reproduction.paper_cells(['femnist'])
+  assert len(cells) == len(set(cells))
+  ids = {cell.cell_id for cell in cells}
+  # Table 1: Ditto and global at every attack column, robust rules too.
+  for attack, ratio in reproduction.ATTACK_COLUMNS:
+    for method in ('ditto', 'global'):
+      assert reproduction.make_cell('femnist', method, attack,
+                                    ratio).cell_id in ids
+  assert reproduction.make_cell('femnist', 'global', 'a1', 0.8,
+                                'krum').cell_id in ids
+  # Table 3 and Figure 6 cells.
+  assert reproduction.make_cell('femnist', 'ditto', 'a3', 0.2,
+                                'median').cell_id in ids
+  assert reproduction.make_cell('femnist', 'finetune', 'a3', 0.2,
+                                options=dict(finetune_lam=1)).cell_id in ids
+
+
+def test_datasets_present(tmp_path):
+  present, absent = reproduction.available_datasets(None)
+  assert present == ['synthetic']
+  assert 'celeba' in absent
+  os.makedirs(tmp_path / 'vehicle' / 'train')
+  present, absent = reproduction.available_datasets(str(tmp_path))
+  assert present == ['vehicle']
+  assert 'femnist' in absent
+
+
+def test_tiny_grid_end_to_end_and_resume(tmp_path):
+  cells = [
+      reproduction.make_cell('synthetic', 'ditto'),
+      reproduction.make_cell('synthetic', 'global', 'a1', 0.5),
+      reproduction.make_cell('synthetic', 'no_such_method'),
+      # Invalid setting: Krum needs clients_per_round - f - 2 >= 1.
+      reproduction.make_cell('synthetic', 'global', 'a1', 0.8, 'krum'),
+      reproduction.make_cell('celeba', 'ditto'),
+  ]
+  settings = reproduction.RunSettings(
+      data_dir=None, runs_dir=str(tmp_path / 'runs'), rounds=2,
+      max_clients=12)
+  unavailable = {'celeba': 'no images'}
+  lines = []
+  results = reproduction.run_grid(cells, settings, unavailable,
+                                  log_fn=lines.append)
+  assert results['status'].tolist()[:3] == [
+      'done', 'done', 'not run: method unavailable (no_such_method)']
+  assert results['status'][3].startswith('not run: aggregator krum')
+  assert results['status'][4] == 'not run: no images'
+  done = results[results['status'] == 'done']
+  assert done['benign_mean_accuracy'].between(0, 1).all()
+  assert (done['rounds'] == 2).all()
+  # Finished cells keep their metrics but not their (large) checkpoints.
+  ditto_dir = reproduction.cell_dir(cells[0], settings)
+  assert os.path.exists(os.path.join(ditto_dir, 'metrics.csv'))
+  assert not os.path.exists(os.path.join(ditto_dir, 'client_states'))
+
+  output_dir = str(tmp_path / 'report')
+  path = reproduction.write_report(
+      results, output_dir, command='test', mode='test',
+      repo_dir=str(tmp_path), datasets=['synthetic', 'celeba'],
+      unavailable_datasets=unavailable, elapsed_seconds=1.0)
+  with open(path) as f:
+    report = f.read()
+  ditto_accuracy = results['benign_mean_accuracy'][0]
+  assert f'{ditto_accuracy:.3f}' in report
+  assert 'method unavailable (no_such_method)' in report
+  assert 'Not run: celeba (no images)' in report
+  for figure in (3, 4, 5, 6):
+    png = os.path.join(output_dir, f'figure{figure}_synthetic.png')
+    assert os.path.getsize(png) > 1000
+  assert len(pd.read_csv(os.path.join(output_dir, 'cells.csv'))) == 5
+
+  # A rerun skips the finished cells without training.
+  mtime = os.path.getmtime(os.path.join(ditto_dir, 'summary.json'))
+  rerun = reproduction.run_grid(cells, settings, unavailable,
+                                log_fn=lines.append)
+  assert rerun['status'].tolist()[:2] == ['skipped (finished)'] * 2
+  assert os.path.getmtime(os.path.join(ditto_dir, 'summary.json')) == mtime
+  assert rerun['benign_mean_accuracy'][0] == ditto_accuracy
+
+
+def test_half_finished_cell_is_resumed(tmp_path):
+  cell = reproduction.make_cell('synthetic', 'global')
+  short = reproduction.RunSettings(data_dir=None,
+                                   runs_dir=str(tmp_path / 'runs'), rounds=1,
+                                   max_clients=12, keep_checkpoints=True)
+  reproduction.run_grid([cell], short, log_fn=lambda _: None)
+  # The same cell asked for more rounds continues from its checkpoint.
+  longer = reproduction.RunSettings(data_dir=None,
+                                    runs_dir=str(tmp_path / 'runs'), rounds=3,
+                                    max_clients=12)
+  lines = []
+  results = reproduction.run_grid([cell], longer, log_fn=lines.append)
+  assert results['status'].tolist() == ['done']
+  assert any('resuming 3 rounds' in line for line in lines)
+  metrics = pd.read_csv(os.path.join(reproduction.cell_dir(cell, longer),
+                                     'metrics.csv'))
+  assert len(metrics) == 3

@@ -1,0 +1,702 @@
+"""The Ditto paper's experiment grid as data, its resumable runner and report.
+
+A grid is a list of `Cell`s (dataset, method, attack, ratio, aggregator,
+extra `ExperimentConfig` options). Paper tables and figures are `TableSpec`s:
+rows (label, method, aggregator, options) crossed with columns (attack,
+ratio); `paper_cells` is the union of their cells per dataset. `run_grid`
+runs every cell in this process (TF/TFF started once; each dataset loaded
+once), one `training.ExperimentRunner` per cell in
+`<runs_dir>/<dataset>/<cell id>/`, skips cells whose summary.json already has
+the requested rounds, continues half-finished cells from their checkpoints,
+and records cells that cannot run (dataset absent, method or option not
+implemented, invalid setting such as Krum with too many attackers) with the
+reason. `write_report` turns the results into REPORT.md with the paper's
+numbers side by side, and the Figure 3-6 PNGs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import shutil
+import subprocess
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Optional
+
+import pandas as pd
+
+# ----------------------------------------------------------------- the grid
+
+CLEAN = ('none', 0.0)
+# Table 1 columns: A1/A2 at 20/50/80 %, A3 at 10/15/20 % of devices.
+ATTACK_COLUMNS = (
+    CLEAN,
+    ('a1', 0.2), ('a1', 0.5), ('a1', 0.8),
+    ('a2', 0.2), ('a2', 0.5), ('a2', 0.8),
+    ('a3', 0.1), ('a3', 0.15), ('a3', 0.2),
+)
+STRONGEST = (('a1', 0.8), ('a2', 0.8), ('a3', 0.2))
+TERM_TILTS = (0.1, 1.0, 2.0, 5.0)
+SOLVER_LAMBDAS = (0.1, 1.0, 2.0)
+ROBUST_AGGREGATORS = (
+    ('median', 'median'), ('Krum', 'krum'), ('Multi-Krum', 'multi_krum'),
+    ('k-norm', 'k_norm'), ('clipping', 'norm_clip'),
+)
+
+
+def is_strong_attack(attack: str, ratio: float) -> bool:
+  """Devices' binary 'strong attack' decision used with lam_selection=auto.
+
+  The paper leaves the rule to the devices; here: half or more of the
+  devices malicious, or model replacement (A3) at 15 % or more.
+  """
+  return (attack != 'none' and ratio >= 0.5) or (attack == 'a3' and
+                                                 ratio >= 0.15)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  """One run: a method on a dataset under one attack and aggregator.
+
+  Attributes:
+    dataset: `tff_ditto.data.load_dataset` name.
+    method: `run_experiment.py --method` value.
+    attack: 'none', 'a1', 'a2' or 'a3'.
+    ratio: Fraction of all devices that are malicious.
+    aggregator: Server aggregation rule.
+    options: Extra `ExperimentConfig` fields, sorted (name, value) pairs.
+  """
+
+  dataset: str
+  method: str
+  attack: str = 'none'
+  ratio: float = 0.0
+  aggregator: str = 'mean'
+  options: tuple[tuple[str, Any], ...] = ()
+
+  @property
+  def cell_id(self) -> str:
+    """A directory name unique to the cell (dataset excluded)."""
+    parts = [self.method, f'{self.attack}{int(round(100 * self.ratio)):02d}',
+             self.aggregator]
+    parts += [f'{name}-{value}' for name, value in self.options]
+    return '_'.join(str(p) for p in parts)
+
+
+def _canonical(value: Any) -> Any:
+  """Option values as in the cell id (1 and 1.0 are one cell)."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    return value
+  return float(value)
+
+
+def make_cell(dataset: str, method: str, attack: str = 'none',
+              ratio: float = 0.0, aggregator: str = 'mean',
+              options: Optional[Mapping[str, Any]] = None) -> Cell:
+  return Cell(dataset, method, attack, float(ratio), aggregator,
+              tuple(sorted((name, _canonical(value))
+                           for name, value in (options or {}).items())))
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """A table row: a label and what runs it (options may depend on column)."""
+
+  label: str
+  method: str
+  aggregator: str = 'mean'
+  options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  options_fn: Optional[Callable[[str, float], Mapping[str, Any]]] = None
+
+  def cell(self, dataset: str, attack: str, ratio: float) -> Cell:
+    options = dict(self.options)
+    if self.options_fn is not None:
+      options.update(self.options_fn(attack, ratio))
+    return make_cell(dataset, self.method, attack, ratio, self.aggregator,
+                     options)
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+  """A paper table: rows x columns (attack, ratio)."""
+
+  key: str
+  title: str
+  rows: tuple[Row, ...]
+  columns: tuple[tuple[str, float], ...]
+
+
+def _auto_lambda(attack: str, ratio: float) -> dict[str, Any]:
+  return dict(lam_selection='auto',
+              strong_attack=is_strong_attack(attack, ratio))
+
+
+TABLE1 = TableSpec(
+    'table1',
+    'Table 1: robustness (benign devices) under A1 / A2 / A3',
+    (Row('Global', 'global'), Row('Local', 'local'),
+     Row('Fair (TERM, t=1)', 'term', options=dict(term_tilt=1.0)))
+    + tuple(Row(f'Robust ({label})', 'global', aggregator)
+            for label, aggregator in ROBUST_AGGREGATORS)
+    + (Row('Ditto (lambda=1)', 'ditto'),
+       Row('Ditto (lambda auto)', 'ditto', options_fn=_auto_lambda)),
+    ATTACK_COLUMNS,
+)
+TABLE2 = TableSpec(
+    'table2',
+    'Table 2: Ditto vs personalization methods',
+    (Row('Global', 'global'), Row('Local', 'local'),
+     Row('Plain finetuning', 'finetune'), Row('L2SGD', 'l2sgd'),
+     Row('EWC', 'ewc'), Row('SKL', 'skl'), Row('Per-FedAvg', 'perfedavg'),
+     Row('APFL', 'apfl'), Row('Mapper', 'mapper'),
+     Row('Ditto (lambda=1)', 'ditto')),
+    (CLEAN, ('a1', 0.5), ('a2', 0.5), ('a3', 0.2)),
+)
+TABLE3 = TableSpec(
+    'table3',
+    'Table 3: Ditto combined with robust aggregators',
+    tuple(row for label, aggregator in ROBUST_AGGREGATORS for row in (
+        Row(f'{label}', 'global', aggregator),
+        Row(f'Ditto + {label}', 'ditto', aggregator))),
+    STRONGEST,
+)
+# Figure 5: TERM's tilt t under A1; Figure 6: joint (Ditto) vs fine-tuning
+# solver of the same objective under A3 20 %, per lambda.
+FIGURE5 = TableSpec(
+    'figure5', 'Figure 5: fair method (TERM) under A1 as t grows',
+    tuple(Row(f'TERM t={t}', 'term', options=dict(term_tilt=t))
+          for t in TERM_TILTS) + (Row('Ditto (lambda=1)', 'ditto'),),
+    (('a1', 0.2), ('a1', 0.5), ('a1', 0.8)),
+)
+FIGURE6 = TableSpec(
+    'figure6', 'Figure 6: joint vs fine-tuning solver under A3 20%',
+    tuple(Row(f'joint lambda={lam}', 'ditto', options=dict(lam=lam))
+          for lam in SOLVER_LAMBDAS)
+    + tuple(Row(f'finetune lambda={lam}', 'finetune',
+                options=dict(finetune_lam=lam)) for lam in SOLVER_LAMBDAS),
+    (('a3', 0.2),),
+)
+PAPER_SPECS = (TABLE1, TABLE2, TABLE3, FIGURE5, FIGURE6)
+
+# The paper's numbers that are known here (mean, std); everything else in
+# the paper's tables is shown as unknown. Source: README / task notes
+# (FEMNIST clean, Table 1); the reference notes in ../shared/reference hold
+# no table values.
+PAPER_NUMBERS: dict[tuple[str, str, str, str, float], tuple[float,
+                                                            Optional[float]]] = {
+    ('table1', 'femnist', 'Ditto (lambda=1)', 'none', 0.0): (0.834, None),
+    ('table1', 'femnist', 'Global', 'none', 0.0): (0.804, None),
+    ('table1', 'femnist', 'Local', 'none', 0.0): (0.628, None),
+}
+
+
+def paper_cells(datasets: Sequence[str],
+                specs: Sequence[TableSpec] = PAPER_SPECS) -> list[Cell]:
+  """The union of all specs' cells for each dataset, in a stable order."""
+  cells, seen = [], set()
+  for dataset in datasets:
+    for spec in specs:
+      for attack, ratio in spec.columns:
+        for row in spec.rows:
+          cell = row.cell(dataset, attack, ratio)
+          if cell not in seen:
+            seen.add(cell)
+            cells.append(cell)
+  return cells
+
+
+# ------------------------------------------------------- data availability
+
+NOT_RUN_DATASETS = {
+    'celeba': 'LEAF CelebA needs the img_align_celeba images (not in the '
+              'data directory)',
+}
+
+
+def available_datasets(data_dir: Optional[str]) -> tuple[list[str],
+                                                         dict[str, str]]:
+  """Which of the paper's datasets can run from `data_dir`.
+
+  Returns:
+    (datasets to run, {dataset: why not} for the others). Synthetic(1, 1)
+    replaces the real data only when none of it is present.
+  """
+  present, absent = [], {}
+  base = data_dir or ''
+  femnist = os.path.join(base, 'femnist', 'train')
+  if data_dir and os.path.isdir(femnist):
+    present.append('femnist')
+  else:
+    absent['femnist'] = f'{femnist} not found'
+  vehicle = os.path.join(base, 'vehicle', 'train')
+  if data_dir and os.path.isdir(vehicle):
+    present.append('vehicle')
+  else:
+    absent['vehicle'] = f'{vehicle} not found'
+  fmnist_source = None
+  if data_dir:
+    from tff_ditto.data import fashion_mnist  # pylint: disable=g-import-not-at-top
+    for folder in ('fmnist', 'fashion_mnist', 'fashion-mnist'):
+      candidate = os.path.join(base, folder)
+      if os.path.isdir(candidate):
+        fmnist_source = fashion_mnist.detect_source(candidate)
+        if fmnist_source:
+          break
+  if fmnist_source:
+    present.append('fmnist')
+  else:
+    absent['fmnist'] = 'no Fashion-MNIST raw files (idx or npz) found'
+  celeba_images = os.path.join(base, 'celeba', 'data', 'raw',
+                               'img_align_celeba')
+  if data_dir and os.path.isdir(celeba_images):
+    present.append('celeba')
+  else:
+    absent['celeba'] = NOT_RUN_DATASETS['celeba']
+  if not [d for d in present if d != 'celeba']:
+    present.append('synthetic')
+  return present, absent
+
+
+# ----------------------------------------------------------------- running
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+  """How every cell runs.
+
+  Attributes:
+    data_dir: Root of the real data.
+    runs_dir: Where cells write (`<runs_dir>/<dataset>/<cell id>/`).
+    rounds: Rounds per cell (None: the dataset preset).
+    eval_every: Evaluation period (None: preset).
+    max_clients: Keep only the first N clients (None: all).
+    seed: Seed of every cell.
+    keep_checkpoints: Keep checkpoints and client states of finished cells
+      (they are large: one model per client).
+  """
+
+  data_dir: Optional[str]
+  runs_dir: str
+  rounds: Optional[int] = None
+  eval_every: Optional[int] = None
+  max_clients: Optional[int] = None
+  seed: int = 0
+  keep_checkpoints: bool = False
+
+
+def _config_fields() -> set[str]:
+  from tff_ditto import training_config  # pylint: disable=g-import-not-at-top
+  return {f.name for f in dataclasses.fields(training_config.ExperimentConfig)}
+
+
+def _available_methods() -> tuple[str, ...]:
+  from tff_ditto import training_config  # pylint: disable=g-import-not-at-top
+  return tuple(training_config.METHODS)
+
+
+def cell_config(cell: Cell, settings: RunSettings):
+  """The validated ExperimentConfig of a cell, or a reason it cannot run.
+
+  Returns:
+    (config, None) or (None, 'not run: ...').
+  """
+  from tff_ditto import experiment_defaults  # pylint: disable=g-import-not-at-top
+  if cell.method not in _available_methods():
+    return None, f'not run: method unavailable ({cell.method})'
+  missing = [name for name, _ in cell.options if name not in _config_fields()]
+  if missing:
+    return None, f'not run: option unavailable ({", ".join(missing)})'
+  overrides = dict(attack=cell.attack, attack_ratio=cell.ratio,
+                   aggregator=cell.aggregator, seed=settings.seed,
+                   rounds=settings.rounds, eval_every=settings.eval_every)
+  overrides.update(dict(cell.options))
+  if settings.rounds is not None and settings.eval_every is None:
+    overrides['eval_every'] = settings.rounds
+  try:
+    (config,) = experiment_defaults.build_configs(cell.dataset, [cell.method],
+                                                  overrides)
+  except (ValueError, TypeError) as error:
+    return None, f'not run: {error}'
+  return config, None
+
+
+def cell_dir(cell: Cell, settings: RunSettings) -> str:
+  return os.path.join(settings.runs_dir, cell.dataset, cell.cell_id)
+
+
+def _finished_summary(directory: str, rounds: int) -> Optional[dict]:
+  path = os.path.join(directory, 'summary.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    summary = json.load(f)
+  return summary if summary.get('rounds') == rounds else None
+
+
+def _result_row(cell: Cell, status: str, summary: Optional[dict] = None,
+                seconds: float = float('nan')) -> dict[str, Any]:
+  row = dict(dataset=cell.dataset, method=cell.method, attack=cell.attack,
+             ratio=cell.ratio, aggregator=cell.aggregator,
+             options=json.dumps(dict(cell.options), sort_keys=True),
+             cell_id=cell.cell_id, status=status)
+  final = (summary or {}).get('final', {})
+  for name in ('benign_mean_accuracy', 'benign_std_accuracy',
+               'benign_pooled_accuracy', 'benign_worst10_accuracy'):
+    row[name] = final.get(name, float('nan'))
+  row['rounds'] = (summary or {}).get('rounds')
+  row['seconds'] = seconds
+  return row
+
+
+def run_grid(cells: Sequence[Cell], settings: RunSettings,
+             unavailable_datasets: Optional[Mapping[str, str]] = None,
+             log_fn: Callable[[str], None] = print) -> pd.DataFrame:
+  """Runs (or skips, or resumes) every cell; returns one result row per cell.
+
+  Writes `<runs_dir>/cells.csv` after every cell. A cell whose run raises is
+  recorded as 'failed: ...' and the grid goes on.
+
+  Args:
+    cells: The grid.
+    settings: How cells run.
+    unavailable_datasets: {dataset: reason}; their cells are 'not run'.
+    log_fn: Progress lines.
+
+  Returns:
+    DataFrame of results: status is 'done', 'skipped (finished)',
+    'not run: ...' or 'failed: ...'.
+  """
+  unavailable_datasets = dict(unavailable_datasets or {})
+  os.makedirs(settings.runs_dir, exist_ok=True)
+  rows, datasets, runtime_ready = [], {}, False
+  csv_path = os.path.join(settings.runs_dir, 'cells.csv')
+  for index, cell in enumerate(cells):
+    prefix = f'[{index + 1}/{len(cells)}] {cell.dataset} {cell.cell_id}'
+    if cell.dataset in unavailable_datasets:
+      rows.append(_result_row(
+          cell, f'not run: {unavailable_datasets[cell.dataset]}'))
+      continue
+    config, reason = cell_config(cell, settings)
+    if config is None:
+      log_fn(f'{prefix}: {reason}')
+      rows.append(_result_row(cell, reason))
+      pd.DataFrame(rows).to_csv(csv_path, index=False)
+      continue
+    directory = cell_dir(cell, settings)
+    summary = _finished_summary(directory, config.rounds)
+    if summary is not None:
+      log_fn(f'{prefix}: finished before; skipped')
+      rows.append(_result_row(cell, 'skipped (finished)', summary,
+                              summary.get('seconds', float('nan'))))
+      continue
+    if not runtime_ready:
+      from tff_ditto import runtime  # pylint: disable=g-import-not-at-top
+      runtime.set_quiet_logs(0)
+      runtime.configure_local_execution(2)
+      runtime_ready = True
+    from tff_ditto import models  # pylint: disable=g-import-not-at-top
+    from tff_ditto import training  # pylint: disable=g-import-not-at-top
+    from tff_ditto.data import load_dataset  # pylint: disable=g-import-not-at-top
+    start = time.monotonic()
+    try:
+      if cell.dataset not in datasets:
+        datasets[cell.dataset] = load_dataset(
+            cell.dataset,
+            None if cell.dataset.startswith('synthetic') else settings.data_dir,
+            validation_fraction=0.1, seed=settings.seed,
+            max_clients=settings.max_clients)
+      resume = os.path.isdir(directory) and bool(os.listdir(directory))
+      log_fn(f'{prefix}: {"resuming" if resume else "running"} '
+             f'{config.rounds} rounds')
+      runner = training.ExperimentRunner(
+          config, datasets[cell.dataset],
+          models.get_model_spec(cell.dataset, seed=settings.seed).tff_model_fn(),
+          directory, resume=resume, log_fn=None)
+      summary = runner.run()
+      del runner
+      with open(os.path.join(directory, 'cell.json'), 'w') as f:
+        json.dump(dataclasses.asdict(cell), f, indent=2)
+      if not settings.keep_checkpoints:
+        for name in ('checkpoints', 'client_states'):
+          shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+      rows.append(_result_row(cell, 'done', summary,
+                              time.monotonic() - start))
+      final = summary['final']
+      log_fn(f'{prefix}: benign mean {final["benign_mean_accuracy"]:.4f} '
+             f'(std {final["benign_std_accuracy"]:.4f}), '
+             f'{time.monotonic() - start:.0f} s')
+    except Exception as error:  # pylint: disable=broad-except
+      message = f'{type(error).__name__}: {error}'.splitlines()[0][:200]
+      log_fn(f'{prefix}: failed: {message}')
+      with open(os.path.join(settings.runs_dir, 'failures.log'), 'a') as f:
+        f.write(f'{prefix}\n{traceback.format_exc()}\n')
+      rows.append(_result_row(cell, f'failed: {message}', None,
+                              time.monotonic() - start))
+    pd.DataFrame(rows).to_csv(csv_path, index=False)
+  frame = pd.DataFrame(rows)
+  frame.to_csv(csv_path, index=False)
+  return frame
+
+
+# ------------------------------------------------------------------ report
+
+
+def _lookup(results: pd.DataFrame, cell: Cell) -> Optional[pd.Series]:
+  match = results[(results['dataset'] == cell.dataset)
+                  & (results['cell_id'] == cell.cell_id)]
+  return None if match.empty else match.iloc[0]
+
+
+def _has_accuracy(entry: Optional[pd.Series]) -> bool:
+  return entry is not None and not pd.isna(entry['benign_mean_accuracy'])
+
+
+def _column_label(attack: str, ratio: float) -> str:
+  return 'clean' if attack == 'none' else (
+      f'{attack.upper()} {int(round(100 * ratio))}%')
+
+
+def _ours(entry: Optional[pd.Series], notes: dict[str, int]) -> str:
+  if _has_accuracy(entry):
+    return (f'{entry["benign_mean_accuracy"]:.3f} '
+            f'({entry["benign_std_accuracy"]:.3f})')
+  status = 'not run: not in grid' if entry is None else entry['status']
+  if status not in notes:
+    notes[status] = len(notes) + 1
+  return f'n/a [{notes[status]}]'
+
+
+def _paper(spec: TableSpec, dataset: str, row: Row, attack: str,
+           ratio: float) -> str:
+  value = PAPER_NUMBERS.get((spec.key, dataset, row.label, attack, ratio))
+  if value is None:
+    return '?'
+  mean, std = value
+  return f'{mean:.3f}' + (f' ({std:.3f})' if std is not None else ' (?)')
+
+
+def table_markdown(spec: TableSpec, dataset: str,
+                   results: pd.DataFrame) -> str:
+  """One paper table for one dataset: 'ours / paper' per cell + notes."""
+  notes: dict[str, int] = {}
+  header = ['method'] + [_column_label(a, r) for a, r in spec.columns]
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for row in spec.rows:
+    entries = []
+    for attack, ratio in spec.columns:
+      entry = _lookup(results, row.cell(dataset, attack, ratio))
+      entries.append(f'{_ours(entry, notes)} / '
+                     f'{_paper(spec, dataset, row, attack, ratio)}')
+    lines.append(f'| {row.label} | ' + ' | '.join(entries) + ' |')
+  if notes:
+    lines.append('')
+    lines += [f'[{number}] {status}' for status, number in notes.items()]
+  return '\n'.join(lines)
+
+
+def _accuracy(results, cell) -> float:
+  entry = _lookup(results, cell)
+  return float(entry['benign_mean_accuracy']) if _has_accuracy(
+      entry) else float('nan')
+
+
+def ditto_vs_global(dataset: str, results: pd.DataFrame) -> list[str]:
+  """Per attacked Table 1 column: does Ditto (lambda=1) beat global?"""
+  lines = []
+  for attack, ratio in ATTACK_COLUMNS:
+    ditto = _accuracy(results, make_cell(dataset, 'ditto', attack, ratio))
+    fedavg = _accuracy(results, make_cell(dataset, 'global', attack, ratio))
+    if math.isnan(ditto) or math.isnan(fedavg):
+      verdict = 'not both run'
+    else:
+      verdict = ('Ditto > global' if ditto > fedavg else
+                 '**Ditto <= global**')
+    lines.append(f'| {_column_label(attack, ratio)} | {ditto:.3f} | '
+                 f'{fedavg:.3f} | {verdict} |')
+  return ['| column | Ditto | global | |', '|---|---|---|---|'] + lines
+
+
+def plot_figures(dataset: str, results: pd.DataFrame,
+                 output_dir: str) -> list[str]:
+  """Figures 3-6 for one dataset; returns the PNG file names written."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  written = []
+
+  def save(fig, name):
+    fig.tight_layout()
+    fig.savefig(os.path.join(output_dir, name), dpi=100)
+    plt.close(fig)
+    written.append(name)
+
+  # Figure 3: accuracy vs attack ratio, per attack, one line per method.
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
+  for axis, attack in zip(axes, ('a1', 'a2', 'a3')):
+    ratios = [0.0] + [r for a, r in ATTACK_COLUMNS if a == attack]
+    for row in TABLE1.rows:
+      values = [_accuracy(results, row.cell(dataset, 'none' if r == 0 else
+                                            attack, r)) for r in ratios]
+      if not all(math.isnan(v) for v in values):
+        axis.plot([100 * r for r in ratios], values, 'o-', label=row.label,
+                  lw=2.5 if row.method == 'ditto' else 1.2)
+    axis.set_title(f'{attack.upper()}')
+    axis.set_xlabel('malicious devices (%)')
+  axes[0].set_ylabel('benign mean test accuracy')
+  axes[-1].legend(fontsize=7)
+  fig.suptitle(f'Figure 3 ({dataset}): robustness vs attack ratio')
+  save(fig, f'figure3_{dataset}.png')
+
+  # Figure 4: accuracy (x) vs std across benign devices (y).
+  columns = (CLEAN, ('a1', 0.5), ('a2', 0.5), ('a3', 0.15))
+  fig, axes = plt.subplots(1, len(columns), figsize=(16, 4))
+  rows = TABLE1.rows + tuple(r for r in TABLE2.rows if r not in TABLE1.rows)
+  for axis, (attack, ratio) in zip(axes, columns):
+    for row in rows:
+      entry = _lookup(results, row.cell(dataset, attack, ratio))
+      if _has_accuracy(entry):
+        is_ditto = row.method == 'ditto'
+        axis.scatter(entry['benign_mean_accuracy'],
+                     entry['benign_std_accuracy'],
+                     marker='*' if is_ditto else 'o', s=160 if is_ditto else 40,
+                     color='C3' if is_ditto else None)
+        axis.annotate(row.label, (entry['benign_mean_accuracy'],
+                                  entry['benign_std_accuracy']), fontsize=6)
+    axis.set_title(_column_label(attack, ratio))
+    axis.set_xlabel('benign mean accuracy')
+  axes[0].set_ylabel('std of accuracy across benign devices')
+  fig.suptitle(f'Figure 4 ({dataset}): accuracy vs fairness '
+               '(better: lower right)')
+  save(fig, f'figure4_{dataset}.png')
+
+  # Figure 5: TERM under A1 as the tilt t grows; Ditto as reference.
+  fig, axis = plt.subplots(figsize=(6, 4))
+  plotted = False
+  for (attack, ratio), color in zip(FIGURE5.columns, ('C0', 'C1', 'C2')):
+    values = [_accuracy(results, make_cell(dataset, 'term', attack, ratio,
+                                           options=dict(term_tilt=t)))
+              for t in TERM_TILTS]
+    if not all(math.isnan(v) for v in values):
+      axis.plot(TERM_TILTS, values, 'o-', color=color,
+                label=f'TERM, {_column_label(attack, ratio)}')
+      plotted = True
+    ditto = _accuracy(results, make_cell(dataset, 'ditto', attack, ratio))
+    if not math.isnan(ditto):
+      axis.axhline(ditto, color=color, ls='--',
+                   label=f'Ditto, {_column_label(attack, ratio)}')
+  if not plotted:
+    axis.text(0.5, 0.5, 'TERM cells not run (see report)',
+              transform=axis.transAxes, ha='center')
+  axis.set_xscale('log')
+  axis.set_xlabel('tilt t')
+  axis.set_ylabel('benign mean accuracy')
+  axis.legend(fontsize=7)
+  axis.set_title(f'Figure 5 ({dataset}): fair method under A1')
+  save(fig, f'figure5_{dataset}.png')
+
+  # Figure 6: joint (Ditto) vs fine-tuning solver, A3 20 %, per lambda.
+  fig, axis = plt.subplots(figsize=(6, 4))
+  for label, method, option, color in (
+      ('joint (Ditto)', 'ditto', 'lam', 'C3'),
+      ('fine-tuning', 'finetune', 'finetune_lam', 'C0')):
+    values = [_accuracy(results, make_cell(dataset, method, 'a3', 0.2,
+                                           options={option: lam}))
+              for lam in SOLVER_LAMBDAS]
+    axis.plot(SOLVER_LAMBDAS, values, 'o-', color=color, label=label)
+  axis.set_xscale('log')
+  axis.set_xlabel('lambda')
+  axis.set_ylabel('benign mean accuracy')
+  axis.set_ylim(bottom=0)
+  axis.legend()
+  axis.set_title(f'Figure 6 ({dataset}): solvers under A3 20%')
+  save(fig, f'figure6_{dataset}.png')
+  del np
+  return written
+
+
+def git_revision(repo_dir: str) -> str:
+  """HEAD's hash, with '+uncommitted changes' when the tree is dirty."""
+  try:
+    head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=repo_dir,
+                          capture_output=True, text=True,
+                          check=True).stdout.strip()
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
+                           cwd=repo_dir, capture_output=True, text=True,
+                           check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown (not a git checkout)'
+  return head + (' (+ uncommitted changes in the tree)' if dirty else '')
+
+
+def write_report(results: pd.DataFrame, output_dir: str, *,
+                 command: str, mode: str, repo_dir: str,
+                 datasets: Iterable[str],
+                 unavailable_datasets: Mapping[str, str],
+                 elapsed_seconds: float,
+                 theory_markdown: Optional[str] = None,
+                 header_note: str = '') -> str:
+  """Writes <output_dir>/REPORT.md and the figure PNGs; returns the path."""
+  os.makedirs(output_dir, exist_ok=True)
+  counts = results['status'].map(
+      lambda s: s if s in ('done', 'skipped (finished)') else
+      s.split(':')[0]).value_counts().to_dict()
+  lines = ['# Reproduction report: Ditto (Li et al., ICML 2021)', '']
+  if header_note:
+    lines += [header_note, '']
+  lines += [
+      f'- Date: {datetime.datetime.now():%Y-%m-%d %H:%M}',
+      f'- Commit: {git_revision(repo_dir)}',
+      f'- Command: `{command}`',
+      f'- Mode: {mode}',
+      f'- Grid: {len(results)} cells; '
+      + ', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))
+      + f'; this invocation took {elapsed_seconds / 60:.1f} min',
+      f'- Datasets run: {", ".join(datasets) or "none"}',
+  ]
+  for name, why in sorted(unavailable_datasets.items()):
+    lines.append(f'- Not run: {name} ({why})')
+  lines += [
+      '',
+      'Every entry is `ours / paper`: mean (std) of per-device test '
+      'accuracy over benign devices (the paper\'s metric). `?` = the '
+      'paper\'s number is not available here (only FEMNIST clean Table 1 '
+      'is: Ditto .834, global .804, local .628); `n/a [k]` = not run, '
+      'reason k below the table. Raw per-cell results: `cells.csv`.',
+      '',
+  ]
+  if theory_markdown:
+    lines += ['## Theory (Section 3.3, Figures 1-2)', '', theory_markdown, '']
+  for dataset in datasets:
+    if dataset in unavailable_datasets:
+      continue
+    lines += [f'## {dataset}', '']
+    for spec in PAPER_SPECS:
+      lines += [f'### {spec.title}', '', table_markdown(spec, dataset, results),
+                '']
+    lines += ['### Ditto vs global under attack (Table 1)', '',
+              *ditto_vs_global(dataset, results), '']
+    for name in plot_figures(dataset, results, output_dir):
+      lines.append(f'![{name}]({name})')
+    lines.append('')
+  not_run = results[~results['status'].isin(['done', 'skipped (finished)'])]
+  if not not_run.empty:
+    lines += ['## Cells not run, and why', '',
+              '| reason | cells | e.g. |', '|---|---|---|']
+    for status, group in not_run.groupby('status', sort=False):
+      examples = ', '.join(
+          f'{d}/{c}' for d, c in zip(group['dataset'][:3],
+                                     group['cell_id'][:3]))
+      lines.append(f'| {status} | {len(group)} | {examples} |')
+    lines.append('')
+  path = os.path.join(output_dir, 'REPORT.md')
+  with open(path, 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+  results.to_csv(os.path.join(output_dir, 'cells.csv'), index=False)
+  return path
