@@ -83,13 +83,15 @@ _FINETUNE_LAM = flags.DEFINE_float(
 _AGGREGATOR = flags.DEFINE_enum(
     'aggregator', 'mean',
     ['mean', 'median', 'trimmed_mean', 'krum', 'multi_krum', 'rfa', 'cclip',
-     'norm_clip', 'k_norm'],
+     'norm_clip', 'k_norm', 'k_loss'],
     'Server aggregation of model deltas (tff_ditto.aggregators): mean, '
     'coordinate-wise median, trimmed_mean (b = E), krum / multi_krum '
     '(f = E), rfa (geometric median, smoothed Weiszfeld), cclip (centered '
     'clipping, --cclip_tau), norm_clip (clip to the round\'s median norm, '
     'then mean; Ditto\'s "gradient clipping"), k_norm (drop the E largest '
-    'norms). E = int(clients_per_round * num_malicious / num_clients).')
+    'norms), k_loss (the update of the client ranked clients_per_round - E by '
+    'round-start training loss; Ditto reference k_loss). '
+    'E = int(clients_per_round * num_malicious / num_clients).')
 _BUCKETING_SIZE = flags.DEFINE_integer(
     'bucketing_size', 0,
     'Bucketing s (Karimireddy et al. 2022): average random buckets of s '

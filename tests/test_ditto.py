@@ -483,3 +483,36 @@ def test_global_trajectory_is_the_same_without_personalization(
     assert train_p['global_train_loss'] == train_g['global_train_loss']
     assert train_g['personal_train_loss'] == 0.0
     assert train_p['personal_train_loss'] > 0.0
+
+
+# ------------------------------------------- loss as the weight (k-loss)
+
+
+def test_loss_weighting_sends_the_round_start_loss_to_k_loss(tmp_path):
+  from tff_ditto import aggregators  # pylint: disable=g-import-not-at-top
+
+  process = toy.build_process(
+      lr=LR, personal_lambda=LAM, local_steps=STEPS,
+      client_weighting=ditto.LOSS_WEIGHTING,
+      model_aggregator=aggregators.KLossFactory(num_benign=1),
+  )
+  output, _ = _run(
+      process, W_T, [(ARRAYS, V_K), (OTHER_ARRAYS, V_K)], tmp_path
+  )
+  # Round-start loss: mean over the round's batches of F(w_t; b).
+  losses = [
+      np.mean([toy.loss_and_grad(W_T, b)[0] for b in toy.split_batches(a, BATCH)])
+      for a in (ARRAYS, OTHER_ARRAYS)
+  ]
+  measurements = output.metrics['aggregator']
+  # num_benign = 1: the lowest-loss client's update is the aggregate.
+  lowest = int(np.argmin(losses))
+  assert int(measurements['k_loss_selected']) == lowest
+  np.testing.assert_allclose(
+      measurements['k_loss_selected_loss'], losses[lowest], rtol=1e-5
+  )
+  batches = toy.split_batches((ARRAYS, OTHER_ARRAYS)[lowest], BATCH)
+  toy.assert_weights_close(
+      toy.global_weights(process, output.state),
+      toy.sgd_reference(W_T, batches, LR),
+  )

@@ -45,6 +45,11 @@ BATCHES_KEY = 'batches'
 STATE_KEY = 'personal_state'
 ATTACK_KEY = 'attack'
 
+# `client_weighting` value that sends each client's round-start training loss
+# (mean loss of w_t on the round's batches) as its "weight", for loss-based
+# rules such as `tff_ditto.aggregators.KLossFactory` (the reference `k_loss`).
+LOSS_WEIGHTING = 'loss'
+
 ModelFn = Callable[[], tff.learning.models.VariableModel]
 AggregationFactory = Union[
     tff.aggregators.WeightedAggregationFactory,
@@ -198,7 +203,7 @@ def build_ditto_client_update(
     personal_lambda: Union[float, Sequence[float]],
     local_steps: int,
     global_proximal_strength: float,
-    client_weighting: tff.learning.ClientWeighting,
+    client_weighting: Union[tff.learning.ClientWeighting, str],
     personalize: bool,
     simulate_attacks: bool = False,
 ):
@@ -237,6 +242,16 @@ def build_ditto_client_update(
     global_optimizer_state = optimization.initialize_optimizer(
         client_optimizer, global_weights
     )
+    if client_weighting == LOSS_WEIGHTING:
+      # The round-start loss of w_t on the round's batches, before training.
+      def add_loss(totals, batch):
+        output = global_model.forward_pass(batch, training=False)
+        return totals + tf.stack([output.loss, 1.0])
+
+      loss_totals = batches.take(local_steps).reduce(
+          tf.zeros([2], tf.float32), add_loss
+      )
+      start_loss = loss_totals[0] / tf.maximum(loss_totals[1], 1.0)
     zero = tf.constant(0.0, tf.float32)
     initial_loop_state = collections.OrderedDict(
         global_optimizer_state=global_optimizer_state,
@@ -295,12 +310,19 @@ def build_ditto_client_update(
     )
     if client_weighting == tff.learning.ClientWeighting.NUM_EXAMPLES:
       weight = loop_state['num_examples']
+    elif client_weighting == LOSS_WEIGHTING:
+      weight = start_loss
     else:
       weight = tf.constant(1.0, tf.float32)
     if simulate_attacks:
       update, weight = _apply_update_attack(update, weight, attack)
     update, has_non_finite = _zero_if_non_finite(update)
-    weight = tf.where(has_non_finite > 0, 0.0, weight)
+    # A zeroed update must not count: weight 0 for averaging rules; for
+    # loss-based rules NaN, which they drop (a loss of 0 would rank first).
+    rejected_weight = (
+        float('nan') if client_weighting == LOSS_WEIGHTING else 0.0
+    )
+    weight = tf.where(has_non_finite > 0, rejected_weight, weight)
     written = []
     if personalize:
       written.append(
@@ -423,7 +445,9 @@ def build_ditto_process(
     server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
     personal_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
     global_proximal_strength: float = 0.0,
-    client_weighting: tff.learning.ClientWeighting = tff.learning.ClientWeighting.UNIFORM,
+    client_weighting: Union[
+        tff.learning.ClientWeighting, str
+    ] = tff.learning.ClientWeighting.UNIFORM,
     personalize: bool = True,
     simulate_attacks: bool = False,
 ) -> tff.learning.templates.LearningProcess:
@@ -466,7 +490,9 @@ def build_ditto_process(
       `client_optimizer`.
     global_proximal_strength: FedProx mu of the global solver's local steps.
     client_weighting: Weight of each client's delta for weighted aggregators:
-      UNIFORM (the reference's unweighted average) or NUM_EXAMPLES.
+      UNIFORM (the reference's unweighted average) or NUM_EXAMPLES; or
+      `LOSS_WEIGHTING` to send the client's round-start training loss instead
+      (for `tff_ditto.aggregators.KLossFactory`).
     personalize: False trains only the global model (FedAvg/FedProx), with
       plain batches as client data; used for the `global` and `finetune`
       baselines so that they share this exact code path.

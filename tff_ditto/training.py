@@ -145,6 +145,14 @@ def _server_optimizer(config: ExperimentConfig):
   return tff.learning.optimizers.build_sgdm(learning_rate=config.server_lr)
 
 
+def _client_weighting(config: ExperimentConfig):
+  if config.aggregator == 'k_loss':
+    return ditto.LOSS_WEIGHTING
+  if config.weighted_aggregation:
+    return tff.learning.ClientWeighting.NUM_EXAMPLES
+  return tff.learning.ClientWeighting.UNIFORM
+
+
 def build_model_aggregator(
     config: ExperimentConfig, num_clients: int, num_malicious: int
 ):
@@ -165,6 +173,9 @@ def build_model_aggregator(
       'trimmed_mean': dict(b=max(expected, 1)),
       'k_norm': dict(num_excluded=expected),
       'cclip': dict(tau=config.cclip_tau),
+      'k_loss': dict(
+          num_benign=max(config.clients_per_round - expected, 1)
+      ),
   }.get(config.aggregator, {})
   factory = aggregators.build_aggregator(
       config.aggregator,
@@ -277,11 +288,7 @@ class ExperimentRunner:
         model_aggregator=model_aggregator,
         server_optimizer=_server_optimizer(config),
         global_proximal_strength=config.fedprox_mu,
-        client_weighting=(
-            tff.learning.ClientWeighting.NUM_EXAMPLES
-            if config.weighted_aggregation
-            else tff.learning.ClientWeighting.UNIFORM
-        ),
+        client_weighting=_client_weighting(config),
         personalize=personalize,
         simulate_attacks=self.simulate_attacks,
     )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
-# Kept in sync with tff_ditto.aggregators.AGGREGATOR_NAMES (k_loss needs
-# client losses as weights, which run_experiment does not send).
+# Kept in sync with tff_ditto.aggregators.AGGREGATOR_NAMES (for k_loss the
+# clients send their round-start training loss as the update's weight).
 _AGGREGATOR_NAMES = (
     'mean', 'median', 'trimmed_mean', 'krum', 'multi_krum', 'rfa', 'cclip',
-    'norm_clip', 'k_norm',
+    'norm_clip', 'k_norm', 'k_loss',
 )
+_OMNISCIENT_ATTACK_NAMES = ('alie', 'ipm', 'mimic')
 # Kept in sync with tff_ditto.attacks (which imports TF-free modules only).
 _ATTACK_NAMES = (
     'none', 'label_poison', 'label_flip', 'random_update', 'model_replacement',
@@ -153,6 +154,17 @@ class ExperimentConfig:
             f'{int(self.clients_per_round * self.attack_ratio)}',
         ),
         (self.cclip_tau > 0, 'cclip_tau must be > 0'),
+        (
+            self.aggregator != 'k_loss' or self.bucketing_size < 2,
+            'bucketing_size must be 0 with aggregator k_loss (bucket means '
+            'have no client loss)',
+        ),
+        (
+            self.aggregator != 'k_loss'
+            or self.attack.lower() not in _OMNISCIENT_ATTACK_NAMES,
+            'aggregator k_loss cannot run under the omniscient attacks '
+            f'{_OMNISCIENT_ATTACK_NAMES} (their hook marks attackers by weight)',
+        ),
         (
             self.attack.lower() == 'none' or self.attack_ratio > 0,
             'an attack needs attack_ratio > 0',
