@@ -167,6 +167,15 @@ def test_runner_with_auto_lambda_picks_per_client(tmp_path):
   np.testing.assert_allclose(
       table['num_correct'].to_numpy(), taken['num_correct']
   )
+  # Each candidate is also summarized on its own.
+  for index, value in enumerate((0.1, 1.0, 2.0)):
+    expected_pooled = (
+        test_metrics['num_correct'][:, index].sum()
+        / test_metrics['num_examples'][:, index].sum()
+    )
+    assert summary['final'][f'benign_lam_{value:g}_pooled_accuracy'] == (
+        pytest.approx(expected_pooled)
+    )
 
 
 def test_auto_lambda_is_ignored_by_other_methods(tmp_path):

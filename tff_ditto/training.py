@@ -37,6 +37,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_ditto import attacks
+from tff_ditto import baselines
 from tff_ditto import client_states
 from tff_ditto import ditto
 from tff_ditto import evaluation
@@ -280,7 +281,17 @@ class ExperimentRunner:
       model_aggregator = build_model_aggregator(
           config, dataset.num_clients, int(self.malicious.sum())
       )
-    self.process = ditto.build_ditto_process(
+    # The paper's baselines bring their own process, round data and
+    # evaluation (tff_ditto.baselines.registry); Ditto's family is built here.
+    self.baseline = None
+    if config.method in baselines.BASELINE_METHODS:
+      self.baseline = baselines.build_method(
+          config, model_fn, num_clients=dataset.num_clients,
+          model_aggregator=model_aggregator,
+          simulate_attacks=self.simulate_attacks,
+      )
+    baseline = self.baseline
+    self.process = baseline.process if baseline else ditto.build_ditto_process(
         model_fn,
         client_optimizer=client_optimizer,
         personal_lambda=self.personal_lambdas,
@@ -481,7 +492,10 @@ class ExperimentRunner:
         self.config.sampling,
     )
     output = self.process.next(
-        self.state, self._round_client_data(round_num, client_indices)
+        self.state,
+        self.baseline.round_client_data(self, round_num, client_indices)
+        if self.baseline
+        else self._round_client_data(round_num, client_indices),
     )
     self.state = output.state
     _maybe_inject_fault('mid_round', round_num)
@@ -553,9 +567,12 @@ class ExperimentRunner:
     ]
     weights = self.process.get_model_weights(self.state)
     chosen_lambdas = None
-    if self.personalize:
+    if self.baseline is not None:
+      client_metrics = self.baseline.evaluate_clients(self, weights, test)
+    elif self.personalize:
       client_metrics = self._evaluate_personal_models(test)
       if len(self.personal_lambdas) > 1:
+        all_candidates = client_metrics
         client_metrics, chosen_lambdas = self._select_personal_models(
             client_metrics
         )
@@ -608,6 +625,18 @@ class ExperimentRunner:
     table['malicious'] = self.malicious
     if chosen_lambdas is not None:
       table['lam'] = chosen_lambdas
+      # Each candidate on its own, i.e. the fixed-lambda results of this very
+      # run (the global model does not depend on lambda).
+      every_candidate = evaluation.stack_client_metrics(all_candidates)
+      for index, value in enumerate(self.personal_lambdas):
+        summary.update(
+            evaluation.summarize(
+                every_candidate['num_correct'][benign, index],
+                every_candidate['num_examples'][benign, index],
+                every_candidate['loss_sum'][benign, index],
+                prefix=f'benign_lam_{value:g}_',
+            )
+        )
       for value in self.personal_lambdas:
         summary[f'benign_share_lam_{value:g}'] = float(
             np.mean(chosen_lambdas[benign] == value)

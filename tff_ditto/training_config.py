@@ -17,8 +17,14 @@ _ATTACK_NAMES = (
     'bit_flip', 'alie', 'ipm', 'mimic', 'a1', 'a2', 'a3',
 )
 
-METHODS = ('ditto', 'local', 'global', 'finetune')
-PERSONALIZED_METHODS = ('ditto', 'local')
+# The Ditto paper's baselines (tff_ditto.baselines, which imports TensorFlow;
+# tests/test_baselines.py checks that the lists match).
+BASELINE_METHODS = (
+    'term', 'l2sgd', 'apfl', 'ewc', 'skl', 'perfedavg', 'mapper', 'finetune_es',
+)
+METHODS = ('ditto', 'local', 'global', 'finetune') + BASELINE_METHODS
+# Methods whose clients keep state files (personalized / local models).
+PERSONALIZED_METHODS = ('ditto', 'local', 'l2sgd', 'apfl', 'mapper')
 SAMPLING_MODES = ('weighted', 'uniform')
 LAMBDA_SELECTIONS = ('fixed', 'auto')
 
@@ -84,6 +90,14 @@ class ExperimentConfig:
       count per round E = int(clients_per_round * num_malicious / N).
     bucketing_size: Bucketing s >= 2 around the aggregator (0 = none).
     cclip_tau: Radius of centered clipping.
+    term_t: TERM's tilt t: client updates weighted by exp(t * loss) (0 =
+      FedAvg; the paper uses 1, 2, 5).
+    apfl_alpha: APFL's mixing weight alpha in [0, 1] (1 = local training).
+    ewc_lam: Strength of EWC's Fisher-weighted pull towards the global model
+      during fine-tuning.
+    skl_lam: Strength of SKL's symmetric-KL term during fine-tuning.
+    finetune_patience: Steps without validation-loss improvement after which
+      `finetune_es` stops fine-tuning a client.
   """
 
   method: str = 'ditto'
@@ -113,6 +127,11 @@ class ExperimentConfig:
   aggregator: str = 'mean'
   bucketing_size: int = 0
   cclip_tau: float = 10.0
+  term_t: float = 1.0
+  apfl_alpha: float = 0.5
+  ewc_lam: float = 1.0
+  skl_lam: float = 0.1
+  finetune_patience: int = 1
 
   def validate(self) -> None:
     """Raises ValueError with a one-line message on an invalid setting."""
@@ -154,6 +173,11 @@ class ExperimentConfig:
             f'{int(self.clients_per_round * self.attack_ratio)}',
         ),
         (self.cclip_tau > 0, 'cclip_tau must be > 0'),
+        (self.term_t >= 0, 'term_t must be >= 0'),
+        (0.0 <= self.apfl_alpha <= 1.0, 'apfl_alpha must be in [0, 1]'),
+        (self.ewc_lam >= 0, 'ewc_lam must be >= 0'),
+        (self.skl_lam >= 0, 'skl_lam must be >= 0'),
+        (self.finetune_patience >= 1, 'finetune_patience must be >= 1'),
         (
             self.aggregator != 'k_loss' or self.bucketing_size < 2,
             'bucketing_size must be 0 with aggregator k_loss (bucket means '
