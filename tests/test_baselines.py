@@ -445,3 +445,63 @@ def test_mapper_keeps_the_lambda_with_the_lowest_training_loss(tmp_path):
   mean_new_w = np.mean([_flat(e[2]) for e in expected], axis=0)
   np.testing.assert_allclose(
       _flat(toy.global_weights(process, output.state)), mean_new_w, atol=1e-5)
+
+
+# ------------------------------------------------- ExperimentRunner wiring
+
+
+def test_config_lists_match_the_baselines_package():
+  from tff_ditto import baselines
+  from tff_ditto import training_config
+
+  assert training_config.BASELINE_METHODS == baselines.BASELINE_METHODS
+  assert set(baselines.STATEFUL_METHODS) <= set(
+      training_config.PERSONALIZED_METHODS)
+
+
+@pytest.fixture(scope='module')
+def synthetic():
+  from tff_ditto import models
+  from tff_ditto.data import load_dataset
+
+  full = load_dataset('synthetic')
+  return (full.subset(full.client_ids[:6]),
+          models.get_model_spec('synthetic', seed=0).tff_model_fn())
+
+
+def _run_method(synthetic, output_dir, **overrides):
+  from tff_ditto import training
+
+  dataset, model_fn = synthetic
+  values = dict(
+      rounds=2, clients_per_round=3, local_steps=2, batch_size=10, lam=0.5,
+      eval_every=2, checkpoint_every=1, finetune_steps=3, seed=0)
+  values.update(overrides)
+  runner = training.ExperimentRunner(
+      training.ExperimentConfig(**values), dataset, model_fn,
+      str(output_dir), log_fn=None)
+  return runner, runner.run()
+
+
+@pytest.mark.parametrize('method', [
+    'term', 'l2sgd', 'apfl', 'ewc', 'skl', 'perfedavg', 'mapper',
+    'finetune_es'])
+def test_every_baseline_runs_in_the_experiment_runner(
+    synthetic, tmp_path, method):
+  runner, summary = _run_method(synthetic, tmp_path / method, method=method)
+  final = summary['final']
+  assert 0.0 <= final['benign_mean_accuracy'] <= 1.0
+  assert final['benign_num_clients'] == 6
+  assert np.isfinite(final['benign_pooled_loss'])
+  if method in ('l2sgd', 'apfl', 'mapper'):
+    sampled = runner.store.versions >= 0
+    assert sampled.any() and not sampled.all()
+
+
+def test_term_with_t_zero_equals_global_in_the_runner(synthetic, tmp_path):
+  fedavg, _ = _run_method(synthetic, tmp_path / 'global', method='global')
+  tilted, _ = _run_method(
+      synthetic, tmp_path / 'term', method='term', term_t=0.0)
+  toy.assert_weights_equal(
+      fedavg.process.get_model_weights(fedavg.state).trainable,
+      tilted.process.get_model_weights(tilted.state).trainable)
