@@ -42,7 +42,15 @@ _METHOD = flags.DEFINE_list(
     'method', ['ditto', 'global', 'local'],
     'Comma-separated methods to run and compare: ditto, global (FedAvg), '
     'local (Ditto with lambda=0), finetune (FedAvg then per-client '
-    'fine-tuning).')
+    'fine-tuning), and the paper\'s baselines (tff_ditto.baselines): term '
+    '(FedAvg weighted by exp(t * loss), --term_t), l2sgd (mean-regularized '
+    'local models, --lam), apfl (alpha-interpolated local/global, '
+    '--apfl_alpha), ewc (FedAvg then Fisher-weighted fine-tuning, '
+    '--ewc_lam), skl (FedAvg then symmetric-KL fine-tuning, --skl_lam), '
+    'perfedavg (Per-FedAvg HF then fine-tuning), mapper (per-client mixture '
+    'lambda in {0.25, 0.5, 0.75} then fine-tuning), finetune_es (finetune '
+    'with early stopping on validation loss, --finetune_patience, '
+    '--finetune_lam).')
 _ROUNDS = flags.DEFINE_integer(
     'rounds', None, 'Communication rounds (default: per-dataset preset).')
 _CLIENTS_PER_ROUND = flags.DEFINE_integer(
@@ -96,6 +104,27 @@ _BUCKETING_SIZE = flags.DEFINE_integer(
     'bucketing_size', 0,
     'Bucketing s (Karimireddy et al. 2022): average random buckets of s '
     'updates before the aggregator; 0 = off.')
+_TERM_T = flags.DEFINE_float(
+    'term_t', 1.0,
+    'TERM tilt t (--method=term): client updates weighted by '
+    'exp(t * round-start training loss); 0 = FedAvg; paper: 1, 2, 5.')
+_APFL_ALPHA = flags.DEFINE_float(
+    'apfl_alpha', 0.5,
+    'APFL mixing weight alpha in [0, 1] (--method=apfl): clients are '
+    'evaluated on alpha * v_k + (1 - alpha) * w; 1 = local training.')
+_EWC_LAM = flags.DEFINE_float(
+    'ewc_lam', 1.0,
+    'EWC strength (--method=ewc): fine-tuning gradient grad F + ewc_lam * '
+    'Fisher * (v - w).')
+_SKL_LAM = flags.DEFINE_float(
+    'skl_lam', 0.1,
+    'SKL strength (--method=skl): fine-tuning gradient grad F + skl_lam * '
+    'grad of the symmetric KL to the global model summed over the '
+    'training set.')
+_FINETUNE_PATIENCE = flags.DEFINE_integer(
+    'finetune_patience', 1,
+    'finetune_es: stop fine-tuning a client after this many steps without '
+    'a lower validation loss (the best-validation weights are evaluated).')
 _CCLIP_TAU = flags.DEFINE_float('cclip_tau', 10.0,
                                 'Clipping radius of --aggregator=cclip.')
 _ATTACK = flags.DEFINE_enum(
@@ -200,6 +229,11 @@ def _config_values() -> dict:
       aggregator=_AGGREGATOR.value,
       bucketing_size=_BUCKETING_SIZE.value,
       cclip_tau=_CCLIP_TAU.value,
+      term_t=_TERM_T.value,
+      apfl_alpha=_APFL_ALPHA.value,
+      ewc_lam=_EWC_LAM.value,
+      skl_lam=_SKL_LAM.value,
+      finetune_patience=_FINETUNE_PATIENCE.value,
   )
 
 
