@@ -117,7 +117,7 @@ _EWC_LAM = flags.DEFINE_float(
     'EWC strength (--method=ewc): fine-tuning gradient grad F + ewc_lam * '
     'Fisher * (v - w).')
 _SKL_LAM = flags.DEFINE_float(
-    'skl_lam', 0.1,
+    'skl_lam', 0.01,
     'SKL strength (--method=skl): fine-tuning gradient grad F + skl_lam * '
     'grad of the symmetric KL to the global model summed over the '
     'training set.')
