@@ -334,15 +334,28 @@ def write_tables(rows: list[dict], output_dir: str, settings: dict) -> None:
       'Global-model test accuracy (%) at the last round; ours on '
       'Fashion-MNIST, paper on MNIST (exp3 logs, beta = 0, mean of 3 seeds).',
       '',
-      '| aggregator | attack | ours s=0 | ours s=2 | paper s=0 | paper s=2 |',
-      '|---|---|---|---|---|---|',
+      '| aggregator | attack | ours s=0 | ours s=2 | ours s=2 - s=0 |'
+      ' paper s=0 | paper s=2 |',
+      '|---|---|---|---|---|---|---|',
   ]
+  wins, pairs = 0, 0
   for aggregator in ROBUST_AGGREGATORS:
     for attack in ATTACKS:
+      without = by_key.get((aggregator, 0, attack))
+      with_bucketing = by_key.get((aggregator, 2, attack))
+      gain = '—'
+      if without and with_bucketing:
+        difference = with_bucketing['accuracy'] - without['accuracy']
+        gain = f'{difference:+.1f}'
+        pairs += 1
+        wins += difference > 0
       lines.append(
           f'| {aggregator} | {attack} | {ours((aggregator, 0, attack))} | '
-          f'{ours((aggregator, 2, attack))} | {paper((aggregator, 0, attack))}'
-          f' | {paper((aggregator, 2, attack))} |')
+          f'{ours((aggregator, 2, attack))} | {gain} | '
+          f'{paper((aggregator, 0, attack))} | '
+          f'{paper((aggregator, 2, attack))} |')
+  lines += ['', f'Check: s=2 beats s=0 in {wins} of {pairs} finished pairs '
+            '(paper: 6 of 6).']
   lines += ['', '| reference | ours | paper |', '|---|---|---|',
             f"| mean, no attack (20 honest workers) | {ours(('mean', 0, 'none'))}"
             ' | n/a (exp1 Avg, other setup: 98.8) |']
