@@ -194,3 +194,40 @@ def test_bad_worker_addresses_are_rejected():
       '127.0.0.1:1', '127.0.0.1:2'
   ]
   assert os.path.isfile(runtime.worker_binary_path())
+
+
+# --------------------------------------------- run_experiment.py --workers
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run_experiment(*args, timeout=600):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  return subprocess.run(
+      [sys.executable, 'run_experiment.py', *args], cwd=REPO, env=environment,
+      capture_output=True, text=True, timeout=timeout,
+  )
+
+
+def test_run_experiment_rejects_a_bad_workers_flag_before_tensorflow():
+  result = _run_experiment('--workers=127.0.0.1', timeout=60)
+  assert result.returncode == 2
+  assert "worker address '127.0.0.1' is not host:port" in result.stderr
+  assert 'tensorflow' not in result.stderr.lower()
+
+
+def test_run_experiment_on_two_workers(two_workers, tmp_path):
+  _, addresses = two_workers
+  output_dir = str(tmp_path / 'run')
+  result = _run_experiment(
+      '--method=ditto', '--rounds=2', '--eval_every=2', '--max_clients=6',
+      '--clients_per_round=4', '--aggregator=median',
+      f'--workers={",".join(addresses)}', f'--output_dir={output_dir}',
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(os.path.join(output_dir, 'ditto', 'metrics.csv')) as file:
+    rows = file.read().splitlines()
+  assert len(rows) == 3  # header + 2 rounds
