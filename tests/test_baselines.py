@@ -506,3 +506,21 @@ def test_term_with_t_zero_equals_global_in_the_runner(synthetic, tmp_path):
   toy.assert_weights_equal(
       fedavg.process.get_model_weights(fedavg.state).trainable,
       tilted.process.get_model_weights(tilted.state).trainable)
+
+
+@pytest.mark.parametrize('overrides', [
+    dict(method='term', aggregator='median'),
+    dict(method='term', bucketing_size=2),
+    dict(method='term', attack='alie', attack_ratio=0.2),
+    dict(method='apfl', aggregator='k_loss'),
+    dict(method='mapper', weighted_aggregation=True),
+    dict(method='apfl', apfl_alpha=1.5),
+    dict(method='term', term_t=-1.0),
+    dict(method='finetune_es', finetune_patience=0),
+])
+def test_config_rejects_settings_the_baselines_cannot_honour(overrides):
+  from tff_ditto import training_config
+
+  with pytest.raises(ValueError):
+    training_config.ExperimentConfig(**overrides).validate()
+  training_config.ExperimentConfig(method=overrides['method']).validate()

@@ -195,6 +195,22 @@ class ExperimentConfig:
             self.attack.lower() == 'none' or self.attack_ratio > 0,
             'an attack needs attack_ratio > 0',
         ),
+        (
+            self.method not in BASELINE_METHODS
+            or (self.aggregator != 'k_loss' and not self.weighted_aggregation),
+            f'method {self.method} sends unweighted updates (as the reference):'
+            ' no k_loss aggregator, no weighted_aggregation',
+        ),
+        (
+            self.method != 'term'
+            or (
+                self.aggregator == 'mean'
+                and self.bucketing_size == 0
+                and self.attack.lower() not in _OMNISCIENT_ATTACK_NAMES
+            ),
+            'method term weights updates by exp(t * loss): it needs '
+            'aggregator mean, no bucketing and no omniscient attack',
+        ),
     ]
     for ok, message in checks:
       if not ok:

@@ -15,6 +15,10 @@ i.e. the unweighted mean with server learning rate `server_lr *
 clients_per_round / N`. Evaluation is on the local models v_k (clients never
 sampled keep the initial model, as in the reference).
 
+No global model is trained on the clients, so the round's
+`global_train_loss` metric is NaN; `personal_train_loss` is the local models'
+loss.
+
 Deviations: none in the update. The reference's `comm_freq` is unused there
 too. Non-trainable variables (CelebA BatchNorm statistics) are kept in v_k but
 not sent.
