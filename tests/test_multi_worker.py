@@ -231,3 +231,54 @@ def test_run_experiment_on_two_workers(two_workers, tmp_path):
   with open(os.path.join(output_dir, 'ditto', 'metrics.csv')) as file:
     rows = file.read().splitlines()
   assert len(rows) == 3  # header + 2 rounds
+
+
+# ------------------------------------------------- start_local_workers.py
+
+
+def test_start_local_workers_script_binds_loopback_and_stops_on_ctrl_c():
+  import signal  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  script = subprocess.Popen(
+      [sys.executable, 'scripts/start_local_workers.py', '--num_workers=2',
+       '--max_concurrent_computation_calls=1'],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+  )
+  try:
+    lines = []
+    for line in script.stdout:
+      lines.append(line)
+      if line.startswith('--workers='):
+        break
+    pids = [int(l.split()[3].rstrip(',')) for l in lines if l.startswith('worker ')]
+    addresses = lines[-1].strip()[len('--workers='):].split(',')
+    assert len(pids) == len(addresses) == 2, lines
+    for pid, address in zip(pids, addresses):
+      host, port = address.rsplit(':', 1)
+      assert host == '127.0.0.1'
+      sockets = loopback_bind.listening_addresses(pid)
+      assert (int(port) in [p for _, p in sockets]), sockets
+      assert all(loopback_bind.is_loopback(a) for a, _ in sockets), sockets
+    script.send_signal(signal.SIGINT)
+    assert script.wait(timeout=60) == 0
+    for pid in pids:
+      assert not os.path.exists(f'/proc/{pid}') or open(
+          f'/proc/{pid}/stat').read().split()[2] == 'Z'
+  finally:
+    if script.poll() is None:
+      script.kill()
+      script.wait()
+
+
+def test_start_local_workers_refuses_non_loopback_without_consent():
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  result = subprocess.run(
+      [sys.executable, 'scripts/start_local_workers.py', '--bind_address=0.0.0.0'],
+      cwd=REPO, capture_output=True, text=True, timeout=60,
+  )
+  assert result.returncode == 2
+  assert 'i_understand_no_authentication' in result.stderr
