@@ -62,6 +62,10 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Seed of every cell.')
 _KEEP_CHECKPOINTS = flags.DEFINE_bool(
     'keep_checkpoints', False,
     'Keep checkpoints and per-client models of finished cells (large).')
+_REPORT_ONLY = flags.DEFINE_bool(
+    'report_only', False,
+    'Run nothing: write the report from the cells finished so far (the '
+    'others are listed as pending).')
 _SKIP_THEORY = flags.DEFINE_bool('skip_theory', False,
                                  'Do not redraw the theory figures 1-2.')
 
@@ -107,7 +111,9 @@ def main(argv):
         flush=True)
   results = reproduction.run_grid(
       cells, settings, unavailable,
-      log_fn=lambda line: print(line, flush=True))
+      log_fn=lambda line: print(line, flush=True),
+      run_missing=not _REPORT_ONLY.value)
+  os.makedirs(output_dir, exist_ok=True)
   theory = None if _SKIP_THEORY.value else _theory_section(output_dir)
   mode = (f'quick smoke test: {settings.rounds} rounds per cell, first '
           f'{settings.max_clients} clients of each dataset' if quick else
@@ -116,6 +122,9 @@ def main(argv):
   note = ('> **Quick smoke test, not the paper reproduction.** Few rounds '
           'and clients per cell: the numbers check the pipeline only.'
           if quick else '')
+  if _REPORT_ONLY.value:
+    note += ('\n\n> **Partial grid**: written with --report_only; cells '
+             'still to run are listed as pending.')
   path = reproduction.write_report(
       results, output_dir,
       command=' '.join(['.venv/bin/python scripts/reproduce.py'] +

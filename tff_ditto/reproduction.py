@@ -355,7 +355,8 @@ def _result_row(cell: Cell, status: str, summary: Optional[dict] = None,
 
 def run_grid(cells: Sequence[Cell], settings: RunSettings,
              unavailable_datasets: Optional[Mapping[str, str]] = None,
-             log_fn: Callable[[str], None] = print) -> pd.DataFrame:
+             log_fn: Callable[[str], None] = print,
+             run_missing: bool = True) -> pd.DataFrame:
   """Runs (or skips, or resumes) every cell; returns one result row per cell.
 
   Writes `<runs_dir>/cells.csv` after every cell. A cell whose run raises is
@@ -366,6 +367,8 @@ def run_grid(cells: Sequence[Cell], settings: RunSettings,
     settings: How cells run.
     unavailable_datasets: {dataset: reason}; their cells are 'not run'.
     log_fn: Progress lines.
+    run_missing: False: only collect finished cells (the others are
+      'pending: not run yet'), e.g. to report on a grid still running.
 
   Returns:
     DataFrame of results: status is 'done', 'skipped (finished)',
@@ -393,6 +396,9 @@ def run_grid(cells: Sequence[Cell], settings: RunSettings,
       log_fn(f'{prefix}: finished before; skipped')
       rows.append(_result_row(cell, 'skipped (finished)', summary,
                               summary.get('seconds', float('nan'))))
+      continue
+    if not run_missing:
+      rows.append(_result_row(cell, 'pending: not run yet'))
       continue
     if not runtime_ready:
       from tff_ditto import runtime  # pylint: disable=g-import-not-at-top
@@ -637,7 +643,7 @@ def git_revision(repo_dir: str) -> str:
 
 def write_report(results: pd.DataFrame, output_dir: str, *,
                  command: str, mode: str, repo_dir: str,
-                 datasets: Iterable[str],
+                 datasets: Sequence[str],
                  unavailable_datasets: Mapping[str, str],
                  elapsed_seconds: float,
                  theory_markdown: Optional[str] = None,
@@ -658,7 +664,8 @@ def write_report(results: pd.DataFrame, output_dir: str, *,
       f'- Grid: {len(results)} cells; '
       + ', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))
       + f'; this invocation took {elapsed_seconds / 60:.1f} min',
-      f'- Datasets run: {", ".join(datasets) or "none"}',
+      '- Datasets run: ' + (', '.join(
+          d for d in datasets if d not in unavailable_datasets) or 'none'),
   ]
   for name, why in sorted(unavailable_datasets.items()):
     lines.append(f'- Not run: {name} ({why})')
