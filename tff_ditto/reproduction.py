@@ -140,7 +140,7 @@ TABLE1 = TableSpec(
     'table1',
     'Table 1: robustness (benign devices) under A1 / A2 / A3',
     (Row('Global', 'global'), Row('Local', 'local'),
-     Row('Fair (TERM, t=1)', 'term', options=dict(term_tilt=1.0)))
+     Row('Fair (TERM, t=1)', 'term', options=dict(term_t=1.0)))
     + tuple(Row(f'Robust ({label})', 'global', aggregator)
             for label, aggregator in ROBUST_AGGREGATORS)
     + (Row('Ditto (lambda=1)', 'ditto'),
@@ -169,7 +169,7 @@ TABLE3 = TableSpec(
 # solver of the same objective under A3 20 %, per lambda.
 FIGURE5 = TableSpec(
     'figure5', 'Figure 5: fair method (TERM) under A1 as t grows',
-    tuple(Row(f'TERM t={t}', 'term', options=dict(term_tilt=t))
+    tuple(Row(f'TERM t={t}', 'term', options=dict(term_t=t))
           for t in TERM_TILTS) + (Row('Ditto (lambda=1)', 'ditto'),),
     (('a1', 0.2), ('a1', 0.5), ('a1', 0.8)),
 )
@@ -587,7 +587,7 @@ def plot_figures(dataset: str, results: pd.DataFrame,
   plotted = False
   for (attack, ratio), color in zip(FIGURE5.columns, ('C0', 'C1', 'C2')):
     values = [_accuracy(results, make_cell(dataset, 'term', attack, ratio,
-                                           options=dict(term_tilt=t)))
+                                           options=dict(term_t=t)))
               for t in TERM_TILTS]
     if not all(math.isnan(v) for v in values):
       axis.plot(TERM_TILTS, values, 'o-', color=color,
