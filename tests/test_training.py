@@ -375,3 +375,19 @@ def test_resume_refuses_to_restart_over_unusable_checkpoints(
     _runner(_config(), dataset, model_fn, copy, resume=True)
   assert sorted(os.listdir(copy)) == before
   assert (copy / 'metrics.csv').read_text() == metrics_before
+
+
+def test_evaluating_another_split_leaves_the_run_untouched(resume_runs):
+  straight, straight_summary, _ = resume_runs['straight']
+  table_path = os.path.join(straight.output_dir, 'client_metrics.csv')
+  before = open(table_path).read()
+  validation = straight.evaluate(3, split='validation', client_metrics_path=None)
+  assert open(table_path).read() == before
+  assert validation['benign_num_clients'] == NUM_CLIENTS
+  # Same split as the run: the same numbers as its final evaluation.
+  again = straight.evaluate(3, split='test', client_metrics_path=None)
+  assert again == straight_summary['final']
+  global_test = straight.evaluate_global_model('test')
+  assert global_test['benign_pooled_accuracy'] == pytest.approx(
+      straight_summary['final']['global_model_benign_pooled_accuracy']
+  )

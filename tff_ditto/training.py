@@ -558,9 +558,21 @@ class ExperimentRunner:
     ]
     return per_client, np.asarray(self.personal_lambdas)[chosen]
 
-  def evaluate(self, round_num: int) -> collections.OrderedDict:
-    """Per-client evaluation of the method's models; returns the summary."""
-    split = self._eval_arrays()
+  def evaluate(
+      self,
+      round_num: int,
+      split: Optional[str] = None,
+      client_metrics_path: Optional[str] = '',
+  ) -> collections.OrderedDict:
+    """Per-client evaluation of the method's models; returns the summary.
+
+    Args:
+      round_num: The round evaluated (for the record).
+      split: 'test' or 'validation'; default `config.eval_split`.
+      client_metrics_path: Where the per-client table goes; '' =
+        `<output_dir>/client_metrics.csv`, None = not written.
+    """
+    split = getattr(self.dataset, split) if split else self._eval_arrays()
     client_ids = self.dataset.client_ids
     test = [
         eval_batches(split[c], self.config.eval_batch_size) for c in client_ids
@@ -641,11 +653,32 @@ class ExperimentRunner:
         summary[f'benign_share_lam_{value:g}'] = float(
             np.mean(chosen_lambdas[benign] == value)
         )
-    _write_atomically(
-        os.path.join(self.output_dir, 'client_metrics.csv'),
-        table.to_csv(index=False),
-    )
+    if client_metrics_path is not None:
+      _write_atomically(
+          client_metrics_path
+          or os.path.join(self.output_dir, 'client_metrics.csv'),
+          table.to_csv(index=False),
+      )
     return summary
+
+  def evaluate_global_model(self, split: str) -> collections.OrderedDict:
+    """Summary of the current global model on `split` over benign clients."""
+    batches = [
+        eval_batches(getattr(self.dataset, split)[c], self.config.eval_batch_size)
+        for c in self.dataset.client_ids
+    ]
+    stacked = evaluation.stack_client_metrics(
+        self.global_evaluation(
+            self.process.get_model_weights(self.state), batches
+        )
+    )
+    benign = ~self.malicious
+    return evaluation.summarize(
+        stacked['num_correct'][benign],
+        stacked['num_examples'][benign],
+        stacked['loss_sum'][benign],
+        prefix='benign_',
+    )
 
   # ------------------------------------------------------------------- run
 

@@ -1,0 +1,119 @@
+"""Evaluates a run's latest checkpoint on the validation and/or test split.
+
+For choosing hyper-parameters on validation data and reporting the chosen
+run on test data without retraining, and for evaluating the global model
+inside a Ditto run (it is bit-identical to FedAvg's: same sampling, batches
+and seeds, and the server never sees the personal models):
+
+  .venv/bin/python scripts/evaluate_run.py --run_dir=runs/femnist/ditto \
+      --splits=validation,test
+
+`--run_dir` is one method's folder of a `run_experiment.py` output directory
+(its parent holds flags.json). Nothing of the run is changed: the summaries
+go to `<run_dir>/evaluation_<split>_round<r>.json` and the per-client tables
+to `<run_dir>/client_metrics_<split>_round<r>.csv`.
+"""
+
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import collections  # noqa: E402
+import json  # noqa: E402
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+# Imported before app.run: Keras 2.14 fails to build Sequential models eagerly
+# when TensorFlow is first imported inside an absl main.
+import tensorflow as tf  # noqa: E402,F401
+
+_RUN_DIR = flags.DEFINE_string(
+    'run_dir', None, "One method's folder of a run_experiment.py output "
+    'directory (e.g. runs/x/ditto).', required=True)
+_SPLITS = flags.DEFINE_list(
+    'splits', ['validation', 'test'], 'Splits to evaluate: validation, test.')
+
+
+def main(argv):
+  del argv
+  for split in _SPLITS.value:
+    if split not in ('validation', 'test'):
+      raise app.UsageError(f'--splits: unknown split {split!r}')
+  run_dir = os.path.abspath(_RUN_DIR.value)
+  method = os.path.basename(run_dir)
+  from tff_ditto import experiment_defaults  # pylint: disable=g-import-not-at-top
+  try:
+    settings = experiment_defaults.recorded_settings(
+        os.path.dirname(run_dir), {}
+    )
+  except ValueError as error:
+    raise app.UsageError(str(error)) from None
+  configs = [c for c in settings['configs'] if c.method == method]
+  if not configs:
+    raise app.UsageError(
+        f'{run_dir}: no method {method!r} recorded in its flags.json'
+    )
+  from tff_ditto import runtime  # pylint: disable=g-import-not-at-top
+  runtime.set_quiet_logs(0)
+  runtime.configure_local_execution()
+  from tff_ditto import experiment  # pylint: disable=g-import-not-at-top
+  from tff_ditto import models  # pylint: disable=g-import-not-at-top
+  from tff_ditto import training  # pylint: disable=g-import-not-at-top
+  from tff_ditto.data import load_dataset  # pylint: disable=g-import-not-at-top
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+
+  config = configs[0]
+  dataset = load_dataset(
+      settings['dataset_name'],
+      settings['data_dir'],
+      validation_fraction=settings['validation_fraction'],
+      seed=config.seed,
+      max_clients=settings['max_clients'],
+  )
+  runner = training.ExperimentRunner(
+      config,
+      dataset,
+      models.get_model_spec(settings['dataset_name'], seed=config.seed)
+      .tff_model_fn(),
+      run_dir,
+      resume=True,
+      log_fn=print,
+  )
+  round_num = runner.next_round - 1
+  rows = []
+  for split in _SPLITS.value:
+    summary = runner.evaluate(
+        round_num,
+        split=split,
+        client_metrics_path=os.path.join(
+            run_dir, f'client_metrics_{split}_round{round_num}.csv'
+        ),
+    )
+    global_summary = runner.evaluate_global_model(split)
+    record = collections.OrderedDict(
+        method=method, split=split, round=round_num, models=summary,
+        global_model=global_summary,
+    )
+    with open(
+        os.path.join(run_dir, f'evaluation_{split}_round{round_num}.json'), 'w'
+    ) as f:
+      json.dump(record, f, indent=2)
+    for label, values in (('method', summary), ('global model', global_summary)):
+      rows.append(
+          collections.OrderedDict(
+              split=split,
+              model=f'{method} ({label})' if label == 'method' else label,
+              mean_accuracy=values['benign_mean_accuracy'],
+              std_accuracy=values['benign_std_accuracy'],
+              pooled_accuracy=values['benign_pooled_accuracy'],
+              worst10_accuracy=values['benign_worst10_accuracy'],
+          )
+      )
+  print(f'{run_dir}: after round {round_num + 1}')
+  print(experiment.markdown_table(pd.DataFrame(rows)))
+
+
+if __name__ == '__main__':
+  app.run(main)
