@@ -166,13 +166,11 @@ def test_apfl_with_alpha_one_is_local_training_bit_for_bit(tmp_path):
       tf.io.write_file(apfl_read, tf.io.read_file(previous_write))
     batches = toy.fixed_batches(ARRAYS[round_num], BATCH)
     local.next(toy.with_global_weights(local, W_T), [
-        toy.personal_client_data(batches, local_path.replace(
-            'write', 'read'), local_path)])
+        collections.OrderedDict(batches=batches, personal_state=local_handle)])
     interpolating.next(toy.with_global_weights(interpolating, W_T), [
         collections.OrderedDict(
             batches=batches,
             personal_state=toy.handle_dataset(apfl_read, apfl_write))])
-    del local_handle
     raw = _read_raw(apfl_write)
     assert raw.shape == (2 * MODEL_SIZE,)
     np.testing.assert_array_equal(raw[:MODEL_SIZE], _read_raw(local_path))
