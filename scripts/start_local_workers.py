@@ -96,6 +96,9 @@ def main(argv):
     sys.exit(128 + signal_number)
 
   signal.signal(signal.SIGTERM, stop)
+  # Ctrl-C must stop the workers even where SIGINT was ignored when this
+  # process started (e.g. launched from a non-interactive shell with `&`).
+  signal.signal(signal.SIGINT, signal.default_int_handler)
   addresses = []
   try:
     for i in range(_NUM_WORKERS.value):
