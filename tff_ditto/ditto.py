@@ -359,42 +359,22 @@ def _zero_if_non_finite(structure):
   )
 
 
-def _build_client_work(
-    model_fn: ModelFn,
-    weights_type: tff.StructType,
-    data_type: tff.Type,
-    make_client_update: Callable[[], Callable],
-    personalize: bool,
-    simulate_attacks: bool,
+def client_work_from_computation(
+    client_computation: tff.Computation,
 ) -> tff.learning.templates.ClientWorkProcess:
-  """Wraps the client update in a `ClientWorkProcess`."""
+  """A stateless `ClientWorkProcess` around one client's computation.
 
-  @tff.tensorflow.computation(weights_type, data_type)
-  def client_computation(initial_weights, client_data):
-    client_update = make_client_update()
-    if not personalize and not simulate_attacks:
-      client_data = collections.OrderedDict([(BATCHES_KEY, client_data)])
-    handle = collections.OrderedDict(
-        read_path=tf.constant(''), write_path=tf.constant('')
-    )
-    if personalize:
-      handle = client_data[STATE_KEY].reduce(handle, lambda _, h: h)
-    attack = collections.OrderedDict(
-        code=tf.constant(0), scale=tf.constant(1.0),
-        seed=tf.zeros([2], tf.int64),
-    )
-    if simulate_attacks:
-      attack = client_data[ATTACK_KEY].reduce(attack, lambda _, a: a)
-    update, weight, client_metrics = client_update(
-        initial_weights, client_data[BATCHES_KEY], handle, attack
-    )
-    return (
-        tff.learning.templates.ClientResult(
-            update=update, update_weight=weight
-        ),
-        client_metrics,
-    )
+  Args:
+    client_computation: `(model weights, client data) -> (ClientResult,
+      statistics)`, where statistics hold `global_loss_sum`,
+      `personal_loss_sum`, `num_batches`, `num_examples`,
+      `non_finite_updates` and `clients` (float32), summed over clients.
 
+  Returns:
+    The client work; its `train` measurements are the mean train losses per
+    batch and the summed counts (the keys `ExperimentRunner` reads).
+  """
+  weights_type, data_type = client_computation.type_signature.parameter
   metrics_type = client_computation.type_signature.result[1]
 
   @tff.tensorflow.computation(metrics_type)
@@ -433,6 +413,45 @@ def _build_client_work(
     )
 
   return tff.learning.templates.ClientWorkProcess(init_fn, next_fn)
+
+
+def _build_client_work(
+    model_fn: ModelFn,
+    weights_type: tff.StructType,
+    data_type: tff.Type,
+    make_client_update: Callable[[], Callable],
+    personalize: bool,
+    simulate_attacks: bool,
+) -> tff.learning.templates.ClientWorkProcess:
+  """Wraps the client update in a `ClientWorkProcess`."""
+
+  @tff.tensorflow.computation(weights_type, data_type)
+  def client_computation(initial_weights, client_data):
+    client_update = make_client_update()
+    if not personalize and not simulate_attacks:
+      client_data = collections.OrderedDict([(BATCHES_KEY, client_data)])
+    handle = collections.OrderedDict(
+        read_path=tf.constant(''), write_path=tf.constant('')
+    )
+    if personalize:
+      handle = client_data[STATE_KEY].reduce(handle, lambda _, h: h)
+    attack = collections.OrderedDict(
+        code=tf.constant(0), scale=tf.constant(1.0),
+        seed=tf.zeros([2], tf.int64),
+    )
+    if simulate_attacks:
+      attack = client_data[ATTACK_KEY].reduce(attack, lambda _, a: a)
+    update, weight, client_metrics = client_update(
+        initial_weights, client_data[BATCHES_KEY], handle, attack
+    )
+    return (
+        tff.learning.templates.ClientResult(
+            update=update, update_weight=weight
+        ),
+        client_metrics,
+    )
+
+  return client_work_from_computation(client_computation)
 
 
 def build_ditto_process(

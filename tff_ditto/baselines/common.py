@@ -237,43 +237,7 @@ def build_client_work(
         client_metrics,
     )
 
-  metrics_type = client_computation.type_signature.result[1]
-
-  @tff.tensorflow.computation(metrics_type)
-  def finalize_metrics(summed):
-    num_batches = tf.maximum(summed['num_batches'], 1.0)
-    return collections.OrderedDict(
-        global_train_loss=summed['global_loss_sum'] / num_batches,
-        personal_train_loss=summed['personal_loss_sum'] / num_batches,
-        num_examples=summed['num_examples'],
-        num_batches=summed['num_batches'],
-        num_clients=summed['clients'],
-        non_finite_updates=summed['non_finite_updates'],
-    )
-
-  @tff.federated_computation()
-  def init_fn():
-    return tff.federated_value((), tff.SERVER)
-
-  @tff.federated_computation(
-      init_fn.type_signature.result,
-      tff.FederatedType(model_weights_type, tff.CLIENTS),
-      tff.FederatedType(data_type, tff.CLIENTS),
-  )
-  def next_fn(state, weights, client_data):
-    client_result, client_metrics = tff.federated_map(
-        client_computation, (weights, client_data)
-    )
-    train_metrics = tff.federated_map(
-        finalize_metrics, tff.federated_sum(client_metrics)
-    )
-    return tff.templates.MeasuredProcessOutput(
-        state,
-        client_result,
-        tff.federated_zip(collections.OrderedDict(train=train_metrics)),
-    )
-
-  return tff.learning.templates.ClientWorkProcess(init_fn, next_fn)
+  return ditto.client_work_from_computation(client_computation)
 
 
 def compose_process(
