@@ -34,6 +34,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_ditto import ditto
+from tff_ditto import optimization
 
 BATCHES_KEY = ditto.BATCHES_KEY
 STATE_KEY = ditto.STATE_KEY
@@ -173,6 +174,32 @@ def mean_loss(model, batches: tf.data.Dataset) -> tf.Tensor:
 
   totals = batches.reduce(tf.zeros([2], tf.float32), accumulate)
   return totals[0] / tf.maximum(totals[1], 1.0)
+
+
+def proximal_sgd(
+    model, weights, optimizer, optimizer_state, batches, center, strength
+):
+  """`optimization.proximal_step` over every batch of `batches` (in order).
+
+  Returns:
+    (loss sum, number of batches, number of examples), float32 scalars.
+  """
+
+  def train_on_batch(loop_state, batch):
+    optimizer_state, loss_sum, num_batches, num_examples = loop_state
+    optimizer_state, loss, examples = optimization.proximal_step(
+        model, weights, optimizer, optimizer_state, batch, center, strength,
+    )
+    return (
+        optimizer_state, loss_sum + loss, num_batches + 1.0,
+        num_examples + tf.cast(examples, tf.float32),
+    )
+
+  zero = tf.constant(0.0)
+  _, loss_sum, num_batches, num_examples = batches.reduce(
+      (optimizer_state, zero, zero, zero), train_on_batch
+  )
+  return loss_sum, num_batches, num_examples
 
 
 def loss_statistics(**values) -> collections.OrderedDict:

@@ -103,22 +103,10 @@ def build_l2sgd_process(
         )
       center = tuple(tf.nest.flatten(initial_weights.trainable))
 
-      def train_on_batch(loop_state, batch):
-        optimizer_state, loss_sum, num_batches, num_examples = loop_state
-        optimizer_state, loss, examples = optimization.proximal_step(
-            local_model, local_weights, client_optimizer, optimizer_state,
-            batch, center, float(mean_regularization),
-        )
-        return (
-            optimizer_state, loss_sum + loss, num_batches + 1.0,
-            num_examples + tf.cast(examples, tf.float32),
-        )
-
-      zero = tf.constant(0.0)
-      _, loss_sum, num_batches, num_examples = (
-          client_data[common.BATCHES_KEY]
-          .take(local_steps)
-          .reduce((optimizer_state, zero, zero, zero), train_on_batch)
+      loss_sum, num_batches, num_examples = common.proximal_sgd(
+          local_model, local_weights, client_optimizer, optimizer_state,
+          client_data[common.BATCHES_KEY].take(local_steps), center,
+          float(mean_regularization),
       )
       written = tf.io.write_file(
           handle['write_path'],

@@ -91,22 +91,9 @@ def build_term_process(
           client_optimizer, weights
       )
 
-      def train_on_batch(loop_state, batch):
-        optimizer_state, loss_sum, num_batches, num_examples = loop_state
-        optimizer_state, loss, examples = optimization.proximal_step(
-            model, weights, client_optimizer, optimizer_state, batch, center,
-            0.0,
-        )
-        return (
-            optimizer_state, loss_sum + loss, num_batches + 1.0,
-            num_examples + tf.cast(examples, tf.float32),
-        )
-
-      zero = tf.constant(0.0)
-      _, loss_sum, num_batches, num_examples = (
-          client_data[common.BATCHES_KEY]
-          .take(local_steps)
-          .reduce((optimizer_state, zero, zero, zero), train_on_batch)
+      loss_sum, num_batches, num_examples = common.proximal_sgd(
+          model, weights, client_optimizer, optimizer_state,
+          client_data[common.BATCHES_KEY].take(local_steps), center, 0.0,
       )
       update = tf.nest.map_structure(
           tf.subtract, initial_weights.trainable, weights.trainable
