@@ -534,19 +534,11 @@ def build_ditto_process(
     )
   if local_steps < 1:
     raise ValueError(f'local_steps must be >= 1, got {local_steps}.')
-  if model_aggregator is None:
-    model_aggregator = tff.aggregators.MeanFactory()
-  if server_optimizer is None:
-    server_optimizer = tff.learning.optimizers.build_sgdm(learning_rate=1.0)
   if personal_optimizer is None:
     personal_optimizer = client_optimizer
 
   weights_type = _weights_type(model_fn)
   data_type = client_data_type(model_fn, personalize, simulate_attacks)
-
-  @tff.tensorflow.computation
-  def initial_model_weights_fn():
-    return tff.learning.models.ModelWeights.from_model(model_fn())
 
   def make_client_update():
     return build_ditto_client_update(
@@ -565,6 +557,39 @@ def build_ditto_process(
       model_fn, weights_type, data_type, make_client_update, personalize,
       simulate_attacks,
   )
+  return compose_process(
+      model_fn, client_work, model_aggregator, server_optimizer
+  )
+
+
+def compose_process(
+    model_fn: ModelFn,
+    client_work: tff.learning.templates.ClientWorkProcess,
+    model_aggregator: Optional[AggregationFactory] = None,
+    server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
+) -> tff.learning.templates.LearningProcess:
+  """Broadcast of w + `client_work` + aggregator + optimizer finalizer.
+
+  Args:
+    model_fn: The model builder.
+    client_work: A `ClientWorkProcess` sending model deltas (TFF's sign).
+    model_aggregator: A `tff.aggregators` factory (default
+      `tff.aggregators.MeanFactory()`); unweighted ones ignore the weights.
+    server_optimizer: Default SGD at learning rate 1 (w <- w + mean delta).
+
+  Returns:
+    A `tff.learning.templates.LearningProcess`.
+  """
+  if model_aggregator is None:
+    model_aggregator = tff.aggregators.MeanFactory()
+  if server_optimizer is None:
+    server_optimizer = tff.learning.optimizers.build_sgdm(learning_rate=1.0)
+  weights_type = _weights_type(model_fn)
+
+  @tff.tensorflow.computation
+  def initial_model_weights_fn():
+    return tff.learning.models.ModelWeights.from_model(model_fn())
+
   if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory):
     model_aggregator = tff.aggregators.as_weighted_aggregator(model_aggregator)
   aggregator = model_aggregator.create(

@@ -267,48 +267,8 @@ def build_client_work(
   return ditto.client_work_from_computation(client_computation)
 
 
-def compose_process(
-    model_fn: ModelFn,
-    client_work: tff.learning.templates.ClientWorkProcess,
-    model_aggregator=None,
-    server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
-) -> tff.learning.templates.LearningProcess:
-  """Broadcast + client work + aggregator + optimizer finalizer.
-
-  Args:
-    model_fn: The model builder.
-    client_work: From `build_client_work`.
-    model_aggregator: A `tff.aggregators` factory (default
-      `tff.aggregators.MeanFactory()`); unweighted ones ignore the weights.
-    server_optimizer: Default SGD at learning rate 1 (w <- w + mean delta).
-
-  Returns:
-    A `tff.learning.templates.LearningProcess`.
-  """
-  if model_aggregator is None:
-    model_aggregator = tff.aggregators.MeanFactory()
-  if server_optimizer is None:
-    server_optimizer = tff.learning.optimizers.build_sgdm(learning_rate=1.0)
-  model_weights_type = weights_type(model_fn)
-
-  @tff.tensorflow.computation
-  def initial_model_weights_fn():
-    return tff.learning.models.ModelWeights.from_model(model_fn())
-
-  if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory):
-    model_aggregator = tff.aggregators.as_weighted_aggregator(model_aggregator)
-  aggregator = model_aggregator.create(
-      model_weights_type.trainable, tff.TensorType(np.float32)
-  )
-  return tff.learning.templates.compose_learning_process(
-      initial_model_weights_fn,
-      tff.learning.templates.build_broadcast_process(model_weights_type),
-      client_work,
-      aggregator,
-      tff.learning.templates.build_apply_optimizer_finalizer(
-          server_optimizer, model_weights_type
-      ),
-  )
+# Broadcast + client work + aggregator + optimizer finalizer, shared with Ditto.
+compose_process = ditto.compose_process
 
 
 def check_local_steps(local_steps: int) -> None:
