@@ -26,6 +26,7 @@ import time  # noqa: E402
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+import pandas as pd  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
@@ -66,6 +67,23 @@ _REPORT_ONLY = flags.DEFINE_bool(
     'report_only', False,
     'Run nothing: write the report from the cells finished so far (the '
     'others are listed as pending).')
+_TABLES = flags.DEFINE_list(
+    'tables', None,
+    'Run only the cells of these paper tables/figures (table1, table2, '
+    'table3, figure5, figure6); the report still shows every table, with '
+    'cells not run yet marked pending.')
+_METHODS = flags.DEFINE_list(
+    'methods', None, 'Run only cells of these methods (e.g. ditto,global).')
+_AGGREGATORS = flags.DEFINE_list(
+    'aggregators', None, 'Run only cells with these server aggregators.')
+_COLUMNS = flags.DEFINE_list(
+    'columns', None,
+    'Run only these attack columns, in this order (e.g. '
+    'a1:0.8,a2:0.8,a3:0.2,none).')
+_PLAIN_ONLY = flags.DEFINE_bool(
+    'plain_only', False,
+    'Run only cells without extra options (e.g. Ditto lambda=1 but not '
+    'the per-device lambda or TERM tilt variants).')
 _SKIP_THEORY = flags.DEFINE_bool('skip_theory', False,
                                  'Do not redraw the theory figures 1-2.')
 
@@ -105,14 +123,38 @@ def main(argv):
       else _ROUNDS.value,
       max_clients=_QUICK_MAX_CLIENTS.value if quick else None,
       seed=_SEED.value, keep_checkpoints=_KEEP_CHECKPOINTS.value)
-  cells = reproduction.paper_cells(
-      list(dict.fromkeys(list(datasets) + ['celeba'])))
-  print(f'{len(cells)} cells; datasets {datasets}; runs in {runs_dir}',
-        flush=True)
-  results = reproduction.run_grid(
-      cells, settings, unavailable,
-      log_fn=lambda line: print(line, flush=True),
-      run_missing=not _REPORT_ONLY.value)
+  report_datasets = list(dict.fromkeys(list(datasets) + ['celeba']))
+  cells = reproduction.paper_cells(report_datasets)
+  selecting = any(flag.value is not None for flag in (
+      _TABLES, _METHODS, _AGGREGATORS, _COLUMNS)) or _PLAIN_ONLY.value
+  log = lambda line: print(line, flush=True)
+  if selecting:
+    selected = reproduction.paper_cells(
+        report_datasets,
+        [reproduction.spec_by_key(key) for key in _TABLES.value]
+        if _TABLES.value else reproduction.PAPER_SPECS)
+    selected = reproduction.select_cells(
+        selected, methods=_METHODS.value, aggregators=_AGGREGATORS.value,
+        columns=[reproduction.parse_column(text) for text in _COLUMNS.value]
+        if _COLUMNS.value else None, plain_only=_PLAIN_ONLY.value)
+    print(f'{len(selected)} of {len(cells)} cells selected; datasets '
+          f'{datasets}; runs in {runs_dir}', flush=True)
+    ran = reproduction.run_grid(selected, settings, unavailable, log_fn=log,
+                                run_missing=not _REPORT_ONLY.value)
+    # The report covers the whole grid: finished cells, the rest pending;
+    # this run's rows (with failures and timings) take precedence.
+    collected = reproduction.run_grid(cells, settings, unavailable,
+                                      log_fn=lambda line: None,
+                                      run_missing=False)
+    results = pd.concat([ran, collected]).drop_duplicates(
+        ['dataset', 'cell_id'], keep='first')
+    results.to_csv(os.path.join(runs_dir, 'cells.csv'), index=False)
+  else:
+    print(f'{len(cells)} cells; datasets {datasets}; runs in {runs_dir}',
+          flush=True)
+    results = reproduction.run_grid(cells, settings, unavailable,
+                                    log_fn=log,
+                                    run_missing=not _REPORT_ONLY.value)
   os.makedirs(output_dir, exist_ok=True)
   theory = None if _SKIP_THEORY.value else _theory_section(output_dir)
   mode = (f'quick smoke test: {settings.rounds} rounds per cell, first '
@@ -122,14 +164,14 @@ def main(argv):
   note = ('> **Quick smoke test, not the paper reproduction.** Few rounds '
           'and clients per cell: the numbers check the pipeline only.'
           if quick else '')
-  if _REPORT_ONLY.value:
-    note += ('\n\n> **Partial grid**: written with --report_only; cells '
-             'still to run are listed as pending.')
+  if _REPORT_ONLY.value or selecting:
+    note += ('\n\n> **Partial grid**: cells still to run are listed as '
+             'pending.')
   path = reproduction.write_report(
       results, output_dir,
       command=' '.join(['.venv/bin/python scripts/reproduce.py'] +
                        [shlex.quote(a) for a in sys.argv[1:]]),
-      mode=mode, repo_dir=REPO_ROOT, datasets=list(dict.fromkeys(list(datasets) + ['celeba'])),
+      mode=mode, repo_dir=REPO_ROOT, datasets=report_datasets,
       unavailable_datasets=unavailable,
       elapsed_seconds=time.monotonic() - start, theory_markdown=theory,
       header_note=note)

@@ -105,3 +105,48 @@ def test_half_finished_cell_is_resumed(tmp_path):
   metrics = pd.read_csv(os.path.join(reproduction.cell_dir(cell, longer),
                                      'metrics.csv'))
   assert len(metrics) == 3
+
+
+def test_select_cells_filters_and_orders_columns():
+  cells = reproduction.paper_cells(
+      ['femnist'], [reproduction.spec_by_key('table1')])
+  columns = [reproduction.parse_column(text)
+             for text in ('a3:0.2', 'none', 'a1:0.5')]
+  selected = reproduction.select_cells(
+      cells, methods=['ditto', 'global'], aggregators=['mean'],
+      columns=columns, plain_only=True)
+  assert [(c.attack, c.ratio, c.method) for c in selected] == [
+      ('a3', 0.2, 'global'), ('a3', 0.2, 'ditto'),
+      ('none', 0.0, 'global'), ('none', 0.0, 'ditto'),
+      ('a1', 0.5, 'global'), ('a1', 0.5, 'ditto')]
+  # Without plain_only the per-device lambda variant of Ditto is kept.
+  with_options = reproduction.select_cells(cells, methods=['ditto'],
+                                           columns=columns[:1])
+  assert {c.options for c in with_options} == {
+      (), (('lam_selection', 'auto'), ('strong_attack', True))}
+
+
+def test_bad_selection_is_named():
+  import pytest  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match='table9'):
+    reproduction.spec_by_key('table9')
+  for text in ('a1', 'a1:x', 'a1:1.5', ':0.2'):
+    with pytest.raises(ValueError, match='attack:ratio'):
+      reproduction.parse_column(text)
+
+
+def test_selected_report_marks_the_rest_pending(tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  completed = subprocess.run(
+      [sys.executable, os.path.join(root, 'scripts', 'reproduce.py'),
+       '--datasets=synthetic', '--report_only', '--skip_theory',
+       '--methods=ditto', '--columns=a1:0.5',
+       f'--runs_dir={tmp_path / "runs"}', f'--output_dir={tmp_path / "out"}'],
+      cwd=root, capture_output=True, text=True, timeout=300)
+  assert completed.returncode == 0, completed.stderr[-2000:]
+  # Ditto lambda=1 and lambda auto, on synthetic and on (not run) CelebA.
+  assert '4 of ' in completed.stdout
+  report = (tmp_path / 'out' / 'REPORT.md').read_text()
+  assert 'Partial grid' in report and 'pending: not run yet' in report

@@ -210,6 +210,70 @@ def paper_cells(datasets: Sequence[str],
   return cells
 
 
+def spec_by_key(key: str) -> TableSpec:
+  """The paper table or figure named `key` ('table1', ..., 'figure6').
+
+  Raises:
+    ValueError: for an unknown key (the message lists the known ones).
+  """
+  for spec in PAPER_SPECS:
+    if spec.key == key:
+      return spec
+  raise ValueError(f'unknown table {key!r}; known: '
+                   f'{", ".join(spec.key for spec in PAPER_SPECS)}')
+
+
+def parse_column(text: str) -> tuple[str, float]:
+  """'a1:0.5' or 'none' -> ('a1', 0.5) / ('none', 0.0).
+
+  Raises:
+    ValueError: when the text is not 'attack:ratio' with a number in [0, 1].
+  """
+  if text == 'none':
+    return CLEAN
+  attack, _, ratio = text.partition(':')
+  try:
+    value = float(ratio)
+  except ValueError:
+    value = -1.0
+  if not attack or not 0.0 <= value <= 1.0:
+    raise ValueError(f'column {text!r} is not attack:ratio (e.g. a1:0.5) '
+                     'or none')
+  return attack, value
+
+
+def select_cells(cells: Sequence[Cell], *,
+                 methods: Optional[Sequence[str]] = None,
+                 aggregators: Optional[Sequence[str]] = None,
+                 columns: Optional[Sequence[tuple[str, float]]] = None,
+                 plain_only: bool = False) -> list[Cell]:
+  """The cells matching every given filter, ordered by `columns` if given.
+
+  Args:
+    cells: The grid, e.g. from `paper_cells`.
+    methods: Keep these methods (None: all).
+    aggregators: Keep these server aggregators (None: all).
+    columns: Keep these (attack, ratio) columns, and run them in this order
+      (the stable grid order within a column), e.g. strongest attacks first.
+    plain_only: Drop cells with extra options (e.g. per-device lambda or
+      TERM's tilt), keeping each method's default configuration.
+
+  Returns:
+    The selected cells.
+  """
+  def keep(cell: Cell) -> bool:
+    return ((methods is None or cell.method in methods)
+            and (aggregators is None or cell.aggregator in aggregators)
+            and (columns is None or (cell.attack, cell.ratio) in columns)
+            and not (plain_only and cell.options))
+
+  selected = [cell for cell in cells if keep(cell)]
+  if columns is not None:
+    order = {column: i for i, column in enumerate(columns)}
+    selected.sort(key=lambda cell: order[(cell.attack, cell.ratio)])
+  return selected
+
+
 # ------------------------------------------------------- data availability
 
 NOT_RUN_DATASETS = {
