@@ -75,11 +75,16 @@ _LAM = flags.DEFINE_string(
     "or 'auto' for the paper's per-device selection: every client trains one "
     'personal model per candidate {0.1, 1, 2} ({0.05, 0.1, 0.2} with '
     '--strong_attack) and uses the one with the lowest loss on its own '
-    'validation split (fixed 1, or 0.1, with fewer than 4 validation examples).')
+    'validation split (fixed 1, or 0.1, with fewer than 4 validation '
+    "examples); or 'per_step' for the reference code's --dynamic_lam=1: one "
+    'personal model per client, and at every personal step each candidate '
+    'takes a tentative step and the one with the lowest loss on the '
+    "client's whole validation split is kept (same candidates and fallback; "
+    'costs 3 tentative steps and 3 validation passes per personal step).')
 _STRONG_ATTACK = flags.DEFINE_bool(
     'strong_attack', False,
-    "With --lam=auto: the devices' binary decision that the attack is strong "
-    '(choose among the smaller lambdas).')
+    "With --lam=auto or --lam=per_step: the devices' binary decision that the "
+    'attack is strong (choose among the smaller lambdas).')
 _FEDPROX_MU = flags.DEFINE_float(
     'fedprox_mu', 0.0,
     'FedProx proximal strength of the global solver (0 = FedAvg).')
@@ -193,13 +198,13 @@ def _lambda_values(text: Optional[str]) -> dict:
   """--lam as config values; ValueError on a value that is not a number."""
   if text is None:
     return dict(lam=None)
-  if text.strip().lower() == 'auto':
-    return dict(lam=None, lam_selection='auto')
+  if text.strip().lower() in ('auto', 'per_step'):
+    return dict(lam=None, lam_selection=text.strip().lower())
   try:
     return dict(lam=float(text), lam_selection='fixed')
   except ValueError:
     raise ValueError(
-        f"--lam must be a number >= 0 or 'auto' (got {text!r})"
+        f"--lam must be a number >= 0, 'auto' or 'per_step' (got {text!r})"
     ) from None
 
 
@@ -267,6 +272,12 @@ def main(argv):
         _DATASET.value, _METHOD.value, _config_values())
   except ValueError as error:
     _fail(str(error))
+  if _VALIDATION_FRACTION.value == 0 and any(
+      config.method == 'ditto' and config.lam_selection != 'fixed'
+      for config in configs
+  ):
+    _fail(f'--lam={configs[0].lam_selection} chooses lambda by validation '
+          'loss: it needs --validation_fraction > 0')
   if _RESUME.value and not _OUTPUT_DIR.value:
     _fail('--resume needs the --output_dir of the run to continue')
   worker_addresses = None

@@ -27,6 +27,13 @@ client computation reads the version it wrote last and writes version t. Only
 the model delta and metrics are returned to the server, so the server never
 receives `v_k` (the type signature shows it). Paths are resolved where the
 client computation runs, i.e. on the TFF worker's file system.
+
+Lambda. One lambda trains one `v_k`. Several lambdas either train one personal
+model per lambda (the candidates of the paper's per-device selection, chosen
+at evaluation) or, with `select_lambda_per_step`, one `v_k` whose every step
+is the candidate step with the lowest loss on the client's validation split
+(the reference code's `--dynamic_lam=1`; the validation data are then part of
+the client data).
 """
 
 from __future__ import annotations
@@ -40,10 +47,17 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_ditto import optimization
+from tff_ditto import training_config
 
 BATCHES_KEY = 'batches'
 STATE_KEY = 'personal_state'
 ATTACK_KEY = 'attack'
+VALIDATION_KEY = 'validation'
+# Client metric of per-step lambda selection: per candidate, the personal
+# steps that kept it, then the steps taken with the fallback lambda.
+LAMBDA_CHOICES_KEY = 'lambda_choice_counts'
+# Its train measurement: those counts over all personal steps of the round.
+LAMBDA_STEP_SHARES_KEY = 'lambda_step_shares'
 
 # `client_weighting` value that sends each client's round-start training loss
 # (mean loss of w_t on the round's batches) as its "weight", for loss-based
@@ -85,7 +99,10 @@ ATTACK_TYPE = tff.types.tensorflow_to_type(
 
 
 def client_data_type(
-    model_fn: ModelFn, personalize: bool = True, simulate_attacks: bool = False
+    model_fn: ModelFn,
+    personalize: bool = True,
+    simulate_attacks: bool = False,
+    validation: bool = False,
 ) -> tff.Type:
   """The per-client data type of a round.
 
@@ -93,21 +110,26 @@ def client_data_type(
     model_fn: The model builder (gives the batch element type).
     personalize: Include the personal-state handle.
     simulate_attacks: Include the per-client attack instruction.
+    validation: Include the client's validation batches (per-step lambda
+      selection).
 
   Returns:
-    A sequence of batches when neither is set; otherwise a struct with keys
-    `batches`, `personal_state` (sequence of one handle) and `attack`
+    A sequence of batches when none is set; otherwise a struct with keys
+    `batches`, `personal_state` (sequence of one handle), `attack`
     (sequence of one `OrderedDict(code, scale, seed)`, see
-    `tff_ditto.attacks.UPDATE_ATTACK_CODES`).
+    `tff_ditto.attacks.UPDATE_ATTACK_CODES`) and `validation` (batches of
+    the client's whole validation split), those set, in this order.
   """
   batches_type = tff.SequenceType(_element_type(model_fn))
-  if not personalize and not simulate_attacks:
+  if not personalize and not simulate_attacks and not validation:
     return batches_type
   fields = [(BATCHES_KEY, batches_type)]
   if personalize:
     fields.append((STATE_KEY, tff.SequenceType(STATE_HANDLE_TYPE)))
   if simulate_attacks:
     fields.append((ATTACK_KEY, tff.SequenceType(ATTACK_TYPE)))
+  if validation:
+    fields.append((VALIDATION_KEY, batches_type))
   return tff.StructType(fields)
 
 
@@ -196,6 +218,139 @@ def personal_lambdas(personal_lambda: Union[float, Sequence[float]]) -> tuple[fl
   return lambdas
 
 
+def _num_examples(batches: tf.data.Dataset) -> tf.Tensor:
+  """Examples in a dataset of batches (leading size of each batch)."""
+  return batches.reduce(
+      tf.constant(0, tf.int32),
+      lambda count, batch: count + tf.shape(tf.nest.flatten(batch)[0])[0],
+  )
+
+
+def _first_argmin(values: Sequence[tf.Tensor]) -> tf.Tensor:
+  """Index of the smallest scalar: the first on ties, never a NaN or Inf."""
+  finite = [
+      tf.where(tf.math.is_finite(v), v, tf.constant(np.inf, v.dtype))
+      for v in values
+  ]
+  best_index, best_value = tf.constant(0, tf.int32), finite[0]
+  for index, value in enumerate(finite[1:], start=1):
+    better = value < best_value
+    best_index = tf.where(better, index, best_index)
+    best_value = tf.where(better, value, best_value)
+  return best_index
+
+
+def _take(structures: Sequence, index: tf.Tensor):
+  """`structures[index]` for a list of equal structures and a tensor index."""
+  return tf.nest.map_structure(
+      lambda *values: tf.gather(tf.stack(values), index), *structures
+  )
+
+
+def lambda_selecting_step(
+    model: tff.learning.models.VariableModel,
+    weights: tff.learning.models.ModelWeights,
+    optimizer: tff.learning.optimizers.Optimizer,
+    optimizer_state,
+    batch,
+    center,
+    lambdas: Sequence[float],
+    validation: tf.data.Dataset,
+    use_validation: tf.Tensor,
+    fallback_index: int,
+):
+  """One personal step with lambda chosen among candidates by validation loss.
+
+  The reference code's `--dynamic_lam=1`: from the current v, every candidate
+  takes a tentative step on the same batch, sharing the gradient of F at v,
+  v_i = v - lr (grad F(v; b) + lambda_i (v - center)) (for SGD; in general
+  `optimization.proximal_update`), and the step kept is the one whose v_i has
+  the lowest mean loss over `validation` (the first on ties). A client
+  without enough validation data (`use_validation` false) keeps the step of
+  `lambdas[fallback_index]`.
+
+  Args:
+    model: The personal model (its `forward_pass` loss is F).
+    weights: `ModelWeights.from_model(model)` (variables, updated in place).
+    optimizer: The personal optimizer.
+    optimizer_state: Its state for `weights.trainable`.
+    batch: One training batch.
+    center: Flat tuple of tensors, w_t.
+    lambdas: The candidate lambdas (Python floats).
+    validation: The client's whole validation split, batched.
+    use_validation: Scalar bool tensor: choose by validation loss.
+    fallback_index: Index into `lambdas` of the step taken otherwise.
+
+  Returns:
+    (new optimizer state, batch loss F(v; b) before the step, examples in
+    the batch, int32 choice: the index of the kept candidate, or
+    `len(lambdas)` for a fallback step).
+  """
+  trainable = tuple(tf.nest.flatten(weights.trainable))
+  gradients, loss, num_examples = optimization.gradient(model, trainable, batch)
+  start = tuple(tf.identity(v) for v in trainable)
+  tentative = [
+      optimization.proximal_update(
+          optimizer, optimizer_state, start, gradients, center, strength
+      )
+      for strength in lambdas
+  ]
+  validation_losses = []
+  for _, values in tentative:
+    with tf.control_dependencies(validation_losses[-1:]):
+      assigned = [v.assign(t) for v, t in zip(trainable, values)]
+    with tf.control_dependencies(assigned):
+      validation_losses.append(optimization.mean_loss(model, validation))
+  best = _first_argmin(validation_losses)
+  kept = tf.where(use_validation, best, fallback_index)
+  with tf.control_dependencies(validation_losses):
+    for variable, candidates in zip(
+        trainable, zip(*[values for _, values in tentative])
+    ):
+      variable.assign(_take(candidates, kept))
+  optimizer_state = _take([state for state, _ in tentative], kept)
+  choice = tf.where(use_validation, best, len(lambdas))
+  return optimizer_state, loss, num_examples, choice
+
+
+def per_step_fallback_index(
+    lambdas: Sequence[float],
+    fallback_lambda: Optional[float],
+    personalize: bool,
+    min_validation_examples: int,
+) -> int:
+  """Checks a per-step lambda selection; returns the fallback's index.
+
+  Args:
+    lambdas: The candidates (from `personal_lambdas`).
+    fallback_lambda: The lambda of clients with too little validation data;
+      None is allowed with a single candidate (then that one).
+    personalize: Must be True (the selection trains the personal model).
+    min_validation_examples: Validation examples needed to select, >= 1.
+
+  Returns:
+    The index of the fallback lambda in `lambdas`.
+
+  Raises:
+    ValueError: On personalize False, a fallback that is not a candidate or
+      min_validation_examples < 1.
+  """
+  if not personalize:
+    raise ValueError('select_lambda_per_step needs personalize=True.')
+  if min_validation_examples < 1:
+    raise ValueError(
+        f'min_validation_examples must be >= 1, got {min_validation_examples}.'
+    )
+  if fallback_lambda is None and len(lambdas) == 1:
+    return 0
+  if fallback_lambda not in lambdas:
+    raise ValueError(
+        f'fallback_lambda {fallback_lambda} must be one of the candidate '
+        f'lambdas {lambdas}.'
+    )
+  return list(lambdas).index(fallback_lambda)
+
+
 def build_ditto_client_update(
     model_fn: ModelFn,
     client_optimizer: tff.learning.optimizers.Optimizer,
@@ -206,21 +361,41 @@ def build_ditto_client_update(
     client_weighting: Union[tff.learning.ClientWeighting, str],
     personalize: bool,
     simulate_attacks: bool = False,
+    select_lambda_per_step: bool = False,
+    fallback_lambda: Optional[float] = None,
+    min_validation_examples: int = (
+        training_config.MIN_VALIDATION_EXAMPLES_FOR_SELECTION
+    ),
 ):
   """Returns the `tf.function` run by one client in one Ditto round.
 
   With several lambdas (candidates for per-device selection), the client
   trains one personal model per lambda on the same batches, each pulled
-  towards the same w_t; their state is stored one after the other.
+  towards the same w_t; their state is stored one after the other. With
+  `select_lambda_per_step`, it trains one personal model whose every step is
+  a `lambda_selecting_step` among the lambdas on the client's validation
+  batches (the `validation` argument); a client with fewer than
+  `min_validation_examples` validation examples steps with `fallback_lambda`
+  (see `per_step_fallback_index`).
 
   Must be called inside a `tff.tensorflow.computation` (it builds the models).
   """
   lambdas = personal_lambdas(personal_lambda)
+  fallback_index = None
+  if select_lambda_per_step:
+    fallback_index = per_step_fallback_index(
+        lambdas, fallback_lambda, personalize, min_validation_examples
+    )
+  num_personal_models = 1 if select_lambda_per_step else len(lambdas)
   global_model = model_fn()
-  personal_models = [model_fn() for _ in lambdas] if personalize else []
+  personal_models = (
+      [model_fn() for _ in range(num_personal_models)] if personalize else []
+  )
 
   @tf.function
-  def client_update(initial_weights, batches, state_handle, attack):
+  def client_update(
+      initial_weights, batches, state_handle, attack, validation=None
+  ):
     global_weights = tff.learning.models.ModelWeights.from_model(global_model)
     tf.nest.map_structure(
         lambda v, t: v.assign(t), global_weights, initial_weights
@@ -261,15 +436,33 @@ def build_ditto_client_update(
         num_batches=zero,
         num_examples=zero,
     )
+    if select_lambda_per_step:
+      use_validation = _num_examples(validation) >= min_validation_examples
+      initial_loop_state[LAMBDA_CHOICES_KEY] = tf.zeros([len(lambdas) + 1])
 
-    def train_on_batch(loop_state, batch):
-      new_state = collections.OrderedDict(loop_state)
-      # Personal step(s) first, at v_k, with the proximal pull towards w_t.
+    def selecting_personal_step(new_state, batch):
+      optimizer_state, personal_loss, _, choice = lambda_selecting_step(
+          personal_models[0],
+          personal_weights[0],
+          personal_optimizer,
+          new_state['personal_optimizer_states'][0],
+          batch,
+          center,
+          lambdas,
+          validation,
+          use_validation,
+          fallback_index,
+      )
+      new_state['personal_optimizer_states'] = (optimizer_state,)
+      new_state['personal_loss_sum'] += personal_loss
+      new_state[LAMBDA_CHOICES_KEY] += tf.one_hot(choice, len(lambdas) + 1)
+
+    def fixed_personal_steps(new_state, batch):
       new_optimizer_states = []
       for model, weights, optimizer_state, strength in zip(
           personal_models,
           personal_weights,
-          loop_state['personal_optimizer_states'],
+          new_state['personal_optimizer_states'],
           lambdas,
       ):
         optimizer_state, personal_loss, _ = optimization.proximal_step(
@@ -285,6 +478,14 @@ def build_ditto_client_update(
         # Reported: the mean over the personal models.
         new_state['personal_loss_sum'] += personal_loss / len(lambdas)
       new_state['personal_optimizer_states'] = tuple(new_optimizer_states)
+
+    def train_on_batch(loop_state, batch):
+      new_state = collections.OrderedDict(loop_state)
+      # Personal step(s) first, at v_k, with the proximal pull towards w_t.
+      if select_lambda_per_step:
+        selecting_personal_step(new_state, batch)
+      else:
+        fixed_personal_steps(new_state, batch)
       # Then the global solver's step on the client's copy of w, same batch.
       new_state['global_optimizer_state'], global_loss, num_examples = (
           optimization.proximal_step(
@@ -340,6 +541,8 @@ def build_ditto_client_update(
           non_finite_updates=tf.cast(has_non_finite, tf.float32),
           clients=tf.constant(1.0, tf.float32),
       )
+      if select_lambda_per_step:
+        client_metrics[LAMBDA_CHOICES_KEY] = loop_state[LAMBDA_CHOICES_KEY]
       update = tf.nest.map_structure(tf.identity, update)
     return update, weight, client_metrics
 
@@ -368,19 +571,23 @@ def client_work_from_computation(
     client_computation: `(model weights, client data) -> (ClientResult,
       statistics)`, where statistics hold `global_loss_sum`,
       `personal_loss_sum`, `num_batches`, `num_examples`,
-      `non_finite_updates` and `clients` (float32), summed over clients.
+      `non_finite_updates` and `clients` (float32), summed over clients, and
+      optionally `LAMBDA_CHOICES_KEY` (per-step lambda selection).
 
   Returns:
     The client work; its `train` measurements are the mean train losses per
-    batch and the summed counts (the keys `ExperimentRunner` reads).
+    batch and the summed counts (the keys `ExperimentRunner` reads), and
+    with lambda choices `LAMBDA_STEP_SHARES_KEY`: the share of the round's
+    personal steps that kept each candidate, then the fallback share.
   """
   weights_type, data_type = client_computation.type_signature.parameter
   metrics_type = client_computation.type_signature.result[1]
+  reports_lambda_choices = hasattr(metrics_type, LAMBDA_CHOICES_KEY)
 
   @tff.tensorflow.computation(metrics_type)
   def finalize_metrics(summed):
     num_batches = tf.maximum(summed['num_batches'], 1.0)
-    return collections.OrderedDict(
+    finalized = collections.OrderedDict(
         global_train_loss=summed['global_loss_sum'] / num_batches,
         personal_train_loss=summed['personal_loss_sum'] / num_batches,
         num_examples=summed['num_examples'],
@@ -388,6 +595,11 @@ def client_work_from_computation(
         num_clients=summed['clients'],
         non_finite_updates=summed['non_finite_updates'],
     )
+    if reports_lambda_choices:
+      finalized[LAMBDA_STEP_SHARES_KEY] = (
+          summed[LAMBDA_CHOICES_KEY] / num_batches
+      )
+    return finalized
 
   @tff.federated_computation()
   def init_fn():
@@ -422,13 +634,14 @@ def _build_client_work(
     make_client_update: Callable[[], Callable],
     personalize: bool,
     simulate_attacks: bool,
+    validation: bool = False,
 ) -> tff.learning.templates.ClientWorkProcess:
   """Wraps the client update in a `ClientWorkProcess`."""
 
   @tff.tensorflow.computation(weights_type, data_type)
   def client_computation(initial_weights, client_data):
     client_update = make_client_update()
-    if not personalize and not simulate_attacks:
+    if not personalize and not simulate_attacks and not validation:
       client_data = collections.OrderedDict([(BATCHES_KEY, client_data)])
     handle = collections.OrderedDict(
         read_path=tf.constant(''), write_path=tf.constant('')
@@ -442,7 +655,11 @@ def _build_client_work(
     if simulate_attacks:
       attack = client_data[ATTACK_KEY].reduce(attack, lambda _, a: a)
     update, weight, client_metrics = client_update(
-        initial_weights, client_data[BATCHES_KEY], handle, attack
+        initial_weights,
+        client_data[BATCHES_KEY],
+        handle,
+        attack,
+        client_data[VALIDATION_KEY] if validation else None,
     )
     return (
         tff.learning.templates.ClientResult(
@@ -469,6 +686,11 @@ def build_ditto_process(
     ] = tff.learning.ClientWeighting.UNIFORM,
     personalize: bool = True,
     simulate_attacks: bool = False,
+    select_lambda_per_step: bool = False,
+    fallback_lambda: Optional[float] = None,
+    min_validation_examples: int = (
+        training_config.MIN_VALIDATION_EXAMPLES_FOR_SELECTION
+    ),
 ) -> tff.learning.templates.LearningProcess:
   """Builds Ditto as a `tff.learning.templates.LearningProcess`.
 
@@ -498,7 +720,9 @@ def build_ditto_process(
       personal model per value on every client (the candidates of the
       paper's per-device lambda selection, see
       `tff_ditto.training_config.lambda_candidates`); the state file then
-      holds them one after the other, in this order.
+      holds them one after the other, in this order. With
+      `select_lambda_per_step` they are the candidates of every step of a
+      single personal model instead.
     local_steps: Mini-batch steps per client per round (the reference's
       `local_iters`); each client's dataset is truncated to this many batches.
     model_aggregator: A `tff.aggregators` factory for the deltas (weighted or
@@ -520,14 +744,29 @@ def build_ditto_process(
       the simulation transform their update inside this same client
       computation (A2 random, A3 model replacement, bit flip) or mark it for
       an omniscient server-side attack hook.
+    select_lambda_per_step: Train one personal model and, at every personal
+      step, keep the step of the lambda among `personal_lambda` whose
+      tentative model has the lowest loss on the client's whole validation
+      split (`lambda_selecting_step`; the reference code's `--dynamic_lam=1`).
+      The client data then also hold `validation` batches
+      (`client_data_type`), and the train metrics `LAMBDA_STEP_SHARES_KEY`.
+    fallback_lambda: With `select_lambda_per_step`: the lambda (one of the
+      candidates) of clients with fewer than `min_validation_examples`
+      validation examples; may be None with a single candidate.
+    min_validation_examples: See `fallback_lambda`.
 
   Returns:
     A `tff.learning.templates.LearningProcess`.
 
   Raises:
-    ValueError: On a negative lambda or mu, or non-positive local_steps.
+    ValueError: On a negative lambda or mu, non-positive local_steps, or an
+      invalid per-step selection (`per_step_fallback_index`).
   """
   lambdas = personal_lambdas(personal_lambda)
+  if select_lambda_per_step:
+    per_step_fallback_index(
+        lambdas, fallback_lambda, personalize, min_validation_examples
+    )
   if global_proximal_strength < 0:
     raise ValueError(
         f'global_proximal_strength must be >= 0, got {global_proximal_strength}.'
@@ -538,7 +777,9 @@ def build_ditto_process(
     personal_optimizer = client_optimizer
 
   weights_type = _weights_type(model_fn)
-  data_type = client_data_type(model_fn, personalize, simulate_attacks)
+  data_type = client_data_type(
+      model_fn, personalize, simulate_attacks, select_lambda_per_step
+  )
 
   def make_client_update():
     return build_ditto_client_update(
@@ -551,11 +792,14 @@ def build_ditto_process(
         client_weighting=client_weighting,
         personalize=personalize,
         simulate_attacks=simulate_attacks,
+        select_lambda_per_step=select_lambda_per_step,
+        fallback_lambda=fallback_lambda,
+        min_validation_examples=min_validation_examples,
     )
 
   client_work = _build_client_work(
       model_fn, weights_type, data_type, make_client_update, personalize,
-      simulate_attacks,
+      simulate_attacks, select_lambda_per_step,
   )
   return compose_process(
       model_fn, client_work, model_aggregator, server_optimizer

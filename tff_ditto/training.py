@@ -10,6 +10,9 @@ store and writes results:
 
 * `<output_dir>/metrics.csv`: one row per round (a `tff.program`
   `CSVFileReleaseManager`, which also truncates rows past a resumed round);
+  with lam_selection 'per_step' it includes the share of the round's personal
+  steps that kept each candidate lambda (`step_share_lam_<value>`) or took
+  the fallback lambda (`step_share_fallback`);
 * `<output_dir>/client_metrics.csv`: per-client test results at the last
   evaluation;
 * `<output_dir>/summary.json`: the final summary and the configuration;
@@ -192,6 +195,29 @@ def build_model_aggregator(
   return factory
 
 
+def _check_validation_data(
+    config: ExperimentConfig, dataset: FederatedDataset
+) -> None:
+  """Lambda selection by validation loss needs some client's validation data.
+
+  Raises:
+    ValueError: If `config` selects lambda ('auto' or 'per_step', method
+      `ditto`) and no client has `MIN_VALIDATION_EXAMPLES_FOR_SELECTION`
+      validation examples (every client would use the fallback lambda).
+  """
+  if config.method != 'ditto' or config.lam_selection == 'fixed':
+    return
+  needed = training_config.MIN_VALIDATION_EXAMPLES_FOR_SELECTION
+  if dataset.num_clients and (
+      dataset.num_validation_examples().max() < needed
+  ):
+    raise ValueError(
+        f'lam_selection {config.lam_selection} chooses lambda by validation '
+        f'loss, but no client of {dataset.name} has >= {needed} validation '
+        'examples (hold some out: validation_fraction > 0)'
+    )
+
+
 class OutputDirectoryError(RuntimeError):
   """The output directory holds results and neither resume nor overwrite."""
 
@@ -228,7 +254,8 @@ class ExperimentRunner:
       log_fn: Receives one progress line per round; None for silence.
 
     Raises:
-      ValueError: On an invalid config.
+      ValueError: On an invalid config, or a lambda selection on a dataset
+        where no client has enough validation data.
       OutputDirectoryError: If `output_dir` holds results and neither
         `resume` nor `overwrite` is set.
     """
@@ -261,19 +288,28 @@ class ExperimentRunner:
     self._malicious_code = attacks.update_attack_code(attack)
     self.simulate_attacks = self._malicious_code != 0
     self._num_train_examples = dataset.num_train_examples()
+    _check_validation_data(config, dataset)
     self._prepare_output_dir(resume, overwrite)
     self._resume = resume
 
     personalize = config.method in PERSONALIZED_METHODS
     self.personalize = personalize
-    # One personal model per lambda: the candidates of the per-device
-    # selection, or the single fixed lambda.
-    if config.lam_selection == 'auto':
+    # The lambdas: the candidates of the per-device selection, or the single
+    # fixed lambda. 'auto' keeps one personal model per lambda; 'per_step'
+    # chooses among them at every step of a single personal model.
+    self.select_lambda_per_step = config.lam_selection == 'per_step'
+    if config.lam_selection in ('auto', 'per_step'):
       self.personal_lambdas = training_config.lambda_candidates(
           config.strong_attack
       )
     else:
       self.personal_lambdas = (config.lam,)
+    self.num_personal_models = (
+        len(self.personal_lambdas) if config.lam_selection == 'auto' else 1
+    )
+    per_step_fallback = None
+    if self.select_lambda_per_step:
+      per_step_fallback = training_config.fallback_lambda(config.strong_attack)
     client_optimizer = tff.learning.optimizers.build_sgdm(
         learning_rate=config.client_lr
     )
@@ -302,11 +338,13 @@ class ExperimentRunner:
         client_weighting=_client_weighting(config),
         personalize=personalize,
         simulate_attacks=self.simulate_attacks,
+        select_lambda_per_step=self.select_lambda_per_step,
+        fallback_lambda=per_step_fallback,
     )
     self.global_evaluation = evaluation.build_global_evaluation(model_fn)
     if personalize:
       self.personalized_evaluation = evaluation.build_personalized_evaluation(
-          model_fn, num_personal_models=len(self.personal_lambdas)
+          model_fn, num_personal_models=self.num_personal_models
       )
     if config.method == 'finetune':
       self.finetune_evaluation = evaluation.build_finetune_evaluation(
@@ -322,7 +360,7 @@ class ExperimentRunner:
           os.path.join(output_dir, 'client_states'),
           dataset.num_clients,
           (list(initial.trainable) + list(initial.non_trainable))
-          * len(self.personal_lambdas),
+          * self.num_personal_models,
       )
     self.next_round = 0
     self._checkpoint_versions = []  # client-state versions per kept checkpoint
@@ -467,7 +505,11 @@ class ExperimentRunner:
         )
         for i in client_indices
     ]
-    if not self.personalize and not self.simulate_attacks:
+    if (
+        not self.personalize
+        and not self.simulate_attacks
+        and not self.select_lambda_per_step
+    ):
       return datasets
     client_data = [
         collections.OrderedDict(batches=batches) for batches in datasets
@@ -479,6 +521,12 @@ class ExperimentRunner:
     if self.simulate_attacks:
       for data, index in zip(client_data, client_indices):
         data['attack'] = self._attack_instruction(round_num, int(index))
+    if self.select_lambda_per_step:
+      for data, index in zip(client_data, client_indices):
+        data[ditto.VALIDATION_KEY] = eval_batches(
+            self.dataset.validation[client_ids[index]],
+            self.config.eval_batch_size,
+        )
     return client_data
 
   def run_round(self, round_num: int) -> collections.OrderedDict:
@@ -512,6 +560,18 @@ class ExperimentRunner:
         sampled_malicious=int(self.malicious[client_indices].sum()),
         non_finite_updates=float(train['non_finite_updates']),
     )
+    if self.select_lambda_per_step:
+      row.update(self._lambda_step_shares(train))
+    return row
+
+  def _lambda_step_shares(self, train) -> collections.OrderedDict:
+    """Shares of the round's personal steps kept per lambda, and fallback."""
+    shares = np.asarray(train[ditto.LAMBDA_STEP_SHARES_KEY], np.float64)
+    row = collections.OrderedDict(
+        (f'step_share_lam_{value:g}', float(share))
+        for value, share in zip(self.personal_lambdas, shares)
+    )
+    row['step_share_fallback'] = float(shares[-1])
     return row
 
   # ------------------------------------------------------------ evaluation
@@ -583,7 +643,7 @@ class ExperimentRunner:
       client_metrics = self.baseline.evaluate_clients(self, weights, test)
     elif self.personalize:
       client_metrics = self._evaluate_personal_models(test)
-      if len(self.personal_lambdas) > 1:
+      if self.num_personal_models > 1:
         all_candidates = client_metrics
         client_metrics, chosen_lambdas = self._select_personal_models(
             client_metrics
@@ -737,8 +797,8 @@ class ExperimentRunner:
   def personalized_weights(self, client_index: int) -> list[np.ndarray]:
     """A client's current personalized model(s), trainable + non-trainable.
 
-    With several lambdas (per-device selection), the models of all of them,
-    one after the other in the order of `personal_lambdas`.
+    With lam_selection 'auto', the models of all candidate lambdas, one after
+    the other in the order of `personal_lambdas` (one model otherwise).
     """
     if self.store is None:
       raise ValueError(f'Method {self.config.method} keeps no client state.')

@@ -26,7 +26,9 @@ METHODS = ('ditto', 'local', 'global', 'finetune') + BASELINE_METHODS
 # Methods whose clients keep state files (personalized / local models).
 PERSONALIZED_METHODS = ('ditto', 'local', 'l2sgd', 'apfl', 'mapper')
 SAMPLING_MODES = ('weighted', 'uniform')
-LAMBDA_SELECTIONS = ('fixed', 'auto')
+# 'auto': the paper's choice among per-candidate personal models at
+# evaluation; 'per_step': the reference code's choice at every personal step.
+LAMBDA_SELECTIONS = ('fixed', 'auto', 'per_step')
 
 # The paper's per-device lambda selection (Section 5, "selecting lambda"):
 # candidates and the fixed value of devices with too little validation data.
@@ -61,13 +63,20 @@ class ExperimentConfig:
     server_optimizer: 'sgd' or 'adam'.
     lam: Ditto's lambda (ignored by `global`; 0 for `local`) when
       `lam_selection` is 'fixed'.
-    lam_selection: 'fixed' (one lambda, `lam`) or 'auto': every client trains
+    lam_selection: 'fixed' (one lambda, `lam`); 'auto': every client trains
       one personal model per candidate of `lambda_candidates(strong_attack)`
       and, at evaluation, uses the one with the lowest loss on its own
       validation split (`fallback_lambda` below 4 validation examples), the
-      paper's protocol. Only `ditto` uses it (the other methods ignore it).
+      paper's protocol; or 'per_step', the reference code's `--dynamic_lam=1`:
+      every client trains one personal model and, at every personal step,
+      each candidate takes a tentative step and the one with the lowest loss
+      on the client's whole validation split is kept (`fallback_lambda`
+      steps below 4 validation examples; the reference has only the
+      not-strong candidates). Only `ditto` uses it (the other methods ignore
+      it).
     strong_attack: The device-side binary decision of the paper's lambda
-      selection: strong attacks choose from the smaller lambdas.
+      selection: strong attacks choose from the smaller lambdas. Needs
+      `lam_selection` 'auto' or 'per_step'.
     fedprox_mu: FedProx proximal strength of the global solver (0 = FedAvg).
     finetune_steps: Fine-tuning mini-batch steps of the `finetune` method.
     finetune_lam: Proximal strength of fine-tuning towards the global model.
@@ -153,6 +162,11 @@ class ExperimentConfig:
         (
             self.lam_selection in LAMBDA_SELECTIONS,
             f'lam_selection must be one of {LAMBDA_SELECTIONS}',
+        ),
+        (
+            not self.strong_attack or self.lam_selection != 'fixed',
+            'strong_attack picks the candidate lambdas of lam_selection auto '
+            'or per_step; it has no effect with lam_selection fixed',
         ),
         (self.fedprox_mu >= 0, 'fedprox_mu must be >= 0'),
         (self.finetune_steps >= 0, 'finetune_steps must be >= 0'),

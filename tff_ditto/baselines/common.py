@@ -153,27 +153,10 @@ def state_handle(client_data) -> collections.OrderedDict:
 # ----------------------------------------------------------- computations
 
 
-def gradient(model, trainable, batch, training: bool = True):
-  """(gradient of the batch loss w.r.t. `trainable`, loss, examples)."""
-  with tf.GradientTape() as tape:
-    output = model.forward_pass(batch, training=training)
-  gradients = tape.gradient(output.loss, trainable)
-  num_examples = output.num_examples
-  if num_examples is None:
-    num_examples = tf.shape(output.predictions)[0]
-  return tuple(gradients), output.loss, num_examples
-
-
-def mean_loss(model, batches: tf.data.Dataset) -> tf.Tensor:
-  """Example-weighted mean loss of the model over `batches` (inference)."""
-
-  def accumulate(totals, batch):
-    output = model.forward_pass(batch, training=False)
-    count = tf.cast(tf.shape(output.predictions)[0], tf.float32)
-    return totals + tf.stack([output.loss * count, count])
-
-  totals = batches.reduce(tf.zeros([2], tf.float32), accumulate)
-  return totals[0] / tf.maximum(totals[1], 1.0)
+# The loss gradient and validation loss live with the proximal step (Ditto's
+# per-step lambda selection uses them too).
+gradient = optimization.gradient
+mean_loss = optimization.mean_loss
 
 
 def proximal_sgd(
