@@ -84,6 +84,11 @@ _PLAIN_ONLY = flags.DEFINE_bool(
     'plain_only', False,
     'Run only cells without extra options (e.g. Ditto lambda=1 but not '
     'the per-device lambda or TERM tilt variants).')
+_REUSE_COMPUTATIONS = flags.DEFINE_bool(
+    'reuse_computations', True,
+    'Cells whose process and evaluation builders receive the same inputs '
+    'share the built TFF computations instead of building and compiling '
+    'them again; --noreuse_computations builds them per cell.')
 _SKIP_THEORY = flags.DEFINE_bool('skip_theory', False,
                                  'Do not redraw the theory figures 1-2.')
 
@@ -122,7 +127,8 @@ def main(argv):
       rounds=_QUICK_ROUNDS.value if quick and _ROUNDS.value is None
       else _ROUNDS.value,
       max_clients=_QUICK_MAX_CLIENTS.value if quick else None,
-      seed=_SEED.value, keep_checkpoints=_KEEP_CHECKPOINTS.value)
+      seed=_SEED.value, keep_checkpoints=_KEEP_CHECKPOINTS.value,
+      reuse_computations=_REUSE_COMPUTATIONS.value)
   report_datasets = list(dict.fromkeys(list(datasets) + ['celeba']))
   cells = reproduction.paper_cells(report_datasets)
   selecting = any(flag.value is not None for flag in (

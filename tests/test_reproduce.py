@@ -150,3 +150,30 @@ def test_selected_report_marks_the_rest_pending(tmp_path):
   assert '4 of ' in completed.stdout
   report = (tmp_path / 'out' / 'REPORT.md').read_text()
   assert 'Partial grid' in report and 'pending: not run yet' in report
+
+
+def test_grid_cells_share_computations_with_the_same_results(tmp_path):
+  """Clean and A1 (label poisoning) global cells reuse one process."""
+  cells = [reproduction.make_cell('synthetic', 'global'),
+           reproduction.make_cell('synthetic', 'global', 'a1', 0.5)]
+  results, logs = {}, {}
+  for reuse in (True, False):
+    settings = reproduction.RunSettings(
+        data_dir=None, runs_dir=str(tmp_path / f'reuse_{reuse}'), rounds=2,
+        max_clients=12, reuse_computations=reuse)
+    logs[reuse] = []
+    results[reuse] = reproduction.run_grid(cells, settings,
+                                           log_fn=logs[reuse].append)
+    assert results[reuse]['status'].tolist() == ['done', 'done']
+  assert logs[True][-1].startswith('computation cache: 2 computations built, '
+                                   '2 reused')
+  assert not any(line.startswith('computation cache') for line in logs[False])
+  columns = ['cell_id', 'benign_mean_accuracy', 'benign_std_accuracy',
+             'benign_pooled_accuracy', 'benign_worst10_accuracy']
+  pd.testing.assert_frame_equal(results[True][columns],
+                                results[False][columns], check_exact=True)
+  for cell in cells:
+    metrics = [pd.read_csv(os.path.join(
+        str(tmp_path / f'reuse_{reuse}'), 'synthetic', cell.cell_id,
+        'metrics.csv')).drop(columns='seconds') for reuse in (True, False)]
+    pd.testing.assert_frame_equal(*metrics, check_exact=True)

@@ -391,3 +391,164 @@ def test_evaluating_another_split_leaves_the_run_untouched(resume_runs):
   assert global_test['benign_pooled_accuracy'] == pytest.approx(
       straight_summary['final']['global_model_benign_pooled_accuracy']
   )
+
+
+# ------------------------------------------------------ computation cache
+
+
+def test_computation_cache_builds_once_per_key():
+  cache = training.ComputationCache()
+  built = []
+
+  def build(value):
+    built.append(value)
+    return [value]
+
+  first = cache.get_or_build('kind', ('a', 1), lambda: build('a1'))
+  assert cache.get_or_build('kind', ('a', 1.0), lambda: build('x')) is first
+  other_kind = cache.get_or_build('other', ('a', 1), lambda: build('b'))
+  assert other_kind is not first and built == ['a1', 'b']
+  assert cache.builds == {'kind': 1, 'other': 1}
+  assert cache.hits == {'kind': 1}
+  assert len(cache) == 2
+  assert '2 computations built, 1 reused' in cache.describe()
+
+
+def test_objects_enter_keys_by_identity():
+  from tff_ditto import computation_cache  # pylint: disable=g-import-not-at-top
+
+  def make_model_fn():
+    return lambda: None
+
+  a, b = make_model_fn(), make_model_fn()
+  assert computation_cache.ByIdentity(a) == computation_cache.ByIdentity(a)
+  assert computation_cache.ByIdentity(a) != computation_cache.ByIdentity(b)
+  cache = training.ComputationCache()
+  key_a, key_b = computation_cache.ByIdentity(a), computation_cache.ByIdentity(b)
+  first = cache.get_or_build('k', key_a, list)
+  assert cache.get_or_build('k', computation_cache.ByIdentity(a), list) is first
+  assert cache.get_or_build('k', key_b, list) is not first
+
+
+def _run_results(runner):
+  """What a finished run produced: rows, summary, models, client table."""
+  out = runner.output_dir
+  personal = [
+      runner.personalized_weights(i) for i in range(runner.dataset.num_clients)
+  ] if runner.store is not None else []
+  return dict(
+      rows=_without_seconds(_read_csv(os.path.join(out, 'metrics.csv'))),
+      final=runner.last_evaluation,
+      global_weights=_global_weights(runner),
+      personal=personal,
+      clients=_read_csv(os.path.join(out, 'client_metrics.csv')),
+  )
+
+
+def _assert_same_results(a, b):
+  assert a['rows'] == b['rows']
+  assert json.dumps(a['final']) == json.dumps(b['final'])  # NaN == NaN
+  assert a['clients'] == b['clients']
+  _assert_arrays_equal(a['global_weights'], b['global_weights'])
+  assert len(a['personal']) == len(b['personal'])
+  for x, y in zip(a['personal'], b['personal']):
+    _assert_arrays_equal(x, y)
+
+
+def test_driver_side_differences_reuse_computations_bit_identically(
+    tmp_path, dataset, model_fn
+):
+  """Two Ditto runs differing in attack ratio, rounds and evaluation period.
+
+  A1 poisons labels on the driver side, the mean aggregator has no parameter
+  depending on the number of attackers: the builders receive the same
+  inputs, so the second run reuses every computation of the first, and
+  both give exactly what they give without a cache.
+  """
+  configs = dict(
+      clean=_config(rounds=2, eval_every=2),
+      attacked=_config(rounds=3, eval_every=1, attack='a1', attack_ratio=0.5),
+  )
+  alone = {}
+  for name, config in configs.items():
+    runner = _runner(config, dataset, model_fn, tmp_path / 'alone' / name)
+    runner.run()
+    alone[name] = _run_results(runner)
+  cache = training.ComputationCache()
+  shared = {}
+  for name, config in configs.items():
+    runner = _runner(config, dataset, model_fn, tmp_path / 'shared' / name,
+                     computation_cache=cache)
+    runner.run()
+    shared[name] = runner
+  clean, attacked = shared['clean'], shared['attacked']
+  assert attacked.process is clean.process
+  assert attacked.global_evaluation is clean.global_evaluation
+  assert attacked.personalized_evaluation is clean.personalized_evaluation
+  assert cache.builds == {
+      'ditto_process': 1, 'global_evaluation': 1, 'personalized_evaluation': 1}
+  assert cache.hits == cache.builds
+  assert attacked.malicious.sum() == 3 and attacked.history[-1]['round'] == 2
+  for name, runner in shared.items():
+    _assert_same_results(_run_results(runner), alone[name])
+
+
+def test_builder_inputs_separate_computations(tmp_path, dataset, model_fn):
+  """Runs whose builders receive different inputs never share a process."""
+  cache = training.ComputationCache()
+  base = dict(aggregator='k_norm', attack='a1', attack_ratio=0.5)
+  # k_norm excludes E = int(3 * malicious / 6) updates: 1 at ratio 0.5, 0 at
+  # 0.2; A2 makes clients transform their updates (simulate_attacks).
+  variants = dict(
+      base=base,
+      fewer_attackers=dict(base, attack_ratio=0.2),
+      update_attack=dict(base, attack='a2'),
+      other_lambda=dict(base, lam=1.0),
+      tilted=dict(method='term', term_t=1.0, attack='a1', attack_ratio=0.5),
+      other_tilt=dict(method='term', term_t=2.0, attack='a1',
+                      attack_ratio=0.5),
+  )
+  processes = {
+      name: _runner(_config(**overrides), dataset, model_fn,
+                    tmp_path / name, computation_cache=cache).process
+      for name, overrides in variants.items()
+  }
+  assert len({id(p) for p in processes.values()}) == len(variants)
+  assert cache.builds['ditto_process'] == 4 and cache.builds['baseline'] == 2
+  assert not cache.hits['ditto_process'] and not cache.hits['baseline']
+  # Controls: a driver-side difference (rounds; for TERM also the ratio)
+  # reuses the same process.
+  again = _runner(_config(**base, rounds=7), dataset, model_fn,
+                  tmp_path / 'again', computation_cache=cache)
+  assert again.process is processes['base']
+  term_again = _runner(
+      _config(**dict(variants['tilted'], attack_ratio=0.2)), dataset,
+      model_fn, tmp_path / 'term_again', computation_cache=cache)
+  assert term_again.process is processes['tilted']
+
+
+class _ReadRecorder:
+  """Stands in for a config and records which fields are read."""
+
+  def __init__(self, config):
+    self._config = config
+    self.read = set()
+
+  def __getattr__(self, name):
+    self.read.add(name)
+    return getattr(self._config, name)
+
+
+def test_baseline_builders_read_no_field_left_out_of_their_key(model_fn):
+  from tff_ditto import aggregators  # pylint: disable=g-import-not-at-top
+  from tff_ditto import baselines  # pylint: disable=g-import-not-at-top
+
+  for method in baselines.BASELINE_METHODS:
+    recorder = _ReadRecorder(_config(method=method))
+    baselines.build_method(
+        recorder, model_fn, num_clients=NUM_CLIENTS,
+        model_aggregator=aggregators.build_aggregator('mean'),
+        simulate_attacks=False)
+    assert 'method' in recorder.read
+    unread = recorder.read & set(baselines.UNREAD_CONFIG_FIELDS)
+    assert not unread, (method, unread)

@@ -5,7 +5,8 @@ extra `ExperimentConfig` options). Paper tables and figures are `TableSpec`s:
 rows (label, method, aggregator, options) crossed with columns (attack,
 ratio); `paper_cells` is the union of their cells per dataset. `run_grid`
 runs every cell in this process (TF/TFF started once; each dataset loaded
-once), one `training.ExperimentRunner` per cell in
+once; cells whose builders receive the same inputs share the built TFF
+computations), one `training.ExperimentRunner` per cell in
 `<runs_dir>/<dataset>/<cell id>/`, skips cells whose summary.json already has
 the requested rounds, continues half-finished cells from their checkpoints,
 and records cells that cannot run (dataset absent, method or option not
@@ -342,6 +343,9 @@ class RunSettings:
     seed: Seed of every cell.
     keep_checkpoints: Keep checkpoints and client states of finished cells
       (they are large: one model per client).
+    reuse_computations: Cells whose process or evaluation builders receive
+      the same inputs share the built computations (one
+      `training.ComputationCache` per grid); False builds them per cell.
   """
 
   data_dir: Optional[str]
@@ -351,6 +355,7 @@ class RunSettings:
   max_clients: Optional[int] = None
   seed: int = 0
   keep_checkpoints: bool = False
+  reuse_computations: bool = True
 
 
 def _config_fields() -> set[str]:
@@ -417,6 +422,62 @@ def _result_row(cell: Cell, status: str, summary: Optional[dict] = None,
   return row
 
 
+class _GridResources:
+  """What a grid's cells share: TFF runtime, datasets, model_fns and cache.
+
+  One dataset and one model_fn per dataset name (the cache keys models by
+  identity), and one `training.ComputationCache` unless
+  `settings.reuse_computations` is False.
+  """
+
+  def __init__(self, settings: RunSettings):
+    self.settings = settings
+    self.cache = None
+    self._started = False
+    self._datasets: dict[str, Any] = {}
+    self._model_fns: dict[str, Callable[[], Any]] = {}
+
+  def start(self) -> None:
+    """Starts the TFF runtime (once) and creates the cache."""
+    if self._started:
+      return
+    from tff_ditto import runtime  # pylint: disable=g-import-not-at-top
+    from tff_ditto import training  # pylint: disable=g-import-not-at-top
+    runtime.set_quiet_logs(0)
+    runtime.configure_local_execution(2)
+    if self.settings.reuse_computations:
+      self.cache = training.ComputationCache()
+    self._started = True
+
+  def runner(self, cell: Cell, config, directory: str, resume: bool):
+    """The cell's `training.ExperimentRunner` (loads its dataset once).
+
+    Args:
+      cell: The cell.
+      config: Its `ExperimentConfig` (`cell_config`).
+      directory: Its output directory.
+      resume: Continue from its checkpoints.
+
+    Returns:
+      The runner, built with the grid's cache and the dataset's model_fn.
+    """
+    from tff_ditto import models  # pylint: disable=g-import-not-at-top
+    from tff_ditto import training  # pylint: disable=g-import-not-at-top
+    from tff_ditto.data import load_dataset  # pylint: disable=g-import-not-at-top
+    settings = self.settings
+    if cell.dataset not in self._datasets:
+      self._datasets[cell.dataset] = load_dataset(
+          cell.dataset,
+          None if cell.dataset.startswith('synthetic') else settings.data_dir,
+          validation_fraction=0.1, seed=settings.seed,
+          max_clients=settings.max_clients)
+      self._model_fns[cell.dataset] = models.get_model_spec(
+          cell.dataset, seed=settings.seed).tff_model_fn()
+    return training.ExperimentRunner(
+        config, self._datasets[cell.dataset], self._model_fns[cell.dataset],
+        directory, resume=resume, log_fn=None, computation_cache=self.cache)
+
+
 def run_grid(cells: Sequence[Cell], settings: RunSettings,
              unavailable_datasets: Optional[Mapping[str, str]] = None,
              log_fn: Callable[[str], None] = print,
@@ -440,7 +501,7 @@ def run_grid(cells: Sequence[Cell], settings: RunSettings,
   """
   unavailable_datasets = dict(unavailable_datasets or {})
   os.makedirs(settings.runs_dir, exist_ok=True)
-  rows, datasets, runtime_ready = [], {}, False
+  rows, resources = [], _GridResources(settings)
   csv_path = os.path.join(settings.runs_dir, 'cells.csv')
   for index, cell in enumerate(cells):
     prefix = f'[{index + 1}/{len(cells)}] {cell.dataset} {cell.cell_id}'
@@ -464,29 +525,13 @@ def run_grid(cells: Sequence[Cell], settings: RunSettings,
     if not run_missing:
       rows.append(_result_row(cell, 'pending: not run yet'))
       continue
-    if not runtime_ready:
-      from tff_ditto import runtime  # pylint: disable=g-import-not-at-top
-      runtime.set_quiet_logs(0)
-      runtime.configure_local_execution(2)
-      runtime_ready = True
-    from tff_ditto import models  # pylint: disable=g-import-not-at-top
-    from tff_ditto import training  # pylint: disable=g-import-not-at-top
-    from tff_ditto.data import load_dataset  # pylint: disable=g-import-not-at-top
+    resources.start()
     start = time.monotonic()
     try:
-      if cell.dataset not in datasets:
-        datasets[cell.dataset] = load_dataset(
-            cell.dataset,
-            None if cell.dataset.startswith('synthetic') else settings.data_dir,
-            validation_fraction=0.1, seed=settings.seed,
-            max_clients=settings.max_clients)
       resume = os.path.isdir(directory) and bool(os.listdir(directory))
       log_fn(f'{prefix}: {"resuming" if resume else "running"} '
              f'{config.rounds} rounds')
-      runner = training.ExperimentRunner(
-          config, datasets[cell.dataset],
-          models.get_model_spec(cell.dataset, seed=settings.seed).tff_model_fn(),
-          directory, resume=resume, log_fn=None)
+      runner = resources.runner(cell, config, directory, resume)
       summary = runner.run()
       del runner
       with open(os.path.join(directory, 'cell.json'), 'w') as f:
@@ -508,6 +553,8 @@ def run_grid(cells: Sequence[Cell], settings: RunSettings,
       rows.append(_result_row(cell, f'failed: {message}', None,
                               time.monotonic() - start))
     pd.DataFrame(rows).to_csv(csv_path, index=False)
+  if resources.cache is not None:
+    log_fn(f'computation cache: {resources.cache.describe()}')
   frame = pd.DataFrame(rows)
   frame.to_csv(csv_path, index=False)
   return frame

@@ -19,6 +19,10 @@ store and writes results:
 * `<output_dir>/checkpoints/`: server state, round and client-state versions
   through `tff.program.FileProgramStateManager`;
 * `<output_dir>/client_states/`: versioned personalized models.
+
+Runners given one `ComputationCache` share the computations built from the
+same inputs (`tff_ditto.computation_cache`); a grid of short runs then
+traces each distinct process and evaluation once.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import tensorflow_federated as tff
 from tff_ditto import attacks
 from tff_ditto import baselines
 from tff_ditto import client_states
+from tff_ditto import computation_cache as computation_cache_lib
 from tff_ditto import ditto
 from tff_ditto import evaluation
 from tff_ditto import training_config
@@ -50,6 +55,7 @@ from tff_ditto.data import FederatedDataset
 METHODS = training_config.METHODS
 PERSONALIZED_METHODS = training_config.PERSONALIZED_METHODS
 ExperimentConfig = training_config.ExperimentConfig
+ComputationCache = computation_cache_lib.ComputationCache
 
 
 def sample_clients(
@@ -143,10 +149,11 @@ def initial_model_weights(
   )
 
 
-def _server_optimizer(config: ExperimentConfig):
-  if config.server_optimizer == 'adam':
-    return tff.learning.optimizers.build_adam(learning_rate=config.server_lr)
-  return tff.learning.optimizers.build_sgdm(learning_rate=config.server_lr)
+def _server_optimizer(kind: str, learning_rate: float):
+  """The server optimizer named by `ExperimentConfig.server_optimizer`."""
+  if kind == 'adam':
+    return tff.learning.optimizers.build_adam(learning_rate=learning_rate)
+  return tff.learning.optimizers.build_sgdm(learning_rate=learning_rate)
 
 
 def _client_weighting(config: ExperimentConfig):
@@ -157,14 +164,62 @@ def _client_weighting(config: ExperimentConfig):
   return tff.learning.ClientWeighting.UNIFORM
 
 
-def build_model_aggregator(
+@dataclasses.dataclass(frozen=True)
+class AggregatorSpec:
+  """Everything the server aggregation factory of a run is built from.
+
+  Hashable: with the model it keys the processes of a `ComputationCache`.
+
+  Attributes:
+    name: `tff_ditto.aggregators.build_aggregator` name.
+    parameters: Its rule parameters, sorted (name, value) pairs.
+    bucketing_size: Bucketing s (0 = none).
+    bucketing_seed: Seed of the bucketing permutations.
+    omniscient_attack: Canonical name of the omniscient attack simulated in
+      front of the rule, or None.
+  """
+
+  name: str
+  parameters: tuple[tuple[str, Any], ...]
+  bucketing_size: int
+  bucketing_seed: int
+  omniscient_attack: Optional[str]
+
+  def build(self):
+    """Returns the `tff.aggregators` factory."""
+    from tff_ditto import aggregators  # pylint: disable=g-import-not-at-top
+
+    factory = aggregators.build_aggregator(
+        self.name,
+        bucketing_size=self.bucketing_size,
+        bucketing_seed=self.bucketing_seed,
+        **dict(self.parameters),
+    )
+    if self.omniscient_attack is not None:
+      from tff_ditto.aggregators import omniscient  # pylint: disable=g-import-not-at-top
+
+      factory = omniscient.OmniscientAttackFactory(
+          factory, self.omniscient_attack
+      )
+    return factory
+
+
+def model_aggregator_spec(
     config: ExperimentConfig, num_clients: int, num_malicious: int
-):
-  """The server aggregation factory named by `config.aggregator`.
+) -> AggregatorSpec:
+  """The server aggregation named by `config.aggregator`, as a spec.
 
   Krum's f, the trimmed mean's b and k-norm's exclusions use the Ditto
   reference's expected number of attackers per round,
   E = int(clients_per_round * num_malicious / num_clients).
+
+  Args:
+    config: The run's config.
+    num_clients: N, all clients of the dataset.
+    num_malicious: The malicious clients among them.
+
+  Returns:
+    The `AggregatorSpec`.
   """
   from tff_ditto import aggregators  # pylint: disable=g-import-not-at-top
 
@@ -181,18 +236,92 @@ def build_model_aggregator(
           num_benign=max(config.clients_per_round - expected, 1)
       ),
   }.get(config.aggregator, {})
-  factory = aggregators.build_aggregator(
-      config.aggregator,
+  attack = attacks.canonical_attack_name(config.attack)
+  return AggregatorSpec(
+      name=config.aggregator,
+      parameters=tuple(sorted(parameters.items())),
       bucketing_size=config.bucketing_size,
       bucketing_seed=config.seed,
-      **parameters,
+      omniscient_attack=(
+          attack if attack in attacks.OMNISCIENT_ATTACKS else None
+      ),
   )
-  attack = attacks.canonical_attack_name(config.attack)
-  if attack in attacks.OMNISCIENT_ATTACKS:
-    from tff_ditto.aggregators import omniscient  # pylint: disable=g-import-not-at-top
 
-    factory = omniscient.OmniscientAttackFactory(factory, attack)
-  return factory
+
+def build_model_aggregator(
+    config: ExperimentConfig, num_clients: int, num_malicious: int
+):
+  """The server aggregation factory named by `config.aggregator`.
+
+  See `model_aggregator_spec`.
+  """
+  return model_aggregator_spec(config, num_clients, num_malicious).build()
+
+
+@dataclasses.dataclass(frozen=True)
+class DittoProcessSpec:
+  """Every argument of `ditto.build_ditto_process` but model and aggregator.
+
+  Hashable: with the model and the aggregator it keys the Ditto-family
+  processes (ditto, local, global, finetune) of a `ComputationCache`.
+
+  Attributes:
+    client_lr: SGD learning rate of the local (and personal) steps.
+    personal_lambdas: The lambda(s) of the personal model(s).
+    local_steps: Mini-batch steps per client per round.
+    server_optimizer: 'sgd' or 'adam'.
+    server_lr: Its learning rate.
+    global_proximal_strength: FedProx mu.
+    client_weighting: A `tff.learning.ClientWeighting` or
+      `ditto.LOSS_WEIGHTING`.
+    personalize: Train personal models.
+    simulate_attacks: Client data carry attack instructions.
+    select_lambda_per_step: Per-step lambda selection.
+    fallback_lambda: Its lambda for clients with too little validation data.
+  """
+
+  client_lr: float
+  personal_lambdas: tuple[float, ...]
+  local_steps: int
+  server_optimizer: str
+  server_lr: float
+  global_proximal_strength: float
+  client_weighting: Any
+  personalize: bool
+  simulate_attacks: bool
+  select_lambda_per_step: bool
+  fallback_lambda: Optional[float]
+
+  def build(
+      self, model_fn: ditto.ModelFn, model_aggregator
+  ) -> tff.learning.templates.LearningProcess:
+    """Returns `ditto.build_ditto_process` of these arguments.
+
+    Args:
+      model_fn: The model builder.
+      model_aggregator: The `tff.aggregators` factory of the deltas.
+
+    Returns:
+      The learning process.
+    """
+    return ditto.build_ditto_process(
+        model_fn,
+        client_optimizer=tff.learning.optimizers.build_sgdm(
+            learning_rate=self.client_lr
+        ),
+        personal_lambda=self.personal_lambdas,
+        local_steps=self.local_steps,
+        model_aggregator=model_aggregator,
+        server_optimizer=_server_optimizer(
+            self.server_optimizer, self.server_lr
+        ),
+        global_proximal_strength=self.global_proximal_strength,
+        client_weighting=self.client_weighting,
+        personalize=self.personalize,
+        simulate_attacks=self.simulate_attacks,
+        select_lambda_per_step=self.select_lambda_per_step,
+        fallback_lambda=self.fallback_lambda,
+    )
 
 
 def _check_validation_data(
@@ -237,6 +366,7 @@ class ExperimentRunner:
       resume: bool = False,
       overwrite: bool = False,
       log_fn: Optional[Callable[[str], None]] = print,
+      computation_cache: Optional[computation_cache_lib.ComputationCache] = None,
   ):
     """Builds the TFF computations and prepares the output directory.
 
@@ -245,13 +375,19 @@ class ExperimentRunner:
       dataset: The federated dataset.
       model_fn: No-arg callable returning a `tff.learning.models.VariableModel`.
       output_dir: Where results, checkpoints and client states go.
-      model_aggregator: A `tff.aggregators` factory (default mean).
+      model_aggregator: A `tff.aggregators` factory (default: the one
+        `config.aggregator` names, `model_aggregator_spec`).
       malicious_client_indices: The malicious clients; default: the fixed
         set `attacks.choose_malicious_clients` draws from `config` (empty
         without an attack). They are reported apart from the benign ones.
       resume: Continue from the latest checkpoint in `output_dir`.
       overwrite: Delete an existing `output_dir` first.
       log_fn: Receives one progress line per round; None for silence.
+      computation_cache: Reuse the process and evaluation computations that
+        earlier runners built into this cache from the same inputs (see
+        `tff_ditto.computation_cache`); None builds them all. Reuse needs the
+        same `model_fn` object (and `model_aggregator` object, if given).
+        Runners sharing a cache must run one after the other.
 
     Raises:
       ValueError: On an invalid config, or a lambda selection on a dataset
@@ -310,46 +446,9 @@ class ExperimentRunner:
     per_step_fallback = None
     if self.select_lambda_per_step:
       per_step_fallback = training_config.fallback_lambda(config.strong_attack)
-    client_optimizer = tff.learning.optimizers.build_sgdm(
-        learning_rate=config.client_lr
+    self._build_computations(
+        model_fn, model_aggregator, per_step_fallback, computation_cache
     )
-    if model_aggregator is None:
-      model_aggregator = build_model_aggregator(
-          config, dataset.num_clients, int(self.malicious.sum())
-      )
-    # The paper's baselines bring their own process, round data and
-    # evaluation (tff_ditto.baselines.registry); Ditto's family is built here.
-    self.baseline = None
-    if config.method in baselines.BASELINE_METHODS:
-      self.baseline = baselines.build_method(
-          config, model_fn, num_clients=dataset.num_clients,
-          model_aggregator=model_aggregator,
-          simulate_attacks=self.simulate_attacks,
-      )
-    baseline = self.baseline
-    self.process = baseline.process if baseline else ditto.build_ditto_process(
-        model_fn,
-        client_optimizer=client_optimizer,
-        personal_lambda=self.personal_lambdas,
-        local_steps=config.local_steps,
-        model_aggregator=model_aggregator,
-        server_optimizer=_server_optimizer(config),
-        global_proximal_strength=config.fedprox_mu,
-        client_weighting=_client_weighting(config),
-        personalize=personalize,
-        simulate_attacks=self.simulate_attacks,
-        select_lambda_per_step=self.select_lambda_per_step,
-        fallback_lambda=per_step_fallback,
-    )
-    self.global_evaluation = evaluation.build_global_evaluation(model_fn)
-    if personalize:
-      self.personalized_evaluation = evaluation.build_personalized_evaluation(
-          model_fn, num_personal_models=self.num_personal_models
-      )
-    if config.method == 'finetune':
-      self.finetune_evaluation = evaluation.build_finetune_evaluation(
-          model_fn, client_optimizer, proximal_strength=config.finetune_lam
-      )
     initial = initial_model_weights(model_fn, config.seed)
     self.state = self.process.set_model_weights(
         self.process.initialize(), initial
@@ -378,6 +477,108 @@ class ExperimentRunner:
       self._restore_latest_checkpoint()
 
   # ----------------------------------------------------------------- set-up
+
+  def _ditto_process_spec(
+      self, fallback_lambda: Optional[float]
+  ) -> DittoProcessSpec:
+    """The arguments of this run's Ditto-family process."""
+    config = self.config
+    return DittoProcessSpec(
+        client_lr=config.client_lr,
+        personal_lambdas=tuple(self.personal_lambdas),
+        local_steps=config.local_steps,
+        server_optimizer=config.server_optimizer,
+        server_lr=config.server_lr,
+        global_proximal_strength=config.fedprox_mu,
+        client_weighting=_client_weighting(config),
+        personalize=self.personalize,
+        simulate_attacks=self.simulate_attacks,
+        select_lambda_per_step=self.select_lambda_per_step,
+        fallback_lambda=fallback_lambda,
+    )
+
+  def _build_computations(
+      self,
+      model_fn: ditto.ModelFn,
+      model_aggregator,
+      fallback_lambda: Optional[float],
+      cache: Optional[computation_cache_lib.ComputationCache],
+  ) -> None:
+    """Builds (or takes from `cache`) the process and the evaluations.
+
+    Every computation is cached under exactly what its builder receives: the
+    model (by identity), the aggregator (its `AggregatorSpec`, or a given
+    factory by identity), whether the execution context merges partial
+    aggregates (the aggregators' gather is chosen at build time), and the
+    builder's own arguments.
+
+    Args:
+      model_fn: The model builder.
+      model_aggregator: A given aggregation factory, or None for the one of
+        `config.aggregator`.
+      fallback_lambda: Per-step lambda selection's fallback (or None).
+      cache: The cache, or None to build everything.
+    """
+    from tff_ditto import runtime  # pylint: disable=g-import-not-at-top
+
+    config = self.config
+    model = computation_cache_lib.ByIdentity(model_fn)
+    if model_aggregator is None:
+      aggregator_key = model_aggregator_spec(
+          config, self.dataset.num_clients, int(self.malicious.sum())
+      )
+      make_aggregator = aggregator_key.build
+    else:
+      aggregator_key = computation_cache_lib.ByIdentity(model_aggregator)
+      make_aggregator = lambda: model_aggregator
+    process_inputs = (
+        model, aggregator_key, runtime.merges_partial_aggregates()
+    )
+    # The paper's baselines bring their own process, round data and
+    # evaluation (tff_ditto.baselines.registry); Ditto's family is built here.
+    self.baseline = None
+    if config.method in baselines.BASELINE_METHODS:
+      baseline_key = baselines.build_key(config, self.dataset.num_clients)
+      self.baseline = computation_cache_lib.get_or_build(
+          cache, 'baseline',
+          (process_inputs, baseline_key, self.simulate_attacks),
+          lambda: baselines.build_method(
+              config, model_fn, num_clients=self.dataset.num_clients,
+              model_aggregator=make_aggregator(),
+              simulate_attacks=self.simulate_attacks,
+          ),
+      )
+      self.process = self.baseline.process
+    else:
+      spec = self._ditto_process_spec(fallback_lambda)
+      self.process = computation_cache_lib.get_or_build(
+          cache, 'ditto_process', (process_inputs, spec),
+          lambda: spec.build(model_fn, make_aggregator()),
+      )
+    self.global_evaluation = computation_cache_lib.get_or_build(
+        cache, 'global_evaluation', model,
+        lambda: evaluation.build_global_evaluation(model_fn),
+    )
+    if self.personalize:
+      self.personalized_evaluation = computation_cache_lib.get_or_build(
+          cache, 'personalized_evaluation',
+          (model, self.num_personal_models),
+          lambda: evaluation.build_personalized_evaluation(
+              model_fn, num_personal_models=self.num_personal_models
+          ),
+      )
+    if config.method == 'finetune':
+      self.finetune_evaluation = computation_cache_lib.get_or_build(
+          cache, 'finetune_evaluation',
+          (model, config.client_lr, config.finetune_lam),
+          lambda: evaluation.build_finetune_evaluation(
+              model_fn,
+              tff.learning.optimizers.build_sgdm(
+                  learning_rate=config.client_lr
+              ),
+              proximal_strength=config.finetune_lam,
+          ),
+      )
 
   def _prepare_output_dir(self, resume: bool, overwrite: bool) -> None:
     if os.path.isdir(self.output_dir) and os.listdir(self.output_dir):

@@ -11,4 +11,6 @@ and interpolation fine-tuning, and the baselines' evaluations), `common`
 from tff_ditto.baselines.registry import BASELINE_METHODS
 from tff_ditto.baselines.registry import STATEFUL_METHODS
 from tff_ditto.baselines.registry import BaselineMethod
+from tff_ditto.baselines.registry import UNREAD_CONFIG_FIELDS
+from tff_ditto.baselines.registry import build_key
 from tff_ditto.baselines.registry import build_method

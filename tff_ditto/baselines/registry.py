@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import tensorflow as tf
 import tensorflow_federated as tff
@@ -39,6 +39,38 @@ STATEFUL_METHODS = ('l2sgd', 'apfl', 'mapper')
 _FEDAVG_FINETUNE_KINDS = {
     'ewc': 'ewc', 'skl': 'skl', 'finetune_es': 'early_stopping',
 }
+
+
+# `ExperimentConfig` fields that `build_method` never reads (the runner's
+# driver uses them: schedule, batches, seeds, the malicious set and data
+# poisoning; the aggregator's own parameters come as `model_aggregator`).
+# tests/test_training.py checks that build_method reads none of them.
+UNREAD_CONFIG_FIELDS = (
+    'rounds', 'batch_size', 'lam_selection', 'strong_attack',
+    'finetune_steps', 'eval_every', 'eval_batch_size', 'sampling',
+    'weighted_aggregation', 'seed', 'checkpoint_every', 'eval_split',
+    'attack', 'attack_ratio', 'attack_poison_labels', 'cclip_tau',
+)
+
+
+def build_key(config, num_clients: int) -> Hashable:
+  """What `build_method` reads besides its model, aggregator and attacks flag.
+
+  Args:
+    config: As for `build_method`.
+    num_clients: As for `build_method`.
+
+  Returns:
+    A hashable key: (name, value) of every config field but
+    UNREAD_CONFIG_FIELDS, and num_clients. Equal keys (with the same model,
+    aggregator and simulate_attacks) give interchangeable methods.
+  """
+  fields = tuple(
+      (field.name, getattr(config, field.name))
+      for field in dataclasses.fields(config)
+      if field.name not in UNREAD_CONFIG_FIELDS
+  )
+  return fields, num_clients
 
 
 def _server_optimizer(config, learning_rate: float):
