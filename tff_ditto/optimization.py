@@ -16,6 +16,23 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 
+def build_server_optimizer(
+    kind: str, learning_rate: float
+) -> tff.learning.optimizers.Optimizer:
+  """The server optimizer named by `ExperimentConfig.server_optimizer`.
+
+  Args:
+    kind: 'adam', or anything else for SGD (lr 1.0 = the reference FedAvg).
+    learning_rate: Its learning rate.
+
+  Returns:
+    A `tff.learning.optimizers.Optimizer`.
+  """
+  if kind == 'adam':
+    return tff.learning.optimizers.build_adam(learning_rate=learning_rate)
+  return tff.learning.optimizers.build_sgdm(learning_rate=learning_rate)
+
+
 def initialize_optimizer(
     optimizer: tff.learning.optimizers.Optimizer,
     weights: tff.learning.models.ModelWeights,

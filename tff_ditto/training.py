@@ -49,6 +49,7 @@ from tff_ditto import client_states
 from tff_ditto import computation_cache as computation_cache_lib
 from tff_ditto import ditto
 from tff_ditto import evaluation
+from tff_ditto import optimization
 from tff_ditto import training_config
 from tff_ditto.data import FederatedDataset
 
@@ -147,13 +148,6 @@ def initial_model_weights(
   return tff.learning.models.ModelWeights(
       trainable=trainable, non_trainable=non_trainable
   )
-
-
-def _server_optimizer(kind: str, learning_rate: float):
-  """The server optimizer named by `ExperimentConfig.server_optimizer`."""
-  if kind == 'adam':
-    return tff.learning.optimizers.build_adam(learning_rate=learning_rate)
-  return tff.learning.optimizers.build_sgdm(learning_rate=learning_rate)
 
 
 def _client_weighting(config: ExperimentConfig):
@@ -312,7 +306,7 @@ class DittoProcessSpec:
         personal_lambda=self.personal_lambdas,
         local_steps=self.local_steps,
         model_aggregator=model_aggregator,
-        server_optimizer=_server_optimizer(
+        server_optimizer=optimization.build_server_optimizer(
             self.server_optimizer, self.server_lr
         ),
         global_proximal_strength=self.global_proximal_strength,

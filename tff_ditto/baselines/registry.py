@@ -23,6 +23,7 @@ import tensorflow_federated as tff
 
 from tff_ditto import ditto
 from tff_ditto import evaluation
+from tff_ditto import optimization
 from tff_ditto.baselines import apfl
 from tff_ditto.baselines import common
 from tff_ditto.baselines import finetuning
@@ -71,12 +72,6 @@ def build_key(config, num_clients: int) -> Hashable:
       if field.name not in UNREAD_CONFIG_FIELDS
   )
   return fields, num_clients
-
-
-def _server_optimizer(config, learning_rate: float):
-  if config.server_optimizer == 'adam':
-    return tff.learning.optimizers.build_adam(learning_rate=learning_rate)
-  return tff.learning.optimizers.build_sgdm(learning_rate=learning_rate)
 
 
 @dataclasses.dataclass
@@ -211,7 +206,8 @@ def build_method(
     raise ValueError(f'method must be one of {BASELINE_METHODS}, got {method!r}.')
   client_optimizer = tff.learning.optimizers.build_sgdm(
       learning_rate=config.client_lr)
-  server_optimizer = _server_optimizer(config, config.server_lr)
+  server_optimizer = optimization.build_server_optimizer(
+      config.server_optimizer, config.server_lr)
   common_arguments = dict(
       model_aggregator=model_aggregator,
       server_optimizer=server_optimizer,
@@ -232,8 +228,8 @@ def build_method(
     kind = 'global'
     evaluation_computation = evaluation.build_global_evaluation(model_fn)
   elif method == 'l2sgd':
-    common_arguments['server_optimizer'] = _server_optimizer(
-        config, l2sgd.server_learning_rate(
+    common_arguments['server_optimizer'] = optimization.build_server_optimizer(
+        config.server_optimizer, l2sgd.server_learning_rate(
             config.server_lr, config.clients_per_round, num_clients))
     process = l2sgd.build_l2sgd_process(
         model_fn, client_optimizer=client_optimizer,
