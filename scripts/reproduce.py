@@ -51,7 +51,9 @@ _DATASETS = flags.DEFINE_list(
 _QUICK = flags.DEFINE_bool(
     'quick', False,
     'Smoke test: the whole grid with --quick_rounds rounds on the first '
-    '--quick_max_clients clients of each dataset.')
+    '--quick_max_clients clients of each dataset, 5 clients per round, 2 '
+    'local steps and 5 fine-tuning steps (reproduction.'
+    'QUICK_CONFIG_OVERRIDES).')
 _QUICK_ROUNDS = flags.DEFINE_integer('quick_rounds', 2,
                                      'Rounds per cell with --quick.')
 _QUICK_MAX_CLIENTS = flags.DEFINE_integer(
@@ -128,7 +130,8 @@ def main(argv):
       else _ROUNDS.value,
       max_clients=_QUICK_MAX_CLIENTS.value if quick else None,
       seed=_SEED.value, keep_checkpoints=_KEEP_CHECKPOINTS.value,
-      reuse_computations=_REUSE_COMPUTATIONS.value)
+      reuse_computations=_REUSE_COMPUTATIONS.value,
+      config_overrides=reproduction.QUICK_CONFIG_OVERRIDES if quick else {})
   report_datasets = list(dict.fromkeys(list(datasets) + ['celeba']))
   cells = reproduction.paper_cells(report_datasets)
   selecting = any(flag.value is not None for flag in (
@@ -164,7 +167,9 @@ def main(argv):
   os.makedirs(output_dir, exist_ok=True)
   theory = None if _SKIP_THEORY.value else _theory_section(output_dir)
   mode = (f'quick smoke test: {settings.rounds} rounds per cell, first '
-          f'{settings.max_clients} clients of each dataset' if quick else
+          f'{settings.max_clients} clients of each dataset, '
+          + ', '.join(f'{name}={value}' for name, value in
+                      settings.config_overrides.items()) if quick else
           'full: ' + (f'{settings.rounds} rounds per cell' if settings.rounds
                       else 'preset rounds per dataset') + ', all clients')
   note = ('> **Quick smoke test, not the paper reproduction.** Few rounds '

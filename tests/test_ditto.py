@@ -516,3 +516,30 @@ def test_loss_weighting_sends_the_round_start_loss_to_k_loss(tmp_path):
       toy.global_weights(process, output.state),
       toy.sgd_reference(W_T, batches, LR),
   )
+
+
+
+def test_model_types_are_built_once_per_model_fn():
+  calls = []
+
+  def counting_model_fn():
+    calls.append(1)
+    return toy.model_fn()
+
+  def build():
+    return ditto.build_ditto_process(
+        counting_model_fn, client_optimizer=toy.sgd(LR), personal_lambda=LAM,
+        local_steps=STEPS)
+
+  build()
+  first_build_calls = len(calls)
+  build()
+  # Tracing the computations needs models; the types are not built again.
+  assert len(calls) - first_build_calls < first_build_calls
+  weights_type = ditto._weights_type(counting_model_fn)  # pylint: disable=protected-access
+  calls.clear()
+  assert ditto._weights_type(counting_model_fn) is weights_type  # pylint: disable=protected-access
+  assert not calls
+  # Another model_fn gets its own (equal) types.
+  other = lambda: toy.model_fn()  # pylint: disable=unnecessary-lambda
+  assert ditto._weights_type(other) == weights_type  # pylint: disable=protected-access

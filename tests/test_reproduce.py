@@ -177,3 +177,23 @@ def test_grid_cells_share_computations_with_the_same_results(tmp_path):
         str(tmp_path / f'reuse_{reuse}'), 'synthetic', cell.cell_id,
         'metrics.csv')).drop(columns='seconds') for reuse in (True, False)]
     pd.testing.assert_frame_equal(*metrics, check_exact=True)
+
+
+def test_config_overrides_apply_under_the_cells_own_options(tmp_path):
+  settings = reproduction.RunSettings(
+      data_dir=None, runs_dir=str(tmp_path), rounds=2,
+      config_overrides=dict(reproduction.QUICK_CONFIG_OVERRIDES,
+                            finetune_lam=0.5))
+  plain, _ = reproduction.cell_config(
+      reproduction.make_cell('synthetic', 'finetune'), settings)
+  for name, value in reproduction.QUICK_CONFIG_OVERRIDES.items():
+    assert getattr(plain, name) == value
+  assert plain.finetune_lam == 0.5
+  own, _ = reproduction.cell_config(
+      reproduction.make_cell('synthetic', 'finetune',
+                             options=dict(finetune_lam=2)), settings)
+  assert own.finetune_lam == 2
+  preset, _ = reproduction.cell_config(
+      reproduction.make_cell('synthetic', 'finetune'),
+      reproduction.RunSettings(data_dir=None, runs_dir=str(tmp_path)))
+  assert preset.clients_per_round != 5 or preset.local_steps != 2

@@ -346,6 +346,9 @@ class RunSettings:
     reuse_computations: Cells whose process or evaluation builders receive
       the same inputs share the built computations (one
       `training.ComputationCache` per grid); False builds them per cell.
+    config_overrides: `ExperimentConfig` fields set in every cell (over the
+      dataset preset, under the cell's own options), e.g.
+      `QUICK_CONFIG_OVERRIDES`.
   """
 
   data_dir: Optional[str]
@@ -356,6 +359,15 @@ class RunSettings:
   seed: int = 0
   keep_checkpoints: bool = False
   reuse_computations: bool = True
+  config_overrides: Mapping[str, Any] = dataclasses.field(
+      default_factory=dict)
+
+
+# What `scripts/reproduce.py --quick` changes besides rounds and clients: a
+# smoke test of the pipeline needs every code path, not the full work per
+# round (fewer clients per round, local and fine-tuning steps).
+QUICK_CONFIG_OVERRIDES = dict(clients_per_round=5, local_steps=2,
+                              finetune_steps=5)
 
 
 def _config_fields() -> set[str]:
@@ -383,6 +395,7 @@ def cell_config(cell: Cell, settings: RunSettings):
   overrides = dict(attack=cell.attack, attack_ratio=cell.ratio,
                    aggregator=cell.aggregator, seed=settings.seed,
                    rounds=settings.rounds, eval_every=settings.eval_every)
+  overrides.update(settings.config_overrides)
   overrides.update(dict(cell.options))
   if settings.rounds is not None and settings.eval_every is None:
     overrides['eval_every'] = settings.rounds
