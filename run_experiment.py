@@ -65,6 +65,11 @@ _CLIENT_LR = flags.DEFINE_float(
     'client_lr', None,
     'Client SGD learning rate of personal and global local steps '
     '(default: per-dataset preset, chosen on validation data).')
+_PERSONAL_LR = flags.DEFINE_float(
+    'personal_lr', None,
+    'SGD learning rate of the personal steps of ditto and local, if it '
+    'should differ from --client_lr (default: --client_lr, as in the '
+    'reference code).')
 _SERVER_LR = flags.DEFINE_float(
     'server_lr', 1.0, 'Server learning rate (SGD 1.0 = reference FedAvg).')
 _SERVER_OPTIMIZER = flags.DEFINE_enum(
@@ -215,6 +220,7 @@ def _config_values() -> dict:
       local_steps=_LOCAL_STEPS.value,
       batch_size=_BATCH_SIZE.value,
       client_lr=_CLIENT_LR.value,
+      personal_lr=_PERSONAL_LR.value,
       server_lr=_SERVER_LR.value,
       server_optimizer=_SERVER_OPTIMIZER.value,
       **_lambda_values(_LAM.value),

@@ -552,3 +552,32 @@ def test_baseline_builders_read_no_field_left_out_of_their_key(model_fn):
     assert 'method' in recorder.read
     unread = recorder.read & set(baselines.UNREAD_CONFIG_FIELDS)
     assert not unread, (method, unread)
+
+
+def test_personal_lr_moves_only_the_personal_models(tmp_path, dataset,
+                                                     model_fn):
+  results = {}
+  for name, personal_lr in (('default', None), ('same', 0.05),
+                            ('larger', 0.5)):
+    runner = _runner(_config(rounds=2, client_lr=0.05,
+                             personal_lr=personal_lr),
+                     dataset, model_fn, tmp_path / name)
+    runner.run()
+    results[name] = _run_results(runner)
+  # personal_lr equal to client_lr is the default, bit for bit.
+  _assert_same_results(results['default'], results['same'])
+  # Another personal_lr leaves the global model alone ...
+  _assert_arrays_equal(results['default']['global_weights'],
+                       results['larger']['global_weights'])
+  # ... and changes the personal models of the sampled clients.
+  changed = [
+      not all(np.array_equal(x, y) for x, y in zip(a, b))
+      for a, b in zip(results['default']['personal'],
+                      results['larger']['personal'])
+  ]
+  assert any(changed)
+
+
+def test_personal_lr_must_be_positive():
+  with pytest.raises(ValueError, match='personal_lr'):
+    _config(personal_lr=0.0).validate()

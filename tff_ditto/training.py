@@ -261,6 +261,8 @@ class DittoProcessSpec:
 
   Attributes:
     client_lr: SGD learning rate of the local (and personal) steps.
+    personal_lr: SGD learning rate of the personal steps if not `client_lr`
+      (None).
     personal_lambdas: The lambda(s) of the personal model(s).
     local_steps: Mini-batch steps per client per round.
     server_optimizer: 'sgd' or 'adam'.
@@ -275,6 +277,7 @@ class DittoProcessSpec:
   """
 
   client_lr: float
+  personal_lr: Optional[float]
   personal_lambdas: tuple[float, ...]
   local_steps: int
   server_optimizer: str
@@ -308,6 +311,11 @@ class DittoProcessSpec:
         model_aggregator=model_aggregator,
         server_optimizer=optimization.build_server_optimizer(
             self.server_optimizer, self.server_lr
+        ),
+        personal_optimizer=None
+        if self.personal_lr is None
+        else tff.learning.optimizers.build_sgdm(
+            learning_rate=self.personal_lr
         ),
         global_proximal_strength=self.global_proximal_strength,
         client_weighting=self.client_weighting,
@@ -479,6 +487,7 @@ class ExperimentRunner:
     config = self.config
     return DittoProcessSpec(
         client_lr=config.client_lr,
+        personal_lr=config.personal_lr if self.personalize else None,
         personal_lambdas=tuple(self.personal_lambdas),
         local_steps=config.local_steps,
         server_optimizer=config.server_optimizer,

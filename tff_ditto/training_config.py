@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 # Kept in sync with tff_ditto.aggregators.AGGREGATOR_NAMES (for k_loss the
 # clients send their round-start training loss as the update's weight).
@@ -59,6 +60,9 @@ class ExperimentConfig:
     batch_size: Training batch size.
     client_lr: SGD learning rate of the local (global-model and personal)
       steps.
+    personal_lr: SGD learning rate of the personal steps of `ditto` and
+      `local` when it should differ from `client_lr`; None: `client_lr`
+      (the reference code uses one learning rate for both).
     server_lr: Server optimizer learning rate (SGD 1.0 = reference FedAvg).
     server_optimizer: 'sgd' or 'adam'.
     lam: Ditto's lambda (ignored by `global`; 0 for `local`) when
@@ -117,6 +121,7 @@ class ExperimentConfig:
   local_steps: int = 10
   batch_size: int = 10
   client_lr: float = 0.05
+  personal_lr: Optional[float] = None
   server_lr: float = 1.0
   server_optimizer: str = 'sgd'
   lam: float = 1.0
@@ -153,6 +158,10 @@ class ExperimentConfig:
         (self.local_steps >= 1, 'local_steps must be >= 1'),
         (self.batch_size >= 1, 'batch_size must be >= 1'),
         (self.client_lr > 0, 'client_lr must be > 0'),
+        (
+            self.personal_lr is None or self.personal_lr > 0,
+            'personal_lr must be > 0',
+        ),
         (self.server_lr > 0, 'server_lr must be > 0'),
         (
             self.server_optimizer in SERVER_OPTIMIZERS,

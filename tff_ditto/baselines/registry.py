@@ -51,6 +51,7 @@ UNREAD_CONFIG_FIELDS = (
     'finetune_steps', 'eval_every', 'eval_batch_size', 'sampling',
     'weighted_aggregation', 'seed', 'checkpoint_every', 'eval_split',
     'attack', 'attack_ratio', 'attack_poison_labels', 'cclip_tau',
+    'personal_lr',
 )
 
 
