@@ -57,7 +57,7 @@ _QUICK = flags.DEFINE_bool(
 _QUICK_ROUNDS = flags.DEFINE_integer('quick_rounds', 2,
                                      'Rounds per cell with --quick.')
 _QUICK_MAX_CLIENTS = flags.DEFINE_integer(
-    'quick_max_clients', 20, 'Clients per dataset with --quick.')
+    'quick_max_clients', 15, 'Clients per dataset with --quick.')
 _ROUNDS = flags.DEFINE_integer(
     'rounds', None, 'Rounds per cell (default: the dataset preset; '
     '--quick_rounds with --quick).')

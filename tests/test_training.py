@@ -581,3 +581,15 @@ def test_personal_lr_moves_only_the_personal_models(tmp_path, dataset,
 def test_personal_lr_must_be_positive():
   with pytest.raises(ValueError, match='personal_lr'):
     _config(personal_lr=0.0).validate()
+
+
+def test_initial_model_weights_are_cached_per_seed_and_copied(model_fn):
+  first = training.initial_model_weights(model_fn, 3)
+  again = training.initial_model_weights(model_fn, 3)
+  _assert_arrays_equal(first.trainable, again.trainable)
+  assert first.trainable[0] is not again.trainable[0]
+  # Callers get their own arrays: changing one leaves the next call alone.
+  first.trainable[0][...] = 123.0
+  fresh = training.initial_model_weights(model_fn, 3)
+  _assert_arrays_equal(fresh.trainable, again.trainable)
+  assert not np.array_equal(fresh.trainable[0], first.trainable[0])

@@ -38,6 +38,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -127,6 +128,10 @@ def _client_seed(seed: int, stream: int, *keys: int) -> int:
   )
 
 
+# Initial weights per model_fn (by identity) and seed; copies are handed out.
+_INITIAL_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def initial_model_weights(
     model_fn: ditto.ModelFn, seed: int
 ) -> tff.learning.models.ModelWeights:
@@ -134,8 +139,25 @@ def initial_model_weights(
 
   Built in a private graph with a graph-level seed (building Keras models
   eagerly after TFF has traced them in graphs breaks Sequential models under
-  absl's app.run).
+  absl's app.run), once per `model_fn` and seed; every call returns fresh
+  copies of the arrays.
   """
+  try:
+    cached = _INITIAL_WEIGHTS.setdefault(model_fn, {})
+  except TypeError:  # Not weak-referenceable: no cache.
+    cached = {}
+  if seed not in cached:
+    cached[seed] = _build_initial_model_weights(model_fn, seed)
+  weights = cached[seed]
+  return tff.learning.models.ModelWeights(
+      trainable=[np.array(w, copy=True) for w in weights.trainable],
+      non_trainable=[np.array(w, copy=True) for w in weights.non_trainable],
+  )
+
+
+def _build_initial_model_weights(
+    model_fn: ditto.ModelFn, seed: int
+) -> tff.learning.models.ModelWeights:
   with tf.Graph().as_default() as graph:
     tf.keras.utils.set_random_seed(seed)  # Python, NumPy and TF seeds
     model = model_fn()
