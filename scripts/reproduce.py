@@ -51,9 +51,9 @@ _DATASETS = flags.DEFINE_list(
 _QUICK = flags.DEFINE_bool(
     'quick', False,
     'Smoke test: the whole grid with --quick_rounds rounds on the first '
-    '--quick_max_clients clients of each dataset, 5 clients per round, 2 '
-    'local steps and 5 fine-tuning steps (reproduction.'
-    'QUICK_CONFIG_OVERRIDES).')
+    '--quick_max_clients clients of each dataset, with '
+    + reproduction.describe_overrides(reproduction.QUICK_CONFIG_OVERRIDES)
+    + ' (reproduction.QUICK_CONFIG_OVERRIDES).')
 _QUICK_ROUNDS = flags.DEFINE_integer('quick_rounds', 2,
                                      'Rounds per cell with --quick.')
 _QUICK_MAX_CLIENTS = flags.DEFINE_integer(
@@ -168,8 +168,8 @@ def main(argv):
   theory = None if _SKIP_THEORY.value else _theory_section(output_dir)
   mode = (f'quick smoke test: {settings.rounds} rounds per cell, first '
           f'{settings.max_clients} clients of each dataset, '
-          + ', '.join(f'{name}={value}' for name, value in
-                      settings.config_overrides.items()) if quick else
+          + reproduction.describe_overrides(settings.config_overrides)
+          if quick else
           'full: ' + (f'{settings.rounds} rounds per cell' if settings.rounds
                       else 'preset rounds per dataset') + ', all clients')
   note = ('> **Quick smoke test, not the paper reproduction.** Few rounds '

@@ -593,3 +593,23 @@ def test_initial_model_weights_are_cached_per_seed_and_copied(model_fn):
   fresh = training.initial_model_weights(model_fn, 3)
   _assert_arrays_equal(fresh.trainable, again.trainable)
   assert not np.array_equal(fresh.trainable[0], first.trainable[0])
+
+
+def test_per_object_memo_builds_once_per_owner_and_key():
+  memo = training.computation_cache_lib.PerObjectMemo()
+  builds = []
+
+  def build(value):
+    builds.append(value)
+    return [value]
+
+  owner, other = (lambda: None), (lambda: None)
+  first = memo.get_or_build(owner, 1, lambda: build(1))
+  assert memo.get_or_build(owner, 1, lambda: build(9)) is first
+  assert memo.get_or_build(owner, 2, lambda: build(2)) == [2]
+  assert memo.get_or_build(other, 1, lambda: build(3)) == [3]
+  assert builds == [1, 2, 3]
+  # An owner without weak references (an int) is not memoized.
+  memo.get_or_build(7, 1, lambda: build(4))
+  memo.get_or_build(7, 1, lambda: build(5))
+  assert builds == [1, 2, 3, 4, 5]

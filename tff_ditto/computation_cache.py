@@ -31,6 +31,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable, Hashable
 from typing import Any, Optional, TypeVar
+import weakref
 
 T = TypeVar('T')
 
@@ -129,3 +130,35 @@ def get_or_build(
   if cache is None:
     return build()
   return cache.get_or_build(kind, key, build)
+
+
+class PerObjectMemo:
+  """Values derived from an object (e.g. a `model_fn`), built once per key.
+
+  Keyed weakly by the object, so entries go with it and an `id` is never
+  mistaken for another object's. Objects that cannot be weakly referenced
+  get no memo: `build()` runs on every call.
+  """
+
+  def __init__(self):
+    self._values: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+  def get_or_build(self, owner: Any, key: Hashable,
+                   build: Callable[[], T]) -> T:
+    """The value of `owner` under `key`, built by `build()` if absent.
+
+    Args:
+      owner: The object the value is derived from.
+      key: Further inputs of `build` (hashable).
+      build: No-arg builder.
+
+    Returns:
+      The memoized or newly built value (the same object on every hit).
+    """
+    try:
+      values = self._values.setdefault(owner, {})
+    except TypeError:  # Not weak-referenceable.
+      return build()
+    if key not in values:
+      values[key] = build()
+    return values[key]

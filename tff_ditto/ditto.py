@@ -41,12 +41,12 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable, Sequence
 from typing import Optional, Union
-import weakref
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_ditto import computation_cache
 from tff_ditto import optimization
 from tff_ditto import training_config
 
@@ -72,27 +72,22 @@ AggregationFactory = Union[
 ]
 
 
-# Types derived from a model_fn, per model_fn (by identity, like
-# `tff_ditto.computation_cache`): building a Keras model costs 0.2-0.5 s and
-# a process build asked for these types up to ten times.
-_MODEL_TYPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Types derived from a model_fn, per model_fn: building a Keras model costs
+# 0.2-0.5 s and a process build asked for these types up to ten times.
+_MODEL_TYPES = computation_cache.PerObjectMemo()
+
+
+def _build_model_types(model_fn: ModelFn) -> tuple[tff.StructType, tff.Type]:
+  """(weights type, batch element type) of `model_fn`'s model."""
+  with tf.Graph().as_default():
+    model = model_fn()
+    return (tff.learning.models.weights_type_from_model(model),
+            tff.types.tensorflow_to_type(model.input_spec))
 
 
 def _model_types(model_fn: ModelFn) -> tuple[tff.StructType, tff.Type]:
-  """(weights type, batch element type) of `model_fn`'s model, built once."""
-  try:
-    return _MODEL_TYPES[model_fn]
-  except (KeyError, TypeError):  # TypeError: not weak-referenceable.
-    pass
-  with tf.Graph().as_default():
-    model = model_fn()
-    types = (tff.learning.models.weights_type_from_model(model),
-             tff.types.tensorflow_to_type(model.input_spec))
-  try:
-    _MODEL_TYPES[model_fn] = types
-  except TypeError:
-    pass
-  return types
+  return _MODEL_TYPES.get_or_build(model_fn, (),
+                                   lambda: _build_model_types(model_fn))
 
 
 def _weights_type(model_fn: ModelFn) -> tff.StructType:

@@ -370,6 +370,11 @@ QUICK_CONFIG_OVERRIDES = dict(clients_per_round=5, local_steps=2,
                               finetune_steps=5)
 
 
+def describe_overrides(overrides: Mapping[str, Any]) -> str:
+  """'name=value, ...' of config overrides, for help texts and reports."""
+  return ', '.join(f'{name}={value}' for name, value in overrides.items())
+
+
 def _config_fields() -> set[str]:
   from tff_ditto import training_config  # pylint: disable=g-import-not-at-top
   return {f.name for f in dataclasses.fields(training_config.ExperimentConfig)}

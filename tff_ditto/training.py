@@ -38,7 +38,6 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
-import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -128,8 +127,8 @@ def _client_seed(seed: int, stream: int, *keys: int) -> int:
   )
 
 
-# Initial weights per model_fn (by identity) and seed; copies are handed out.
-_INITIAL_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Initial weights per model_fn and seed; copies are handed out.
+_INITIAL_WEIGHTS = computation_cache_lib.PerObjectMemo()
 
 
 def initial_model_weights(
@@ -142,13 +141,9 @@ def initial_model_weights(
   absl's app.run), once per `model_fn` and seed; every call returns fresh
   copies of the arrays.
   """
-  try:
-    cached = _INITIAL_WEIGHTS.setdefault(model_fn, {})
-  except TypeError:  # Not weak-referenceable: no cache.
-    cached = {}
-  if seed not in cached:
-    cached[seed] = _build_initial_model_weights(model_fn, seed)
-  weights = cached[seed]
+  weights = _INITIAL_WEIGHTS.get_or_build(
+      model_fn, seed, lambda: _build_initial_model_weights(model_fn, seed)
+  )
   return tff.learning.models.ModelWeights(
       trainable=[np.array(w, copy=True) for w in weights.trainable],
       non_trainable=[np.array(w, copy=True) for w in weights.non_trainable],
