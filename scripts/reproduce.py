@@ -93,6 +93,11 @@ _REUSE_COMPUTATIONS = flags.DEFINE_bool(
     'them again; --noreuse_computations builds them per cell.')
 _SKIP_THEORY = flags.DEFINE_bool('skip_theory', False,
                                  'Do not redraw the theory figures 1-2.')
+_DISCUSSION_DIR = flags.DEFINE_string(
+    'discussion_dir', os.path.join(REPO_ROOT, 'scripts', 'report_discussion'),
+    'Folder of hand-written <dataset>.md discussions of the full grid\'s '
+    'results; each goes into the report after its dataset\'s Ditto vs '
+    'global table (not with --quick, whose numbers they do not describe).')
 
 
 def _theory_section(output_dir: str) -> str:
@@ -107,6 +112,17 @@ def _theory_section(output_dir: str) -> str:
       '| setting | lambda* | argmin mean error | argmin std of errors |',
       '|---|---|---|---|', *rows, '', *lines, '',
       '![Figure 1](theory_figure1.png)', '![Figure 2](theory_figure2.png)'])
+
+
+def _discussions(datasets) -> dict[str, str]:
+  """{dataset: markdown} from --discussion_dir (empty with --quick)."""
+  found = {}
+  for dataset in datasets:
+    path = os.path.join(_DISCUSSION_DIR.value, f'{dataset}.md')
+    if not _QUICK.value and os.path.exists(path):
+      with open(path) as f:
+        found[dataset] = f.read()
+  return found
 
 
 def main(argv):
@@ -185,7 +201,8 @@ def main(argv):
       mode=mode, repo_dir=REPO_ROOT, datasets=report_datasets,
       unavailable_datasets=unavailable,
       elapsed_seconds=time.monotonic() - start, theory_markdown=theory,
-      header_note=note)
+      header_note=note, runs_dir=runs_dir,
+      discussions=_discussions(report_datasets))
   print(f'report: {path} ({(time.monotonic() - start) / 60:.1f} min)')
 
 

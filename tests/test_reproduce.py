@@ -197,3 +197,66 @@ def test_config_overrides_apply_under_the_cells_own_options(tmp_path):
       reproduction.make_cell('synthetic', 'finetune'),
       reproduction.RunSettings(data_dir=None, runs_dir=str(tmp_path)))
   assert preset.clients_per_round != 5 or preset.local_steps != 2
+
+
+def test_sign_test_p_value():
+  # 0 wins in 5 untied pairs: 2 * (1/2)^5.
+  assert reproduction.sign_test_p_value(0, 5) == 2 / 32
+  assert reproduction.sign_test_p_value(5, 0) == 2 / 32
+  assert reproduction.sign_test_p_value(3, 3) == 1.0
+  assert reproduction.sign_test_p_value(0, 0) == 1.0
+  # 1 of 10: 2 * (1 + 10) / 1024.
+  assert abs(reproduction.sign_test_p_value(1, 9) - 22 / 1024) < 1e-12
+
+
+def _write_client_metrics(directory, accuracies, malicious):
+  os.makedirs(directory)
+  pd.DataFrame(dict(
+      client_id=[f'c{i}' for i in range(len(accuracies))],
+      accuracy=accuracies, malicious=malicious)).to_csv(
+          os.path.join(directory, 'client_metrics.csv'), index=False)
+
+
+def test_paired_device_comparison_counts_benign_devices_only(tmp_path):
+  _write_client_metrics(tmp_path / 'ditto', [0.9, 0.5, 0.4, 0.0],
+                        [False, False, False, True])
+  _write_client_metrics(tmp_path / 'global', [0.8, 0.5, 0.6, 1.0],
+                        [False, False, False, True])
+  paired = reproduction.paired_device_comparison(
+      str(tmp_path / 'ditto'), str(tmp_path / 'global'))
+  assert paired == dict(wins=1, losses=1, ties=1, p_value=1.0)
+  assert reproduction.paired_device_comparison(
+      str(tmp_path / 'ditto'), str(tmp_path / 'missing')) is None
+
+
+def test_report_tables_csv_paper_fallback_and_discussion(tmp_path):
+  results = pd.DataFrame([
+      dict(dataset='femnist', cell_id=reproduction.make_cell(
+          'femnist', method, 'none', 0.0).cell_id, status='done',
+           benign_mean_accuracy=accuracy, benign_std_accuracy=0.1)
+      for method, accuracy in (('global', 0.7), ('ditto', 0.75))])
+  frame = reproduction.table_frame(reproduction.TABLE2, 'femnist', results)
+  global_clean = frame[(frame['method'] == 'Global')
+                       & (frame['column'] == 'clean')].iloc[0]
+  assert global_clean['ours_mean'] == 0.7
+  # Table 2 shows the paper's Table 1 number for the same row and column.
+  assert (global_clean['paper_mean'], global_clean['paper_source']) == (
+      0.804, 'table1')
+  runs = tmp_path / 'runs' / 'femnist'
+  _write_client_metrics(runs / 'ditto_none00_mean', [0.9, 0.8, 0.7],
+                        [False] * 3)
+  _write_client_metrics(runs / 'global_none00_mean', [0.8, 0.7, 0.6],
+                        [False] * 3)
+  path = reproduction.write_report(
+      results, str(tmp_path / 'out'), command='test', mode='test',
+      repo_dir=str(tmp_path), datasets=['femnist'], unavailable_datasets={},
+      elapsed_seconds=1.0, runs_dir=str(tmp_path / 'runs'),
+      discussions={'femnist': '#### Why the columns look like this'})
+  report = open(path).read()
+  assert '| clean | Ditto (lambda=1) | 0.750 | 0.700 | +5.0 pts | ' \
+      '3 / 0 / 0 (p = 0.25) | Ditto > global, not significant |' in report
+  assert '0.804 (?) (Table 1)' in report
+  assert '#### Why the columns look like this' in report
+  written = pd.read_csv(tmp_path / 'out' / 'table2_femnist.csv')
+  assert len(written) == len(reproduction.TABLE2.rows) * len(
+      reproduction.TABLE2.columns)

@@ -606,13 +606,54 @@ def _ours(entry: Optional[pd.Series], notes: dict[str, int]) -> str:
   return f'n/a [{notes[status]}]'
 
 
+def paper_number(spec: TableSpec, dataset: str, row: Row, attack: str,
+                 ratio: float) -> tuple[Optional[float], Optional[float], str]:
+  """The paper's (mean, std, source) for a table cell, if known here.
+
+  A row that Table 1 shares (same label, same column) falls back to Table
+  1's number, with source 'table1'.
+  """
+  for key in dict.fromkeys((spec.key, TABLE1.key)):
+    value = PAPER_NUMBERS.get((key, dataset, row.label, attack, ratio))
+    if value is not None:
+      return value[0], value[1], key
+  return None, None, ''
+
+
 def _paper(spec: TableSpec, dataset: str, row: Row, attack: str,
            ratio: float) -> str:
-  value = PAPER_NUMBERS.get((spec.key, dataset, row.label, attack, ratio))
-  if value is None:
+  mean, std, source = paper_number(spec, dataset, row, attack, ratio)
+  if mean is None:
     return '?'
-  mean, std = value
-  return f'{mean:.3f}' + (f' ({std:.3f})' if std is not None else ' (?)')
+  text = f'{mean:.3f}' + (f' ({std:.3f})' if std is not None else ' (?)')
+  return text + (' (Table 1)' if source != spec.key else '')
+
+
+def table_frame(spec: TableSpec, dataset: str,
+                results: pd.DataFrame) -> pd.DataFrame:
+  """One paper table for one dataset as rows of (method, column, ours, paper).
+
+  Returns:
+    Columns method, column, attack, ratio, cell_id, status, ours_mean,
+    ours_std, paper_mean, paper_std, paper_source: one row per table cell.
+  """
+  records = []
+  for row in spec.rows:
+    for attack, ratio in spec.columns:
+      cell = row.cell(dataset, attack, ratio)
+      entry = _lookup(results, cell)
+      has_accuracy = _has_accuracy(entry)
+      paper_mean, paper_std, paper_source = paper_number(
+          spec, dataset, row, attack, ratio)
+      records.append(dict(
+          method=row.label, column=_column_label(attack, ratio),
+          attack=attack, ratio=ratio, cell_id=cell.cell_id,
+          status='not run: not in grid' if entry is None else entry['status'],
+          ours_mean=entry['benign_mean_accuracy'] if has_accuracy else None,
+          ours_std=entry['benign_std_accuracy'] if has_accuracy else None,
+          paper_mean=paper_mean, paper_std=paper_std,
+          paper_source=paper_source))
+  return pd.DataFrame(records)
 
 
 def table_markdown(spec: TableSpec, dataset: str,
@@ -640,20 +681,104 @@ def _accuracy(results, cell) -> float:
       entry) else float('nan')
 
 
-def ditto_vs_global(dataset: str, results: pd.DataFrame) -> list[str]:
-  """Per attacked Table 1 column: does Ditto (lambda=1) beat global?"""
-  lines = []
+def sign_test_p_value(wins: int, losses: int) -> float:
+  """Two-sided exact sign test of `wins` vs `losses` (ties dropped).
+
+  Args:
+    wins: Paired comparisons the first method won.
+    losses: Paired comparisons it lost.
+
+  Returns:
+    The probability, under a fair coin, of a split at least this uneven
+    (1.0 when there is nothing to compare).
+  """
+  total = wins + losses
+  if total == 0:
+    return 1.0
+  tail = sum(math.comb(total, i) for i in range(min(wins, losses) + 1))
+  return min(1.0, 2 * tail / 2 ** total)
+
+
+def paired_device_comparison(first_dir: str,
+                             second_dir: str) -> Optional[dict[str, Any]]:
+  """Benign devices' final test accuracy of two cells, device by device.
+
+  Args:
+    first_dir: A finished cell's directory (holds `client_metrics.csv`).
+    second_dir: The other cell's directory.
+
+  Returns:
+    {'wins', 'losses', 'ties', 'p_value'} of the first cell against the
+    second over the benign devices both evaluated (sign test), or None when
+    either cell has no per-device metrics.
+  """
+  frames = []
+  for directory in (first_dir, second_dir):
+    path = os.path.join(directory, 'client_metrics.csv')
+    if not os.path.exists(path):
+      return None
+    frame = pd.read_csv(path)
+    frames.append(frame[~frame['malicious'].astype(bool)]
+                  .set_index('client_id')['accuracy'])
+  first, second = frames[0].align(frames[1], join='inner')
+  wins, losses = int((first > second).sum()), int((first < second).sum())
+  return dict(wins=wins, losses=losses, ties=len(first) - wins - losses,
+              p_value=sign_test_p_value(wins, losses))
+
+
+TABLE1_DITTO_ROWS = tuple(row for row in TABLE1.rows if row.method == 'ditto')
+
+
+def ditto_vs_global(dataset: str, results: pd.DataFrame,
+                    runs_dir: Optional[str] = None) -> list[str]:
+  """Per Table 1 column: does each Ditto row beat global, and how clearly?
+
+  Args:
+    dataset: The dataset.
+    results: The grid's result rows.
+    runs_dir: Where the cells ran; with it each comparison also counts the
+      benign devices on which Ditto's personal model beats the global model
+      (and the sign test's p-value), without it only the means compare.
+
+  Returns:
+    Markdown table lines.
+  """
+  lines = ['| column | Ditto row | Ditto | global | difference | benign '
+           'devices Ditto better / worse / tied (sign test p) | verdict |',
+           '|---|---|---|---|---|---|---|']
   for attack, ratio in ATTACK_COLUMNS:
-    ditto = _accuracy(results, make_cell(dataset, 'ditto', attack, ratio))
-    fedavg = _accuracy(results, make_cell(dataset, 'global', attack, ratio))
-    if math.isnan(ditto) or math.isnan(fedavg):
-      verdict = 'not both run'
-    else:
-      verdict = ('Ditto > global' if ditto > fedavg else
-                 '**Ditto <= global**')
-    lines.append(f'| {_column_label(attack, ratio)} | {ditto:.3f} | '
-                 f'{fedavg:.3f} | {verdict} |')
-  return ['| column | Ditto | global | |', '|---|---|---|---|'] + lines
+    global_cell = make_cell(dataset, 'global', attack, ratio)
+    global_accuracy = _accuracy(results, global_cell)
+    for row in TABLE1_DITTO_ROWS:
+      ditto_cell = row.cell(dataset, attack, ratio)
+      ditto_accuracy = _accuracy(results, ditto_cell)
+      if row.options_fn is not None and math.isnan(ditto_accuracy):
+        continue  # The optional lambda-selection row is listed once run.
+      devices = ''
+      if math.isnan(ditto_accuracy) or math.isnan(global_accuracy):
+        verdict, difference = 'not both run', ''
+      else:
+        difference = f'{100 * (ditto_accuracy - global_accuracy):+.1f} pts'
+        paired = None if runs_dir is None else paired_device_comparison(
+            os.path.join(runs_dir, dataset, ditto_cell.cell_id),
+            os.path.join(runs_dir, dataset, global_cell.cell_id))
+        significant = True
+        if paired is not None:
+          devices = (f'{paired["wins"]} / {paired["losses"]} / '
+                     f'{paired["ties"]} (p = {paired["p_value"]:.2g})')
+          significant = paired['p_value'] < 0.05
+        if ditto_accuracy <= global_accuracy:
+          verdict = '**Ditto <= global**'
+        elif significant:
+          verdict = 'Ditto > global'
+        else:
+          verdict = 'Ditto > global, not significant'
+      shown = ['-' if math.isnan(value) else f'{value:.3f}'
+               for value in (ditto_accuracy, global_accuracy)]
+      lines.append(
+          f'| {_column_label(attack, ratio)} | {row.label} | {shown[0]} | '
+          f'{shown[1]} | {difference} | {devices} | {verdict} |')
+  return lines
 
 
 def plot_figures(dataset: str, results: pd.DataFrame,
@@ -776,8 +901,31 @@ def write_report(results: pd.DataFrame, output_dir: str, *,
                  unavailable_datasets: Mapping[str, str],
                  elapsed_seconds: float,
                  theory_markdown: Optional[str] = None,
-                 header_note: str = '') -> str:
-  """Writes <output_dir>/REPORT.md and the figure PNGs; returns the path."""
+                 header_note: str = '',
+                 runs_dir: Optional[str] = None,
+                 discussions: Optional[Mapping[str, str]] = None) -> str:
+  """Writes <output_dir>/REPORT.md, per-table CSVs and the figure PNGs.
+
+  Args:
+    results: One row per grid cell (`run_grid`).
+    output_dir: Where REPORT.md, `cells.csv`, `<table>_<dataset>.csv` and
+      the PNGs go.
+    command: The command line that produced the report.
+    mode: Description of the mode (rounds, clients).
+    repo_dir: The git checkout whose commit the report names.
+    datasets: Datasets to report (in order).
+    unavailable_datasets: {dataset: why it was not run}.
+    elapsed_seconds: Time this invocation took.
+    theory_markdown: Section 3.3 markdown, if drawn.
+    header_note: Markdown under the title.
+    runs_dir: Where the cells ran (enables the per-device Ditto vs global
+      comparison).
+    discussions: {dataset: markdown} discussing that dataset's results, put
+      after its Ditto vs global table.
+
+  Returns:
+    The path of REPORT.md.
+  """
   os.makedirs(output_dir, exist_ok=True)
   counts = results['status'].map(
       lambda s: s if s in ('done', 'skipped (finished)') else
@@ -803,7 +951,9 @@ def write_report(results: pd.DataFrame, output_dir: str, *,
       'Every entry is `ours / paper`: mean (std) of per-device test '
       'accuracy over benign devices (the paper\'s metric). `?` = the '
       'paper\'s number is not available here (only FEMNIST clean Table 1 '
-      'is: Ditto .834, global .804, local .628); `n/a [k]` = not run, '
+      'is: Ditto .834, global .804, local .628; `(Table 1)` marks where '
+      'another table shows Table 1\'s number for the same row and column); '
+      '`n/a [k]` = not run, '
       'reason k below the table. Raw per-cell results: `cells.csv`.',
       '',
   ]
@@ -815,9 +965,13 @@ def write_report(results: pd.DataFrame, output_dir: str, *,
     lines += [f'## {dataset}', '']
     for spec in PAPER_SPECS:
       lines += [f'### {spec.title}', '', table_markdown(spec, dataset, results),
-                '']
+                '', f'CSV: `{spec.key}_{dataset}.csv`', '']
+      table_frame(spec, dataset, results).to_csv(
+          os.path.join(output_dir, f'{spec.key}_{dataset}.csv'), index=False)
     lines += ['### Ditto vs global under attack (Table 1)', '',
-              *ditto_vs_global(dataset, results), '']
+              *ditto_vs_global(dataset, results, runs_dir), '']
+    if discussions and discussions.get(dataset):
+      lines += [discussions[dataset].strip(), '']
     for name in plot_figures(dataset, results, output_dir):
       lines.append(f'![{name}]({name})')
     lines.append('')
