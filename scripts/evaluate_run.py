@@ -9,7 +9,9 @@ and seeds, and the server never sees the personal models):
       --splits=validation,test
 
 `--run_dir` is one method's folder of a `run_experiment.py` output directory
-(its parent holds flags.json). Nothing of the run is changed: the summaries
+(its parent holds flags.json), or one finished cell of `scripts/reproduce.py`
+run with --keep_checkpoints (it holds cell.json and summary.json), e.g.
+runs/reproduce/femnist/ditto_a320_mean. Nothing of the run is changed: the summaries
 go to `<run_dir>/evaluation_<split>_round<r>.json` and the per-client tables
 to `<run_dir>/client_metrics_<split>_round<r>.csv`.
 """
@@ -36,14 +38,30 @@ _SPLITS = flags.DEFINE_list(
     'splits', ['validation', 'test'], 'Splits to evaluate: validation, test.')
 
 
-def main(argv):
-  del argv
-  for split in _SPLITS.value:
-    if split not in ('validation', 'test'):
-      raise app.UsageError(f'--splits: unknown split {split!r}')
-  run_dir = os.path.abspath(_RUN_DIR.value)
-  method = os.path.basename(run_dir)
+def _reproduce_cell_settings(run_dir: str):
+  """(method, config, load_dataset kwargs) of a finished reproduce.py cell."""
+  from tff_ditto import training_config  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(run_dir, 'cell.json')) as f:
+    cell = json.load(f)
+  if 'dataset_settings' not in cell:
+    raise app.UsageError(
+        f'{run_dir}/cell.json has no dataset_settings (the cell finished '
+        'before reproduce.py recorded them); cannot tell how its data was '
+        'loaded'
+    )
+  summary_path = os.path.join(run_dir, 'summary.json')
+  if not os.path.exists(summary_path):
+    raise app.UsageError(f'{summary_path} not found: the cell is unfinished')
+  with open(summary_path) as f:
+    config = training_config.ExperimentConfig(**json.load(f)['config'])
+  config.validate()
+  return cell['method'], config, cell['dataset_settings']
+
+
+def _run_experiment_settings(run_dir: str):
+  """(method, config, load_dataset kwargs) of a run_experiment.py method."""
   from tff_ditto import experiment_defaults  # pylint: disable=g-import-not-at-top
+  method = os.path.basename(run_dir)
   try:
     settings = experiment_defaults.recorded_settings(
         os.path.dirname(run_dir), {}
@@ -55,6 +73,31 @@ def main(argv):
     raise app.UsageError(
         f'{run_dir}: no method {method!r} recorded in its flags.json'
     )
+  return method, configs[0], dict(
+      name=settings['dataset_name'],
+      data_dir=settings['data_dir'],
+      validation_fraction=settings['validation_fraction'],
+      seed=configs[0].seed,
+      max_clients=settings['max_clients'],
+  )
+
+
+def main(argv):
+  del argv
+  for split in _SPLITS.value:
+    if split not in ('validation', 'test'):
+      raise app.UsageError(f'--splits: unknown split {split!r}')
+  run_dir = os.path.abspath(_RUN_DIR.value)
+  if os.path.exists(os.path.join(run_dir, 'cell.json')):
+    method, config, dataset_settings = _reproduce_cell_settings(run_dir)
+  else:
+    method, config, dataset_settings = _run_experiment_settings(run_dir)
+  checkpoints = os.path.join(run_dir, 'checkpoints')
+  if not os.path.isdir(checkpoints) or not os.listdir(checkpoints):
+    raise app.UsageError(
+        f'{run_dir} has no checkpoint to evaluate (reproduce.py keeps them '
+        'only with --keep_checkpoints)'
+    )
   from tff_ditto import runtime  # pylint: disable=g-import-not-at-top
   runtime.set_quiet_logs(0)
   runtime.configure_local_execution()
@@ -64,18 +107,11 @@ def main(argv):
   from tff_ditto.data import load_dataset  # pylint: disable=g-import-not-at-top
   import pandas as pd  # pylint: disable=g-import-not-at-top
 
-  config = configs[0]
-  dataset = load_dataset(
-      settings['dataset_name'],
-      settings['data_dir'],
-      validation_fraction=settings['validation_fraction'],
-      seed=config.seed,
-      max_clients=settings['max_clients'],
-  )
+  dataset = load_dataset(**dataset_settings)
   runner = training.ExperimentRunner(
       config,
       dataset,
-      models.get_model_spec(settings['dataset_name'], seed=config.seed)
+      models.get_model_spec(dataset_settings['name'], seed=config.seed)
       .tff_model_fn(),
       run_dir,
       resume=True,

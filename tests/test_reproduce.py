@@ -260,3 +260,40 @@ def test_report_tables_csv_paper_fallback_and_discussion(tmp_path):
   written = pd.read_csv(tmp_path / 'out' / 'table2_femnist.csv')
   assert len(written) == len(reproduction.TABLE2.rows) * len(
       reproduction.TABLE2.columns)
+
+
+def test_evaluate_run_reads_a_finished_cell(tmp_path):
+  """scripts/evaluate_run.py re-evaluates a kept cell exactly as it finished."""
+  import json  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  kept, dropped = (reproduction.make_cell('synthetic', 'ditto'),
+                   reproduction.make_cell('synthetic', 'global'))
+  for cell, keep in ((kept, True), (dropped, False)):
+    settings = reproduction.RunSettings(
+        data_dir=None, runs_dir=str(tmp_path / 'runs'), rounds=2,
+        max_clients=12, keep_checkpoints=keep)
+    (status,) = reproduction.run_grid([cell], settings,
+                                      log_fn=lambda _: None)['status']
+    assert status == 'done'
+
+  def evaluate(cell):
+    return subprocess.run(
+        [sys.executable, os.path.join(root, 'scripts', 'evaluate_run.py'),
+         f'--run_dir={reproduction.cell_dir(cell, settings)}',
+         '--splits=test'], cwd=root, capture_output=True, text=True,
+        timeout=600)
+
+  completed = evaluate(kept)
+  assert completed.returncode == 0, completed.stderr[-2000:]
+  directory = reproduction.cell_dir(kept, settings)
+  with open(os.path.join(directory, 'evaluation_test_round1.json')) as f:
+    evaluated = json.load(f)['models']
+  with open(os.path.join(directory, 'summary.json')) as f:
+    final = json.load(f)['final']
+  assert evaluated['benign_mean_accuracy'] == final['benign_mean_accuracy']
+  assert evaluated['benign_pooled_loss'] == final['benign_pooled_loss']
+  completed = evaluate(dropped)
+  assert completed.returncode != 0
+  assert 'no checkpoint to evaluate' in completed.stderr

@@ -412,6 +412,26 @@ def cell_config(cell: Cell, settings: RunSettings):
   return config, None
 
 
+# Fraction of each client's training data every cell holds out for
+# validation (per-device lambda selection and tuning).
+VALIDATION_FRACTION = 0.1
+
+
+def dataset_settings(cell: Cell, settings: RunSettings) -> dict[str, Any]:
+  """How a cell's dataset is loaded: `load_dataset` keyword arguments.
+
+  Recorded in the cell's `cell.json` so that a finished cell can be loaded
+  again (e.g. by `scripts/evaluate_run.py`) without the grid's flags.
+  """
+  return dict(
+      name=cell.dataset,
+      data_dir=(None if cell.dataset.startswith('synthetic')
+                or settings.data_dir is None
+                else os.path.abspath(settings.data_dir)),
+      validation_fraction=VALIDATION_FRACTION, seed=settings.seed,
+      max_clients=settings.max_clients)
+
+
 def cell_dir(cell: Cell, settings: RunSettings) -> str:
   return os.path.join(settings.runs_dir, cell.dataset, cell.cell_id)
 
@@ -485,10 +505,7 @@ class _GridResources:
     settings = self.settings
     if cell.dataset not in self._datasets:
       self._datasets[cell.dataset] = load_dataset(
-          cell.dataset,
-          None if cell.dataset.startswith('synthetic') else settings.data_dir,
-          validation_fraction=0.1, seed=settings.seed,
-          max_clients=settings.max_clients)
+          **dataset_settings(cell, settings))
       self._model_fns[cell.dataset] = models.get_model_spec(
           cell.dataset, seed=settings.seed).tff_model_fn()
     return training.ExperimentRunner(
@@ -553,7 +570,9 @@ def run_grid(cells: Sequence[Cell], settings: RunSettings,
       summary = runner.run()
       del runner
       with open(os.path.join(directory, 'cell.json'), 'w') as f:
-        json.dump(dataclasses.asdict(cell), f, indent=2)
+        json.dump(dict(dataclasses.asdict(cell),
+                       dataset_settings=dataset_settings(cell, settings)),
+                  f, indent=2)
       if not settings.keep_checkpoints:
         for name in ('checkpoints', 'client_states'):
           shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
