@@ -297,3 +297,29 @@ def test_evaluate_run_reads_a_finished_cell(tmp_path):
   completed = evaluate(dropped)
   assert completed.returncode != 0
   assert 'no checkpoint to evaluate' in completed.stderr
+
+
+def test_a_cell_run_under_other_settings_is_not_reused(tmp_path):
+  cell = reproduction.make_cell('synthetic', 'global')
+  settings = reproduction.RunSettings(
+      data_dir=None, runs_dir=str(tmp_path / 'runs'), rounds=1,
+      max_clients=12)
+  assert reproduction.run_grid([cell], settings, log_fn=lambda _: None)[
+      'status'].tolist() == ['done']
+  for other in (
+      reproduction.RunSettings(data_dir=None, runs_dir=settings.runs_dir,
+                               rounds=1, max_clients=10),
+      reproduction.RunSettings(data_dir=None, runs_dir=settings.runs_dir,
+                               rounds=1, max_clients=12,
+                               config_overrides=dict(local_steps=3))):
+    (status,) = reproduction.run_grid([cell], other, log_fn=lambda _: None)[
+        'status']
+    assert status.startswith('failed: ') and 'other settings' in status
+    assert ('max_clients 12 (now 10)' in status
+            or 'local_steps' in status), status
+  # Asking for more rounds under the same settings continues the cell.
+  more = reproduction.RunSettings(data_dir=None, runs_dir=settings.runs_dir,
+                                  rounds=2, max_clients=12)
+  lines = []
+  assert reproduction.run_grid([cell], more, log_fn=lines.append)[
+      'status'].tolist() == ['done']

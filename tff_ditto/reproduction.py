@@ -427,13 +427,64 @@ def dataset_settings(cell: Cell, settings: RunSettings) -> dict[str, Any]:
       name=cell.dataset,
       data_dir=(None if cell.dataset.startswith('synthetic')
                 or settings.data_dir is None
-                else os.path.abspath(settings.data_dir)),
+                else os.path.realpath(settings.data_dir)),
       validation_fraction=VALIDATION_FRACTION, seed=settings.seed,
       max_clients=settings.max_clients)
 
 
 def cell_dir(cell: Cell, settings: RunSettings) -> str:
   return os.path.join(settings.runs_dir, cell.dataset, cell.cell_id)
+
+
+# Config fields a cell may change between invocations: asking for more
+# rounds continues a finished cell (and the evaluation period follows them).
+_RESUMABLE_CONFIG_FIELDS = ('rounds', 'eval_every')
+
+
+def recorded_settings_mismatch(directory: str, cell: Cell, config,
+                               settings: RunSettings) -> Optional[str]:
+  """Why the cell's folder holds a run of other settings, or None.
+
+  A cell's id names its dataset, method, attack and options, not the grid's
+  settings (clients kept, data folder, `config_overrides` such as --quick's);
+  reusing or resuming a cell run under other settings would mix them up.
+
+  Args:
+    directory: The cell's folder (`cell_dir`).
+    cell: The cell.
+    config: The `ExperimentConfig` it would run with now.
+    settings: The grid's settings now.
+
+  Returns:
+    None when nothing recorded contradicts the settings, else a
+    'failed: ...' status naming the differences.
+  """
+  differences = []
+  cell_path = os.path.join(directory, 'cell.json')
+  if os.path.exists(cell_path):
+    with open(cell_path) as f:
+      recorded = json.load(f).get('dataset_settings')
+    if recorded is not None:
+      now = dataset_settings(cell, settings)
+      # The data folder may move (or be reached by another path); which
+      # clients and splits a cell uses may not.
+      differences += [f'{name} {recorded.get(name)!r} (now {value!r})'
+                      for name, value in now.items()
+                      if name != 'data_dir' and recorded.get(name) != value]
+  summary_path = os.path.join(directory, 'summary.json')
+  if os.path.exists(summary_path):
+    with open(summary_path) as f:
+      recorded = json.load(f).get('config', {})
+    now = json.loads(json.dumps(dataclasses.asdict(config)))
+    differences += [f'{name} {recorded[name]!r} (now {value!r})'
+                    for name, value in now.items()
+                    if name in recorded and name not in
+                    _RESUMABLE_CONFIG_FIELDS and recorded[name] != value]
+  if not differences:
+    return None
+  return (f'failed: {directory} holds a run with other settings: '
+          + ', '.join(differences) + '; move it away or use another '
+          '--runs_dir')
 
 
 def _finished_summary(directory: str, rounds: int) -> Optional[dict]:
@@ -551,6 +602,11 @@ def run_grid(cells: Sequence[Cell], settings: RunSettings,
       pd.DataFrame(rows).to_csv(csv_path, index=False)
       continue
     directory = cell_dir(cell, settings)
+    mismatch = recorded_settings_mismatch(directory, cell, config, settings)
+    if mismatch is not None:
+      log_fn(f'{prefix}: {mismatch}')
+      rows.append(_result_row(cell, mismatch))
+      continue
     summary = _finished_summary(directory, config.rounds)
     if summary is not None:
       log_fn(f'{prefix}: finished before; skipped')
@@ -567,12 +623,12 @@ def run_grid(cells: Sequence[Cell], settings: RunSettings,
       log_fn(f'{prefix}: {"resuming" if resume else "running"} '
              f'{config.rounds} rounds')
       runner = resources.runner(cell, config, directory, resume)
-      summary = runner.run()
-      del runner
       with open(os.path.join(directory, 'cell.json'), 'w') as f:
         json.dump(dict(dataclasses.asdict(cell),
                        dataset_settings=dataset_settings(cell, settings)),
                   f, indent=2)
+      summary = runner.run()
+      del runner
       if not settings.keep_checkpoints:
         for name in ('checkpoints', 'client_states'):
           shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
