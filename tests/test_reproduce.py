@@ -317,6 +317,13 @@ def test_a_cell_run_under_other_settings_is_not_reused(tmp_path):
     assert status.startswith('failed: ') and 'other settings' in status
     assert ('max_clients 12 (now 10)' in status
             or 'local_steps' in status), status
+  # The same settings reuse it, also for a method whose recorded config is
+  # normalized by the runner (local records lambda 0).
+  local = reproduction.make_cell('synthetic', 'local')
+  for _ in range(2):
+    statuses = reproduction.run_grid([cell, local], settings,
+                                     log_fn=lambda _: None)['status']
+  assert statuses.tolist() == ['skipped (finished)'] * 2
   # Asking for more rounds under the same settings continues the cell.
   more = reproduction.RunSettings(data_dir=None, runs_dir=settings.runs_dir,
                                   rounds=2, max_clients=12)

@@ -475,7 +475,9 @@ def recorded_settings_mismatch(directory: str, cell: Cell, config,
   if os.path.exists(summary_path):
     with open(summary_path) as f:
       recorded = json.load(f).get('config', {})
-    now = json.loads(json.dumps(dataclasses.asdict(config)))
+    from tff_ditto import training_config  # pylint: disable=g-import-not-at-top
+    now = json.loads(json.dumps(dataclasses.asdict(
+        training_config.effective_config(config))))
     differences += [f'{name} {recorded[name]!r} (now {value!r})'
                     for name, value in now.items()
                     if name in recorded and name not in

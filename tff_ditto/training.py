@@ -415,10 +415,7 @@ class ExperimentRunner:
         `resume` nor `overwrite` is set.
     """
     config.validate()
-    if config.method == 'local':
-      config = dataclasses.replace(config, lam=0.0)
-    if config.method != 'ditto':
-      config = dataclasses.replace(config, lam_selection='fixed')
+    config = training_config.effective_config(config)
     self.config = config
     self.model_fn = model_fn
     self.output_dir = output_dir

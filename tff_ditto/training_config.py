@@ -241,3 +241,22 @@ class ExperimentConfig:
         value = getattr(self, name, None)
         got = f' (got {value!r})' if hasattr(self, name) else ''
         raise ValueError(f'{message}{got}')
+
+
+def effective_config(config: ExperimentConfig) -> ExperimentConfig:
+  """The config a run actually uses (and records in its summary).
+
+  `local` is Ditto with lambda = 0, and only Ditto selects lambda per device;
+  every other method runs with a fixed lambda.
+
+  Args:
+    config: A config as given.
+
+  Returns:
+    The same config with those fields normalized.
+  """
+  if config.method == 'local':
+    config = dataclasses.replace(config, lam=0.0)
+  if config.method != 'ditto':
+    config = dataclasses.replace(config, lam_selection='fixed')
+  return config
