@@ -330,3 +330,24 @@ def test_a_cell_run_under_other_settings_is_not_reused(tmp_path):
   lines = []
   assert reproduction.run_grid([cell], more, log_fn=lines.append)[
       'status'].tolist() == ['done']
+
+
+def test_git_revision_ignores_the_reports_own_folder(tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  def git(*args):
+    subprocess.run(['git', *args], cwd=tmp_path, check=True,
+                   capture_output=True)
+  git('init', '-q')
+  (tmp_path / 'results').mkdir()
+  (tmp_path / 'results' / 'REPORT.md').write_text('old\n')
+  (tmp_path / 'code.py').write_text('x = 1\n')
+  git('add', '.')
+  git('-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-qm', 'c')
+  (tmp_path / 'results' / 'REPORT.md').write_text('new\n')
+  clean = reproduction.git_revision(str(tmp_path),
+                                    ignore_dir=str(tmp_path / 'results'))
+  assert len(clean) == 40, clean
+  assert 'uncommitted' in reproduction.git_revision(str(tmp_path))
+  (tmp_path / 'code.py').write_text('x = 2\n')
+  assert 'uncommitted' in reproduction.git_revision(
+      str(tmp_path), ignore_dir=str(tmp_path / 'results'))

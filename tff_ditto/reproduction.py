@@ -958,13 +958,26 @@ def plot_figures(dataset: str, results: pd.DataFrame,
   return written
 
 
-def git_revision(repo_dir: str) -> str:
-  """HEAD's hash, with '+uncommitted changes' when the tree is dirty."""
+def git_revision(repo_dir: str, ignore_dir: Optional[str] = None) -> str:
+  """HEAD's hash, with '+uncommitted changes' when the tree is dirty.
+
+  Args:
+    repo_dir: The checkout.
+    ignore_dir: Changes under this folder do not count (the report's own
+      output folder, whose committed files a new report overwrites).
+  """
+  pathspec = ['.']
+  if ignore_dir is not None:
+    relative = os.path.relpath(os.path.realpath(ignore_dir),
+                               os.path.realpath(repo_dir))
+    if not relative.startswith('..'):
+      pathspec.append(f':(exclude){relative}')
   try:
     head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=repo_dir,
                           capture_output=True, text=True,
                           check=True).stdout.strip()
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
+    dirty = subprocess.run(['git', 'status', '--porcelain',
+                            '--untracked-files=no', '--', *pathspec],
                            cwd=repo_dir, capture_output=True, text=True,
                            check=True).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
@@ -1012,7 +1025,7 @@ def write_report(results: pd.DataFrame, output_dir: str, *,
     lines += [header_note, '']
   lines += [
       f'- Date: {datetime.datetime.now():%Y-%m-%d %H:%M}',
-      f'- Commit: {git_revision(repo_dir)}',
+      f'- Commit: {git_revision(repo_dir, ignore_dir=output_dir)}',
       f'- Command: `{command}`',
       f'- Mode: {mode}',
       f'- Grid: {len(results)} cells; '
