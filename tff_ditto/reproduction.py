@@ -446,8 +446,10 @@ def recorded_settings_mismatch(directory: str, cell: Cell, config,
   """Why the cell's folder holds a run of other settings, or None.
 
   A cell's id names its dataset, method, attack and options, not the grid's
-  settings (clients kept, data folder, `config_overrides` such as --quick's);
+  settings (clients kept, seed, `config_overrides` such as --quick's);
   reusing or resuming a cell run under other settings would mix them up.
+  The data folder itself is not compared: it may move, or be reached by
+  another path.
 
   Args:
     directory: The cell's folder (`cell_dir`).
@@ -466,8 +468,6 @@ def recorded_settings_mismatch(directory: str, cell: Cell, config,
       recorded = json.load(f).get('dataset_settings')
     if recorded is not None:
       now = dataset_settings(cell, settings)
-      # The data folder may move (or be reached by another path); which
-      # clients and splits a cell uses may not.
       differences += [f'{name} {recorded.get(name)!r} (now {value!r})'
                       for name, value in now.items()
                       if name != 'data_dir' and recorded.get(name) != value]
