@@ -673,11 +673,11 @@ def _column_label(attack: str, ratio: float) -> str:
       f'{attack.upper()} {int(round(100 * ratio))}%')
 
 
-def _ours(entry: Optional[pd.Series], notes: dict[str, int]) -> str:
-  if _has_accuracy(entry):
-    return (f'{entry["benign_mean_accuracy"]:.3f} '
-            f'({entry["benign_std_accuracy"]:.3f})')
-  status = 'not run: not in grid' if entry is None else entry['status']
+def _ours(record: Mapping[str, Any], notes: dict[str, int]) -> str:
+  """A `table_frame` record's result, or 'n/a [k]' with its status noted."""
+  if not pd.isna(record['ours_mean']):
+    return f'{record["ours_mean"]:.3f} ({record["ours_std"]:.3f})'
+  status = record['status']
   if status not in notes:
     notes[status] = len(notes) + 1
   return f'n/a [{notes[status]}]'
@@ -697,13 +697,13 @@ def paper_number(spec: TableSpec, dataset: str, row: Row, attack: str,
   return None, None, ''
 
 
-def _paper(spec: TableSpec, dataset: str, row: Row, attack: str,
-           ratio: float) -> str:
-  mean, std, source = paper_number(spec, dataset, row, attack, ratio)
-  if mean is None:
+def _paper(spec: TableSpec, record: Mapping[str, Any]) -> str:
+  """A `table_frame` record's paper number, or '?' when not known here."""
+  mean, std = record['paper_mean'], record['paper_std']
+  if pd.isna(mean):
     return '?'
-  text = f'{mean:.3f}' + (f' ({std:.3f})' if std is not None else ' (?)')
-  return text + (' (Table 1)' if source != spec.key else '')
+  text = f'{mean:.3f}' + (' (?)' if pd.isna(std) else f' ({std:.3f})')
+  return text + (' (Table 1)' if record['paper_source'] != spec.key else '')
 
 
 def table_frame(spec: TableSpec, dataset: str,
@@ -733,19 +733,27 @@ def table_frame(spec: TableSpec, dataset: str,
   return pd.DataFrame(records)
 
 
-def table_markdown(spec: TableSpec, dataset: str,
-                   results: pd.DataFrame) -> str:
-  """One paper table for one dataset: 'ours / paper' per cell + notes."""
+def table_markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
+  """One paper table: 'ours / paper' per cell + notes.
+
+  Args:
+    spec: The table.
+    frame: Its `table_frame` for one dataset (rows in the spec's order).
+
+  Returns:
+    The markdown table, with the reasons of cells not run below it.
+  """
   notes: dict[str, int] = {}
   header = ['method'] + [_column_label(a, r) for a, r in spec.columns]
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-  for row in spec.rows:
-    entries = []
-    for attack, ratio in spec.columns:
-      entry = _lookup(results, row.cell(dataset, attack, ratio))
-      entries.append(f'{_ours(entry, notes)} / '
-                     f'{_paper(spec, dataset, row, attack, ratio)}')
-    lines.append(f'| {row.label} | ' + ' | '.join(entries) + ' |')
+  records = frame.to_dict('records')
+  width = len(spec.columns)
+  for start in range(0, len(records), width):
+    row_records = records[start:start + width]
+    entries = [f'{_ours(record, notes)} / {_paper(spec, record)}'
+               for record in row_records]
+    lines.append(f'| {row_records[0]["method"]} | ' + ' | '.join(entries)
+                 + ' |')
   if notes:
     lines.append('')
     lines += [f'[{number}] {status}' for status, number in notes.items()]
@@ -1054,10 +1062,11 @@ def write_report(results: pd.DataFrame, output_dir: str, *,
       continue
     lines += [f'## {dataset}', '']
     for spec in PAPER_SPECS:
-      lines += [f'### {spec.title}', '', table_markdown(spec, dataset, results),
-                '', f'CSV: `{spec.key}_{dataset}.csv`', '']
-      table_frame(spec, dataset, results).to_csv(
-          os.path.join(output_dir, f'{spec.key}_{dataset}.csv'), index=False)
+      frame = table_frame(spec, dataset, results)
+      frame.to_csv(os.path.join(output_dir, f'{spec.key}_{dataset}.csv'),
+                   index=False)
+      lines += [f'### {spec.title}', '', table_markdown(spec, frame), '',
+                f'CSV: `{spec.key}_{dataset}.csv`', '']
     lines += ['### Ditto vs global under attack (Table 1)', '',
               *ditto_vs_global(dataset, results, runs_dir), '']
     if discussions and discussions.get(dataset):
