@@ -122,6 +122,11 @@ _APFL_ALPHA = flags.DEFINE_float(
     'apfl_alpha', 0.5,
     'APFL mixing weight alpha in [0, 1] (--method=apfl): clients are '
     'evaluated on alpha * v_k + (1 - alpha) * w; 1 = local training.')
+_PERFEDAVG_ALPHA = flags.DEFINE_float(
+    'perfedavg_alpha', None,
+    'Per-FedAvg inner step alpha (--method=perfedavg; default: '
+    '--client_lr, as the reference). The meta step is beta = 0.01, and the '
+    'update is w - beta * g + alpha * beta * Hg.')
 _EWC_LAM = flags.DEFINE_float(
     'ewc_lam', 1.0,
     'EWC strength (--method=ewc): fine-tuning gradient grad F + ewc_lam * '
@@ -242,6 +247,7 @@ def _config_values() -> dict:
       cclip_tau=_CCLIP_TAU.value,
       term_t=_TERM_T.value,
       apfl_alpha=_APFL_ALPHA.value,
+      perfedavg_alpha=_PERFEDAVG_ALPHA.value,
       ewc_lam=_EWC_LAM.value,
       skl_lam=_SKL_LAM.value,
       finetune_patience=_FINETUNE_PATIENCE.value,

@@ -506,6 +506,20 @@ def test_term_with_t_zero_equals_global_in_the_runner(synthetic, tmp_path):
       tilted.process.get_model_weights(tilted.state).trainable)
 
 
+def test_perfedavg_alpha_sets_the_inner_step(synthetic, tmp_path):
+  def trained(name, **overrides):
+    runner, _ = _run_method(
+        synthetic, tmp_path / name, method='perfedavg', client_lr=0.05,
+        **overrides)
+    return runner.process.get_model_weights(runner.state).trainable
+
+  default = trained('default')
+  toy.assert_weights_equal(default, trained('same', perfedavg_alpha=0.05))
+  smaller = trained('smaller', perfedavg_alpha=0.005)
+  assert not all(
+      np.allclose(a, b) for a, b in zip(default, smaller))
+
+
 @pytest.mark.parametrize('overrides', [
     dict(method='term', aggregator='median'),
     dict(method='term', bucketing_size=2),
@@ -513,6 +527,7 @@ def test_term_with_t_zero_equals_global_in_the_runner(synthetic, tmp_path):
     dict(method='apfl', aggregator='k_loss'),
     dict(method='mapper', weighted_aggregation=True),
     dict(method='apfl', apfl_alpha=1.5),
+    dict(method='perfedavg', perfedavg_alpha=0.0),
     dict(method='term', term_t=-1.0),
     dict(method='finetune_es', finetune_patience=0),
 ])

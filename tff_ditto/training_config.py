@@ -106,6 +106,8 @@ class ExperimentConfig:
     term_t: TERM's tilt t: client updates weighted by exp(t * loss) (0 =
       FedAvg; the paper uses 1, 2, 5).
     apfl_alpha: APFL's mixing weight alpha in [0, 1] (1 = local training).
+    perfedavg_alpha: Per-FedAvg's inner step alpha (None = client_lr, as the
+      reference); the meta step beta is 0.01.
     ewc_lam: Strength of EWC's Fisher-weighted pull towards the global model
       during fine-tuning.
     skl_lam: Strength of SKL's symmetric-KL term during fine-tuning (the KL
@@ -145,6 +147,7 @@ class ExperimentConfig:
   cclip_tau: float = 10.0
   term_t: float = 1.0
   apfl_alpha: float = 0.5
+  perfedavg_alpha: Optional[float] = None
   ewc_lam: float = 1.0
   skl_lam: float = 0.01
   finetune_patience: int = 1
@@ -200,6 +203,10 @@ class ExperimentConfig:
         (self.cclip_tau > 0, 'cclip_tau must be > 0'),
         (self.term_t >= 0, 'term_t must be >= 0'),
         (0.0 <= self.apfl_alpha <= 1.0, 'apfl_alpha must be in [0, 1]'),
+        (
+            self.perfedavg_alpha is None or self.perfedavg_alpha > 0,
+            'perfedavg_alpha must be > 0',
+        ),
         (self.ewc_lam >= 0, 'ewc_lam must be >= 0'),
         (self.skl_lam >= 0, 'skl_lam must be >= 0'),
         (self.finetune_patience >= 1, 'finetune_patience must be >= 1'),

@@ -247,8 +247,11 @@ def build_method(
     evaluation_computation = finetuning.build_interpolated_evaluation(
         model_fn, alpha=config.apfl_alpha)
   elif method == 'perfedavg':
+    inner_learning_rate = (
+        config.client_lr if config.perfedavg_alpha is None
+        else config.perfedavg_alpha)
     process = perfedavg.build_perfedavg_process(
-        model_fn, learning_rate=config.client_lr,
+        model_fn, learning_rate=inner_learning_rate,
         local_steps=config.local_steps, **common_arguments)
     kind = 'plain'
     evaluation_computation = finetuning.build_finetune_family_evaluation(
