@@ -520,6 +520,17 @@ def test_perfedavg_alpha_sets_the_inner_step(synthetic, tmp_path):
       np.allclose(a, b) for a, b in zip(default, smaller))
 
 
+def test_only_perfedavg_keeps_perfedavg_alpha_in_its_effective_config():
+  from tff_ditto import training_config
+
+  for method, expected in (('perfedavg', 0.01), ('ditto', None),
+                           ('global', None)):
+    config = training_config.ExperimentConfig(
+        method=method, perfedavg_alpha=0.01)
+    assert training_config.effective_config(
+        config).perfedavg_alpha == expected
+
+
 @pytest.mark.parametrize('overrides', [
     dict(method='term', aggregator='median'),
     dict(method='term', bucketing_size=2),

@@ -332,6 +332,42 @@ def test_a_cell_run_under_other_settings_is_not_reused(tmp_path):
       'status'].tolist() == ['done']
 
 
+def test_an_unfinished_cell_records_its_config_and_old_records_use_defaults(
+    tmp_path):
+  """cell.json's config guards an unfinished cell; a field the record lacks
+  is compared as its default (the cell ran before the field existed)."""
+  import json  # pylint: disable=g-import-not-at-top
+  cell = reproduction.make_cell('synthetic', 'perfedavg')
+  settings = reproduction.RunSettings(
+      data_dir=None, runs_dir=str(tmp_path / 'runs'), rounds=1,
+      max_clients=12)
+  assert reproduction.run_grid([cell], settings, log_fn=lambda _: None)[
+      'status'].tolist() == ['done']
+  directory = reproduction.cell_dir(cell, settings)
+  with open(os.path.join(directory, 'cell.json')) as f:
+    recorded = json.load(f)['config']
+  assert recorded['method'] == 'perfedavg' and 'perfedavg_alpha' in recorded
+  changed = reproduction.RunSettings(
+      data_dir=None, runs_dir=settings.runs_dir, rounds=1, max_clients=12,
+      config_overrides=dict(perfedavg_alpha=0.001))
+  config, _ = reproduction.cell_config(cell, changed)
+  # Unfinished: only cell.json holds the config.
+  os.remove(os.path.join(directory, 'summary.json'))
+  status = reproduction.recorded_settings_mismatch(
+      directory, cell, config, changed)
+  assert 'perfedavg_alpha None (now 0.001)' in status, status
+  # A record from before the field existed ran as its default.
+  del recorded['perfedavg_alpha']
+  with open(os.path.join(directory, 'cell.json'), 'w') as f:
+    json.dump(dict(config=recorded), f)
+  assert 'perfedavg_alpha None (now 0.001)' in (
+      reproduction.recorded_settings_mismatch(directory, cell, config,
+                                              changed))
+  unchanged, _ = reproduction.cell_config(cell, settings)
+  assert reproduction.recorded_settings_mismatch(
+      directory, cell, unchanged, settings) is None
+
+
 def test_git_revision_ignores_the_reports_own_folder(tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top
   def git(*args):

@@ -441,6 +441,48 @@ def cell_dir(cell: Cell, settings: RunSettings) -> str:
 _RESUMABLE_CONFIG_FIELDS = ('rounds', 'eval_every')
 
 
+def recorded_config_values(config) -> dict[str, Any]:
+  """The JSON form of the config a cell runs with, as its files record it."""
+  from tff_ditto import training_config  # pylint: disable=g-import-not-at-top
+  return json.loads(json.dumps(dataclasses.asdict(
+      training_config.effective_config(config))))
+
+
+def _recorded_config(directory: str) -> Optional[dict[str, Any]]:
+  """The config a cell's folder was run with: its summary's, else cell.json's.
+
+  cell.json records it when the cell starts, so an unfinished cell is
+  covered too (cells started by older code recorded only the dataset
+  settings; then there is nothing to compare until the summary).
+  """
+  for name, key in (('summary.json', 'config'), ('cell.json', 'config')):
+    path = os.path.join(directory, name)
+    if os.path.exists(path):
+      with open(path) as f:
+        recorded = json.load(f).get(key)
+      if recorded is not None:
+        return recorded
+  return None
+
+
+def _config_differences(recorded: Mapping[str, Any], config) -> list[str]:
+  """'name recorded (now value)' for each config field that changed.
+
+  A field missing from the record was added to `ExperimentConfig` after the
+  cell ran; the cell ran as the field's default (new fields keep the old
+  behaviour by default), so it is compared as that.
+  """
+  from tff_ditto import training_config  # pylint: disable=g-import-not-at-top
+  defaults = recorded_config_values(training_config.ExperimentConfig(
+      method=config.method))
+  differences = []
+  for name, value in recorded_config_values(config).items():
+    before = recorded.get(name, defaults[name])
+    if name not in _RESUMABLE_CONFIG_FIELDS and before != value:
+      differences.append(f'{name} {before!r} (now {value!r})')
+  return differences
+
+
 def recorded_settings_mismatch(directory: str, cell: Cell, config,
                                settings: RunSettings) -> Optional[str]:
   """Why the cell's folder holds a run of other settings, or None.
@@ -471,17 +513,9 @@ def recorded_settings_mismatch(directory: str, cell: Cell, config,
       differences += [f'{name} {recorded.get(name)!r} (now {value!r})'
                       for name, value in now.items()
                       if name != 'data_dir' and recorded.get(name) != value]
-  summary_path = os.path.join(directory, 'summary.json')
-  if os.path.exists(summary_path):
-    with open(summary_path) as f:
-      recorded = json.load(f).get('config', {})
-    from tff_ditto import training_config  # pylint: disable=g-import-not-at-top
-    now = json.loads(json.dumps(dataclasses.asdict(
-        training_config.effective_config(config))))
-    differences += [f'{name} {recorded[name]!r} (now {value!r})'
-                    for name, value in now.items()
-                    if name in recorded and name not in
-                    _RESUMABLE_CONFIG_FIELDS and recorded[name] != value]
+  recorded_config = _recorded_config(directory)
+  if recorded_config is not None:
+    differences += _config_differences(recorded_config, config)
   if not differences:
     return None
   return (f'failed: {directory} holds a run with other settings: '
@@ -627,7 +661,8 @@ def run_grid(cells: Sequence[Cell], settings: RunSettings,
       runner = resources.runner(cell, config, directory, resume)
       with open(os.path.join(directory, 'cell.json'), 'w') as f:
         json.dump(dict(dataclasses.asdict(cell),
-                       dataset_settings=dataset_settings(cell, settings)),
+                       dataset_settings=dataset_settings(cell, settings),
+                       config=recorded_config_values(config)),
                   f, indent=2)
       summary = runner.run()
       del runner

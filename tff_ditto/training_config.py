@@ -254,7 +254,8 @@ def effective_config(config: ExperimentConfig) -> ExperimentConfig:
   """The config a run actually uses (and records in its summary).
 
   `local` is Ditto with lambda = 0, and only Ditto selects lambda per device;
-  every other method runs with a fixed lambda.
+  every other method runs with a fixed lambda. Only Per-FedAvg reads
+  `perfedavg_alpha` (a dataset preset may set it for every method).
 
   Args:
     config: A config as given.
@@ -266,4 +267,6 @@ def effective_config(config: ExperimentConfig) -> ExperimentConfig:
     config = dataclasses.replace(config, lam=0.0)
   if config.method != 'ditto':
     config = dataclasses.replace(config, lam_selection='fixed')
+  if config.method != 'perfedavg':
+    config = dataclasses.replace(config, perfedavg_alpha=None)
   return config
