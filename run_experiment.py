@@ -124,8 +124,9 @@ _APFL_ALPHA = flags.DEFINE_float(
     'evaluated on alpha * v_k + (1 - alpha) * w; 1 = local training.')
 _PERFEDAVG_ALPHA = flags.DEFINE_float(
     'perfedavg_alpha', None,
-    'Per-FedAvg inner step alpha (--method=perfedavg; default: '
-    '--client_lr, as the reference). The meta step is beta = 0.01, and the '
+    'Per-FedAvg inner step alpha (--method=perfedavg; default: the '
+    'per-dataset preset, chosen on validation data (FEMNIST 0.01), else '
+    '--client_lr as the reference). The meta step is beta = 0.01, and the '
     'update is w - beta * g + alpha * beta * Hg.')
 _EWC_LAM = flags.DEFINE_float(
     'ewc_lam', 1.0,
