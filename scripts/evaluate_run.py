@@ -14,6 +14,15 @@ run with --keep_checkpoints (it holds cell.json and summary.json), e.g.
 runs/reproduce/femnist/ditto_a320_mean. Nothing of the run is changed: the summaries
 go to `<run_dir>/evaluation_<split>_round<r>.json` and the per-client tables
 to `<run_dir>/client_metrics_<split>_round<r>.csv`.
+
+Settings that only the evaluation reads (the fine-tuning of finetune, EWC,
+SKL, Per-FedAvg, MAPPER, finetune_es) can be changed to tune them on
+validation data without retraining; the files then carry the settings in
+their names (`evaluation_validation_round299_skl_lam-0.001.json`):
+
+  .venv/bin/python scripts/evaluate_run.py \
+      --run_dir=runs/reproduce/femnist/skl_none00_mean --splits=validation \
+      --evaluation_overrides=skl_lam=0.001
 """
 
 import os
@@ -23,6 +32,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import collections  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 
 from absl import app  # noqa: E402
@@ -36,6 +46,40 @@ _RUN_DIR = flags.DEFINE_string(
     'directory (e.g. runs/x/ditto).', required=True)
 _SPLITS = flags.DEFINE_list(
     'splits', ['validation', 'test'], 'Splits to evaluate: validation, test.')
+_EVALUATION_OVERRIDES = flags.DEFINE_list(
+    'evaluation_overrides', [],
+    'name=value settings of the evaluation only, to tune them on validation '
+    'without retraining (the trained models do not depend on them): '
+    'skl_lam, ewc_lam, finetune_lam, finetune_steps, finetune_patience. '
+    'E.g. --evaluation_overrides=skl_lam=0.001.')
+
+# Config fields that only the evaluation reads (fine-tuning at evaluation).
+EVALUATION_ONLY_FIELDS = {
+    'skl_lam': float, 'ewc_lam': float, 'finetune_lam': float,
+    'finetune_steps': int, 'finetune_patience': int,
+}
+
+
+def parse_evaluation_overrides(texts) -> dict:
+  """{field: value} from 'name=value' texts.
+
+  Raises:
+    app.UsageError: A malformed entry or a field the training reads.
+  """
+  overrides = {}
+  for text in texts:
+    name, separator, value = text.partition('=')
+    if not separator or name not in EVALUATION_ONLY_FIELDS:
+      raise app.UsageError(
+          f'--evaluation_overrides: {text!r} is not name=value with name in '
+          f'{sorted(EVALUATION_ONLY_FIELDS)}')
+    try:
+      overrides[name] = EVALUATION_ONLY_FIELDS[name](value)
+    except ValueError:
+      raise app.UsageError(
+          f'--evaluation_overrides: {name} needs a '
+          f'{EVALUATION_ONLY_FIELDS[name].__name__}, got {value!r}') from None
+  return overrides
 
 
 def _reproduce_cell_settings(run_dir: str):
@@ -92,6 +136,15 @@ def main(argv):
     method, config, dataset_settings = _reproduce_cell_settings(run_dir)
   else:
     method, config, dataset_settings = _run_experiment_settings(run_dir)
+  overrides = parse_evaluation_overrides(_EVALUATION_OVERRIDES.value)
+  if overrides:
+    config = dataclasses.replace(config, **overrides)
+    try:
+      config.validate()
+    except ValueError as error:
+      raise app.UsageError(f'--evaluation_overrides: {error}') from None
+  # Results under overrides are named after them, beside the plain ones.
+  suffix = ''.join(f'_{name}-{value}' for name, value in overrides.items())
   checkpoints = os.path.join(run_dir, 'checkpoints')
   if not os.path.isdir(checkpoints) or not os.listdir(checkpoints):
     raise app.UsageError(
@@ -124,16 +177,18 @@ def main(argv):
         round_num,
         split=split,
         client_metrics_path=os.path.join(
-            run_dir, f'client_metrics_{split}_round{round_num}.csv'
+            run_dir, f'client_metrics_{split}_round{round_num}{suffix}.csv'
         ),
     )
     global_summary = runner.evaluate_global_model(split)
     record = collections.OrderedDict(
-        method=method, split=split, round=round_num, models=summary,
+        method=method, split=split, round=round_num,
+        evaluation_overrides=overrides, models=summary,
         global_model=global_summary,
     )
     with open(
-        os.path.join(run_dir, f'evaluation_{split}_round{round_num}.json'), 'w'
+        os.path.join(run_dir,
+                     f'evaluation_{split}_round{round_num}{suffix}.json'), 'w'
     ) as f:
       json.dump(record, f, indent=2)
     for label, values in (('method', summary), ('global model', global_summary)):
@@ -147,7 +202,8 @@ def main(argv):
               worst10_accuracy=values['benign_worst10_accuracy'],
           )
       )
-  print(f'{run_dir}: after round {round_num + 1}')
+  print(f'{run_dir}: after round {round_num + 1}'
+        + (f', evaluation overrides {overrides}' if overrides else ''))
   print(experiment.markdown_table(pd.DataFrame(rows)))
 
 

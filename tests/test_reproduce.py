@@ -278,11 +278,11 @@ def test_evaluate_run_reads_a_finished_cell(tmp_path):
                                       log_fn=lambda _: None)['status']
     assert status == 'done'
 
-  def evaluate(cell):
+  def evaluate(cell, *extra):
     return subprocess.run(
         [sys.executable, os.path.join(root, 'scripts', 'evaluate_run.py'),
          f'--run_dir={reproduction.cell_dir(cell, settings)}',
-         '--splits=test'], cwd=root, capture_output=True, text=True,
+         '--splits=test', *extra], cwd=root, capture_output=True, text=True,
         timeout=600)
 
   completed = evaluate(kept)
@@ -297,6 +297,18 @@ def test_evaluate_run_reads_a_finished_cell(tmp_path):
   completed = evaluate(dropped)
   assert completed.returncode != 0
   assert 'no checkpoint to evaluate' in completed.stderr
+  # Evaluation-only settings can be changed; the results are named after
+  # them and the plain ones stay. Settings the training reads cannot.
+  completed = evaluate(kept, '--evaluation_overrides=finetune_steps=3')
+  assert completed.returncode == 0, completed.stderr[-2000:]
+  with open(os.path.join(
+      directory, 'evaluation_test_round1_finetune_steps-3.json')) as f:
+    assert json.load(f)['evaluation_overrides'] == {'finetune_steps': 3}
+  assert os.path.exists(
+      os.path.join(directory, 'evaluation_test_round1.json'))
+  completed = evaluate(kept, '--evaluation_overrides=client_lr=0.5')
+  assert completed.returncode != 0
+  assert "'client_lr=0.5' is not name=value" in completed.stderr
 
 
 def test_a_cell_run_under_other_settings_is_not_reused(tmp_path):
