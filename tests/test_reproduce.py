@@ -229,6 +229,29 @@ def test_paired_device_comparison_counts_benign_devices_only(tmp_path):
       str(tmp_path / 'ditto'), str(tmp_path / 'missing')) is None
 
 
+def test_table3_pairs_compare_ditto_with_global_under_the_same_aggregator(
+    tmp_path):
+  cells = {
+      method: reproduction.make_cell('femnist', method, 'a3', 0.2,
+                                     'norm_clip')
+      for method in ('ditto', 'global')}
+  results = pd.DataFrame([
+      dict(dataset='femnist', cell_id=cells[method].cell_id, status='done',
+           benign_mean_accuracy=accuracy, benign_std_accuracy=0.1)
+      for method, accuracy in (('global', 0.1), ('ditto', 0.5))])
+  assert reproduction.ditto_vs_robust_global('femnist', results.iloc[:0]) == []
+  _write_client_metrics(tmp_path / 'femnist' / cells['ditto'].cell_id,
+                        [0.6] * 6 + [0.0], [False] * 6 + [True])
+  _write_client_metrics(tmp_path / 'femnist' / cells['global'].cell_id,
+                        [0.1] * 6 + [0.9], [False] * 6 + [True])
+  lines = reproduction.ditto_vs_robust_global(
+      'femnist', results, str(tmp_path))
+  # Header, separator and the one pair that ran (A3 20 % with clipping).
+  assert len(lines) == 3
+  assert lines[2] == ('| A3 20% | Ditto + clipping | 0.500 | 0.100 | '
+                      '+40.0 pts | 6 / 0 / 0 (p = 0.031) | Ditto > global |')
+
+
 def test_report_tables_csv_paper_fallback_and_discussion(tmp_path):
   results = pd.DataFrame([
       dict(dataset='femnist', cell_id=reproduction.make_cell(

@@ -849,6 +849,44 @@ def paired_device_comparison(first_dir: str,
 TABLE1_DITTO_ROWS = tuple(row for row in TABLE1.rows if row.method == 'ditto')
 
 
+_COMPARISON_HEADER = (
+    '| column | Ditto row | Ditto | {baseline} | difference | benign devices '
+    'Ditto better / worse / tied (sign test p) | verdict |',
+    '|---|---|---|---|---|---|---|')
+
+
+def _comparison_line(dataset: str, results: pd.DataFrame,
+                     runs_dir: Optional[str], column: str, label: str,
+                     ditto_cell: Cell, baseline_cell: Cell,
+                     baseline_name: str) -> str:
+  """One row of a Ditto-vs-baseline table: means, per-device sign test."""
+  ditto_accuracy = _accuracy(results, ditto_cell)
+  baseline_accuracy = _accuracy(results, baseline_cell)
+  devices = ''
+  if math.isnan(ditto_accuracy) or math.isnan(baseline_accuracy):
+    verdict, difference = 'not both run', ''
+  else:
+    difference = f'{100 * (ditto_accuracy - baseline_accuracy):+.1f} pts'
+    paired = None if runs_dir is None else paired_device_comparison(
+        os.path.join(runs_dir, dataset, ditto_cell.cell_id),
+        os.path.join(runs_dir, dataset, baseline_cell.cell_id))
+    significant = True
+    if paired is not None:
+      devices = (f'{paired["wins"]} / {paired["losses"]} / '
+                 f'{paired["ties"]} (p = {paired["p_value"]:.2g})')
+      significant = paired['p_value'] < 0.05
+    if ditto_accuracy <= baseline_accuracy:
+      verdict = f'**Ditto <= {baseline_name}**'
+    elif significant:
+      verdict = f'Ditto > {baseline_name}'
+    else:
+      verdict = f'Ditto > {baseline_name}, not significant'
+  shown = ['-' if math.isnan(value) else f'{value:.3f}'
+           for value in (ditto_accuracy, baseline_accuracy)]
+  return (f'| {column} | {label} | {shown[0]} | {shown[1]} | {difference} | '
+          f'{devices} | {verdict} |')
+
+
 def ditto_vs_global(dataset: str, results: pd.DataFrame,
                     runs_dir: Optional[str] = None) -> list[str]:
   """Per Table 1 column: does each Ditto row beat global, and how clearly?
@@ -863,42 +901,49 @@ def ditto_vs_global(dataset: str, results: pd.DataFrame,
   Returns:
     Markdown table lines.
   """
-  lines = ['| column | Ditto row | Ditto | global | difference | benign '
-           'devices Ditto better / worse / tied (sign test p) | verdict |',
-           '|---|---|---|---|---|---|---|']
+  lines = [line.format(baseline='global') for line in _COMPARISON_HEADER]
   for attack, ratio in ATTACK_COLUMNS:
     global_cell = make_cell(dataset, 'global', attack, ratio)
-    global_accuracy = _accuracy(results, global_cell)
     for row in TABLE1_DITTO_ROWS:
       ditto_cell = row.cell(dataset, attack, ratio)
-      ditto_accuracy = _accuracy(results, ditto_cell)
-      if row.options_fn is not None and math.isnan(ditto_accuracy):
+      if row.options_fn is not None and math.isnan(
+          _accuracy(results, ditto_cell)):
         continue  # The optional lambda-selection row is listed once run.
-      devices = ''
-      if math.isnan(ditto_accuracy) or math.isnan(global_accuracy):
-        verdict, difference = 'not both run', ''
-      else:
-        difference = f'{100 * (ditto_accuracy - global_accuracy):+.1f} pts'
-        paired = None if runs_dir is None else paired_device_comparison(
-            os.path.join(runs_dir, dataset, ditto_cell.cell_id),
-            os.path.join(runs_dir, dataset, global_cell.cell_id))
-        significant = True
-        if paired is not None:
-          devices = (f'{paired["wins"]} / {paired["losses"]} / '
-                     f'{paired["ties"]} (p = {paired["p_value"]:.2g})')
-          significant = paired['p_value'] < 0.05
-        if ditto_accuracy <= global_accuracy:
-          verdict = '**Ditto <= global**'
-        elif significant:
-          verdict = 'Ditto > global'
-        else:
-          verdict = 'Ditto > global, not significant'
-      shown = ['-' if math.isnan(value) else f'{value:.3f}'
-               for value in (ditto_accuracy, global_accuracy)]
-      lines.append(
-          f'| {_column_label(attack, ratio)} | {row.label} | {shown[0]} | '
-          f'{shown[1]} | {difference} | {devices} | {verdict} |')
+      lines.append(_comparison_line(
+          dataset, results, runs_dir, _column_label(attack, ratio),
+          row.label, ditto_cell, global_cell, 'global'))
   return lines
+
+
+def ditto_vs_robust_global(dataset: str, results: pd.DataFrame,
+                           runs_dir: Optional[str] = None) -> list[str]:
+  """Table 3 pairs: Ditto + aggregator against the global model under it.
+
+  Lists the (aggregator, column) pairs of which at least one cell ran.
+
+  Args:
+    dataset: The dataset.
+    results: The grid's result rows.
+    runs_dir: As for `ditto_vs_global`.
+
+  Returns:
+    Markdown table lines, or [] when no Table 3 cell ran.
+  """
+  lines = []
+  for label, aggregator in ROBUST_AGGREGATORS:
+    for attack, ratio in STRONGEST:
+      ditto_cell = make_cell(dataset, 'ditto', attack, ratio, aggregator)
+      global_cell = make_cell(dataset, 'global', attack, ratio, aggregator)
+      if all(math.isnan(_accuracy(results, cell))
+             for cell in (ditto_cell, global_cell)):
+        continue
+      lines.append(_comparison_line(
+          dataset, results, runs_dir, _column_label(attack, ratio),
+          f'Ditto + {label}', ditto_cell, global_cell, 'global'))
+  if not lines:
+    return []
+  return [line.format(baseline='global (same aggregator)')
+          for line in _COMPARISON_HEADER] + lines
 
 
 def plot_figures(dataset: str, results: pd.DataFrame,
@@ -1104,6 +1149,10 @@ def write_report(results: pd.DataFrame, output_dir: str, *,
                 f'CSV: `{spec.key}_{dataset}.csv`', '']
     lines += ['### Ditto vs global under attack (Table 1)', '',
               *ditto_vs_global(dataset, results, runs_dir), '']
+    robust_pairs = ditto_vs_robust_global(dataset, results, runs_dir)
+    if robust_pairs:
+      lines += ['### Ditto vs global with the same robust aggregator '
+                '(Table 3)', '', *robust_pairs, '']
     if discussions and discussions.get(dataset):
       lines += [discussions[dataset].strip(), '']
     for name in plot_figures(dataset, results, output_dir):
