@@ -334,13 +334,19 @@ def test_evaluate_run_reads_a_finished_cell(tmp_path):
   assert "'client_lr=0.5' is not name=value" in completed.stderr
 
 
-def test_a_cell_run_under_other_settings_is_not_reused(tmp_path):
-  cell = reproduction.make_cell('synthetic', 'global')
+def _run_one_round_cell(tmp_path, method):
+  """(cell, settings) of a Synthetic cell run for 1 round on 12 clients."""
+  cell = reproduction.make_cell('synthetic', method)
   settings = reproduction.RunSettings(
       data_dir=None, runs_dir=str(tmp_path / 'runs'), rounds=1,
       max_clients=12)
   assert reproduction.run_grid([cell], settings, log_fn=lambda _: None)[
       'status'].tolist() == ['done']
+  return cell, settings
+
+
+def test_a_cell_run_under_other_settings_is_not_reused(tmp_path):
+  cell, settings = _run_one_round_cell(tmp_path, 'global')
   for other in (
       reproduction.RunSettings(data_dir=None, runs_dir=settings.runs_dir,
                                rounds=1, max_clients=10),
@@ -372,12 +378,7 @@ def test_an_unfinished_cell_records_its_config_and_old_records_use_defaults(
   """cell.json's config guards an unfinished cell; a field the record lacks
   is compared as its default (the cell ran before the field existed)."""
   import json  # pylint: disable=g-import-not-at-top
-  cell = reproduction.make_cell('synthetic', 'perfedavg')
-  settings = reproduction.RunSettings(
-      data_dir=None, runs_dir=str(tmp_path / 'runs'), rounds=1,
-      max_clients=12)
-  assert reproduction.run_grid([cell], settings, log_fn=lambda _: None)[
-      'status'].tolist() == ['done']
+  cell, settings = _run_one_round_cell(tmp_path, 'perfedavg')
   directory = reproduction.cell_dir(cell, settings)
   with open(os.path.join(directory, 'cell.json')) as f:
     recorded = json.load(f)['config']

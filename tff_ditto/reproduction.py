@@ -448,21 +448,13 @@ def recorded_config_values(config) -> dict[str, Any]:
       training_config.effective_config(config))))
 
 
-def _recorded_config(directory: str) -> Optional[dict[str, Any]]:
-  """The config a cell's folder was run with: its summary's, else cell.json's.
-
-  cell.json records it when the cell starts, so an unfinished cell is
-  covered too (cells started by older code recorded only the dataset
-  settings; then there is nothing to compare until the summary).
-  """
-  for name, key in (('summary.json', 'config'), ('cell.json', 'config')):
-    path = os.path.join(directory, name)
-    if os.path.exists(path):
-      with open(path) as f:
-        recorded = json.load(f).get(key)
-      if recorded is not None:
-        return recorded
-  return None
+def _read_record(directory: str, name: str) -> dict[str, Any]:
+  """A cell folder's JSON file (cell.json, summary.json), {} when absent."""
+  path = os.path.join(directory, name)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
 
 
 def _config_differences(recorded: Mapping[str, Any], config) -> list[str]:
@@ -504,16 +496,20 @@ def recorded_settings_mismatch(directory: str, cell: Cell, config,
     'failed: ...' status naming the differences.
   """
   differences = []
-  cell_path = os.path.join(directory, 'cell.json')
-  if os.path.exists(cell_path):
-    with open(cell_path) as f:
-      recorded = json.load(f).get('dataset_settings')
-    if recorded is not None:
-      now = dataset_settings(cell, settings)
-      differences += [f'{name} {recorded.get(name)!r} (now {value!r})'
-                      for name, value in now.items()
-                      if name != 'data_dir' and recorded.get(name) != value]
-  recorded_config = _recorded_config(directory)
+  cell_record = _read_record(directory, 'cell.json')
+  recorded = cell_record.get('dataset_settings')
+  if recorded is not None:
+    now = dataset_settings(cell, settings)
+    differences += [f'{name} {recorded.get(name)!r} (now {value!r})'
+                    for name, value in now.items()
+                    if name != 'data_dir' and recorded.get(name) != value]
+  # The summary's config, else the one cell.json records when the cell
+  # starts (an unfinished cell; cells started by older code recorded only
+  # the dataset settings, and then there is nothing to compare until the
+  # summary).
+  recorded_config = _read_record(directory, 'summary.json').get('config')
+  if recorded_config is None:
+    recorded_config = cell_record.get('config')
   if recorded_config is not None:
     differences += _config_differences(recorded_config, config)
   if not differences:
@@ -524,12 +520,8 @@ def recorded_settings_mismatch(directory: str, cell: Cell, config,
 
 
 def _finished_summary(directory: str, rounds: int) -> Optional[dict]:
-  path = os.path.join(directory, 'summary.json')
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    summary = json.load(f)
-  return summary if summary.get('rounds') == rounds else None
+  summary = _read_record(directory, 'summary.json')
+  return summary if summary and summary.get('rounds') == rounds else None
 
 
 def _result_row(cell: Cell, status: str, summary: Optional[dict] = None,
@@ -857,32 +849,31 @@ _COMPARISON_HEADER = (
 
 def _comparison_line(dataset: str, results: pd.DataFrame,
                      runs_dir: Optional[str], column: str, label: str,
-                     ditto_cell: Cell, baseline_cell: Cell,
-                     baseline_name: str) -> str:
-  """One row of a Ditto-vs-baseline table: means, per-device sign test."""
+                     ditto_cell: Cell, global_cell: Cell) -> str:
+  """One row of a Ditto-vs-global table: means, per-device sign test."""
   ditto_accuracy = _accuracy(results, ditto_cell)
-  baseline_accuracy = _accuracy(results, baseline_cell)
+  global_accuracy = _accuracy(results, global_cell)
   devices = ''
-  if math.isnan(ditto_accuracy) or math.isnan(baseline_accuracy):
+  if math.isnan(ditto_accuracy) or math.isnan(global_accuracy):
     verdict, difference = 'not both run', ''
   else:
-    difference = f'{100 * (ditto_accuracy - baseline_accuracy):+.1f} pts'
+    difference = f'{100 * (ditto_accuracy - global_accuracy):+.1f} pts'
     paired = None if runs_dir is None else paired_device_comparison(
         os.path.join(runs_dir, dataset, ditto_cell.cell_id),
-        os.path.join(runs_dir, dataset, baseline_cell.cell_id))
+        os.path.join(runs_dir, dataset, global_cell.cell_id))
     significant = True
     if paired is not None:
       devices = (f'{paired["wins"]} / {paired["losses"]} / '
                  f'{paired["ties"]} (p = {paired["p_value"]:.2g})')
       significant = paired['p_value'] < 0.05
-    if ditto_accuracy <= baseline_accuracy:
-      verdict = f'**Ditto <= {baseline_name}**'
+    if ditto_accuracy <= global_accuracy:
+      verdict = '**Ditto <= global**'
     elif significant:
-      verdict = f'Ditto > {baseline_name}'
+      verdict = 'Ditto > global'
     else:
-      verdict = f'Ditto > {baseline_name}, not significant'
+      verdict = 'Ditto > global, not significant'
   shown = ['-' if math.isnan(value) else f'{value:.3f}'
-           for value in (ditto_accuracy, baseline_accuracy)]
+           for value in (ditto_accuracy, global_accuracy)]
   return (f'| {column} | {label} | {shown[0]} | {shown[1]} | {difference} | '
           f'{devices} | {verdict} |')
 
@@ -911,7 +902,7 @@ def ditto_vs_global(dataset: str, results: pd.DataFrame,
         continue  # The optional lambda-selection row is listed once run.
       lines.append(_comparison_line(
           dataset, results, runs_dir, _column_label(attack, ratio),
-          row.label, ditto_cell, global_cell, 'global'))
+          row.label, ditto_cell, global_cell))
   return lines
 
 
@@ -939,7 +930,7 @@ def ditto_vs_robust_global(dataset: str, results: pd.DataFrame,
         continue
       lines.append(_comparison_line(
           dataset, results, runs_dir, _column_label(attack, ratio),
-          f'Ditto + {label}', ditto_cell, global_cell, 'global'))
+          f'Ditto + {label}', ditto_cell, global_cell))
   if not lines:
     return []
   return [line.format(baseline='global (same aggregator)')
