@@ -544,15 +544,23 @@ def test_perfedavg_alpha_sets_the_inner_step(synthetic, tmp_path):
       np.allclose(a, b) for a, b in zip(default, smaller))
 
 
-def test_only_perfedavg_keeps_perfedavg_alpha_in_its_effective_config():
+@pytest.mark.parametrize('field, value, method', [
+    ('perfedavg_alpha', 0.01, 'perfedavg'),
+    ('skl_lam', 0.001, 'skl'),
+    ('ewc_lam', 0.5, 'ewc'),
+])
+def test_only_the_reading_method_keeps_a_method_only_field(
+    field, value, method):
   from tff_ditto import training_config
 
-  for method, expected in (('perfedavg', 0.01), ('ditto', None),
-                           ('global', None)):
+  default = getattr(training_config.ExperimentConfig(), field)
+  assert default != value
+  for config_method, expected in ((method, value), ('ditto', default),
+                                  ('global', default)):
     config = training_config.ExperimentConfig(
-        method=method, perfedavg_alpha=0.01)
-    assert training_config.effective_config(
-        config).perfedavg_alpha == expected
+        method=config_method, **{field: value})
+    assert getattr(training_config.effective_config(config),
+                   field) == expected
 
 
 @pytest.mark.parametrize('overrides', [

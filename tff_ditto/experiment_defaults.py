@@ -24,11 +24,12 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
     ),
     # client_lr from {0.03, 0.1, 0.3} on validation (README, 'Results');
     # Per-FedAvg's alpha from {0.1, 0.03, 0.01, 0.003} on validation (README,
-    # 'Real FEMNIST: Table 2'; alpha = 0.1 diverges).
+    # 'Real FEMNIST: Table 2'; alpha = 0.1 diverges); SKL's strength from
+    # {0.01, 0.001} on validation (0.01 collapses 36 writers).
     'femnist': dict(
         rounds=500, clients_per_round=10, local_steps=10, batch_size=10,
         client_lr=0.1, lam=1.0, eval_every=50, finetune_steps=50,
-        perfedavg_alpha=0.01,
+        perfedavg_alpha=0.01, skl_lam=0.001,
     ),
     'emnist': dict(
         rounds=300, clients_per_round=10, local_steps=10, batch_size=10,

@@ -250,12 +250,23 @@ class ExperimentConfig:
         raise ValueError(f'{message}{got}')
 
 
+# Fields only one method reads, so a dataset preset may set them for every
+# method; every other method records the field's default instead.
+_METHOD_ONLY_FIELDS = {
+    'perfedavg_alpha': 'perfedavg',
+    'skl_lam': 'skl',
+    'ewc_lam': 'ewc',
+}
+
+
 def effective_config(config: ExperimentConfig) -> ExperimentConfig:
   """The config a run actually uses (and records in its summary).
 
   `local` is Ditto with lambda = 0, and only Ditto selects lambda per device;
-  every other method runs with a fixed lambda. Only Per-FedAvg reads
-  `perfedavg_alpha` (a dataset preset may set it for every method).
+  every other method runs with a fixed lambda. A field only one method reads
+  (`perfedavg_alpha`, `skl_lam`, `ewc_lam`) is reset to its default for the
+  other methods, so a preset for one method leaves the others' records as
+  they were.
 
   Args:
     config: A config as given.
@@ -267,6 +278,8 @@ def effective_config(config: ExperimentConfig) -> ExperimentConfig:
     config = dataclasses.replace(config, lam=0.0)
   if config.method != 'ditto':
     config = dataclasses.replace(config, lam_selection='fixed')
-  if config.method != 'perfedavg':
-    config = dataclasses.replace(config, perfedavg_alpha=None)
-  return config
+  unused = {field.name: field.default
+            for field in dataclasses.fields(ExperimentConfig)
+            if _METHOD_ONLY_FIELDS.get(field.name, config.method)
+            != config.method}
+  return dataclasses.replace(config, **unused)
