@@ -58,9 +58,10 @@ _QUICK_ROUNDS = flags.DEFINE_integer('quick_rounds', 2,
                                      'Rounds per cell with --quick.')
 _QUICK_MAX_CLIENTS = flags.DEFINE_integer(
     'quick_max_clients', 15, 'Clients per dataset with --quick.')
-_ROUNDS = flags.DEFINE_integer(
-    'rounds', None, 'Rounds per cell (default: the dataset preset; '
-    '--quick_rounds with --quick).')
+_ROUNDS = flags.DEFINE_list(
+    'rounds', None, 'Rounds per cell: a number for every dataset, and/or '
+    'dataset:number entries, e.g. 300 or femnist:300 (a dataset not named '
+    'runs its preset rounds; --quick_rounds with --quick).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of every cell.')
 _KEEP_CHECKPOINTS = flags.DEFINE_bool(
     'keep_checkpoints', False,
@@ -140,15 +141,24 @@ def main(argv):
   if 'celeba' not in datasets:
     unavailable.setdefault('celeba', absent.get(
         'celeba', reproduction.NOT_RUN_DATASETS['celeba']))
+  try:
+    rounds, dataset_rounds = reproduction.parse_rounds(_ROUNDS.value or [])
+  except ValueError as error:
+    raise app.UsageError(str(error)) from error
+  if quick and not _ROUNDS.value:
+    rounds = _QUICK_ROUNDS.value
   settings = reproduction.RunSettings(
       data_dir=_DATA_DIR.value, runs_dir=runs_dir,
-      rounds=_QUICK_ROUNDS.value if quick and _ROUNDS.value is None
-      else _ROUNDS.value,
+      rounds=rounds, dataset_rounds=dataset_rounds,
       max_clients=_QUICK_MAX_CLIENTS.value if quick else None,
       seed=_SEED.value, keep_checkpoints=_KEEP_CHECKPOINTS.value,
       reuse_computations=_REUSE_COMPUTATIONS.value,
       config_overrides=reproduction.QUICK_CONFIG_OVERRIDES if quick else {})
   report_datasets = list(dict.fromkeys(list(datasets) + ['celeba']))
+  unknown = sorted(set(dataset_rounds) - set(report_datasets))
+  if unknown:
+    raise app.UsageError(f'--rounds names datasets not in the grid: '
+                         f'{unknown} (grid: {report_datasets})')
   cells = reproduction.paper_cells(report_datasets)
   selecting = any(flag.value is not None for flag in (
       _TABLES, _METHODS, _AGGREGATORS, _COLUMNS)) or _PLAIN_ONLY.value
@@ -182,12 +192,11 @@ def main(argv):
                                     run_missing=not _REPORT_ONLY.value)
   os.makedirs(output_dir, exist_ok=True)
   theory = None if _SKIP_THEORY.value else _theory_section(output_dir)
-  mode = (f'quick smoke test: {settings.rounds} rounds per cell, first '
+  mode = (f'quick smoke test: {settings.describe_rounds()}, first '
           f'{settings.max_clients} clients of each dataset, '
           + reproduction.describe_overrides(settings.config_overrides)
           if quick else
-          'full: ' + (f'{settings.rounds} rounds per cell' if settings.rounds
-                      else 'preset rounds per dataset') + ', all clients')
+          f'full: {settings.describe_rounds()}, all clients')
   note = ('> **Quick smoke test, not the paper reproduction.** Few rounds '
           'and clients per cell: the numbers check the pipeline only.'
           if quick else '')

@@ -135,6 +135,34 @@ def test_bad_selection_is_named():
       reproduction.parse_column(text)
 
 
+def test_rounds_per_dataset():
+  import pytest  # pylint: disable=g-import-not-at-top
+  assert reproduction.parse_rounds([]) == (None, {})
+  assert reproduction.parse_rounds(['300']) == (300, {})
+  default, per_dataset = reproduction.parse_rounds(
+      ['femnist:300', 'synthetic:3', '7'])
+  assert (default, per_dataset) == (7, {'femnist': 300, 'synthetic': 3})
+  for entries in (['0'], ['x'], ['femnist:'], ['femnist:3.5'],
+                  ['femnist:-2']):
+    with pytest.raises(ValueError, match='positive integer'):
+      reproduction.parse_rounds(entries)
+  for entries in (['3', '4'], ['femnist:3', 'femnist:4']):
+    with pytest.raises(ValueError, match='given twice'):
+      reproduction.parse_rounds(entries)
+  settings = reproduction.RunSettings(
+      data_dir=None, runs_dir='unused', dataset_rounds={'synthetic': 3})
+  config, _ = reproduction.cell_config(
+      reproduction.make_cell('synthetic', 'ditto'), settings)
+  # A named dataset evaluates once, at its last round; the others keep
+  # their presets.
+  assert (config.rounds, config.eval_every) == (3, 3)
+  preset, _ = reproduction.cell_config(
+      reproduction.make_cell('vehicle', 'ditto'), settings)
+  assert (preset.rounds, preset.eval_every) == (600, 10)
+  assert 'synthetic 3 rounds; other datasets: preset' in (
+      settings.describe_rounds())
+
+
 def test_selected_report_marks_the_rest_pending(tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
@@ -150,6 +178,13 @@ def test_selected_report_marks_the_rest_pending(tmp_path):
   assert '4 of ' in completed.stdout
   report = (tmp_path / 'out' / 'REPORT.md').read_text()
   assert 'Partial grid' in report and 'pending: not run yet' in report
+  misnamed = subprocess.run(
+      [sys.executable, os.path.join(root, 'scripts', 'reproduce.py'),
+       '--datasets=synthetic', '--report_only', '--rounds=femnst:3',
+       f'--runs_dir={tmp_path / "runs"}', f'--output_dir={tmp_path / "out"}'],
+      cwd=root, capture_output=True, text=True, timeout=300)
+  assert misnamed.returncode != 0
+  assert "not in the grid: ['femnst']" in misnamed.stderr, misnamed.stderr
 
 
 def test_grid_cells_share_computations_with_the_same_results(tmp_path):

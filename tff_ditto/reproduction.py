@@ -243,6 +243,37 @@ def parse_column(text: str) -> tuple[str, float]:
   return attack, value
 
 
+def parse_rounds(
+    entries: Sequence[str]) -> tuple[Optional[int], dict[str, int]]:
+  """--rounds entries -> (rounds for every dataset, rounds per dataset).
+
+  Args:
+    entries: Each '300' (every dataset not named) or 'femnist:300'.
+
+  Returns:
+    (default, {dataset: rounds}); default None when no bare number is given
+    (the dataset presets).
+
+  Raises:
+    ValueError: On an entry that is not a positive integer with an optional
+      'dataset:' prefix, or a dataset or the default given twice.
+  """
+  default, per_dataset = None, {}
+  for entry in entries:
+    dataset, _, number = entry.rpartition(':')
+    if not number.isdigit() or int(number) < 1:
+      raise ValueError(f'rounds entry {entry!r} is not a positive integer '
+                       'or dataset:integer (e.g. 300 or femnist:300)')
+    if dataset in per_dataset or (not dataset and default is not None):
+      raise ValueError(f'rounds given twice for '
+                       f'{dataset or "every dataset"} ({entry!r})')
+    if dataset:
+      per_dataset[dataset] = int(number)
+    else:
+      default = int(number)
+  return default, per_dataset
+
+
 def select_cells(cells: Sequence[Cell], *,
                  methods: Optional[Sequence[str]] = None,
                  aggregators: Optional[Sequence[str]] = None,
@@ -338,6 +369,8 @@ class RunSettings:
     data_dir: Root of the real data.
     runs_dir: Where cells write (`<runs_dir>/<dataset>/<cell id>/`).
     rounds: Rounds per cell (None: the dataset preset).
+    dataset_rounds: Rounds per cell of the named datasets, over `rounds`
+      (e.g. {'femnist': 300}; see `parse_rounds`).
     eval_every: Evaluation period (None: preset).
     max_clients: Keep only the first N clients (None: all).
     seed: Seed of every cell.
@@ -351,9 +384,24 @@ class RunSettings:
       `QUICK_CONFIG_OVERRIDES`.
   """
 
+  def rounds_for(self, dataset: str) -> Optional[int]:
+    """Rounds per cell of `dataset` (None: its preset)."""
+    return self.dataset_rounds.get(dataset, self.rounds)
+
+  def describe_rounds(self) -> str:
+    """'300 rounds per cell', 'femnist 300, vehicle preset rounds', ..."""
+    default = (f'{self.rounds} rounds per cell' if self.rounds is not None
+               else 'preset rounds per dataset')
+    if not self.dataset_rounds:
+      return default
+    named = ', '.join(f'{dataset} {rounds} rounds'
+                      for dataset, rounds in self.dataset_rounds.items())
+    return f'{named}; other datasets: {default}'
+
   data_dir: Optional[str]
   runs_dir: str
   rounds: Optional[int] = None
+  dataset_rounds: Mapping[str, int] = dataclasses.field(default_factory=dict)
   eval_every: Optional[int] = None
   max_clients: Optional[int] = None
   seed: int = 0
@@ -397,13 +445,14 @@ def cell_config(cell: Cell, settings: RunSettings):
   missing = [name for name, _ in cell.options if name not in _config_fields()]
   if missing:
     return None, f'not run: option unavailable ({", ".join(missing)})'
+  rounds = settings.rounds_for(cell.dataset)
   overrides = dict(attack=cell.attack, attack_ratio=cell.ratio,
                    aggregator=cell.aggregator, seed=settings.seed,
-                   rounds=settings.rounds, eval_every=settings.eval_every)
+                   rounds=rounds, eval_every=settings.eval_every)
   overrides.update(settings.config_overrides)
   overrides.update(dict(cell.options))
-  if settings.rounds is not None and settings.eval_every is None:
-    overrides['eval_every'] = settings.rounds
+  if rounds is not None and settings.eval_every is None:
+    overrides['eval_every'] = rounds
   try:
     (config,) = experiment_defaults.build_configs(cell.dataset, [cell.method],
                                                   overrides)
