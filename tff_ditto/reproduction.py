@@ -1062,7 +1062,8 @@ def plot_figures(dataset: str, results: pd.DataFrame,
   axis.set_xscale('log')
   axis.set_xlabel('tilt t')
   axis.set_ylabel('benign mean accuracy')
-  axis.legend(fontsize=7)
+  if axis.get_legend_handles_labels()[0]:
+    axis.legend(fontsize=7)
   axis.set_title(f'Figure 5 ({dataset}): fair method under A1')
   save(fig, f'figure5_{dataset}.png')
 
