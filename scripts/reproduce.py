@@ -172,8 +172,10 @@ def main(argv):
         selected, methods=_METHODS.value, aggregators=_AGGREGATORS.value,
         columns=[reproduction.parse_column(text) for text in _COLUMNS.value]
         if _COLUMNS.value else None, plain_only=_PLAIN_ONLY.value)
-    print(f'{len(selected)} of {len(cells)} cells selected; datasets '
-          f'{datasets}; runs in {runs_dir}', flush=True)
+    not_here = sum(cell.dataset in unavailable for cell in selected)
+    print(f'{len(selected)} of {len(cells)} cells selected ({not_here} of '
+          f'them on datasets not available here); datasets {datasets}; '
+          f'runs in {runs_dir}', flush=True)
     ran = reproduction.run_grid(selected, settings, unavailable, log_fn=log,
                                 run_missing=not _REPORT_ONLY.value)
     # The report covers the whole grid: finished cells, the rest pending;
