@@ -25,6 +25,27 @@ def test_paper_grid_shape():
                                 options=dict(finetune_lam=1)).cell_id in ids
 
 
+def test_options_equal_to_the_default_name_the_default_cell():
+  # Figure 6's joint lambda=1 is Table 1's Ditto cell: lambda 1 is the preset.
+  ditto = reproduction.make_cell('vehicle', 'ditto', 'a3', 0.2)
+  assert reproduction.make_cell('vehicle', 'ditto', 'a3', 0.2,
+                                options=dict(lam=1)) == ditto
+  figure6 = reproduction.spec_by_key('figure6')
+  joint_cells = [row.cell('vehicle', 'a3', 0.2) for row in figure6.rows
+                 if row.method == 'ditto']
+  assert ditto in joint_cells
+  # Other values, and options without a default, stay in the id.
+  assert reproduction.make_cell(
+      'vehicle', 'ditto', 'a3', 0.2, options=dict(lam=0.1)).cell_id == (
+          'ditto_a320_mean_lam-0.1')
+  assert reproduction.make_cell(
+      'vehicle', 'term', options=dict(term_t=5)).cell_id == (
+          'term_none00_mean_term_t-5.0')
+  assert reproduction.make_cell(
+      'synthetic', 'ditto', options=dict(no_such_field=1)).options == (
+          ('no_such_field', 1.0),)
+
+
 def test_datasets_present(tmp_path):
   present, absent = reproduction.available_datasets(None)
   assert present == ['synthetic']

@@ -96,12 +96,41 @@ def _canonical(value: Any) -> Any:
   return float(value)
 
 
+_NO_DEFAULT = object()
+
+
+def _default_option_value(dataset: str, name: str) -> Any:
+  """What `name` is in a cell of `dataset` that does not set it.
+
+  The dataset's preset value, else the `ExperimentConfig` default, else
+  `_NO_DEFAULT` (not a config field: the cell cannot run, see
+  `cell_config`).
+  """
+  from tff_ditto import experiment_defaults  # pylint: disable=g-import-not-at-top
+  from tff_ditto import training_config  # pylint: disable=g-import-not-at-top
+  preset = experiment_defaults.preset_for(dataset)
+  if name in preset:
+    return preset[name]
+  fields = {f.name: f for f in
+            dataclasses.fields(training_config.ExperimentConfig)}
+  if name not in fields or fields[name].default is dataclasses.MISSING:
+    return _NO_DEFAULT
+  return fields[name].default
+
+
 def make_cell(dataset: str, method: str, attack: str = 'none',
               ratio: float = 0.0, aggregator: str = 'mean',
               options: Optional[Mapping[str, Any]] = None) -> Cell:
+  """The cell; options equal to what the cell runs with anyway are dropped.
+
+  So Figure 6's 'joint lambda=1' is Table 1's Ditto cell (lambda 1 is every
+  preset's), one run and one id, not two runs of one configuration.
+  """
+  kept = {name: _canonical(value) for name, value in (options or {}).items()
+          if _canonical(value) != _canonical(
+              _default_option_value(dataset, name))}
   return Cell(dataset, method, attack, float(ratio), aggregator,
-              tuple(sorted((name, _canonical(value))
-                           for name, value in (options or {}).items())))
+              tuple(sorted(kept.items())))
 
 
 @dataclasses.dataclass(frozen=True)
