@@ -168,6 +168,14 @@ _SAMPLING = flags.DEFINE_enum(
     'sampling', 'weighted', ['weighted', 'uniform'],
     'Client sampling: weighted (proportional to training examples, without '
     'replacement, as the reference) or uniform.')
+_BATCH_STREAM = flags.DEFINE_enum(
+    'batch_stream', 'reference', ['reference', 'per_round_shuffle'],
+    "Clients' training batches: reference (as the reference code's gen_batch:"
+    ' one stream per client for the whole run, full batches in shuffled '
+    'passes, reshuffled after each pass; a client with n <= batch_size '
+    'trains on all n as one batch; positions are checkpointed) or '
+    'per_round_shuffle (a fresh shuffled, repeated stream per client and '
+    'round: the earlier behaviour of this project).')
 _WEIGHTED_AGGREGATION = flags.DEFINE_bool(
     'weighted_aggregation', False,
     'Weight client deltas by examples instead of the reference unweighted '
@@ -237,6 +245,7 @@ def _config_values() -> dict:
       eval_every=_EVAL_EVERY.value,
       eval_split=_EVAL_SPLIT.value,
       sampling=_SAMPLING.value,
+      batch_stream=_BATCH_STREAM.value,
       weighted_aggregation=_WEIGHTED_AGGREGATION.value,
       seed=_SEED.value,
       checkpoint_every=_CHECKPOINT_EVERY.value,

@@ -55,6 +55,7 @@ def main(argv):
   import pandas as pd  # pylint: disable=g-import-not-at-top
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
 
+  from tff_ditto import batch_streams  # pylint: disable=g-import-not-at-top
   from tff_ditto import client_states  # pylint: disable=g-import-not-at-top
   from tff_ditto import ditto  # pylint: disable=g-import-not-at-top
   from tff_ditto import experiment  # pylint: disable=g-import-not-at-top
@@ -76,8 +77,8 @@ def main(argv):
   ids = dataset.client_ids
 
   def batches(index, round_num):
-    return training.train_batches(dataset.train[ids[index]], batch,
-                                  seed=round_num * 1000 + int(index))
+    return batch_streams.per_round_shuffle_batches(
+        dataset.train[ids[index]], batch, seed=round_num * 1000 + int(index))
 
   def median_seconds(run_round):
     times = []

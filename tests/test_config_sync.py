@@ -2,6 +2,7 @@
 
 from tff_ditto import aggregators
 from tff_ditto import attacks
+from tff_ditto import batch_streams
 from tff_ditto import training_config
 
 
@@ -26,3 +27,7 @@ def test_runner_builds_every_aggregator_with_reference_parameters():
     config.validate()
     factory = training.build_model_aggregator(config, 20, 6)
     assert factory is not None
+
+
+def test_batch_stream_names_match_the_batch_streams_module():
+  assert training_config.BATCH_STREAMS == batch_streams.BATCH_STREAMS

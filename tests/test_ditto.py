@@ -488,7 +488,9 @@ def test_global_trajectory_is_the_same_without_personalization(
 # ------------------------------------------- loss as the weight (k-loss)
 
 
-def test_loss_weighting_sends_the_round_start_loss_to_k_loss(tmp_path):
+def test_loss_weighting_sends_the_whole_training_set_loss_to_k_loss(
+    tmp_path):
+  """As the reference's k_loss: F_k(w_t) over all of the client's data."""
   from tff_ditto import aggregators  # pylint: disable=g-import-not-at-top
 
   process = toy.build_process(
@@ -496,27 +498,51 @@ def test_loss_weighting_sends_the_round_start_loss_to_k_loss(tmp_path):
       client_weighting=ditto.LOSS_WEIGHTING,
       model_aggregator=aggregators.KLossFactory(num_benign=1),
   )
-  output, _ = _run(
-      process, W_T, [(ARRAYS, V_K), (OTHER_ARRAYS, V_K)], tmp_path
-  )
-  # Round-start loss: mean over the round's batches of F(w_t; b).
-  losses = [
-      np.mean([toy.loss_and_grad(W_T, b)[0] for b in toy.split_batches(a, BATCH)])
-      for a in (ARRAYS, OTHER_ARRAYS)
+  # Each client has 6 batches; only the first STEPS = 3 are trained on, so
+  # the loss over the round's batches and over the training set differ.
+  # The second client's held-back half is hard for w_t, so it has the
+  # lower loss on its trained batches but the higher one on all its data.
+  first = toy.client_arrays(0, 6 * BATCH)
+  easy = toy.client_arrays(5, 3 * BATCH)
+  hard = toy.client_arrays(6, 3 * BATCH, label_shift=1)
+  second = collections.OrderedDict(
+      (key, np.concatenate([easy[key], hard[key]])) for key in easy)
+  clients = (first, second)
+
+  def batch_mean_loss(arrays):
+    batches = toy.split_batches(arrays, BATCH)[:STEPS]
+    return np.mean([toy.loss_and_grad(W_T, b)[0] for b in batches])
+
+  whole_losses = [
+      toy.loss_and_grad(W_T, a)[0] for a in clients
   ]
+  batch_losses = [batch_mean_loss(a) for a in clients]
+  assert np.argmin(whole_losses) != np.argmin(batch_losses)
+
+  state = toy.with_global_weights(process, W_T)
+  data = []
+  for k, arrays in enumerate(clients):
+    read_path = os.path.join(tmp_path, f'read_{k}.tensor')
+    toy.write_state(read_path, V_K)
+    client = toy.personal_client_data(
+        toy.fixed_batches(arrays, BATCH), read_path,
+        os.path.join(tmp_path, f'write_{k}.tensor'))
+    client[ditto.FULL_TRAIN_KEY] = toy.fixed_batches(arrays, 7)
+    data.append(client)
+  output = process.next(state, data)
+
   measurements = output.metrics['aggregator']
-  # num_benign = 1: the lowest-loss client's update is the aggregate.
-  lowest = int(np.argmin(losses))
+  # num_benign = 1: the update of the client with the lowest loss.
+  lowest = int(np.argmin(whole_losses))
   assert int(measurements['k_loss_selected']) == lowest
   np.testing.assert_allclose(
-      measurements['k_loss_selected_loss'], losses[lowest], rtol=1e-5
+      measurements['k_loss_selected_loss'], whole_losses[lowest], rtol=1e-5
   )
-  batches = toy.split_batches((ARRAYS, OTHER_ARRAYS)[lowest], BATCH)
+  batches = toy.split_batches(clients[lowest], BATCH)[:STEPS]
   toy.assert_weights_close(
       toy.global_weights(process, output.state),
       toy.sgd_reference(W_T, batches, LR),
   )
-
 
 
 def test_model_types_are_built_once_per_model_fn():

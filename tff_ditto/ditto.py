@@ -54,6 +54,8 @@ BATCHES_KEY = 'batches'
 STATE_KEY = 'personal_state'
 ATTACK_KEY = 'attack'
 VALIDATION_KEY = 'validation'
+# The client's whole training set, unshuffled (round-start losses).
+FULL_TRAIN_KEY = 'full_train'
 # Client metric of per-step lambda selection: per candidate, the personal
 # steps that kept it, then the steps taken with the fallback lambda.
 LAMBDA_CHOICES_KEY = 'lambda_choice_counts'
@@ -61,8 +63,9 @@ LAMBDA_CHOICES_KEY = 'lambda_choice_counts'
 LAMBDA_STEP_SHARES_KEY = 'lambda_step_shares'
 
 # `client_weighting` value that sends each client's round-start training loss
-# (mean loss of w_t on the round's batches) as its "weight", for loss-based
-# rules such as `tff_ditto.aggregators.KLossFactory` (the reference `k_loss`).
+# (mean loss of w_t over the client's whole training set, `FULL_TRAIN_KEY`,
+# as the reference FedAvg's `k_loss`) as its "weight", for loss-based rules
+# such as `tff_ditto.aggregators.KLossFactory`.
 LOSS_WEIGHTING = 'loss'
 
 ModelFn = Callable[[], tff.learning.models.VariableModel]
@@ -120,6 +123,7 @@ def client_data_type(
     personalize: bool = True,
     simulate_attacks: bool = False,
     validation: bool = False,
+    full_train: bool = False,
 ) -> tff.Type:
   """The per-client data type of a round.
 
@@ -129,16 +133,19 @@ def client_data_type(
     simulate_attacks: Include the per-client attack instruction.
     validation: Include the client's validation batches (per-step lambda
       selection).
+    full_train: Include the client's whole training set (round-start loss
+      of `LOSS_WEIGHTING`).
 
   Returns:
     A sequence of batches when none is set; otherwise a struct with keys
     `batches`, `personal_state` (sequence of one handle), `attack`
     (sequence of one `OrderedDict(code, scale, seed)`, see
-    `tff_ditto.attacks.UPDATE_ATTACK_CODES`) and `validation` (batches of
-    the client's whole validation split), those set, in this order.
+    `tff_ditto.attacks.UPDATE_ATTACK_CODES`), `validation` (batches of
+    the client's whole validation split) and `full_train` (batches of its
+    whole training set), those set, in this order.
   """
   batches_type = tff.SequenceType(_element_type(model_fn))
-  if not personalize and not simulate_attacks and not validation:
+  if not (personalize or simulate_attacks or validation or full_train):
     return batches_type
   fields = [(BATCHES_KEY, batches_type)]
   if personalize:
@@ -147,6 +154,8 @@ def client_data_type(
     fields.append((ATTACK_KEY, tff.SequenceType(ATTACK_TYPE)))
   if validation:
     fields.append((VALIDATION_KEY, batches_type))
+  if full_train:
+    fields.append((FULL_TRAIN_KEY, batches_type))
   return tff.StructType(fields)
 
 
@@ -411,7 +420,8 @@ def build_ditto_client_update(
 
   @tf.function
   def client_update(
-      initial_weights, batches, state_handle, attack, validation=None
+      initial_weights, batches, state_handle, attack, validation=None,
+      full_train=None,
   ):
     global_weights = tff.learning.models.ModelWeights.from_model(global_model)
     tf.nest.map_structure(
@@ -435,15 +445,8 @@ def build_ditto_client_update(
         client_optimizer, global_weights
     )
     if client_weighting == LOSS_WEIGHTING:
-      # The round-start loss of w_t on the round's batches, before training.
-      def add_loss(totals, batch):
-        output = global_model.forward_pass(batch, training=False)
-        return totals + tf.stack([output.loss, 1.0])
-
-      loss_totals = batches.take(local_steps).reduce(
-          tf.zeros([2], tf.float32), add_loss
-      )
-      start_loss = loss_totals[0] / tf.maximum(loss_totals[1], 1.0)
+      # The round-start loss of w_t on the whole training set.
+      start_loss = optimization.mean_loss(global_model, full_train)
     zero = tf.constant(0.0, tf.float32)
     initial_loop_state = collections.OrderedDict(
         global_optimizer_state=global_optimizer_state,
@@ -652,13 +655,14 @@ def _build_client_work(
     personalize: bool,
     simulate_attacks: bool,
     validation: bool = False,
+    full_train: bool = False,
 ) -> tff.learning.templates.ClientWorkProcess:
   """Wraps the client update in a `ClientWorkProcess`."""
 
   @tff.tensorflow.computation(weights_type, data_type)
   def client_computation(initial_weights, client_data):
     client_update = make_client_update()
-    if not personalize and not simulate_attacks and not validation:
+    if not (personalize or simulate_attacks or validation or full_train):
       client_data = collections.OrderedDict([(BATCHES_KEY, client_data)])
     handle = collections.OrderedDict(
         read_path=tf.constant(''), write_path=tf.constant('')
@@ -677,6 +681,7 @@ def _build_client_work(
         handle,
         attack,
         client_data[VALIDATION_KEY] if validation else None,
+        client_data[FULL_TRAIN_KEY] if full_train else None,
     )
     return (
         tff.learning.templates.ClientResult(
@@ -752,7 +757,9 @@ def build_ditto_process(
     client_weighting: Weight of each client's delta for weighted aggregators:
       UNIFORM (the reference's unweighted average) or NUM_EXAMPLES; or
       `LOSS_WEIGHTING` to send the client's round-start training loss instead
-      (for `tff_ditto.aggregators.KLossFactory`).
+      (for `tff_ditto.aggregators.KLossFactory`): the mean loss of w_t over
+      the client's whole training set, which the client data then hold as
+      `full_train` (`client_data_type`).
     personalize: False trains only the global model (FedAvg/FedProx), with
       plain batches as client data; used for the `global` and `finetune`
       baselines so that they share this exact code path.
@@ -794,8 +801,10 @@ def build_ditto_process(
     personal_optimizer = client_optimizer
 
   weights_type = _weights_type(model_fn)
+  loss_weighting = client_weighting == LOSS_WEIGHTING
   data_type = client_data_type(
-      model_fn, personalize, simulate_attacks, select_lambda_per_step
+      model_fn, personalize, simulate_attacks, select_lambda_per_step,
+      loss_weighting,
   )
 
   def make_client_update():
@@ -816,7 +825,7 @@ def build_ditto_process(
 
   client_work = _build_client_work(
       model_fn, weights_type, data_type, make_client_update, personalize,
-      simulate_attacks, select_lambda_per_step,
+      simulate_attacks, select_lambda_per_step, loss_weighting,
   )
   return compose_process(
       model_fn, client_work, model_aggregator, server_optimizer

@@ -539,12 +539,15 @@ def _config_differences(recorded: Mapping[str, Any], config) -> list[str]:
   """'name recorded (now value)' for each config field that changed.
 
   A field missing from the record was added to `ExperimentConfig` after the
-  cell ran; the cell ran as the field's default (new fields keep the old
-  behaviour by default), so it is compared as that.
+  cell ran; the cell ran with the behaviour of that time: the field's
+  `training_config.VALUES_BEFORE_FIELD_EXISTED` entry, else its default (new
+  fields usually keep the old behaviour by default), so it is compared as
+  that.
   """
   from tff_ditto import training_config  # pylint: disable=g-import-not-at-top
   defaults = recorded_config_values(training_config.ExperimentConfig(
       method=config.method))
+  defaults.update(training_config.VALUES_BEFORE_FIELD_EXISTED)
   differences = []
   for name, value in recorded_config_values(config).items():
     before = recorded.get(name, defaults[name])

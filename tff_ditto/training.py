@@ -44,6 +44,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_ditto import attacks
+from tff_ditto import batch_streams
 from tff_ditto import baselines
 from tff_ditto import client_states
 from tff_ditto import computation_cache as computation_cache_lib
@@ -90,19 +91,6 @@ def sample_clients(
   return np.sort(rng.choice(num_clients, size=count, replace=False, p=p))
 
 
-def train_batches(
-    arrays: collections.OrderedDict, batch_size: int, seed: int
-) -> tf.data.Dataset:
-  """A client's endless, reshuffled-every-pass stream of training batches."""
-  n = int(arrays['y'].shape[0])
-  return (
-      tf.data.Dataset.from_tensor_slices(arrays)
-      .shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
-      .repeat()
-      .batch(batch_size)
-  )
-
-
 def eval_batches(arrays: collections.OrderedDict, batch_size: int):
   return tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size)
 
@@ -112,18 +100,6 @@ def state_handle_dataset(handle: client_states.ClientStateHandle):
       collections.OrderedDict(
           read_path=handle.read_path, write_path=handle.write_path
       )
-  )
-
-
-_TRAIN_STREAM = 1
-_FINETUNE_STREAM = 2
-_ATTACK_STREAM = 3
-
-
-def _client_seed(seed: int, stream: int, *keys: int) -> int:
-  """A tf.data shuffle seed determined by the experiment seed and keys."""
-  return int(
-      np.random.default_rng([seed, stream, *keys]).integers(2**31 - 1)
   )
 
 
@@ -222,7 +198,9 @@ def model_aggregator_spec(
 
   Krum's f, the trimmed mean's b and k-norm's exclusions use the Ditto
   reference's expected number of attackers per round,
-  E = int(clients_per_round * num_malicious / num_clients).
+  E = int(clients_per_round * num_malicious / num_clients); the trimmed
+  mean trims b = E per side, as the bucketing reference's TM(b=f), so it is
+  the mean without attackers.
 
   Args:
     config: The run's config.
@@ -240,7 +218,7 @@ def model_aggregator_spec(
   parameters = {
       'krum': dict(f=expected),
       'multi_krum': dict(f=expected),
-      'trimmed_mean': dict(b=max(expected, 1)),
+      'trimmed_mean': dict(b=expected),
       'k_norm': dict(num_excluded=expected),
       'cclip': dict(tau=config.cclip_tau),
       'k_loss': dict(
@@ -477,6 +455,10 @@ class ExperimentRunner:
           (list(initial.trainable) + list(initial.non_trainable))
           * self.num_personal_models,
       )
+    self.batch_streams = batch_streams.ClientBatchStreams(
+        config.batch_stream, dataset.num_clients, config.batch_size,
+        config.seed,
+    )
     self.next_round = 0
     self._checkpoint_versions = []  # client-state versions per kept checkpoint
     self.state_manager = tff.program.FileProgramStateManager(
@@ -613,6 +595,7 @@ class ExperimentRunner:
         state=self.state,
         round_num=np.int32(0),
         client_state_versions=np.zeros([self.dataset.num_clients], np.int32),
+        batch_stream_positions=np.zeros([self.dataset.num_clients], np.int64),
     )
 
   def _restore_latest_checkpoint(self) -> None:
@@ -633,6 +616,9 @@ class ExperimentRunner:
         continue
       self.state = loaded['state']
       self.next_round = int(loaded['round_num']) + 1
+      self.batch_streams.positions = np.array(
+          loaded['batch_stream_positions'], np.int64
+      )
       if self.store is not None:
         self.store.restore(loaded['client_state_versions'])
         self._checkpoint_versions = [self.store.versions.copy()]
@@ -678,6 +664,7 @@ class ExperimentRunner:
                 state=self.state,
                 round_num=np.int32(round_num),
                 client_state_versions=versions,
+                batch_stream_positions=self.batch_streams.positions.copy(),
             ),
             round_num,
         )
@@ -706,7 +693,8 @@ class ExperimentRunner:
             code=np.int32(code),
             scale=np.float32(self.config.clients_per_round),
             seed=np.array(
-                [_client_seed(self.config.seed, _ATTACK_STREAM, round_num),
+                [batch_streams.client_seed(
+                    self.config.seed, batch_streams.ATTACK_STREAM, round_num),
                  client_index],
                 np.int64,
             ),
@@ -716,17 +704,18 @@ class ExperimentRunner:
   def _round_client_data(self, round_num: int, client_indices):
     client_ids = self.dataset.client_ids
     datasets = [
-        train_batches(
-            self.dataset.train[client_ids[i]],
-            self.config.batch_size,
-            _client_seed(self.config.seed, _TRAIN_STREAM, round_num, i),
+        self.batch_streams.round_batches(
+            round_num, int(i), self.dataset.train[client_ids[i]],
+            self.config.local_steps,
         )
         for i in client_indices
     ]
-    if (
-        not self.personalize
-        and not self.simulate_attacks
-        and not self.select_lambda_per_step
+    sends_loss = _client_weighting(self.config) == ditto.LOSS_WEIGHTING
+    if not (
+        self.personalize
+        or self.simulate_attacks
+        or self.select_lambda_per_step
+        or sends_loss
     ):
       return datasets
     client_data = [
@@ -743,6 +732,12 @@ class ExperimentRunner:
       for data, index in zip(client_data, client_indices):
         data[ditto.VALIDATION_KEY] = eval_batches(
             self.dataset.validation[client_ids[index]],
+            self.config.eval_batch_size,
+        )
+    if sends_loss:
+      for data, index in zip(client_data, client_indices):
+        data[ditto.FULL_TRAIN_KEY] = eval_batches(
+            self.dataset.train[client_ids[index]],
             self.config.eval_batch_size,
         )
     return client_data
@@ -871,11 +866,9 @@ class ExperimentRunner:
           weights,
           [
               collections.OrderedDict(
-                  train=train_batches(
-                      self.dataset.train[c],
-                      self.config.batch_size,
-                      _client_seed(self.config.seed, _FINETUNE_STREAM, i),
-                  ).take(self.config.finetune_steps),
+                  train=self.batch_streams.finetune_batches(
+                      i, self.dataset.train[c], self.config.finetune_steps
+                  ),
                   test=batches,
               )
               for i, (c, batches) in enumerate(zip(client_ids, test))

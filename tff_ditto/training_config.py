@@ -45,6 +45,13 @@ def fallback_lambda(strong_attack: bool) -> float:
   """Lambda of a device with fewer than 4 validation examples: 0.1 or 1."""
   return 0.1 if strong_attack else 1.0
 SERVER_OPTIMIZERS = ('sgd', 'adam')
+# Kept in sync with tff_ditto.batch_streams.BATCH_STREAMS.
+BATCH_STREAMS = ('reference', 'per_round_shuffle')
+
+# The value each field had in effect before it was added to ExperimentConfig,
+# where that differs from its default: a run recorded without the field ran
+# with this value.
+VALUES_BEFORE_FIELD_EXISTED = {'batch_stream': 'per_round_shuffle'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +95,13 @@ class ExperimentConfig:
     eval_batch_size: Batch size of evaluation.
     sampling: 'weighted' (probability proportional to training examples,
       without replacement, as the reference) or 'uniform'.
+    batch_stream: 'reference': one stream per client for the whole run that
+      walks its data in shuffled passes of full batches, reshuffling after
+      each pass, a client with n <= batch_size training on all n as one
+      batch (the reference's `gen_batch`; positions are checkpointed); or
+      'per_round_shuffle': a fresh shuffled, repeated stream per client and
+      round (this project's earlier behaviour). See
+      `tff_ditto.batch_streams`.
     weighted_aggregation: Weight deltas by examples processed instead of the
       reference's unweighted mean.
     seed: Seeds the initial model, sampling, batch order and dropout.
@@ -135,6 +149,7 @@ class ExperimentConfig:
   eval_every: int = 10
   eval_batch_size: int = 100
   sampling: str = 'weighted'
+  batch_stream: str = 'reference'
   weighted_aggregation: bool = False
   seed: int = 0
   checkpoint_every: int = 1
@@ -186,6 +201,10 @@ class ExperimentConfig:
         (self.eval_every >= 1, 'eval_every must be >= 1'),
         (self.eval_batch_size >= 1, 'eval_batch_size must be >= 1'),
         (self.sampling in SAMPLING_MODES, f'sampling must be in {SAMPLING_MODES}'),
+        (
+            self.batch_stream in BATCH_STREAMS,
+            f'batch_stream must be one of {BATCH_STREAMS}',
+        ),
         (self.checkpoint_every >= 0, 'checkpoint_every must be >= 0'),
         (self.eval_split in ('test', 'validation'), 'eval_split must be test or validation'),
         (self.attack.lower() in _ATTACK_NAMES, f'attack must be one of {_ATTACK_NAMES}'),

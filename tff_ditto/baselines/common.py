@@ -39,7 +39,7 @@ from tff_ditto import optimization
 BATCHES_KEY = ditto.BATCHES_KEY
 STATE_KEY = ditto.STATE_KEY
 ATTACK_KEY = ditto.ATTACK_KEY
-FULL_TRAIN_KEY = 'full_train'
+FULL_TRAIN_KEY = ditto.FULL_TRAIN_KEY
 
 ModelFn = ditto.ModelFn
 ClientUpdate = Callable[..., tuple]

@@ -41,6 +41,13 @@ CANDIDATE_LAMBDAS = (0.25, 0.5, 0.75)
 INITIAL_BEST_LOSS = 10000.0  # The reference's starting `tmp_loss`.
 
 
+def batches_per_round(
+    local_steps: int, candidate_lambdas: tuple[float, ...] = CANDIDATE_LAMBDAS
+) -> int:
+  """Batches a client takes per round: `local_steps + 1` per candidate."""
+  return (local_steps + 1) * len(candidate_lambdas)
+
+
 def build_mapper_process(
     model_fn: common.ModelFn,
     *,
@@ -168,7 +175,7 @@ def build_mapper_process(
       zero = tf.constant(0.0)
       blocks = (
           client_data[common.BATCHES_KEY]
-          .take(block * len(candidate_lambdas))
+          .take(batches_per_round(local_steps, candidate_lambdas))
           .batch(block, drop_remainder=True)
       )
       (_, _, best_lambda, new_global, loss_sum, num_batches, num_examples) = (

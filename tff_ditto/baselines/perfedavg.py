@@ -45,6 +45,9 @@ from tff_ditto.baselines import common
 
 FINITE_DIFFERENCE_DELTA = 1e-3
 META_LEARNING_RATE = 0.01
+# Batches per meta-iteration: the inner step's, the meta gradient's and the
+# Hessian-vector product's.
+BATCHES_PER_ITERATION = 3
 
 
 def finite_difference_hvp(model, trainable, batch, vector, delta: float,
@@ -162,8 +165,8 @@ def build_perfedavg_process(
       zero = tf.constant(0.0)
       loss_sum, num_batches, num_examples = (
           client_data[common.BATCHES_KEY]
-          .take(3 * local_steps)
-          .batch(3, drop_remainder=True)
+          .take(BATCHES_PER_ITERATION * local_steps)
+          .batch(BATCHES_PER_ITERATION, drop_remainder=True)
           .reduce((zero, zero, zero), meta_step)
       )
       update = tf.nest.map_structure(

@@ -51,7 +51,7 @@ UNREAD_CONFIG_FIELDS = (
     'finetune_steps', 'eval_every', 'eval_batch_size', 'sampling',
     'weighted_aggregation', 'seed', 'checkpoint_every', 'eval_split',
     'attack', 'attack_ratio', 'attack_poison_labels', 'cclip_tau',
-    'personal_lr',
+    'personal_lr', 'batch_stream',
 )
 
 
@@ -87,6 +87,8 @@ class BaselineMethod:
     fedavg_data: The process is `ditto.build_ditto_process(personalize=False)`
       and takes the runner's own round data.
     evaluation_kind: 'global', 'interpolated' or a fine-tuning kind.
+    batches_per_round: Training batches a sampled client takes per round
+      (what its `reference` batch stream advances by).
     evaluation: The evaluation computation.
   """
 
@@ -97,6 +99,7 @@ class BaselineMethod:
   fedavg_data: bool
   evaluation_kind: str
   evaluation: tff.Computation
+  batches_per_round: int
 
   def round_client_data(self, runner, round_num: int,
                         client_indices: Sequence[int]) -> list:
@@ -115,11 +118,8 @@ class BaselineMethod:
     for index, handle in zip(client_indices, handles):
       arrays = runner.dataset.train[client_ids[index]]
       data = collections.OrderedDict(
-          batches=training.train_batches(
-              arrays, config.batch_size,
-              training._client_seed(  # pylint: disable=protected-access
-                  config.seed, training._TRAIN_STREAM, round_num, index),  # pylint: disable=protected-access
-          ))
+          batches=runner.batch_streams.round_batches(
+              round_num, int(index), arrays, self.batches_per_round))
       if self.stateful:
         data[common.STATE_KEY] = training.state_handle_dataset(handle)
       if runner.simulate_attacks:
@@ -158,11 +158,7 @@ class BaselineMethod:
     for i, (client_id, batches) in enumerate(zip(client_ids, test_batches)):
       arrays = runner.dataset.train[client_id]
       available = collections.OrderedDict(
-          train=training.train_batches(
-              arrays, config.batch_size,
-              training._client_seed(  # pylint: disable=protected-access
-                  config.seed, training._FINETUNE_STREAM, i),  # pylint: disable=protected-access
-          ).take(steps),
+          train=runner.batch_streams.finetune_batches(i, arrays, steps),
           full_train=lambda arrays=arrays: training.eval_batches(
               arrays, config.eval_batch_size),
           personal_state=lambda i=i: handle(i),
@@ -216,6 +212,7 @@ def build_method(
   )
   fedavg_data = False
   full_train = False
+  batches_per_round = config.local_steps
   if method == 'term':
     if config.aggregator != 'mean' or config.bucketing_size:
       raise ValueError(
@@ -253,6 +250,7 @@ def build_method(
     process = perfedavg.build_perfedavg_process(
         model_fn, learning_rate=inner_learning_rate,
         local_steps=config.local_steps, **common_arguments)
+    batches_per_round = perfedavg.BATCHES_PER_ITERATION * config.local_steps
     kind = 'plain'
     evaluation_computation = finetuning.build_finetune_family_evaluation(
         model_fn, 'plain', client_optimizer)
@@ -260,6 +258,7 @@ def build_method(
     process = mapper.build_mapper_process(
         model_fn, learning_rate=config.client_lr,
         local_steps=config.local_steps, **common_arguments)
+    batches_per_round = mapper.batches_per_round(config.local_steps)
     full_train = True
     kind = 'mapper'
     evaluation_computation = finetuning.build_finetune_family_evaluation(
@@ -287,4 +286,5 @@ def build_method(
       fedavg_data=fedavg_data,
       evaluation_kind=kind,
       evaluation=evaluation_computation,
+      batches_per_round=batches_per_round,
   )
