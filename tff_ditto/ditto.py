@@ -64,6 +64,15 @@ LAMBDA_STEP_SHARES_KEY = 'lambda_step_shares'
 # (mean loss of w_t on the round's batches) as its "weight", for loss-based
 # rules such as `tff_ditto.aggregators.KLossFactory` (the reference `k_loss`).
 LOSS_WEIGHTING = 'loss'
+# `client_weighting` value that sends the size of the client's training set
+# n_k as its weight (FedAvg's example weighting). The client data then carry
+# it under `NUM_TRAIN_EXAMPLES_KEY` (`client_data_type`): the training stream
+# is endless (shuffled, repeated), so the client cannot count it, and the
+# examples a round processes (TFF's NUM_EXAMPLES) are local_steps *
+# batch_size for every client.
+NUM_TRAIN_EXAMPLES_WEIGHTING = 'num_train_examples'
+NUM_TRAIN_EXAMPLES_KEY = 'num_train_examples'
+NUM_TRAIN_EXAMPLES_TYPE = tff.TensorType(np.float32)
 
 ModelFn = Callable[[], tff.learning.models.VariableModel]
 AggregationFactory = Union[
@@ -120,6 +129,7 @@ def client_data_type(
     personalize: bool = True,
     simulate_attacks: bool = False,
     validation: bool = False,
+    num_train_examples: bool = False,
 ) -> tff.Type:
   """The per-client data type of a round.
 
@@ -129,16 +139,24 @@ def client_data_type(
     simulate_attacks: Include the per-client attack instruction.
     validation: Include the client's validation batches (per-step lambda
       selection).
+    num_train_examples: Include the size of the client's training set
+      (`NUM_TRAIN_EXAMPLES_WEIGHTING`).
 
   Returns:
     A sequence of batches when none is set; otherwise a struct with keys
     `batches`, `personal_state` (sequence of one handle), `attack`
     (sequence of one `OrderedDict(code, scale, seed)`, see
-    `tff_ditto.attacks.UPDATE_ATTACK_CODES`) and `validation` (batches of
-    the client's whole validation split), those set, in this order.
+    `tff_ditto.attacks.UPDATE_ATTACK_CODES`), `validation` (batches of
+    the client's whole validation split) and `num_train_examples` (sequence
+    of one float32), those set, in this order.
   """
   batches_type = tff.SequenceType(_element_type(model_fn))
-  if not personalize and not simulate_attacks and not validation:
+  if (
+      not personalize
+      and not simulate_attacks
+      and not validation
+      and not num_train_examples
+  ):
     return batches_type
   fields = [(BATCHES_KEY, batches_type)]
   if personalize:
@@ -147,6 +165,10 @@ def client_data_type(
     fields.append((ATTACK_KEY, tff.SequenceType(ATTACK_TYPE)))
   if validation:
     fields.append((VALIDATION_KEY, batches_type))
+  if num_train_examples:
+    fields.append(
+        (NUM_TRAIN_EXAMPLES_KEY, tff.SequenceType(NUM_TRAIN_EXAMPLES_TYPE))
+    )
   return tff.StructType(fields)
 
 
@@ -411,7 +433,12 @@ def build_ditto_client_update(
 
   @tf.function
   def client_update(
-      initial_weights, batches, state_handle, attack, validation=None
+      initial_weights,
+      batches,
+      state_handle,
+      attack,
+      validation=None,
+      num_train_examples=None,
   ):
     global_weights = tff.learning.models.ModelWeights.from_model(global_model)
     tf.nest.map_structure(
@@ -528,6 +555,8 @@ def build_ditto_client_update(
     )
     if client_weighting == tff.learning.ClientWeighting.NUM_EXAMPLES:
       weight = loop_state['num_examples']
+    elif client_weighting == NUM_TRAIN_EXAMPLES_WEIGHTING:
+      weight = tf.cast(num_train_examples, tf.float32)
     elif client_weighting == LOSS_WEIGHTING:
       weight = start_loss
     else:
@@ -652,13 +681,19 @@ def _build_client_work(
     personalize: bool,
     simulate_attacks: bool,
     validation: bool = False,
+    num_train_examples: bool = False,
 ) -> tff.learning.templates.ClientWorkProcess:
   """Wraps the client update in a `ClientWorkProcess`."""
 
   @tff.tensorflow.computation(weights_type, data_type)
   def client_computation(initial_weights, client_data):
     client_update = make_client_update()
-    if not personalize and not simulate_attacks and not validation:
+    if (
+        not personalize
+        and not simulate_attacks
+        and not validation
+        and not num_train_examples
+    ):
       client_data = collections.OrderedDict([(BATCHES_KEY, client_data)])
     handle = collections.OrderedDict(
         read_path=tf.constant(''), write_path=tf.constant('')
@@ -671,12 +706,18 @@ def _build_client_work(
     )
     if simulate_attacks:
       attack = client_data[ATTACK_KEY].reduce(attack, lambda _, a: a)
+    train_size = None
+    if num_train_examples:
+      train_size = client_data[NUM_TRAIN_EXAMPLES_KEY].reduce(
+          tf.constant(0.0, tf.float32), lambda _, n: n
+      )
     update, weight, client_metrics = client_update(
         initial_weights,
         client_data[BATCHES_KEY],
         handle,
         attack,
         client_data[VALIDATION_KEY] if validation else None,
+        train_size,
     )
     return (
         tff.learning.templates.ClientResult(
@@ -750,9 +791,14 @@ def build_ditto_process(
       `client_optimizer`.
     global_proximal_strength: FedProx mu of the global solver's local steps.
     client_weighting: Weight of each client's delta for weighted aggregators:
-      UNIFORM (the reference's unweighted average) or NUM_EXAMPLES; or
-      `LOSS_WEIGHTING` to send the client's round-start training loss instead
-      (for `tff_ditto.aggregators.KLossFactory`).
+      UNIFORM (the reference's unweighted average); NUM_EXAMPLES (the
+      examples processed this round: local_steps * batch_size for every
+      client of an endless stream); `NUM_TRAIN_EXAMPLES_WEIGHTING`, the size
+      of the client's training set, which the client data then carry
+      (`client_data_type`; `--weighted_aggregation`); or `LOSS_WEIGHTING`
+      to send the client's round-start training loss instead (for
+      `tff_ditto.aggregators.KLossFactory`). Unweighted aggregators ignore
+      it.
     personalize: False trains only the global model (FedAvg/FedProx), with
       plain batches as client data; used for the `global` and `finetune`
       baselines so that they share this exact code path.
@@ -794,8 +840,10 @@ def build_ditto_process(
     personal_optimizer = client_optimizer
 
   weights_type = _weights_type(model_fn)
+  sends_train_size = client_weighting == NUM_TRAIN_EXAMPLES_WEIGHTING
   data_type = client_data_type(
-      model_fn, personalize, simulate_attacks, select_lambda_per_step
+      model_fn, personalize, simulate_attacks, select_lambda_per_step,
+      sends_train_size,
   )
 
   def make_client_update():
@@ -816,7 +864,7 @@ def build_ditto_process(
 
   client_work = _build_client_work(
       model_fn, weights_type, data_type, make_client_update, personalize,
-      simulate_attacks, select_lambda_per_step,
+      simulate_attacks, select_lambda_per_step, sends_train_size,
   )
   return compose_process(
       model_fn, client_work, model_aggregator, server_optimizer
@@ -835,7 +883,9 @@ def compose_process(
     model_fn: The model builder.
     client_work: A `ClientWorkProcess` sending model deltas (TFF's sign).
     model_aggregator: A `tff.aggregators` factory (default
-      `tff.aggregators.MeanFactory()`); unweighted ones ignore the weights.
+      `tff.aggregators.MeanFactory()`); unweighted ones ignore the weights
+      (`tff.aggregators.as_weighted_aggregator`), weighted ones (such as
+      `tff_ditto.aggregators.ExampleWeightedFactory`) are used as they are.
     server_optimizer: Default SGD at learning rate 1 (w <- w + mean delta).
 
   Returns:
