@@ -178,8 +178,13 @@ _BATCH_STREAM = flags.DEFINE_enum(
     'round: the earlier behaviour of this project).')
 _WEIGHTED_AGGREGATION = flags.DEFINE_bool(
     'weighted_aggregation', False,
-    'Weight client deltas by examples instead of the reference unweighted '
-    'mean.')
+    "Weight each client's delta by its number of training examples in the "
+    "server aggregation (the aggregator's example-weighted form; mean: "
+    'sum n_k x_k / sum n_k) instead of the reference unweighted rule. Not '
+    'with --aggregator=krum or k_loss (no weighted form) nor the baseline '
+    'methods. --sampling=weighted (default) already draws clients in '
+    'proportion to their examples, so large clients then count twice; use '
+    '--sampling=uniform for FedAvg weighting.')
 _SEED = flags.DEFINE_integer(
     'seed', 0, 'Seed of data splits, initial model, sampling and batches.')
 _VALIDATION_FRACTION = flags.DEFINE_float(

@@ -149,6 +149,8 @@ BAD_FLAGS = [
      '--lam=per_step chooses lambda by validation loss'),
     (['--strong_attack', '--lam=1'], 'no effect with lam_selection fixed'),
     (['--attack_ratio=1.5'], 'attack_ratio'),
+    (['--weighted_aggregation', '--aggregator=krum'],
+     'aggregator krum has no example-weighted form'),
     (['--resume'], '--resume needs the --output_dir'),
     (['--resume', '--overwrite', '--output_dir=OUT'], 'exclude each other'),
     (['positional_argument'], 'unexpected arguments'),

@@ -67,6 +67,15 @@ LAMBDA_STEP_SHARES_KEY = 'lambda_step_shares'
 # as the reference FedAvg's `k_loss`) as its "weight", for loss-based rules
 # such as `tff_ditto.aggregators.KLossFactory`.
 LOSS_WEIGHTING = 'loss'
+# `client_weighting` value that sends the size of the client's training set
+# n_k as its weight (FedAvg's example weighting). The client data then carry
+# it under `NUM_TRAIN_EXAMPLES_KEY` (`client_data_type`): the client sees
+# only the round's batches, so it cannot count its data, and the examples a
+# round processes (TFF's NUM_EXAMPLES) are local_steps * min(n_k,
+# batch_size), the same for every client with at least one full batch.
+NUM_TRAIN_EXAMPLES_WEIGHTING = 'num_train_examples'
+NUM_TRAIN_EXAMPLES_KEY = 'num_train_examples'
+NUM_TRAIN_EXAMPLES_TYPE = tff.TensorType(np.float32)
 
 ModelFn = Callable[[], tff.learning.models.VariableModel]
 AggregationFactory = Union[
@@ -124,6 +133,7 @@ def client_data_type(
     simulate_attacks: bool = False,
     validation: bool = False,
     full_train: bool = False,
+    num_train_examples: bool = False,
 ) -> tff.Type:
   """The per-client data type of a round.
 
@@ -135,17 +145,21 @@ def client_data_type(
       selection).
     full_train: Include the client's whole training set (round-start loss
       of `LOSS_WEIGHTING`).
+    num_train_examples: Include the size of the client's training set
+      (`NUM_TRAIN_EXAMPLES_WEIGHTING`).
 
   Returns:
     A sequence of batches when none is set; otherwise a struct with keys
     `batches`, `personal_state` (sequence of one handle), `attack`
     (sequence of one `OrderedDict(code, scale, seed)`, see
     `tff_ditto.attacks.UPDATE_ATTACK_CODES`), `validation` (batches of
-    the client's whole validation split) and `full_train` (batches of its
-    whole training set), those set, in this order.
+    the client's whole validation split), `full_train` (batches of its
+    whole training set) and `num_train_examples` (sequence of one float32),
+    those set, in this order.
   """
   batches_type = tff.SequenceType(_element_type(model_fn))
-  if not (personalize or simulate_attacks or validation or full_train):
+  if not (personalize or simulate_attacks or validation or full_train
+          or num_train_examples):
     return batches_type
   fields = [(BATCHES_KEY, batches_type)]
   if personalize:
@@ -156,6 +170,10 @@ def client_data_type(
     fields.append((VALIDATION_KEY, batches_type))
   if full_train:
     fields.append((FULL_TRAIN_KEY, batches_type))
+  if num_train_examples:
+    fields.append(
+        (NUM_TRAIN_EXAMPLES_KEY, tff.SequenceType(NUM_TRAIN_EXAMPLES_TYPE))
+    )
   return tff.StructType(fields)
 
 
@@ -420,8 +438,13 @@ def build_ditto_client_update(
 
   @tf.function
   def client_update(
-      initial_weights, batches, state_handle, attack, validation=None,
+      initial_weights,
+      batches,
+      state_handle,
+      attack,
+      validation=None,
       full_train=None,
+      num_train_examples=None,
   ):
     global_weights = tff.learning.models.ModelWeights.from_model(global_model)
     tf.nest.map_structure(
@@ -531,6 +554,8 @@ def build_ditto_client_update(
     )
     if client_weighting == tff.learning.ClientWeighting.NUM_EXAMPLES:
       weight = loop_state['num_examples']
+    elif client_weighting == NUM_TRAIN_EXAMPLES_WEIGHTING:
+      weight = tf.cast(num_train_examples, tf.float32)
     elif client_weighting == LOSS_WEIGHTING:
       weight = start_loss
     else:
@@ -656,13 +681,15 @@ def _build_client_work(
     simulate_attacks: bool,
     validation: bool = False,
     full_train: bool = False,
+    num_train_examples: bool = False,
 ) -> tff.learning.templates.ClientWorkProcess:
   """Wraps the client update in a `ClientWorkProcess`."""
 
   @tff.tensorflow.computation(weights_type, data_type)
   def client_computation(initial_weights, client_data):
     client_update = make_client_update()
-    if not (personalize or simulate_attacks or validation or full_train):
+    if not (personalize or simulate_attacks or validation or full_train
+            or num_train_examples):
       client_data = collections.OrderedDict([(BATCHES_KEY, client_data)])
     handle = collections.OrderedDict(
         read_path=tf.constant(''), write_path=tf.constant('')
@@ -675,6 +702,11 @@ def _build_client_work(
     )
     if simulate_attacks:
       attack = client_data[ATTACK_KEY].reduce(attack, lambda _, a: a)
+    train_size = None
+    if num_train_examples:
+      train_size = client_data[NUM_TRAIN_EXAMPLES_KEY].reduce(
+          tf.constant(0.0, tf.float32), lambda _, n: n
+      )
     update, weight, client_metrics = client_update(
         initial_weights,
         client_data[BATCHES_KEY],
@@ -682,6 +714,7 @@ def _build_client_work(
         attack,
         client_data[VALIDATION_KEY] if validation else None,
         client_data[FULL_TRAIN_KEY] if full_train else None,
+        train_size,
     )
     return (
         tff.learning.templates.ClientResult(
@@ -755,11 +788,14 @@ def build_ditto_process(
       `client_optimizer`.
     global_proximal_strength: FedProx mu of the global solver's local steps.
     client_weighting: Weight of each client's delta for weighted aggregators:
-      UNIFORM (the reference's unweighted average) or NUM_EXAMPLES; or
-      `LOSS_WEIGHTING` to send the client's round-start training loss instead
-      (for `tff_ditto.aggregators.KLossFactory`): the mean loss of w_t over
-      the client's whole training set, which the client data then hold as
-      `full_train` (`client_data_type`).
+      UNIFORM (the reference's unweighted average); NUM_EXAMPLES (the
+      examples processed this round); `NUM_TRAIN_EXAMPLES_WEIGHTING`, the
+      size of the client's training set, which the client data then carry
+      (`client_data_type`; `--weighted_aggregation`); or `LOSS_WEIGHTING`
+      to send the client's round-start training loss instead (for
+      `tff_ditto.aggregators.KLossFactory`): the mean loss of w_t over the
+      client's whole training set, which the client data then hold as
+      `full_train`. Unweighted aggregators ignore it.
     personalize: False trains only the global model (FedAvg/FedProx), with
       plain batches as client data; used for the `global` and `finetune`
       baselines so that they share this exact code path.
@@ -802,9 +838,10 @@ def build_ditto_process(
 
   weights_type = _weights_type(model_fn)
   loss_weighting = client_weighting == LOSS_WEIGHTING
+  sends_train_size = client_weighting == NUM_TRAIN_EXAMPLES_WEIGHTING
   data_type = client_data_type(
       model_fn, personalize, simulate_attacks, select_lambda_per_step,
-      loss_weighting,
+      loss_weighting, sends_train_size,
   )
 
   def make_client_update():
@@ -826,6 +863,7 @@ def build_ditto_process(
   client_work = _build_client_work(
       model_fn, weights_type, data_type, make_client_update, personalize,
       simulate_attacks, select_lambda_per_step, loss_weighting,
+      sends_train_size,
   )
   return compose_process(
       model_fn, client_work, model_aggregator, server_optimizer
@@ -844,7 +882,9 @@ def compose_process(
     model_fn: The model builder.
     client_work: A `ClientWorkProcess` sending model deltas (TFF's sign).
     model_aggregator: A `tff.aggregators` factory (default
-      `tff.aggregators.MeanFactory()`); unweighted ones ignore the weights.
+      `tff.aggregators.MeanFactory()`); unweighted ones ignore the weights
+      (`tff.aggregators.as_weighted_aggregator`), weighted ones (such as
+      `tff_ditto.aggregators.ExampleWeightedFactory`) are used as they are.
     server_optimizer: Default SGD at learning rate 1 (w <- w + mean delta).
 
   Returns:

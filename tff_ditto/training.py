@@ -144,10 +144,21 @@ def _build_initial_model_weights(
 
 
 def _client_weighting(config: ExperimentConfig):
+  """What the Ditto-family clients send as their update's weight.
+
+  Args:
+    config: The run's config.
+
+  Returns:
+    `ditto.LOSS_WEIGHTING` for k_loss; with `weighted_aggregation` the
+    size of the client's training set (`ditto.NUM_TRAIN_EXAMPLES_WEIGHTING`;
+    the examples a round processes are the same for every client); else
+    UNIFORM (unweighted aggregators ignore it).
+  """
   if config.aggregator == 'k_loss':
     return ditto.LOSS_WEIGHTING
   if config.weighted_aggregation:
-    return tff.learning.ClientWeighting.NUM_EXAMPLES
+    return ditto.NUM_TRAIN_EXAMPLES_WEIGHTING
   return tff.learning.ClientWeighting.UNIFORM
 
 
@@ -164,6 +175,9 @@ class AggregatorSpec:
     bucketing_seed: Seed of the bucketing permutations.
     omniscient_attack: Canonical name of the omniscient attack simulated in
       front of the rule, or None.
+    weighted: Run the rule's example-weighted form
+      (`tff_ditto.aggregators.ExampleWeightedFactory`, weights = the
+      clients' training-set sizes), also behind the omniscient hook.
   """
 
   name: str
@@ -171,15 +185,21 @@ class AggregatorSpec:
   bucketing_size: int
   bucketing_seed: int
   omniscient_attack: Optional[str]
+  weighted: bool = False
 
   def build(self):
-    """Returns the `tff.aggregators` factory."""
+    """Returns the `tff.aggregators` factory.
+
+    Raises:
+      ValueError: If `weighted` is set for a rule without a weighted form.
+    """
     from tff_ditto import aggregators  # pylint: disable=g-import-not-at-top
 
     factory = aggregators.build_aggregator(
         self.name,
         bucketing_size=self.bucketing_size,
         bucketing_seed=self.bucketing_seed,
+        weighted=self.weighted,
         **dict(self.parameters),
     )
     if self.omniscient_attack is not None:
@@ -200,7 +220,8 @@ def model_aggregator_spec(
   reference's expected number of attackers per round,
   E = int(clients_per_round * num_malicious / num_clients); the trimmed
   mean trims b = E per side, as the bucketing reference's TM(b=f), so it is
-  the mean without attackers.
+  the mean without attackers. With `config.weighted_aggregation` the spec
+  builds the rule's example-weighted form.
 
   Args:
     config: The run's config.
@@ -234,6 +255,7 @@ def model_aggregator_spec(
       omniscient_attack=(
           attack if attack in attacks.OMNISCIENT_ATTACKS else None
       ),
+      weighted=config.weighted_aggregation,
   )
 
 
@@ -418,6 +440,9 @@ class ExperimentRunner:
     self._malicious_code = attacks.update_attack_code(attack)
     self.simulate_attacks = self._malicious_code != 0
     self._num_train_examples = dataset.num_train_examples()
+    self.sends_train_size = (
+        _client_weighting(config) == ditto.NUM_TRAIN_EXAMPLES_WEIGHTING
+    )
     _check_validation_data(config, dataset)
     self._prepare_output_dir(resume, overwrite)
     self._resume = resume
@@ -716,6 +741,7 @@ class ExperimentRunner:
         or self.simulate_attacks
         or self.select_lambda_per_step
         or sends_loss
+        or self.sends_train_size
     ):
       return datasets
     client_data = [
@@ -739,6 +765,11 @@ class ExperimentRunner:
         data[ditto.FULL_TRAIN_KEY] = eval_batches(
             self.dataset.train[client_ids[index]],
             self.config.eval_batch_size,
+        )
+    if self.sends_train_size:
+      for data, index in zip(client_data, client_indices):
+        data[ditto.NUM_TRAIN_EXAMPLES_KEY] = tf.data.Dataset.from_tensors(
+            np.float32(self._num_train_examples[index])
         )
     return client_data
 

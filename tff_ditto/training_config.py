@@ -11,6 +11,12 @@ _AGGREGATOR_NAMES = (
     'mean', 'median', 'trimmed_mean', 'krum', 'multi_krum', 'rfa', 'cclip',
     'norm_clip', 'k_norm', 'k_loss',
 )
+# Kept in sync with tff_ditto.aggregators.NO_WEIGHTED_FORM: the aggregators
+# without an example-weighted form, and why.
+_AGGREGATORS_WITHOUT_WEIGHTED_FORM = {
+    'krum': 'it returns a single selected update, which weights cannot change',
+    'k_loss': "its weight input is the client's loss",
+}
 _OMNISCIENT_ATTACK_NAMES = ('alie', 'ipm', 'mimic')
 # Kept in sync with tff_ditto.attacks (which imports TF-free modules only).
 _ATTACK_NAMES = (
@@ -44,6 +50,16 @@ def lambda_candidates(strong_attack: bool) -> tuple[float, ...]:
 def fallback_lambda(strong_attack: bool) -> float:
   """Lambda of a device with fewer than 4 validation examples: 0.1 or 1."""
   return 0.1 if strong_attack else 1.0
+
+
+def _weighted_aggregator_names() -> tuple[str, ...]:
+  """The aggregators that `weighted_aggregation` can weight."""
+  return tuple(
+      name for name in _AGGREGATOR_NAMES
+      if name not in _AGGREGATORS_WITHOUT_WEIGHTED_FORM
+  )
+
+
 SERVER_OPTIMIZERS = ('sgd', 'adam')
 # Kept in sync with tff_ditto.batch_streams.BATCH_STREAMS.
 BATCH_STREAMS = ('reference', 'per_round_shuffle')
@@ -102,8 +118,16 @@ class ExperimentConfig:
       'per_round_shuffle': a fresh shuffled, repeated stream per client and
       round (this project's earlier behaviour). See
       `tff_ditto.batch_streams`.
-    weighted_aggregation: Weight deltas by examples processed instead of the
-      reference's unweighted mean.
+    weighted_aggregation: Weight each client's delta by its number of
+      training examples n_k in the server aggregation, instead of the
+      reference's unweighted rule: the aggregator's example-weighted form
+      (`tff_ditto.aggregators.weighted`; mean: sum n_k x_k / sum n_k; the
+      robust rules weight their averaging step, median and trimmed mean
+      per coordinate, bucketing by bucket weight = sum of its members' n_k).
+      Not for aggregator krum or k_loss (no weighted form) nor the baseline
+      methods. The default weighted sampling already draws clients with
+      probability ~ n_k; weighting as well favours large clients twice
+      (FedAvg's weighting is `sampling='uniform'` with this flag).
     seed: Seeds the initial model, sampling, batch order and dropout.
     checkpoint_every: Save a checkpoint every this many rounds (0 = never).
     eval_split: 'test' or 'validation' (use 'validation' to tune).
@@ -211,6 +235,14 @@ class ExperimentConfig:
         (0.0 <= self.attack_ratio < 1.0, 'attack_ratio must be in [0, 1)'),
         (self.aggregator in _AGGREGATOR_NAMES, f'aggregator must be one of {_AGGREGATOR_NAMES}'),
         (self.bucketing_size >= 0, 'bucketing_size must be >= 0'),
+        (
+            not self.weighted_aggregation
+            or self.aggregator not in _AGGREGATORS_WITHOUT_WEIGHTED_FORM,
+            f'aggregator {self.aggregator} has no example-weighted form ('
+            f'{_AGGREGATORS_WITHOUT_WEIGHTED_FORM.get(self.aggregator)}): '
+            'weighted_aggregation needs one of '
+            f'{_weighted_aggregator_names()}',
+        ),
         (
             self.aggregator not in ('krum', 'multi_krum')
             or self.clients_per_round

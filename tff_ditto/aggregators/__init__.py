@@ -16,9 +16,13 @@ Rules (each a factory; `build_aggregator(name, **kwargs)` builds them by name,
 | k_norm       | `KNormFactory(num_excluded)`             | k_norm            |
 | k_loss       | `KLossFactory(num_benign)` (weighted)    | k_loss            |
 | (wrapper)    | `BucketingFactory(inner, s, seed=0)`     | bucketing         |
+| (wrapper)    | `ExampleWeightedFactory(inner)`          | weighted          |
 
 All are `tff.aggregators.UnweightedAggregationFactory`s except `KLossFactory`, a
-`WeightedAggregationFactory` whose weight input is the client's loss. Use them
+`WeightedAggregationFactory` whose weight input is the client's loss, and
+`ExampleWeightedFactory` (`build_aggregator(name, weighted=True)`), the
+`WeightedAggregationFactory` running a rule's example-weighted form (every
+rule but krum and k_loss has one, bucketed or not; see `weighted`). Use them
 as `model_aggregator=` of `tff_ditto.ditto.build_ditto_process` (which wraps
 unweighted factories itself) or, through
 `tff.aggregators.as_weighted_aggregator`, of TFF's weighted algorithms such as
@@ -93,12 +97,14 @@ from tff_ditto.aggregators.base import (
     NON_FINITE_CLIENTS,
     NON_FINITE_RESULT,
     NUM_CLIENTS,
+    ZERO_WEIGHT_CLIENTS,
     RobustAggregatorFactory,
     RobustRule,
     RuleOutput,
     WeightedRobustAggregatorFactory,
     apply_rule,
     build_robust_process,
+    weighted_mean,
 )
 from tff_ditto.aggregators.bucketing import BucketingFactory, BucketingRule, bucketing_permutation
 from tff_ditto.aggregators.centered_clipping import CenteredClippingFactory, CenteredClippingRule
@@ -110,6 +116,7 @@ from tff_ditto.aggregators.krum import KrumFactory, KrumRule
 from tff_ditto.aggregators.mean import MeanFactory, MeanRule
 from tff_ditto.aggregators.median import MedianFactory, MedianRule
 from tff_ditto.aggregators.norm_clipping import MedianNormClippingFactory, MedianNormClippingRule
-from tff_ditto.aggregators.registry import AGGREGATOR_NAMES, build_aggregator, expected_byzantine_per_round
+from tff_ditto.aggregators.registry import AGGREGATOR_NAMES, NO_WEIGHTED_FORM, build_aggregator, expected_byzantine_per_round
 from tff_ditto.aggregators.rfa import GeometricMedianFactory, GeometricMedianRule, RFAFactory
 from tff_ditto.aggregators.trimmed_mean import TrimmedMeanFactory, TrimmedMeanRule
+from tff_ditto.aggregators.weighted import ExampleWeightedFactory, ExampleWeightedRule

@@ -13,6 +13,25 @@ Because a rule is just a function of a matrix, rules compose: median-norm
 clipping applies any inner rule to the clipped rows, and bucketing applies
 any inner rule to the bucket means.
 
+The weight slot has two uses, which a rule declares by class attributes:
+
+* `uses_weights = True`: the rule needs one float per client and gives it
+  its own meaning (k-loss: the client's loss; the omniscient-attack hook: a
+  negative sign marks an attacker). Such a rule runs only in a weighted
+  factory.
+* `has_weighted_form = True`: `aggregate(updates, state, None)` is the
+  unweighted rule, and `aggregate(updates, state, weights)` with weights
+  `> 0` (the clients' example counts) its weighted form, in which client i
+  counts w_i times (equal weights give the unweighted result, up to float
+  rounding). `tff_ditto.aggregators.weighted.ExampleWeightedFactory` runs
+  that form. Wrappers (bucketing, median-norm clipping) have one when their
+  inner rule has.
+
+`RobustRule.client_mask` lets a weighted rule drop clients by their weight
+before it runs (the example-weighted form drops weight 0: no examples, or an
+update the client rejected), counted in the measurement
+`zero_weight_clients`.
+
 `build_robust_process` turns a rule into a `tff.templates.AggregationProcess`:
 the clients' updates are gathered (`tff_ditto.aggregators.gather`), and one
 server-side `tff.tensorflow.computation` stacks them, drops the clients whose
@@ -39,6 +58,7 @@ from tff_ditto.aggregators.gather import DEFAULT_GATHER, GATHER_METHODS, Gather
 NUM_CLIENTS = 'num_clients'
 NON_FINITE_CLIENTS = 'non_finite_clients'
 NON_FINITE_RESULT = 'non_finite_result'
+ZERO_WEIGHT_CLIENTS = 'zero_weight_clients'
 
 
 class RuleOutput(NamedTuple):
@@ -50,12 +70,28 @@ class RuleOutput(NamedTuple):
 class RobustRule(abc.ABC):
   """A robust aggregation rule on an `[n, d]` float32 matrix (see module doc)."""
 
-  #: True for rules that consume one float per client (KLoss's losses).
+  #: True for rules that need one float per client with a meaning of their
+  #: own (KLoss's losses, the omniscient hook's attacker marks).
   uses_weights: bool = False
+  #: True for rules whose `aggregate` has a weighted form: weights `[n] > 0`
+  #: (example counts) weight the rows; `weights=None` is the unweighted rule.
+  has_weighted_form: bool = False
 
   def initial_state(self, dim: int):
     del dim
     return ()
+
+  def client_mask(self, weights: tf.Tensor) -> Optional[tf.Tensor]:
+    """Which clients the rule takes, by their (finite) weights.
+
+    Args:
+      weights: The clients' weights `[n]`.
+
+    Returns:
+      A boolean `[n]` mask, or None (the default) to take every client.
+    """
+    del weights
+    return None
 
   @abc.abstractmethod
   def aggregate(
@@ -87,17 +123,20 @@ def apply_rule(
   dim = updates.shape[1]
   num_seen = tf.shape(updates)[0]
   finite = tf.reduce_all(tf.math.is_finite(updates), axis=1)
+  weight_mask = None
   if weights is not None:
     finite = tf.logical_and(finite, tf.math.is_finite(weights))
-  all_finite = tf.reduce_all(finite)
-  # The usual all-finite case skips boolean_mask's copy of the [n, d] matrix.
+    weight_mask = rule.client_mask(weights)
+  keep = finite if weight_mask is None else tf.logical_and(finite, weight_mask)
+  all_kept = tf.reduce_all(keep)
+  # The usual all-kept case skips boolean_mask's copy of the [n, d] matrix.
   kept = tf.cond(
-      all_finite, lambda: updates, lambda: tf.boolean_mask(updates, finite)
+      all_kept, lambda: updates, lambda: tf.boolean_mask(updates, keep)
   )
   kept_weights = None
   if weights is not None:
     kept_weights = tf.cond(
-        all_finite, lambda: weights, lambda: tf.boolean_mask(weights, finite)
+        all_kept, lambda: weights, lambda: tf.boolean_mask(weights, keep)
     )
   num_kept = tf.shape(kept)[0]
   has_clients = num_kept > 0
@@ -121,7 +160,12 @@ def apply_rule(
   )
   measurements = collections.OrderedDict()
   measurements[NUM_CLIENTS] = num_seen
-  measurements[NON_FINITE_CLIENTS] = num_seen - num_kept
+  if weight_mask is None:
+    measurements[NON_FINITE_CLIENTS] = num_seen - num_kept
+  else:
+    num_finite = count(finite)
+    measurements[NON_FINITE_CLIENTS] = num_seen - num_finite
+    measurements[ZERO_WEIGHT_CLIENTS] = num_finite - num_kept
   measurements[NON_FINITE_RESULT] = tf.cast(
       tf.logical_and(has_clients, tf.logical_not(result_finite)), tf.int32
   )
@@ -230,7 +274,9 @@ class RobustAggregatorFactory(tff.aggregators.UnweightedAggregationFactory):
 
   Use it as `model_aggregator=` of `tff_ditto.ditto.build_ditto_process`, or
   through `tff.aggregators.as_weighted_aggregator` with TFF's weighted
-  algorithms (`build_weighted_fed_avg`); the weights are then ignored.
+  algorithms (`build_weighted_fed_avg`); the weights are then ignored. For
+  a rule's weighted form use
+  `tff_ditto.aggregators.weighted.ExampleWeightedFactory`.
   """
 
   def __init__(
@@ -296,6 +342,10 @@ class WeightedRobustAggregatorFactory(tff.aggregators.WeightedAggregationFactory
   def gather(self) -> str:
     return self._gather
 
+  @property
+  def gather_dir(self) -> Optional[str]:
+    return self._gather_dir
+
   def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
     return build_robust_process(
         self._rule,
@@ -314,3 +364,19 @@ def count(mask: tf.Tensor) -> tf.Tensor:
 def row_norms(updates: tf.Tensor) -> tf.Tensor:
   """L2 norm of each row of `[n, d]`."""
   return tf.norm(updates, axis=1)
+
+
+def weighted_mean(rows: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+  """`sum_i w_i x_i / sum_i w_i` over the rows of `[n, d]` -> `[d]`.
+
+  Args:
+    rows: The rows `[n, d]`.
+    weights: Their weights `[n]`, with a positive sum.
+
+  Returns:
+    The weighted mean `[d]`.
+  """
+  weights = tf.cast(weights, rows.dtype)
+  return tf.linalg.matvec(rows, weights, transpose_a=True) / tf.reduce_sum(
+      weights
+  )

@@ -14,6 +14,11 @@ rule's state. `bucketing_permutation(n, seed, round)` returns it.
 
 Krum inside bucketing sees n = number of buckets, with f not rescaled (as in
 the bucketing repo).
+
+Weighted form (when the inner rule has one): the same permutation and
+buckets; each bucket's weight is the sum of its members' weights, its value
+their weighted mean, and the inner rule's weighted form runs on the bucket
+values with the bucket weights.
 """
 
 from __future__ import annotations
@@ -41,6 +46,28 @@ def permutation_op(num_updates, seed: int, round_num) -> tf.Tensor:
   )
 
 
+def weighted_bucket_means(
+    updates: tf.Tensor, weights: tf.Tensor, buckets: tf.Tensor, num_buckets
+) -> tuple[tf.Tensor, tf.Tensor]:
+  """Weighted mean and total weight of each bucket.
+
+  Args:
+    updates: The rows `[n, d]`.
+    weights: Their weights `[n]`, >= 0.
+    buckets: The bucket of each row `[n]` (int32 in [0, num_buckets)).
+    num_buckets: Number of buckets.
+
+  Returns:
+    `(means [num_buckets, d], bucket_weights [num_buckets])`; a bucket of
+    total weight 0 has mean 0.
+  """
+  bucket_weights = tf.math.unsorted_segment_sum(weights, buckets, num_buckets)
+  sums = tf.math.unsorted_segment_sum(
+      updates * weights[:, tf.newaxis], buckets, num_buckets
+  )
+  return tf.math.divide_no_nan(sums, bucket_weights[:, tf.newaxis]), bucket_weights
+
+
 def bucketing_permutation(num_updates: int, seed: int, round_num: int) -> np.ndarray:
   """The permutation used in round `round_num` (0-based) for n updates.
 
@@ -61,6 +88,7 @@ class BucketingRule(RobustRule):
           'Bucketing wraps unweighted rules only (bucket means of updates).'
       )
     self.inner = inner
+    self.has_weighted_form = inner.has_weighted_form
     self.bucket_size = int(bucket_size)
     self.seed = int(seed)
 
@@ -71,15 +99,23 @@ class BucketingRule(RobustRule):
     ])
 
   def aggregate(self, updates, state, weights=None):
-    del weights
     n = tf.shape(updates)[0]
     s = self.bucket_size
     num_buckets = (n + s - 1) // s
     perm = permutation_op(n, self.seed, state[ROUND_KEY])
-    means = tf.math.unsorted_segment_mean(
-        tf.gather(updates, perm), tf.range(n) // s, num_segments=num_buckets
-    )
-    out = self.inner.aggregate(means, state[INNER_KEY])
+    if weights is None:
+      means = tf.math.unsorted_segment_mean(
+          tf.gather(updates, perm), tf.range(n) // s, num_segments=num_buckets
+      )
+      out = self.inner.aggregate(means, state[INNER_KEY])
+    else:
+      means, bucket_weights = weighted_bucket_means(
+          tf.gather(updates, perm),
+          tf.gather(weights, perm),
+          tf.range(n) // s,
+          num_buckets,
+      )
+      out = self.inner.aggregate(means, state[INNER_KEY], bucket_weights)
     new_state = collections.OrderedDict([
         (ROUND_KEY, state[ROUND_KEY] + 1),
         (INNER_KEY, out.state),

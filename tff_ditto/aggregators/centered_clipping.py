@@ -9,6 +9,8 @@ and the final c is both the result and the next round's center. In FedAvg
 and Ditto the "aggregate" is the aggregated model delta, so the center is the
 previous round's aggregated delta (the analogue of the repo's momentum-based
 aggregate). A round with no finite update keeps the center.
+
+Weighted form: `c <- c + sum_k w_k clip(x_k - c) / sum_k w_k`.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from typing import Optional
 
 import tensorflow as tf
 
-from tff_ditto.aggregators.base import RobustAggregatorFactory, RobustRule, RuleOutput, count
+from tff_ditto.aggregators.base import RobustAggregatorFactory, RobustRule, RuleOutput, count, weighted_mean
 from tff_ditto.aggregators.gather import DEFAULT_GATHER
 
 
 class CenteredClippingRule(RobustRule):
   """Centered clipping with radius `tau`; state = the center `[d]`."""
+
+  has_weighted_form = True
 
   def __init__(self, tau: float, iterations: int = 3):
     if tau <= 0:
@@ -37,7 +41,6 @@ class CenteredClippingRule(RobustRule):
     return tf.zeros([dim], tf.float32)
 
   def aggregate(self, updates, state, weights=None):
-    del weights
     center = state
     clipped = tf.constant(0, tf.int32)
     for _ in range(self.iterations):
@@ -45,7 +48,11 @@ class CenteredClippingRule(RobustRule):
       norms = tf.norm(diff, axis=1)
       # min(1, tau / ||v||) without dividing by zero.
       scale = self.tau / tf.maximum(norms, self.tau)
-      center = center + tf.reduce_mean(diff * scale[:, tf.newaxis], axis=0)
+      clipped_diff = diff * scale[:, tf.newaxis]
+      if weights is None:
+        center = center + tf.reduce_mean(clipped_diff, axis=0)
+      else:
+        center = center + weighted_mean(clipped_diff, weights)
       clipped = count(norms > self.tau)
     return RuleOutput(
         center, center, collections.OrderedDict(cclip_clipped=clipped)

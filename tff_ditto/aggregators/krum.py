@@ -19,6 +19,10 @@ Measurements: `krum_selected` (index of the best-scoring update among the
 finite updates, in client order), `krum_num_selected` (m used) and
 `krum_neighbours` (k used).
 
+Weighted form (Multi-Krum only): the scores and the selection ignore the
+weights, and the m selected updates are averaged with their weights. Krum
+(m = 1) has none: it returns one update, which weights cannot change.
+
 The matrix product is float32: for updates of very different magnitudes the
 distance between two nearby large updates loses relative precision, which
 only matters for near-ties. With bucketing, n is the number of buckets and f
@@ -32,7 +36,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from tff_ditto.aggregators.base import RobustAggregatorFactory, RobustRule, RuleOutput
+from tff_ditto.aggregators.base import RobustAggregatorFactory, RobustRule, RuleOutput, weighted_mean
 from tff_ditto.aggregators.gather import DEFAULT_GATHER
 
 
@@ -57,7 +61,11 @@ def krum_scores(updates: tf.Tensor, f: int) -> tuple[tf.Tensor, tf.Tensor]:
 
 
 class KrumRule(RobustRule):
-  """Krum (m=1) / Multi-Krum (m>1, or m=None for n-f)."""
+  """Krum (m=1) / Multi-Krum (m>1, or m=None for n-f).
+
+  Multi-Krum has a weighted form (the weighted mean of the selected
+  updates); Krum, which returns a single update, has none.
+  """
 
   def __init__(self, f: int, m: Optional[int] = 1):
     if f < 0:
@@ -66,15 +74,18 @@ class KrumRule(RobustRule):
       raise ValueError(f'm must be >= 1 or None, got {m}.')
     self.f = int(f)
     self.m = None if m is None else int(m)
+    self.has_weighted_form = self.m != 1
 
   def aggregate(self, updates, state, weights=None):
-    del weights
     n = tf.shape(updates)[0]
     scores, k = krum_scores(updates, self.f)
     m = n - self.f if self.m is None else tf.constant(self.m, tf.int32)
     m = tf.clip_by_value(m, 1, n)
     best = tf.math.top_k(-scores, k=m, sorted=True).indices
-    result = tf.reduce_mean(tf.gather(updates, best), axis=0)
+    if weights is None:
+      result = tf.reduce_mean(tf.gather(updates, best), axis=0)
+    else:
+      result = weighted_mean(tf.gather(updates, best), tf.gather(weights, best))
     return RuleOutput(
         result,
         state,

@@ -11,18 +11,21 @@ from typing import Optional
 
 import tensorflow as tf
 
-from tff_ditto.aggregators.base import RobustAggregatorFactory, RobustRule, RuleOutput
+from tff_ditto.aggregators.base import RobustAggregatorFactory, RobustRule, RuleOutput, weighted_mean
 from tff_ditto.aggregators.gather import DEFAULT_GATHER
 
 
 class MeanRule(RobustRule):
-  """Coordinate-wise mean of the rows."""
+  """Coordinate-wise mean of the rows; weighted: `sum w_i x_i / sum w_i`."""
+
+  has_weighted_form = True
 
   def aggregate(self, updates, state, weights=None):
-    del weights
-    return RuleOutput(
-        tf.reduce_mean(updates, axis=0), state, collections.OrderedDict()
-    )
+    if weights is None:
+      result = tf.reduce_mean(updates, axis=0)
+    else:
+      result = weighted_mean(updates, weights)
+    return RuleOutput(result, state, collections.OrderedDict())
 
 
 class MeanFactory(RobustAggregatorFactory):

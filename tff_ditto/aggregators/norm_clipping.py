@@ -4,6 +4,11 @@ Every update whose L2 norm exceeds the median norm m of this round's updates
 (exact median, average of the middle two for even n, as `np.median`) is
 rescaled by m / (norm + 1e-10); the others are kept. The clipped updates are
 then averaged, or passed to any inner rule (`inner=`).
+
+Weighted form (when the inner rule has one): the median norm stays the
+unweighted median of the clients' norms (so a client cannot move the
+clipping threshold through its reported example count), and the clipped
+updates go to the inner rule's weighted form (by default the weighted mean).
 """
 
 from __future__ import annotations
@@ -26,17 +31,17 @@ class MedianNormClippingRule(RobustRule):
     self.inner = MeanRule() if inner is None else inner
     if self.inner.uses_weights:
       raise ValueError('The inner rule of median-norm clipping must be unweighted.')
+    self.has_weighted_form = self.inner.has_weighted_form
 
   def initial_state(self, dim):
     return self.inner.initial_state(dim)
 
   def aggregate(self, updates, state, weights=None):
-    del weights
     norms = row_norms(updates)
     median_norm = median_1d(norms)
     above = norms > median_norm
     scale = tf.where(above, median_norm / (norms + 1e-10), tf.ones_like(norms))
-    out = self.inner.aggregate(updates * scale[:, tf.newaxis], state)
+    out = self.inner.aggregate(updates * scale[:, tf.newaxis], state, weights)
     measurements = collections.OrderedDict(
         median_norm=median_norm, norm_clipped=count(above)
     )

@@ -6,7 +6,14 @@ applied where all updates meet: this factory wraps any gather-based robust
 rule, replaces the rows of the malicious clients by the crafted message, then
 runs the rule on all rows. Malicious clients mark themselves with a negative
 weight (the Ditto client computation does this for attack code
-`omniscient`; see `tff_ditto.attacks`); weights are otherwise ignored.
+`omniscient`; see `tff_ditto.attacks`). Wrapping an unweighted factory, the
+weights are otherwise ignored. Wrapping an `ExampleWeightedFactory`
+(`tff_ditto.aggregators.weighted`), |weight| is the client's example count:
+clients of weight 0 are dropped, and the inner rule's weighted form runs on
+the attacked rows with weights |w_i| (an attacker keeps its own count). The
+message itself is crafted as in the unweighted case (from the unweighted
+mean, std and principal direction of the honest rows), so both modes see
+the same attacked rows.
 
 * IPM (inner-product manipulation): -eps * mean(honest), eps = 0.1.
 * ALIE ("a little is enough"): mu - z_max * sigma, coordinate-wise mean and
@@ -36,7 +43,7 @@ and mimic's argmax act in the same direction as in the reference.
 from __future__ import annotations
 
 import collections
-from typing import Optional
+from typing import Optional, Union
 
 import tensorflow as tf
 
@@ -44,6 +51,8 @@ from tff_ditto.aggregators.base import RobustAggregatorFactory
 from tff_ditto.aggregators.base import RobustRule
 from tff_ditto.aggregators.base import RuleOutput
 from tff_ditto.aggregators.base import WeightedRobustAggregatorFactory
+from tff_ditto.aggregators.weighted import ExampleWeightedFactory
+from tff_ditto.aggregators.weighted import check_has_weighted_form
 
 OMNISCIENT_ATTACKS = ('alie', 'ipm', 'mimic')
 IPM_EPSILON = 0.1
@@ -117,13 +126,39 @@ class OmniscientAttackRule(RobustRule):
 
   uses_weights = True
 
-  def __init__(self, inner: RobustRule, attack: str):
+  def __init__(self, inner: RobustRule, attack: str, weighted: bool = False):
+    """Wraps `inner`.
+
+    Args:
+      inner: An unweighted rule.
+      attack: 'alie', 'ipm' or 'mimic'.
+      weighted: Run `inner`'s weighted form with the weights |w_i| (clients
+        of weight 0 dropped); False ignores the weights but their sign.
+
+    Raises:
+      ValueError: On an unknown attack, an inner rule that uses weights, or
+        `weighted` with an inner rule that has no weighted form.
+    """
     if attack not in OMNISCIENT_ATTACKS:
       raise ValueError(f'attack must be one of {OMNISCIENT_ATTACKS}')
     if inner.uses_weights:
       raise ValueError('the inner rule must not use weights')
+    if weighted:
+      check_has_weighted_form(inner)
     self._inner = inner
     self._attack = attack
+    self._weighted = bool(weighted)
+
+  @property
+  def weighted(self) -> bool:
+    """Whether the inner rule's weighted form runs (with weights |w_i|)."""
+    return self._weighted
+
+  def client_mask(self, weights):
+    """Weighted: the clients with a non-zero weight; else all (None)."""
+    if not self._weighted:
+      return None
+    return tf.not_equal(weights, 0.0)
 
   def initial_state(self, dim: int):
     """The inner rule's state, plus the mimic target (-1 = not chosen)."""
@@ -161,7 +196,8 @@ class OmniscientAttackRule(RobustRule):
         attacked,
         lambda: (updates, target),
     )
-    out = self._inner.aggregate(rows, state[INNER_KEY], None)
+    inner_weights = tf.abs(weights) if self._weighted else None
+    out = self._inner.aggregate(rows, state[INNER_KEY], inner_weights)
     measurements = collections.OrderedDict(out.measurements)
     measurements['omniscient_attackers'] = num_malicious
     measurements[MIMIC_TARGET_KEY] = target
@@ -176,7 +212,7 @@ class OmniscientAttackFactory(WeightedRobustAggregatorFactory):
 
   def __init__(
       self,
-      inner: RobustAggregatorFactory,
+      inner: Union[RobustAggregatorFactory, ExampleWeightedFactory],
       attack: str,
       *,
       gather: Optional[str] = None,
@@ -185,12 +221,26 @@ class OmniscientAttackFactory(WeightedRobustAggregatorFactory):
 
     Args:
       inner: A `RobustAggregatorFactory` (any rule but k_loss; bucketing is
-        fine and then sees the attacked rows, as in the paper).
+        fine and then sees the attacked rows, as in the paper), or an
+        `ExampleWeightedFactory` of one, whose weighted form then runs on
+        the attacked rows (see module doc).
       attack: 'alie', 'ipm' or 'mimic'.
       gather: Gather method; default the inner factory's.
+
+    Raises:
+      TypeError: If `inner` is neither kind of factory.
     """
+    if isinstance(inner, ExampleWeightedFactory):
+      rule = OmniscientAttackRule(inner.weighted_rule, attack, weighted=True)
+    elif isinstance(inner, RobustAggregatorFactory):
+      rule = OmniscientAttackRule(inner.rule, attack)
+    else:
+      raise TypeError(
+          'OmniscientAttackFactory wraps a RobustAggregatorFactory or an '
+          f'ExampleWeightedFactory, got {type(inner).__name__}.'
+      )
     super().__init__(
-        OmniscientAttackRule(inner.rule, attack),
+        rule,
         gather=gather or inner.gather,
         gather_dir=inner.gather_dir,
     )

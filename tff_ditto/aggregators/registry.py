@@ -16,6 +16,7 @@ from tff_ditto.aggregators.median import MedianFactory
 from tff_ditto.aggregators.norm_clipping import MedianNormClippingFactory
 from tff_ditto.aggregators.rfa import GeometricMedianFactory
 from tff_ditto.aggregators.trimmed_mean import TrimmedMeanFactory
+from tff_ditto.aggregators.weighted import ExampleWeightedFactory
 
 AGGREGATOR_NAMES = (
     'mean',
@@ -29,6 +30,12 @@ AGGREGATOR_NAMES = (
     'k_norm',
     'k_loss',
 )
+# The names whose rule has no example-weighted form (`build_aggregator(...,
+# weighted=True)` raises), with the reason.
+NO_WEIGHTED_FORM = {
+    'krum': 'it returns a single selected update, which weights cannot change',
+    'k_loss': "its weight input is the client's loss",
+}
 
 
 def expected_byzantine_per_round(
@@ -45,6 +52,7 @@ def build_aggregator(
     bucketing_seed: int = 0,
     gather: str = DEFAULT_GATHER,
     gather_dir: Optional[str] = None,
+    weighted: bool = False,
     **kwargs,
 ):
   """Builds a robust aggregation factory by name.
@@ -68,12 +76,26 @@ def build_aggregator(
       'file'), 'file' or 'concat'.
     gather_dir: Directory of the file gather (default a fresh folder under
       `/dev/shm/tff_ditto_gather`).
+    weighted: Return the `ExampleWeightedFactory` of the (bucketed) rule:
+      its weight input, the clients' example counts, weights the rule (see
+      `tff_ditto.aggregators.weighted`). Not for the names in
+      `NO_WEIGHTED_FORM`.
     **kwargs: The rule's parameters, as listed above.
 
   Returns:
-    An `UnweightedAggregationFactory` (a `WeightedAggregationFactory` for
-    k_loss).
+    An `UnweightedAggregationFactory`; a `WeightedAggregationFactory` for
+    k_loss and with `weighted`.
+
+  Raises:
+    ValueError: On an unknown name, a bad parameter, bucketing k_loss, or
+      `weighted` for a name in `NO_WEIGHTED_FORM`.
+    TypeError: On parameters the rule does not take.
   """
+  if weighted and name in NO_WEIGHTED_FORM:
+    raise ValueError(
+        f'aggregator {name!r} has no example-weighted form '
+        f'({NO_WEIGHTED_FORM[name]}).'
+    )
   common = dict(gather=gather, gather_dir=gather_dir)
 
   def take(*names_and_defaults):
@@ -118,4 +140,6 @@ def build_aggregator(
     factory = BucketingFactory(factory, bucketing_size, bucketing_seed)
   elif bucketing_size < 0:
     raise ValueError(f'bucketing_size must be >= 0, got {bucketing_size}.')
+  if weighted:
+    factory = ExampleWeightedFactory(factory)
   return factory

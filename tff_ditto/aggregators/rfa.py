@@ -7,6 +7,9 @@ option, at the mean), then T times
 
 The smoothing nu bounds every weight, so the iteration is defined even when z
 coincides with an update.
+
+Weighted form (the RFA paper's weights alpha_k): `1/n` becomes
+`alpha_k = w_k / sum_j w_j`, and the 'mean' start the weighted mean.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from tff_ditto.aggregators.base import RobustAggregatorFactory, RobustRule, RuleOutput
+from tff_ditto.aggregators.base import RobustAggregatorFactory, RobustRule, RuleOutput, weighted_mean
 from tff_ditto.aggregators.gather import DEFAULT_GATHER
 
 RFA_INITS = ('zero', 'mean')
@@ -24,6 +27,8 @@ RFA_INITS = ('zero', 'mean')
 
 class GeometricMedianRule(RobustRule):
   """Smoothed Weiszfeld with `num_iterations` steps and smoothing `nu`."""
+
+  has_weighted_form = True
 
   def __init__(self, num_iterations: int = 8, nu: float = 0.1, init: str = 'zero'):
     if num_iterations < 1:
@@ -37,15 +42,20 @@ class GeometricMedianRule(RobustRule):
     self.init = init
 
   def aggregate(self, updates, state, weights=None):
-    del weights
-    n = tf.cast(tf.shape(updates)[0], tf.float32)
+    if weights is None:
+      n = tf.cast(tf.shape(updates)[0], tf.float32)
+      alpha = 1.0 / n
+    else:
+      alpha = weights / tf.reduce_sum(weights)
     if self.init == 'zero':
       z = tf.zeros_like(updates[0])
-    else:
+    elif weights is None:
       z = tf.reduce_mean(updates, axis=0)
+    else:
+      z = weighted_mean(updates, weights)
     for _ in range(self.num_iterations):
       dist = tf.norm(updates - z[tf.newaxis, :], axis=1)
-      beta = (1.0 / n) / tf.maximum(dist, self.nu)
+      beta = alpha / tf.maximum(dist, self.nu)
       z = tf.linalg.matvec(updates, beta, transpose_a=True) / tf.reduce_sum(beta)
     final_dist = tf.norm(updates - z[tf.newaxis, :], axis=1)
     return RuleOutput(
