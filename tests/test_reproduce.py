@@ -1,10 +1,14 @@
 """The reproduction grid: cells, resumable runner and report, on tiny data."""
 
+import glob
+import hashlib
 import os
 
 import pandas as pd
+import pytest
 
 from tff_ditto import reproduction
+from tff_ditto.data import registry
 
 
 def test_paper_grid_shape():
@@ -12,7 +16,7 @@ def test_paper_grid_shape():
   assert len(cells) == len(set(cells))
   ids = {cell.cell_id for cell in cells}
   # Table 1: Ditto and global at every attack column, robust rules too.
-  for attack, ratio in reproduction.ATTACK_COLUMNS:
+  for attack, ratio in reproduction.attack_columns('femnist'):
     for method in ('ditto', 'global'):
       assert reproduction.make_cell('femnist', method, attack,
                                     ratio).cell_id in ids
@@ -147,8 +151,20 @@ def test_select_cells_filters_and_orders_columns():
       (), (('lam_selection', 'auto'), ('strong_attack', True))}
 
 
+def test_strongest_columns_are_selected_per_dataset():
+  cells = reproduction.paper_cells(
+      ['femnist', 'fmnist'], [reproduction.spec_by_key('table1')])
+  selected = reproduction.select_cells(
+      cells, methods=['global'], aggregators=['mean'],
+      columns=reproduction.parse_columns(['none', 'strongest', 'a1:0.8']))
+  assert [(c.dataset, c.attack, c.ratio) for c in selected] == [
+      ('femnist', 'none', 0.0), ('fmnist', 'none', 0.0),
+      ('femnist', 'a1', 0.8), ('fmnist', 'a1', 0.8),
+      ('femnist', 'a2', 0.8), ('fmnist', 'a2', 0.8),
+      ('femnist', 'a3', 0.2), ('fmnist', 'a3', 0.5)]
+
+
 def test_bad_selection_is_named():
-  import pytest  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match='table9'):
     reproduction.spec_by_key('table9')
   for text in ('a1', 'a1:x', 'a1:1.5', ':0.2'):
@@ -157,7 +173,6 @@ def test_bad_selection_is_named():
 
 
 def test_rounds_per_dataset():
-  import pytest  # pylint: disable=g-import-not-at-top
   assert reproduction.parse_rounds([]) == (None, {})
   assert reproduction.parse_rounds(['300']) == (300, {})
   default, per_dataset = reproduction.parse_rounds(
@@ -318,9 +333,13 @@ def test_report_tables_csv_paper_fallback_and_discussion(tmp_path):
   global_clean = frame[(frame['method'] == 'Global')
                        & (frame['column'] == 'clean')].iloc[0]
   assert global_clean['ours_mean'] == 0.7
-  # Table 2 shows the paper's Table 1 number for the same row and column.
   assert (global_clean['paper_mean'], global_clean['paper_source']) == (
-      0.804, 'table1')
+      0.804, 'table2')
+  # A column Table 2 does not print shows Table 1's number, marked.
+  global_a2 = frame[(frame['method'] == 'Global')
+                    & (frame['column'] == 'A2 50%')].iloc[0]
+  assert (global_a2['paper_mean'], global_a2['paper_source']) == (
+      0.703, 'table1')
   runs = tmp_path / 'runs' / 'femnist'
   _write_client_metrics(runs / 'ditto_none00_mean', [0.9, 0.8, 0.7],
                         [False] * 3)
@@ -334,11 +353,11 @@ def test_report_tables_csv_paper_fallback_and_discussion(tmp_path):
   report = open(path).read()
   assert '| clean | Ditto (lambda=1) | 0.750 | 0.700 | +5.0 pts | ' \
       '3 / 0 / 0 (p = 0.25) | Ditto > global, not significant |' in report
-  assert '0.804 (?) (Table 1)' in report
+  assert '0.703 (0.14) (Table 1)' in report
   assert '#### Why the columns look like this' in report
   written = pd.read_csv(tmp_path / 'out' / 'table2_femnist.csv')
   assert len(written) == len(reproduction.TABLE2.rows) * len(
-      reproduction.TABLE2.columns)
+      reproduction.TABLE2.columns('femnist'))
 
 
 def test_evaluate_run_reads_a_finished_cell(tmp_path):
@@ -479,3 +498,138 @@ def test_git_revision_ignores_the_reports_own_folder(tmp_path):
   (tmp_path / 'code.py').write_text('x = 2\n')
   assert 'uncommitted' in reproduction.git_revision(
       str(tmp_path), ignore_dir=str(tmp_path / 'results'))
+
+
+# The sorted cell ids (one per line) of a FEMNIST or Vehicle grid before the
+# attack columns became per dataset (commit f502c50); finished runs are
+# keyed by them.
+_GRID_IDS_BEFORE_SHA256 = (
+    'b2352af61202a76768e0a6fd942423727d0513bd3e7a4d98866913a4ceebd98c')
+
+
+def test_attack_columns_per_dataset():
+  assert reproduction.attack_columns('fmnist')[-3:] == (
+      ('a3', 0.1), ('a3', 0.2), ('a3', 0.5))
+  assert reproduction.attack_columns('femnist')[-3:] == (
+      ('a3', 0.1), ('a3', 0.15), ('a3', 0.2))
+  assert reproduction.attack_columns('vehicle') == (
+      reproduction.attack_columns('femnist'))
+  assert reproduction.strongest_columns('fmnist')[-1] == ('a3', 0.5)
+  assert reproduction.strongest_columns('femnist')[-1] == ('a3', 0.2)
+  fmnist = {cell.cell_id for cell in reproduction.paper_cells(['fmnist'])}
+  assert 'ditto_a350_mean' in fmnist and 'global_a350_krum' in fmnist
+  assert not any('a315' in cell_id for cell_id in fmnist)
+  # The per-device lambda cell at A3 50 % picks the strong-attack lambdas.
+  assert 'ditto_a350_mean_lam_selection-auto_strong_attack-True' in fmnist
+  assert 'ditto_a310_mean_lam_selection-auto' in fmnist
+  assert reproduction.TABLE1.columns('fmnist') == (
+      reproduction.attack_columns('fmnist'))
+  assert reproduction.TABLE3.columns('fmnist')[-2:] == (
+      ('a3', 0.1), ('a3', 0.5))
+
+
+@pytest.mark.parametrize('dataset', ['femnist', 'vehicle'])
+def test_femnist_and_vehicle_cell_ids_unchanged(dataset):
+  ids = [cell.cell_id for cell in reproduction.paper_cells([dataset])]
+  for cell_id in ('ditto_a315_mean',
+                  'ditto_a315_mean_lam_selection-auto_strong_attack-True',
+                  'ditto_a310_mean_lam_selection-auto', 'global_a320_krum',
+                  'ditto_a320_norm_clip', 'term_a180_mean_term_t-5.0',
+                  'finetune_a320_mean_finetune_lam-0.1', 'mapper_a250_mean'):
+    assert cell_id in ids
+  # Table 3 gained the paper's A1 20 %, A2 20 % and A3 10 % columns: Ditto
+  # under each robust aggregator there. Every other cell is as before.
+  added = {f'ditto_{column}_{aggregator}'
+           for column in ('a120', 'a220', 'a310')
+           for _, aggregator in reproduction.ROBUST_AGGREGATORS}
+  assert added <= set(ids)
+  before = sorted(set(ids) - added)
+  assert hashlib.sha256('\n'.join(before).encode()).hexdigest() == (
+      _GRID_IDS_BEFORE_SHA256)
+
+
+def test_paper_tables_use_the_projects_dataset_names():
+  paper = reproduction.read_paper_tables()
+  assert len(paper) == len(reproduction.paper_numbers()) == 144
+  assert set(paper['dataset']) == {'fmnist', 'femnist', 'celeba'}
+  assert set(paper['dataset']) <= set(registry.DATASET_NAMES)
+  printed = {(row.paper_method, spec.key) for spec in reproduction.PAPER_SPECS
+             for row in spec.rows}
+  for table, method in zip(paper['table'], paper['method']):
+    assert (method, table) in printed
+
+
+_EMPTY_RESULTS = pd.DataFrame(
+    columns=['dataset', 'cell_id', 'status', 'benign_mean_accuracy',
+             'benign_std_accuracy'])
+
+
+def _paper_number(spec, dataset, label, column):
+  """(paper mean, std, source table) of one cell of a report table."""
+  frame = reproduction.table_frame(spec, dataset, _EMPTY_RESULTS)
+  record = frame[(frame['method'] == label)
+                 & (frame['column'] == column)].iloc[0]
+  return record['paper_mean'], record['paper_std'], record['paper_source']
+
+
+def test_paper_numbers_in_specific_cells():
+  table1, table2, table3 = (reproduction.TABLE1, reproduction.TABLE2,
+                            reproduction.TABLE3)
+  assert _paper_number(table1, 'fmnist', 'Global', 'A3 50%') == (
+      0.275, 0.12, 'table1')
+  assert _paper_number(table1, 'fmnist', 'Ditto (lambda auto)',
+                       'A3 50%') == (0.873, 0.11, 'table1')
+  assert _paper_number(table1, 'femnist', 'Fair (TERM, t=1)',
+                       'A3 15%') == (0.316, 0.12, 'table1')
+  # FEMNIST global at A3 20 %: .314 in Table 1, .364 in Table 3.
+  assert _paper_number(table1, 'femnist', 'Global', 'A3 20%')[0] == 0.314
+  mean, std, source = _paper_number(table3, 'femnist', 'Global', 'A3 20%')
+  assert (mean, source) == (0.364, 'table3') and pd.isna(std)
+  # Ditto at A1 80 %: .672 in Table 1, .669 in Table 3.
+  assert _paper_number(table1, 'femnist', 'Ditto (lambda=1)',
+                       'A1 80%')[0] == 0.672
+  assert _paper_number(table3, 'femnist', 'Ditto (lambda=1)',
+                       'A1 80%')[0] == 0.669
+  assert _paper_number(table3, 'femnist', 'Ditto + clipping',
+                       'A3 10%')[0] == 0.813
+  assert _paper_number(table2, 'celeba', 'Per-FedAvg', 'A1 50%') == (
+      0.756, 0.26, 'table2')
+  assert _paper_number(table2, 'femnist', 'Ditto (lambda=1)', 'clean')[
+      0] == 0.836
+  # No paper number: a robust rule in Table 1, another tilt, a dataset.
+  assert pd.isna(_paper_number(table1, 'femnist', 'Robust (Krum)',
+                               'A1 20%')[0])
+  assert pd.isna(_paper_number(reproduction.FIGURE5, 'femnist',
+                               'TERM t=2.0', 'A1 20%')[0])
+  assert pd.isna(_paper_number(table1, 'vehicle', 'Global', 'clean')[0])
+
+
+def test_every_paper_number_lands_in_a_report_cell(tmp_path):
+  output_dir = tmp_path / 'out'
+  path = reproduction.write_report(
+      _EMPTY_RESULTS, str(output_dir), command='test', mode='test',
+      repo_dir=str(tmp_path), datasets=['fmnist', 'femnist', 'celeba'],
+      unavailable_datasets={'celeba': 'no images'}, elapsed_seconds=1.0)
+  # (paper table, dataset, paper method, attack, ratio, mean) shown.
+  cells = set()
+  for name in glob.glob(str(output_dir / 'table*.csv')):
+    dataset = os.path.basename(name)[:-len('.csv')].split('_', 1)[1]
+    frame = pd.read_csv(name, keep_default_na=False)
+    for record in frame[frame['paper_source'] != ''].to_dict('records'):
+      cells.add((record['paper_source'], dataset, record['paper_method'],
+                 record['attack'], float(record['ratio']),
+                 float(record['paper_mean'])))
+  paper = reproduction.read_paper_tables()
+  missing = []
+  for record in paper.to_dict('records'):
+    attack, ratio = reproduction.paper_column(record['column'])
+    if (record['table'], record['dataset'], record['method'], attack, ratio,
+        record['mean']) not in cells:
+      missing.append(record)
+  assert not missing
+  report = open(path).read()
+  for text in ('0.275 (0.12)', '0.364 |', '0.314 (0.13)',
+               '## celeba (not run', '0.538 (0.28)'):
+    assert text in report
+  assert "Ditto (lambda=1) [paper's: per-device lambda]" in report
+  assert 'only FEMNIST clean' not in report

@@ -2,23 +2,28 @@
 
 A grid is a list of `Cell`s (dataset, method, attack, ratio, aggregator,
 extra `ExperimentConfig` options). Paper tables and figures are `TableSpec`s:
-rows (label, method, aggregator, options) crossed with columns (attack,
-ratio); `paper_cells` is the union of their cells per dataset. `run_grid`
-runs every cell in this process (TF/TFF started once; each dataset loaded
-once; cells whose builders receive the same inputs share the built TFF
-computations), one `training.ExperimentRunner` per cell in
-`<runs_dir>/<dataset>/<cell id>/`, skips cells whose summary.json already has
-the requested rounds, continues half-finished cells from their checkpoints,
-and records cells that cannot run (dataset absent, method or option not
-implemented, invalid setting such as Krum with too many attackers) with the
-reason. `write_report` turns the results into REPORT.md with the paper's
-numbers side by side, and the Figure 3-6 PNGs.
+rows (label, method, aggregator, options, the paper's name of the row)
+crossed with each dataset's columns (attack, ratio; A3's ratios differ per
+dataset, see `attack_columns`); `paper_cells` is the union of their cells
+per dataset. `run_grid` runs every cell in this process (TF/TFF started
+once; each dataset loaded once; cells whose builders receive the same
+inputs share the built TFF computations), one `training.ExperimentRunner`
+per cell in `<runs_dir>/<dataset>/<cell id>/`, skips cells whose
+summary.json already has the requested rounds, continues half-finished
+cells from their checkpoints, and records cells that cannot run (dataset
+absent, method or option not implemented, invalid setting such as Krum with
+too many attackers) with the reason. `write_report` turns the results into
+REPORT.md with the paper's numbers (every number of its Tables 1-3, from
+the package's `paper_tables.csv`) side by side, and the Figure 3-6 PNGs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
+import importlib.resources
+import io
 import json
 import math
 import os
@@ -26,6 +31,7 @@ import shutil
 import subprocess
 import time
 import traceback
+import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Optional
 
@@ -33,15 +39,18 @@ import pandas as pd
 
 # ----------------------------------------------------------------- the grid
 
-CLEAN = ('none', 0.0)
-# Table 1 columns: A1/A2 at 20/50/80 %, A3 at 10/15/20 % of devices.
-ATTACK_COLUMNS = (
-    CLEAN,
+Column = tuple[str, float]
+
+CLEAN: Column = ('none', 0.0)
+# Table 1's A1 / A2 columns (every dataset): 20 / 50 / 80 % of devices.
+A1_A2_COLUMNS: tuple[Column, ...] = (
     ('a1', 0.2), ('a1', 0.5), ('a1', 0.8),
     ('a2', 0.2), ('a2', 0.5), ('a2', 0.8),
-    ('a3', 0.1), ('a3', 0.15), ('a3', 0.2),
 )
-STRONGEST = (('a1', 0.8), ('a2', 0.8), ('a3', 0.2))
+# Table 1's A3 ratios: Fashion-MNIST 10 / 20 / 50 %, FEMNIST (and every
+# other dataset here) 10 / 15 / 20 %.
+DEFAULT_A3_RATIOS = (0.1, 0.15, 0.2)
+A3_RATIOS: Mapping[str, tuple[float, ...]] = {'fmnist': (0.1, 0.2, 0.5)}
 TERM_TILTS = (0.1, 1.0, 2.0, 5.0)
 SOLVER_LAMBDAS = (0.1, 1.0, 2.0)
 ROBUST_AGGREGATORS = (
@@ -50,11 +59,46 @@ ROBUST_AGGREGATORS = (
 )
 
 
+def a3_ratios(dataset: str) -> tuple[float, ...]:
+  """The A3 (model replacement) ratios of `dataset`'s Table 1, ascending."""
+  return A3_RATIOS.get(dataset, DEFAULT_A3_RATIOS)
+
+
+def attack_columns(dataset: str) -> tuple[Column, ...]:
+  """Table 1's columns for `dataset`: clean, A1 / A2, then its A3 ratios."""
+  return ((CLEAN,) + A1_A2_COLUMNS
+          + tuple(('a3', ratio) for ratio in a3_ratios(dataset)))
+
+
+def strongest_columns(dataset: str) -> tuple[Column, ...]:
+  """The strongest column of each attack: A1 and A2 80 %, A3 its largest."""
+  return (('a1', 0.8), ('a2', 0.8), ('a3', a3_ratios(dataset)[-1]))
+
+
+def table3_columns(dataset: str) -> tuple[Column, ...]:
+  """The paper's Table 3 columns (FEMNIST: A1, A2 20/80 %, A3 10/20 %).
+
+  A3 at the dataset's smallest and largest Table 1 ratio (Fashion-MNIST,
+  absent from the paper's Table 3: 10 and 50 %).
+  """
+  ratios = a3_ratios(dataset)
+  return (('a1', 0.2), ('a1', 0.8), ('a2', 0.2), ('a2', 0.8),
+          ('a3', ratios[0]), ('a3', ratios[-1]))
+
+
+def figure4_columns(dataset: str) -> tuple[Column, ...]:
+  """Figure 4's panels: clean, A1 / A2 50 %, A3 at its middle ratio."""
+  ratios = a3_ratios(dataset)
+  return (CLEAN, ('a1', 0.5), ('a2', 0.5), ('a3', ratios[len(ratios) // 2]))
+
+
 def is_strong_attack(attack: str, ratio: float) -> bool:
   """Devices' binary 'strong attack' decision used with lam_selection=auto.
 
   The paper leaves the rule to the devices; here: half or more of the
-  devices malicious, or model replacement (A3) at 15 % or more.
+  devices malicious, or model replacement (A3) at 15 % or more. So of
+  Table 1's A3 columns only 10 % is weak (FEMNIST: 15 and 20 % strong;
+  Fashion-MNIST: 20 and 50 % strong).
   """
   return (attack != 'none' and ratio >= 0.5) or (attack == 'a3' and
                                                  ratio >= 0.15)
@@ -133,15 +177,34 @@ def make_cell(dataset: str, method: str, attack: str = 'none',
               tuple(sorted(kept.items())))
 
 
+# The paper's Ditto selects lambda per device on validation data (Section
+# 4, "Setup"); a fixed-lambda Ditto row marks the paper's number with this.
+PER_DEVICE_LAMBDA = 'per-device lambda'
+
+
 @dataclasses.dataclass(frozen=True)
 class Row:
-  """A table row: a label and what runs it (options may depend on column)."""
+  """A table row: a label and what runs it (options may depend on column).
+
+  Attributes:
+    label: The row's name in the report.
+    method: `run_experiment.py --method` value.
+    aggregator: Server aggregation rule.
+    options: Extra `ExperimentConfig` fields.
+    options_fn: (attack, ratio) -> more options, per column.
+    paper_method: The method name under which `paper_tables.csv` lists the
+      paper's number for this row (None: the paper prints none).
+    paper_note: Shown beside the paper's number when the paper's method
+      differs from what the row runs (e.g. `PER_DEVICE_LAMBDA`).
+  """
 
   label: str
   method: str
   aggregator: str = 'mean'
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   options_fn: Optional[Callable[[str, float], Mapping[str, Any]]] = None
+  paper_method: Optional[str] = None
+  paper_note: str = ''
 
   def cell(self, dataset: str, attack: str, ratio: float) -> Cell:
     options = dict(self.options)
@@ -153,12 +216,22 @@ class Row:
 
 @dataclasses.dataclass(frozen=True)
 class TableSpec:
-  """A paper table: rows x columns (attack, ratio)."""
+  """A paper table: rows x columns (attack, ratio), columns per dataset."""
 
   key: str
   title: str
   rows: tuple[Row, ...]
-  columns: tuple[tuple[str, float], ...]
+  columns_fn: Callable[[str], tuple[Column, ...]]
+
+  def columns(self, dataset: str) -> tuple[Column, ...]:
+    """The table's (attack, ratio) columns for `dataset`."""
+    return self.columns_fn(dataset)
+
+
+def _fixed_columns(
+    *columns: Column) -> Callable[[str], tuple[Column, ...]]:
+  """A `TableSpec.columns_fn` giving every dataset the same columns."""
+  return lambda dataset: columns
 
 
 def _auto_lambda(attack: str, ratio: float) -> dict[str, Any]:
@@ -166,42 +239,76 @@ def _auto_lambda(attack: str, ratio: float) -> dict[str, Any]:
               strong_attack=is_strong_attack(attack, ratio))
 
 
+def _ditto_lambda_1() -> Row:
+  """Ditto with the preset's fixed lambda = 1 beside the paper's Ditto."""
+  return Row('Ditto (lambda=1)', 'ditto', paper_method='ditto',
+             paper_note=PER_DEVICE_LAMBDA)
+
+
 TABLE1 = TableSpec(
     'table1',
     'Table 1: robustness (benign devices) under A1 / A2 / A3',
-    (Row('Global', 'global'), Row('Local', 'local'),
-     Row('Fair (TERM, t=1)', 'term', options=dict(term_t=1.0)))
+    (Row('Global', 'global', paper_method='global'),
+     Row('Local', 'local', paper_method='local'),
+     Row('Fair (TERM, t=1)', 'term', options=dict(term_t=1.0),
+         paper_method='term_t1'))
     + tuple(Row(f'Robust ({label})', 'global', aggregator)
             for label, aggregator in ROBUST_AGGREGATORS)
-    + (Row('Ditto (lambda=1)', 'ditto'),
-       Row('Ditto (lambda auto)', 'ditto', options_fn=_auto_lambda)),
-    ATTACK_COLUMNS,
+    + (_ditto_lambda_1(),
+       Row('Ditto (lambda auto)', 'ditto', options_fn=_auto_lambda,
+           paper_method='ditto')),
+    attack_columns,
 )
 TABLE2 = TableSpec(
     'table2',
     'Table 2: Ditto vs personalization methods',
-    (Row('Global', 'global'), Row('Local', 'local'),
-     Row('Plain finetuning', 'finetune'), Row('L2SGD', 'l2sgd'),
-     Row('EWC', 'ewc'), Row('SKL', 'skl'), Row('Per-FedAvg', 'perfedavg'),
-     Row('APFL', 'apfl'), Row('Mapper', 'mapper'),
-     Row('Ditto (lambda=1)', 'ditto')),
-    (CLEAN, ('a1', 0.5), ('a2', 0.5), ('a3', 0.2)),
+    (Row('Global', 'global', paper_method='global'),
+     Row('Local', 'local', paper_method='local'),
+     Row('Plain finetuning', 'finetune', paper_method='finetune'),
+     Row('L2SGD', 'l2sgd', paper_method='l2sgd'),
+     Row('EWC', 'ewc', paper_method='ewc'),
+     Row('SKL', 'skl', paper_method='skl'),
+     Row('Per-FedAvg', 'perfedavg', paper_method='perfedavg'),
+     Row('APFL', 'apfl', paper_method='apfl'),
+     Row('Mapper', 'mapper', paper_method='mapper'),
+     _ditto_lambda_1()),
+    _fixed_columns(CLEAN, ('a1', 0.5), ('a2', 0.5), ('a3', 0.2)),
 )
+# The paper's Table 3 (FEMNIST only) prints global, clipping, Ditto and
+# Ditto + clipping; its other aggregators are in the appendix (not here).
+PAPER_TABLE3_AGGREGATORS = ('norm_clip',)
+
+
+def _table3_rows(label: str, aggregator: str) -> tuple[Row, Row]:
+  """An aggregator's Table 3 rows: global and Ditto under it.
+
+  The paper's names of the two are the aggregator's and 'ditto+' + it.
+  """
+  printed = aggregator in PAPER_TABLE3_AGGREGATORS
+  return (Row(label, 'global', aggregator,
+              paper_method=aggregator if printed else None),
+          Row(f'Ditto + {label}', 'ditto', aggregator,
+              paper_method=f'ditto+{aggregator}' if printed else None,
+              paper_note=PER_DEVICE_LAMBDA if printed else ''))
+
+
 TABLE3 = TableSpec(
     'table3',
     'Table 3: Ditto combined with robust aggregators',
-    tuple(row for label, aggregator in ROBUST_AGGREGATORS for row in (
-        Row(f'{label}', 'global', aggregator),
-        Row(f'Ditto + {label}', 'ditto', aggregator))),
-    STRONGEST,
+    (Row('Global', 'global', paper_method='global'), _ditto_lambda_1())
+    + tuple(row for label, aggregator in ROBUST_AGGREGATORS
+            for row in _table3_rows(label, aggregator)),
+    table3_columns,
 )
 # Figure 5: TERM's tilt t under A1; Figure 6: joint (Ditto) vs fine-tuning
-# solver of the same objective under A3 20 %, per lambda.
+# solver of the same objective under A3 20 %, per lambda. The paper plots
+# them without numbers; the rows Table 1 has show Table 1's.
 FIGURE5 = TableSpec(
     'figure5', 'Figure 5: fair method (TERM) under A1 as t grows',
-    tuple(Row(f'TERM t={t}', 'term', options=dict(term_t=t))
-          for t in TERM_TILTS) + (Row('Ditto (lambda=1)', 'ditto'),),
-    (('a1', 0.2), ('a1', 0.5), ('a1', 0.8)),
+    tuple(Row(f'TERM t={t}', 'term', options=dict(term_t=t),
+              paper_method='term_t1' if t == 1.0 else None)
+          for t in TERM_TILTS) + (_ditto_lambda_1(),),
+    _fixed_columns(('a1', 0.2), ('a1', 0.5), ('a1', 0.8)),
 )
 FIGURE6 = TableSpec(
     'figure6', 'Figure 6: joint vs fine-tuning solver under A3 20%',
@@ -209,20 +316,57 @@ FIGURE6 = TableSpec(
           for lam in SOLVER_LAMBDAS)
     + tuple(Row(f'finetune lambda={lam}', 'finetune',
                 options=dict(finetune_lam=lam)) for lam in SOLVER_LAMBDAS),
-    (('a3', 0.2),),
+    _fixed_columns(('a3', 0.2)),
 )
 PAPER_SPECS = (TABLE1, TABLE2, TABLE3, FIGURE5, FIGURE6)
 
-# The paper's numbers that are known here (mean, std); everything else in
-# the paper's tables is shown as unknown. Source: README / task notes
-# (FEMNIST clean, Table 1); the reference notes in ../shared/reference hold
-# no table values.
-PAPER_NUMBERS: dict[tuple[str, str, str, str, float], tuple[float,
-                                                            Optional[float]]] = {
-    ('table1', 'femnist', 'Ditto (lambda=1)', 'none', 0.0): (0.834, None),
-    ('table1', 'femnist', 'Global', 'none', 0.0): (0.804, None),
-    ('table1', 'femnist', 'Local', 'none', 0.0): (0.628, None),
-}
+# Every number of the paper's Tables 1-3 (package data; the file's first
+# line names its source): table, dataset, method, column, mean, std.
+PAPER_TABLES_CSV = 'paper_tables.csv'
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperNumber:
+  """One number of the paper's tables: mean (std) over benign devices.
+
+  Attributes:
+    mean: Mean per-device test accuracy.
+    std: Its standard deviation across devices (None: not printed).
+    table: The paper table printing it ('table1', 'table2', 'table3').
+  """
+
+  mean: float
+  std: Optional[float]
+  table: str
+
+
+# (table, dataset, paper method, attack, ratio) -> the paper's number.
+PaperKey = tuple[str, str, str, str, float]
+
+
+def paper_column(text: str) -> Column:
+  """A `paper_tables.csv` column ('clean', 'a3:0.15') as (attack, ratio)."""
+  return CLEAN if text == 'clean' else parse_column(text)
+
+
+def read_paper_tables() -> pd.DataFrame:
+  """The package's copy of the paper's Tables 1-3, one row per number."""
+  text = importlib.resources.files('tff_ditto').joinpath(
+      PAPER_TABLES_CSV).read_text()
+  return pd.read_csv(io.StringIO(text), comment='#')
+
+
+@functools.lru_cache(maxsize=1)
+def paper_numbers() -> Mapping[PaperKey, PaperNumber]:
+  """Every number of the paper's Tables 1-3, by `PaperKey`."""
+  numbers = {}
+  for record in read_paper_tables().to_dict('records'):
+    attack, ratio = paper_column(record['column'])
+    std = None if pd.isna(record['std']) else float(record['std'])
+    numbers[(record['table'], record['dataset'], record['method'], attack,
+             ratio)] = PaperNumber(float(record['mean']), std,
+                                   record['table'])
+  return types.MappingProxyType(numbers)
 
 
 def paper_cells(datasets: Sequence[str],
@@ -231,7 +375,7 @@ def paper_cells(datasets: Sequence[str],
   cells, seen = [], set()
   for dataset in datasets:
     for spec in specs:
-      for attack, ratio in spec.columns:
+      for attack, ratio in spec.columns(dataset):
         for row in spec.rows:
           cell = row.cell(dataset, attack, ratio)
           if cell not in seen:
@@ -303,10 +447,40 @@ def parse_rounds(
   return default, per_dataset
 
 
+ColumnsFn = Callable[[str], Sequence[Column]]
+
+
+def parse_columns(texts: Sequence[str]) -> ColumnsFn:
+  """--columns entries -> each dataset's selected columns, in order.
+
+  Args:
+    texts: Each 'attack:ratio', 'none', or 'strongest': the dataset's
+      `strongest_columns` (A1 80 %, A2 80 %, A3 at its largest ratio:
+      50 % on Fashion-MNIST, 20 % elsewhere).
+
+  Returns:
+    dataset -> its (attack, ratio) columns, first occurrence first.
+
+  Raises:
+    ValueError: On an entry `parse_column` rejects.
+  """
+  parsed = [None if text == 'strongest' else parse_column(text)
+            for text in texts]
+
+  def columns_for(dataset: str) -> tuple[Column, ...]:
+    expanded = []
+    for column in parsed:
+      expanded += (strongest_columns(dataset) if column is None
+                   else [column])
+    return tuple(dict.fromkeys(expanded))
+
+  return columns_for
+
+
 def select_cells(cells: Sequence[Cell], *,
                  methods: Optional[Sequence[str]] = None,
                  aggregators: Optional[Sequence[str]] = None,
-                 columns: Optional[Sequence[tuple[str, float]]] = None,
+                 columns: Optional[Sequence[Column] | ColumnsFn] = None,
                  plain_only: bool = False) -> list[Cell]:
   """The cells matching every given filter, ordered by `columns` if given.
 
@@ -315,23 +489,34 @@ def select_cells(cells: Sequence[Cell], *,
     methods: Keep these methods (None: all).
     aggregators: Keep these server aggregators (None: all).
     columns: Keep these (attack, ratio) columns, and run them in this order
-      (the stable grid order within a column), e.g. strongest attacks first.
+      (the stable grid order within a column), e.g. strongest attacks first;
+      or dataset -> its columns (`parse_columns`), ordered by position.
     plain_only: Drop cells with extra options (e.g. per-device lambda or
       TERM's tilt), keeping each method's default configuration.
 
   Returns:
     The selected cells.
   """
+  if columns is None or callable(columns):
+    columns_for = columns
+  else:
+    columns_for = lambda dataset: columns
+
+  def position(cell: Cell) -> Optional[int]:
+    """The cell's column's place in its dataset's selection (None: not)."""
+    order = list(columns_for(cell.dataset))
+    column = (cell.attack, cell.ratio)
+    return order.index(column) if column in order else None
+
   def keep(cell: Cell) -> bool:
     return ((methods is None or cell.method in methods)
             and (aggregators is None or cell.aggregator in aggregators)
-            and (columns is None or (cell.attack, cell.ratio) in columns)
+            and (columns_for is None or position(cell) is not None)
             and not (plain_only and cell.options))
 
   selected = [cell for cell in cells if keep(cell)]
-  if columns is not None:
-    order = {column: i for i, column in enumerate(columns)}
-    selected.sort(key=lambda cell: order[(cell.attack, cell.ratio)])
+  if columns_for is not None:
+    selected.sort(key=position)
   return selected
 
 
@@ -792,26 +977,48 @@ def _ours(record: Mapping[str, Any], notes: dict[str, int]) -> str:
 
 
 def paper_number(spec: TableSpec, dataset: str, row: Row, attack: str,
-                 ratio: float) -> tuple[Optional[float], Optional[float], str]:
-  """The paper's (mean, std, source) for a table cell, if known here.
+                 ratio: float) -> Optional[PaperNumber]:
+  """The paper's number for a table cell, or None where it prints none.
 
-  A row that Table 1 shares (same label, same column) falls back to Table
-  1's number, with source 'table1'.
+  The table's own number, else (a column or row the table does not print)
+  Table 1's number of the same paper method and column; its `table` says
+  which.
   """
-  for key in dict.fromkeys((spec.key, TABLE1.key)):
-    value = PAPER_NUMBERS.get((key, dataset, row.label, attack, ratio))
-    if value is not None:
-      return value[0], value[1], key
-  return None, None, ''
+  if row.paper_method is None:
+    return None
+  numbers = paper_numbers()
+  for table in dict.fromkeys((spec.key, TABLE1.key)):
+    number = numbers.get((table, dataset, row.paper_method, attack, ratio))
+    if number is not None:
+      return number
+  return None
+
+
+def _table_name(key: str) -> str:
+  """'table1' -> 'Table 1'."""
+  return key.replace('table', 'Table ')
 
 
 def _paper(spec: TableSpec, record: Mapping[str, Any]) -> str:
-  """A `table_frame` record's paper number, or '?' when not known here."""
+  """A `table_frame` record's paper number, or '-' where it prints none.
+
+  Marked with the table it comes from when that is not `spec`.
+  """
   mean, std = record['paper_mean'], record['paper_std']
   if pd.isna(mean):
-    return '?'
-  text = f'{mean:.3f}' + (' (?)' if pd.isna(std) else f' ({std:.3f})')
-  return text + (' (Table 1)' if record['paper_source'] != spec.key else '')
+    return '-'
+  text = f'{mean:.3f}' + ('' if pd.isna(std) else f' ({std:.2f})')
+  if record['paper_source'] != spec.key:
+    text += f' ({_table_name(record["paper_source"])})'
+  return text
+
+
+def _row_label(row_records: Sequence[Mapping[str, Any]]) -> str:
+  """A table row's label, with its paper note when it shows one."""
+  notes = [record['paper_note'] for record in row_records
+           if record['paper_note']]
+  label = row_records[0]['method']
+  return f"{label} [paper's: {notes[0]}]" if notes else label
 
 
 def table_frame(spec: TableSpec, dataset: str,
@@ -820,24 +1027,28 @@ def table_frame(spec: TableSpec, dataset: str,
 
   Returns:
     Columns method, column, attack, ratio, cell_id, status, ours_mean,
-    ours_std, paper_mean, paper_std, paper_source: one row per table cell.
+    ours_std, paper_mean, paper_std, paper_source (the paper table the
+    number comes from), paper_method (its method name there) and
+    paper_note: one row per table cell, row by row.
   """
   records = []
   for row in spec.rows:
-    for attack, ratio in spec.columns:
+    for attack, ratio in spec.columns(dataset):
       cell = row.cell(dataset, attack, ratio)
       entry = _lookup(results, cell)
       has_accuracy = _has_accuracy(entry)
-      paper_mean, paper_std, paper_source = paper_number(
-          spec, dataset, row, attack, ratio)
+      paper = paper_number(spec, dataset, row, attack, ratio)
       records.append(dict(
           method=row.label, column=_column_label(attack, ratio),
           attack=attack, ratio=ratio, cell_id=cell.cell_id,
           status='not run: not in grid' if entry is None else entry['status'],
           ours_mean=entry['benign_mean_accuracy'] if has_accuracy else None,
           ours_std=entry['benign_std_accuracy'] if has_accuracy else None,
-          paper_mean=paper_mean, paper_std=paper_std,
-          paper_source=paper_source))
+          paper_mean=None if paper is None else paper.mean,
+          paper_std=None if paper is None else paper.std,
+          paper_source='' if paper is None else paper.table,
+          paper_method='' if paper is None else row.paper_method,
+          paper_note='' if paper is None else row.paper_note))
   return pd.DataFrame(records)
 
 
@@ -852,15 +1063,16 @@ def table_markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
     The markdown table, with the reasons of cells not run below it.
   """
   notes: dict[str, int] = {}
-  header = ['method'] + [_column_label(a, r) for a, r in spec.columns]
+  columns = list(dict.fromkeys(frame['column']))
+  header = ['method'] + columns
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   records = frame.to_dict('records')
-  width = len(spec.columns)
+  width = len(columns)
   for start in range(0, len(records), width):
     row_records = records[start:start + width]
     entries = [f'{_ours(record, notes)} / {_paper(spec, record)}'
                for record in row_records]
-    lines.append(f'| {row_records[0]["method"]} | ' + ' | '.join(entries)
+    lines.append(f'| {_row_label(row_records)} | ' + ' | '.join(entries)
                  + ' |')
   if notes:
     lines.append('')
@@ -974,7 +1186,7 @@ def ditto_vs_global(dataset: str, results: pd.DataFrame,
     Markdown table lines.
   """
   lines = [line.format(baseline='global') for line in _COMPARISON_HEADER]
-  for attack, ratio in ATTACK_COLUMNS:
+  for attack, ratio in attack_columns(dataset):
     global_cell = make_cell(dataset, 'global', attack, ratio)
     for row in TABLE1_DITTO_ROWS:
       ditto_cell = row.cell(dataset, attack, ratio)
@@ -1003,7 +1215,7 @@ def ditto_vs_robust_global(dataset: str, results: pd.DataFrame,
   """
   lines = []
   for label, aggregator in ROBUST_AGGREGATORS:
-    for attack, ratio in STRONGEST:
+    for attack, ratio in TABLE3.columns(dataset):
       ditto_cell = make_cell(dataset, 'ditto', attack, ratio, aggregator)
       global_cell = make_cell(dataset, 'global', attack, ratio, aggregator)
       if all(math.isnan(_accuracy(results, cell))
@@ -1037,7 +1249,7 @@ def plot_figures(dataset: str, results: pd.DataFrame,
   # Figure 3: accuracy vs attack ratio, per attack, one line per method.
   fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
   for axis, attack in zip(axes, ('a1', 'a2', 'a3')):
-    ratios = [0.0] + [r for a, r in ATTACK_COLUMNS if a == attack]
+    ratios = [0.0] + [r for a, r in attack_columns(dataset) if a == attack]
     for row in TABLE1.rows:
       values = [_accuracy(results, row.cell(dataset, 'none' if r == 0 else
                                             attack, r)) for r in ratios]
@@ -1052,7 +1264,7 @@ def plot_figures(dataset: str, results: pd.DataFrame,
   save(fig, f'figure3_{dataset}.png')
 
   # Figure 4: accuracy (x) vs std across benign devices (y).
-  columns = (CLEAN, ('a1', 0.5), ('a2', 0.5), ('a3', 0.15))
+  columns = figure4_columns(dataset)
   fig, axes = plt.subplots(1, len(columns), figsize=(16, 4))
   rows = TABLE1.rows + tuple(r for r in TABLE2.rows if r not in TABLE1.rows)
   for axis, (attack, ratio) in zip(axes, columns):
@@ -1076,7 +1288,8 @@ def plot_figures(dataset: str, results: pd.DataFrame,
   # Figure 5: TERM under A1 as the tilt t grows; Ditto as reference.
   fig, axis = plt.subplots(figsize=(6, 4))
   plotted = False
-  for (attack, ratio), color in zip(FIGURE5.columns, ('C0', 'C1', 'C2')):
+  for (attack, ratio), color in zip(FIGURE5.columns(dataset),
+                                     ('C0', 'C1', 'C2')):
     values = [_accuracy(results, make_cell(dataset, 'term', attack, ratio,
                                            options=dict(term_t=t)))
               for t in TERM_TILTS]
@@ -1146,6 +1359,58 @@ def git_revision(repo_dir: str, ignore_dir: Optional[str] = None) -> str:
   return head + (' (+ uncommitted changes in the tree)' if dirty else '')
 
 
+REPORT_LEGEND = (
+    'Every entry is `ours / paper`: mean (std) of per-device test accuracy '
+    'over benign devices (the paper\'s metric). The paper\'s numbers are '
+    'all those of its Tables 1-3 (Table 1: Fashion-MNIST and FEMNIST; '
+    'Table 2: FEMNIST and CelebA, clean and A1 50 %; Table 3: FEMNIST, '
+    'means only), each table showing its own where two print the same cell '
+    'differently; `-` = the paper prints no number for the cell (its '
+    'figures, its robust aggregators other than clipping and its other '
+    'datasets are plotted or in its appendix, not available here); '
+    '`(Table 1)` marks Table 1\'s number for the same method and column '
+    'where another table prints none; a row marked `[paper\'s: '
+    'per-device lambda]` runs Ditto with lambda fixed at 1 beside the '
+    'paper\'s Ditto, which selects lambda per device (Section 4, Setup); '
+    '`n/a [k]` = not run, reason k below the table. Raw per-cell results: '
+    '`cells.csv`.')
+
+
+def _table_section(spec: TableSpec, dataset: str, results: pd.DataFrame,
+                   output_dir: str) -> list[str]:
+  """A table's markdown lines; writes its `<table>_<dataset>.csv`."""
+  frame = table_frame(spec, dataset, results)
+  name = f'{spec.key}_{dataset}.csv'
+  frame.to_csv(os.path.join(output_dir, name), index=False)
+  return [f'### {spec.title}', '', table_markdown(spec, frame), '',
+          f'CSV: `{name}`', '']
+
+
+def has_paper_numbers(spec: TableSpec, dataset: str) -> bool:
+  """Whether the paper prints any number of `spec` for `dataset`."""
+  return any(paper_number(spec, dataset, row, attack, ratio) is not None
+             for row in spec.rows for attack, ratio in spec.columns(dataset))
+
+
+def _paper_only_section(dataset: str, why: str, results: pd.DataFrame,
+                        output_dir: str) -> list[str]:
+  """A dataset not run here: the tables printing paper numbers for it.
+
+  Returns:
+    Markdown lines ([] when the paper prints no number for the dataset);
+    writes those tables' CSVs.
+  """
+  specs = [spec for spec in PAPER_SPECS if has_paper_numbers(spec, dataset)]
+  if not specs:
+    return []
+  lines = [f'## {dataset} (not run: the paper\'s numbers)', '',
+           f'Not run here ({why}); the tables that print paper numbers for '
+           'it:', '']
+  for spec in specs:
+    lines += _table_section(spec, dataset, results, output_dir)
+  return lines
+
+
 def write_report(results: pd.DataFrame, output_dir: str, *,
                  command: str, mode: str, repo_dir: str,
                  datasets: Sequence[str],
@@ -1199,27 +1464,19 @@ def write_report(results: pd.DataFrame, output_dir: str, *,
     lines.append(f'- Not run: {name} ({why})')
   lines += [
       '',
-      'Every entry is `ours / paper`: mean (std) of per-device test '
-      'accuracy over benign devices (the paper\'s metric). `?` = the '
-      'paper\'s number is not available here (only FEMNIST clean Table 1 '
-      'is: Ditto .834, global .804, local .628; `(Table 1)` marks where '
-      'another table shows Table 1\'s number for the same row and column); '
-      '`n/a [k]` = not run, '
-      'reason k below the table. Raw per-cell results: `cells.csv`.',
+      REPORT_LEGEND,
       '',
   ]
   if theory_markdown:
     lines += ['## Theory (Section 3.3, Figures 1-2)', '', theory_markdown, '']
   for dataset in datasets:
     if dataset in unavailable_datasets:
+      lines += _paper_only_section(dataset, unavailable_datasets[dataset],
+                                   results, output_dir)
       continue
     lines += [f'## {dataset}', '']
     for spec in PAPER_SPECS:
-      frame = table_frame(spec, dataset, results)
-      frame.to_csv(os.path.join(output_dir, f'{spec.key}_{dataset}.csv'),
-                   index=False)
-      lines += [f'### {spec.title}', '', table_markdown(spec, frame), '',
-                f'CSV: `{spec.key}_{dataset}.csv`', '']
+      lines += _table_section(spec, dataset, results, output_dir)
     lines += ['### Ditto vs global under attack (Table 1)', '',
               *ditto_vs_global(dataset, results, runs_dir), '']
     robust_pairs = ditto_vs_robust_global(dataset, results, runs_dir)
