@@ -214,9 +214,9 @@ FIGURE6 = TableSpec(
 PAPER_SPECS = (TABLE1, TABLE2, TABLE3, FIGURE5, FIGURE6)
 
 # The paper's numbers that are known here (mean, std); everything else in
-# the paper's tables is shown as unknown. Source: README / task notes
-# (FEMNIST clean, Table 1); the reference notes in ../shared/reference hold
-# no table values.
+# the paper's tables is shown as unknown. Source: task notes, quoted in
+# docs/results.md (FEMNIST clean, Table 1); the reference notes in
+# ../shared/reference hold no table values.
 PAPER_NUMBERS: dict[tuple[str, str, str, str, float], tuple[float,
                                                             Optional[float]]] = {
     ('table1', 'femnist', 'Ditto (lambda=1)', 'none', 0.0): (0.834, None),
