@@ -8,7 +8,7 @@ figures 1-2, and writes <output_dir>/REPORT.md, cells.csv and the PNGs.
 Re-running the same command skips finished cells and continues
 half-finished ones from their checkpoints.
 
-  # The full grid (days on 2 CPU cores; see README):
+  # The full grid (days on 2 CPU cores; see docs/reproduction.md):
   .venv/bin/python scripts/reproduce.py --data_dir=../shared/data
   # Smoke test of the whole grid with few rounds and clients:
   .venv/bin/python scripts/reproduce.py --data_dir=../shared/data --quick

@@ -4,7 +4,7 @@ Kept free of TensorFlow so that `run_experiment.py` can reject bad flags in
 well under a second, before any TF/TFF work starts. Presets follow the Ditto
 reference scripts where they exist (Vehicle, Fashion-MNIST:
 ../shared/reference/reference_implementations.md A.8); FEMNIST's learning rate
-was chosen on validation data (see README).
+was chosen on validation data (see docs/results.md).
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
         rounds=100, clients_per_round=10, local_steps=10, batch_size=10,
         client_lr=0.05, lam=1.0, eval_every=10, finetune_steps=20,
     ),
-    # client_lr from {0.03, 0.1, 0.3} on validation (README, 'Results');
-    # Per-FedAvg's alpha from {0.1, 0.03, 0.01, 0.003} on validation (README,
-    # 'Real FEMNIST: Table 2'; alpha = 0.1 diverges); SKL's strength from
-    # {0.01, 0.001} on validation (0.01 collapses 36 writers).
+    # client_lr from {0.03, 0.1, 0.3} on validation (docs/results.md, 'Real
+    # FEMNIST, clean'); Per-FedAvg's alpha from {0.1, 0.03, 0.01, 0.003} on
+    # validation (docs/results.md, 'FEMNIST: Table 2'; alpha = 0.1
+    # diverges); SKL's strength from {0.01, 0.001} on validation (0.01
+    # collapses 36 writers).
     'femnist': dict(
         rounds=500, clients_per_round=10, local_steps=10, batch_size=10,
         client_lr=0.1, lam=1.0, eval_every=50, finetune_steps=50,

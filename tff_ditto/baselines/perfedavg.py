@@ -33,7 +33,7 @@ shrinks), while on the smooth Synthetic model it matches to 1e-4
 (`scripts/check_hessian_vector_product.py`, `results/hvp_check_femnist.csv`).
 With alpha = 0.1 the alpha * beta * Hg term then outweighs beta * g and
 FEMNIST training diverges; alpha is `perfedavg_alpha` (default the client
-lr), chosen on validation data per dataset (README).
+lr), chosen on validation data per dataset (docs/results.md).
 """
 
 from __future__ import annotations
