@@ -16,8 +16,8 @@ shared/reference/reference_implementations.md, section A.7:
 | `vehicle`   | linear SVM 100 -> 1, hinge loss + 0.01 * ||W||^2   |       101 |
 | `synthetic` | multinomial logistic regression 60 -> 10           |       610 |
 
-(`params` counts trainable parameters; for CelebA it includes the BatchNorm
-gamma/beta, while the BatchNorm moving statistics are non-trainable.)
+(`params` counts trainable parameters; for CelebA it includes the batch
+normalization's gamma/beta, its only weights.)
 
 Deliberate deviations from the reference code:
 
@@ -27,11 +27,14 @@ Deliberate deviations from the reference code:
   is the identity at evaluation. The dropout masks come from a stateless RNG
   seeded by the layer input (`DeterministicDropout`), so a client update gives
   bit-identical results whenever and in whichever process it is re-executed.
-* CelebA: the reference runs BatchNorm with `training=True` always (batch
-  statistics at evaluation too). Here it is standard Keras BatchNorm: batch
-  statistics in training, moving averages at inference. The moving averages are
-  non-trainable variables; TFF's FedAvg averages them with the model weights but
-  never updates them through local training (TFF warns about this).
+* CelebA: as the reference (`tf.layers.batch_normalization(...,
+  training=True)`), batch normalization always uses the statistics of the
+  batch it normalizes, in training and at evaluation
+  (`BatchStatisticsNormalization`); the model keeps no moving statistics, so it
+  has no non-trainable weights, and the global model, the personal models and
+  every fine-tuning start normalize alike. Evaluation therefore depends on how
+  the test data are batched: the reference normalizes each device's whole
+  test set as one batch; here each batch of `eval_batch_size` (100) examples.
 * Vehicle: labels are a vector `[None]` of +-1 (the reference feeds `[None,1]`);
   the loss and accuracy reshape predictions `[None,1]` accordingly. The L2 term
   is a Keras `kernel_regularizer`. TFF's `VariableModel.forward_pass` adds
@@ -150,6 +153,48 @@ class DeterministicDropout(tf.keras.layers.Layer):
   def get_config(self) -> dict[str, Any]:
     config = super().get_config()
     config.update(rate=self.rate, salt=self.salt)
+    return config
+
+
+class BatchStatisticsNormalization(tf.keras.layers.Layer):
+  """Batch normalization with the batch's own statistics, always.
+
+  The reference's CelebA normalization (`tf.layers.batch_normalization` with
+  `training=True` in every forward pass): per channel (last axis),
+  `gamma * (x - mean) / sqrt(var + epsilon) + beta` with the mean and
+  variance of the batch being normalized, in training and at evaluation
+  alike. There are no moving statistics: gamma and beta are the layer's only
+  (trainable) weights.
+  """
+
+  def __init__(self, epsilon: float = 1e-3, **kwargs):
+    super().__init__(**kwargs)
+    self.epsilon = float(epsilon)
+
+  def build(self, input_shape):
+    channels = int(input_shape[-1])
+    self.gamma = self.add_weight(
+        name='gamma', shape=[channels], initializer='ones', trainable=True
+    )
+    self.beta = self.add_weight(
+        name='beta', shape=[channels], initializer='zeros', trainable=True
+    )
+    super().build(input_shape)
+
+  def call(self, inputs, training=None):
+    del training  # Batch statistics in every mode.
+    axes = list(range(len(inputs.shape) - 1))
+    mean, variance = tf.nn.moments(inputs, axes=axes)
+    return tf.nn.batch_normalization(
+        inputs, mean, variance, self.beta, self.gamma, self.epsilon
+    )
+
+  def compute_output_shape(self, input_shape):
+    return input_shape
+
+  def get_config(self) -> dict[str, Any]:
+    config = super().get_config()
+    config.update(epsilon=self.epsilon)
     return config
 
 
@@ -280,7 +325,8 @@ def build_celeba_cnn(
 ) -> tf.keras.Model:
   """LEAF/Ditto CelebA CNN on [84, 84, 3] images; 31,202 trainable params.
 
-  Four blocks of conv3x3x32 (same) -> BatchNorm -> maxpool 2 (same) -> ReLU,
+  Four blocks of conv3x3x32 (same) -> batch normalization with batch
+  statistics (`BatchStatisticsNormalization`) -> maxpool 2 (same) -> ReLU,
   84 -> 42 -> 21 -> 11 -> 6, then a dense layer on 6*6*32 = 1152 features.
   """
   init = _Initializers(seed)
@@ -290,7 +336,7 @@ def build_celeba_cnn(
         tf.keras.layers.Conv2D(
             32, 3, padding='same', kernel_initializer=init.kernel()
         ),
-        tf.keras.layers.BatchNormalization(),
+        BatchStatisticsNormalization(),
         tf.keras.layers.MaxPool2D(2, 2, padding='same'),
         tf.keras.layers.ReLU(),
     ]

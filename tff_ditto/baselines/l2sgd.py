@@ -20,8 +20,8 @@ No global model is trained on the clients, so the round's
 loss.
 
 Deviations: none in the update. The reference's `comm_freq` is unused there
-too. Non-trainable variables (CelebA BatchNorm statistics) are kept in v_k but
-not sent.
+too. Non-trainable variables of a model (none in this project's models) are
+kept in v_k but not sent.
 """
 
 from __future__ import annotations
