@@ -435,6 +435,9 @@ def test_weighted_aggregation_weights_the_global_update_by_train_size(
     deltas.append(
         [s - w for s, w in zip(start, _weights_list(process, alone.state))]
     )
+  # Building round data moves the clients' batch streams: rewind them so the
+  # runners' round 0 trains on the same batches.
+  unweighted.batch_streams.positions[:] = 0
   for runner in runners.values():
     runner.run_round(0)
   results = {

@@ -727,6 +727,7 @@ class ExperimentRunner:
     )
 
   def _round_client_data(self, round_num: int, client_indices):
+    """The clients' data of a round; moves their batch streams on."""
     client_ids = self.dataset.client_ids
     datasets = [
         self.batch_streams.round_batches(
