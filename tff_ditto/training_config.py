@@ -52,6 +52,39 @@ def fallback_lambda(strong_attack: bool) -> float:
   return 0.1 if strong_attack else 1.0
 
 
+def selection_lambdas(config: ExperimentConfig) -> tuple[float, ...]:
+  """The lambdas a run's evaluated personal model comes from.
+
+  Args:
+    config: An effective config (`effective_config`).
+
+  Returns:
+    The candidates of `lambda_candidates(config.strong_attack)` with
+    lam_selection 'auto' or 'per_step', else `(config.lam,)`.
+  """
+  if config.lam_selection in ('auto', 'per_step'):
+    return lambda_candidates(config.strong_attack)
+  return (float(config.lam),)
+
+
+def personal_model_lambdas(config: ExperimentConfig) -> tuple[float, ...]:
+  """The lambdas a run trains: selection lambdas, then the report-only ones.
+
+  The report lambdas that are not selection lambdas follow in ascending
+  order, so the same set of lambdas always trains the same models in the
+  same state order (and builds the same process).
+
+  Args:
+    config: An effective config (`effective_config`).
+
+  Returns:
+    `selection_lambdas(config)` followed by the other `report_lambdas`.
+  """
+  selection = selection_lambdas(config)
+  extras = sorted(set(config.report_lambdas) - set(selection))
+  return selection + tuple(extras)
+
+
 def _weighted_aggregator_names() -> tuple[str, ...]:
   """The aggregators that `weighted_aggregation` can weight."""
   return tuple(
@@ -153,6 +186,17 @@ class ExperimentConfig:
       small; 0.1 diverged on Synthetic(1, 1)).
     finetune_patience: Steps without validation-loss improvement after which
       `finetune_es` stops fine-tuning a client.
+    report_lambdas: Extra lambdas (each >= 0; method `ditto` only, not with
+      lam_selection 'per_step') whose personal models train alongside the
+      run's own (same batches, same w_t) and are reported on their own
+      (`benign_lam_<value>_*`) but never selected or evaluated as the run's
+      model; e.g. (0, 1) gives the `local` and the lambda = 1 results in the
+      same run. See `personal_model_lambdas`.
+    curve_split: None, or the split ('validation' or 'test', not
+      `eval_split`) also evaluated at every evaluation round, its summary
+      released in metrics.csv with the prefix '<split>_' (e.g. choose the
+      number of rounds on validation curves and read the test numbers of the
+      chosen round from the same run).
   """
 
   method: str = 'ditto'
@@ -190,6 +234,15 @@ class ExperimentConfig:
   ewc_lam: float = 1.0
   skl_lam: float = 0.01
   finetune_patience: int = 1
+  report_lambdas: tuple[float, ...] = ()
+  curve_split: Optional[str] = None
+
+  def __post_init__(self):
+    # A list (from JSON records or flags) becomes a hashable tuple of floats.
+    object.__setattr__(
+        self, 'report_lambdas',
+        tuple(float(value) for value in self.report_lambdas),
+    )
 
   def validate(self) -> None:
     """Raises ValueError with a one-line message on an invalid setting."""
@@ -261,6 +314,26 @@ class ExperimentConfig:
         (self.ewc_lam >= 0, 'ewc_lam must be >= 0'),
         (self.skl_lam >= 0, 'skl_lam must be >= 0'),
         (self.finetune_patience >= 1, 'finetune_patience must be >= 1'),
+        (
+            all(value >= 0 for value in self.report_lambdas),
+            'report_lambdas must all be >= 0',
+        ),
+        (
+            not self.report_lambdas or self.method == 'ditto',
+            'report_lambdas trains extra personal models of method ditto '
+            f'only (method {self.method})',
+        ),
+        (
+            not self.report_lambdas or self.lam_selection != 'per_step',
+            'report_lambdas needs one personal model per lambda: not with '
+            'lam_selection per_step (a single model chooses at every step)',
+        ),
+        (
+            self.curve_split in (None, 'test', 'validation')
+            and self.curve_split != self.eval_split,
+            'curve_split must be None, test or validation, and not '
+            f'eval_split ({self.eval_split})',
+        ),
         (
             self.aggregator != 'k_loss' or self.bucketing_size < 2,
             'bucketing_size must be 0 with aggregator k_loss (bucket means '
