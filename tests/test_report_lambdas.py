@@ -256,3 +256,26 @@ def test_curve_split_adds_validation_columns_and_changes_nothing_else(
   last = metrics.iloc[-1]
   for key, value in validation.items():
     assert last[f'validation_{key}'] == pytest.approx(value, rel=1e-12)
+
+
+def test_derived_result_names_where_each_run_is():
+  source = _config(lam_selection='auto', report_lambdas=(0.0, 1.0))
+  where = lambda **overrides: training_config.derived_result(
+      _config(**overrides), source)
+  assert where(method='global') == training_config.DerivedResult(
+      'global_model_benign_', 'global_model_accuracy')
+  assert where(method='global', personal_lr=0.3) is not None  # unread
+  assert where(method='local').accuracy_column == 'lam_0_accuracy'
+  assert where(lam=2.0).summary_prefix == 'benign_lam_2_'
+  assert where(lam_selection='auto').summary_prefix == 'benign_'
+  assert where(lam_selection='auto', eval_every=1, checkpoint_every=1,
+               curve_split='validation') is not None
+  # Not there: another lambda, setting, selection or method.
+  assert where(lam=0.5) is None
+  assert where(method='local', client_lr=0.5) is None
+  assert where(lam_selection='auto', strong_attack=True) is None
+  assert where(method='finetune') is None
+  assert where(report_lambdas=(0.0,)) is None
+  # A source without report lambdas serves nothing.
+  assert training_config.derived_result(
+      _config(method='global'), _config(lam_selection='auto')) is None
