@@ -86,6 +86,21 @@ _LAM = flags.DEFINE_string(
     'takes a tentative step and the one with the lowest loss on the '
     "client's whole validation split is kept (same candidates and fallback; "
     'costs 3 tentative steps and 3 validation passes per personal step).')
+_REPORT_LAMBDAS = flags.DEFINE_list(
+    'report_lambdas', [],
+    'Ditto only: extra lambdas (comma-separated, each >= 0, e.g. 0,1) whose '
+    'personal models train alongside the run\'s own (--lam, or the '
+    '--lam=auto candidates) on the same batches and are reported on their '
+    'own (benign_lam_<value>_* in metrics.csv, lam_<value>_accuracy in '
+    'client_metrics.csv) but never selected: one run then also gives the '
+    'local (0) and fixed-lambda results. Each costs one personal step per '
+    'step. Not with --lam=per_step.')
+_CURVE_SPLIT = flags.DEFINE_enum(
+    'curve_split', None, ['validation', 'test'],
+    'Also evaluate this split (not --eval_split) at every evaluation round '
+    'and write its summary to metrics.csv with the prefix "<split>_", e.g. '
+    '--curve_split=validation to choose the number of rounds on validation '
+    'curves and read the test numbers of that round from the same run.')
 _STRONG_ATTACK = flags.DEFINE_bool(
     'strong_attack', False,
     "With --lam=auto or --lam=per_step: the devices' binary decision that the "
@@ -232,6 +247,16 @@ def _lambda_values(text: Optional[str]) -> dict:
     ) from None
 
 
+def _report_lambda_values(entries: list[str]) -> tuple[float, ...]:
+  """--report_lambdas as floats; ValueError on an entry not a number."""
+  try:
+    return tuple(float(entry) for entry in entries)
+  except ValueError:
+    raise ValueError(
+        f'--report_lambdas must be numbers >= 0 (got {",".join(entries)!r})'
+    ) from None
+
+
 def _config_values() -> dict:
   return dict(
       rounds=_ROUNDS.value,
@@ -244,6 +269,8 @@ def _config_values() -> dict:
       server_optimizer=_SERVER_OPTIMIZER.value,
       **_lambda_values(_LAM.value),
       strong_attack=_STRONG_ATTACK.value,
+      report_lambdas=_report_lambda_values(_REPORT_LAMBDAS.value),
+      curve_split=_CURVE_SPLIT.value,
       fedprox_mu=_FEDPROX_MU.value,
       finetune_steps=_FINETUNE_STEPS.value,
       finetune_lam=_FINETUNE_LAM.value,

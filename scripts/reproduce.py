@@ -94,6 +94,16 @@ _REUSE_COMPUTATIONS = flags.DEFINE_bool(
     'Cells whose process and evaluation builders receive the same inputs '
     'share the built TFF computations instead of building and compiling '
     'them again; --noreuse_computations builds them per cell.')
+_DERIVE_ROWS = flags.DEFINE_bool(
+    'derive_rows', True,
+    'Run one Ditto cell per Table 1 column (per-device lambda with report '
+    'lambdas 0 and 1: its global model, lambda 0 and 1 personal models and '
+    'per-device selection are exactly the separate runs\' results) instead '
+    'of the column\'s Global, Local, Ditto (lambda=1) and Ditto (lambda '
+    'auto) cells (and Figure 6\'s joint lambda cells in its column), and '
+    'report those rows from it (marked; source_cell in the table CSVs). '
+    'Cells whose folders already hold a run still run and report on their '
+    'own. --noderive_rows runs every cell separately.')
 _SKIP_THEORY = flags.DEFINE_bool('skip_theory', False,
                                  'Do not redraw the theory figures 1-2.')
 _DISCUSSION_DIR = flags.DEFINE_string(
@@ -155,7 +165,8 @@ def main(argv):
       max_clients=_QUICK_MAX_CLIENTS.value if quick else None,
       seed=_SEED.value, keep_checkpoints=_KEEP_CHECKPOINTS.value,
       reuse_computations=_REUSE_COMPUTATIONS.value,
-      config_overrides=reproduction.QUICK_CONFIG_OVERRIDES if quick else {})
+      config_overrides=reproduction.QUICK_CONFIG_OVERRIDES if quick else {},
+      derive_rows=_DERIVE_ROWS.value)
   report_datasets = list(dict.fromkeys(list(datasets) + ['celeba']))
   unknown = sorted(set(dataset_rounds) - set(report_datasets))
   if unknown:

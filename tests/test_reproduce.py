@@ -1,5 +1,6 @@
 """The reproduction grid: cells, resumable runner and report, on tiny data."""
 
+import dataclasses
 import glob
 import hashlib
 import os
@@ -633,3 +634,179 @@ def test_every_paper_number_lands_in_a_report_cell(tmp_path):
     assert text in report
   assert "Ditto (lambda=1) [paper's: per-device lambda]" in report
   assert 'only FEMNIST clean' not in report
+
+
+# ------------------------------------------------------------ derived rows
+
+# A clean column and a strong-attack one (A1 50 %: candidates {0.05, 0.1,
+# 0.2}, so the report lambdas 0 and 1 are both extra models).
+DERIVED_COLUMNS = (('none', 0.0), ('a1', 0.5))
+DERIVED_ROW_LABELS = ('Global', 'Local', 'Ditto (lambda=1)',
+                      'Ditto (lambda auto)')
+RESULT_NAMES = ('benign_mean_accuracy', 'benign_std_accuracy',
+                'benign_pooled_accuracy', 'benign_worst10_accuracy', 'rounds')
+
+
+def _table1_row_cells(dataset, columns=DERIVED_COLUMNS):
+  rows = [row for row in reproduction.TABLE1.rows
+          if row.label in DERIVED_ROW_LABELS]
+  return [row.cell(dataset, attack, ratio) for attack, ratio in columns
+          for row in rows]
+
+
+def _derived_settings(runs_dir, derive_rows):
+  return reproduction.RunSettings(
+      data_dir=None, runs_dir=str(runs_dir), rounds=2, max_clients=12,
+      config_overrides=reproduction.QUICK_CONFIG_OVERRIDES,
+      derive_rows=derive_rows)
+
+
+def _by_cell(results):
+  return {cell_id: row for cell_id, row in
+          zip(results['cell_id'], results.to_dict('records'))}
+
+
+@pytest.fixture(scope='module')
+def derived_grids(tmp_path_factory):
+  """The four Table 1 rows of two columns: separate cells, and derived."""
+  root = tmp_path_factory.mktemp('derived')
+  cells = _table1_row_cells('synthetic')
+  grids = {}
+  for name, derive in (('separate', False), ('derived', True)):
+    settings = _derived_settings(root / name, derive)
+    lines = []
+    grids[name] = (settings, reproduction.run_grid(
+        cells, settings, log_fn=lines.append), lines)
+  return cells, grids
+
+
+def test_derived_rows_run_one_ditto_cell_per_column(derived_grids):
+  cells, grids = derived_grids
+  settings, results, lines = grids['derived']
+  sources = [reproduction.derived_source_cell('synthetic', attack, ratio)
+             for attack, ratio in DERIVED_COLUMNS]
+  assert sources[0].cell_id == (
+      'ditto_none00_mean_lam_selection-auto_report_lambdas-0.0+1.0')
+  assert sources[1].cell_id == ('ditto_a150_mean_lam_selection-auto_'
+                                'report_lambdas-0.0+1.0_strong_attack-True')
+  ran = results[results['status'] == 'done']['cell_id'].tolist()
+  assert ran == [source.cell_id for source in sources]
+  assert len([line for line in lines if 'running' in line]) == 2
+  derived = results[results['status'] == reproduction.DERIVED_STATUS]
+  assert sorted(derived['cell_id']) == sorted(cell.cell_id for cell in cells)
+  for cell in cells:
+    assert not os.path.exists(reproduction.cell_dir(cell, settings))
+
+
+def test_derived_rows_equal_the_separate_cells(derived_grids):
+  cells, grids = derived_grids
+  separate = _by_cell(grids['separate'][1])
+  derived = _by_cell(grids['derived'][1])
+  for cell in cells:
+    assert separate[cell.cell_id]['status'] == 'done'
+    assert derived[cell.cell_id]['source_cell']
+    for name in RESULT_NAMES:
+      assert derived[cell.cell_id][name] == separate[cell.cell_id][name], (
+          cell.cell_id, name)
+
+
+def test_derived_rows_keep_their_per_device_accuracies(derived_grids):
+  cells, grids = derived_grids
+  accuracies = {}
+  for name, (settings, results, _) in grids.items():
+    accuracies[name] = {}
+    for cell in cells:
+      directory, column = reproduction._device_accuracies(  # pylint: disable=protected-access
+          results, settings.runs_dir, cell)
+      frame = pd.read_csv(os.path.join(directory, 'client_metrics.csv'))
+      accuracies[name][cell.cell_id] = frame[column].tolist()
+  assert accuracies['derived'] == accuracies['separate']
+  # So the report's Ditto vs global sign tests agree line for line.
+  lines = {name: reproduction.ditto_vs_global('synthetic', results,
+                                              settings.runs_dir)
+           for name, (settings, results, _) in grids.items()}
+  assert lines['derived'] == lines['separate']
+  assert any('p = ' in line for line in lines['derived'])
+
+
+def test_derived_rows_are_marked_in_the_report(derived_grids, tmp_path):
+  _, grids = derived_grids
+  settings, results, _ = grids['derived']
+  reproduction.write_report(
+      results, str(tmp_path), command='test', mode='test',
+      repo_dir=str(tmp_path), datasets=['synthetic'],
+      unavailable_datasets={}, elapsed_seconds=1.0,
+      runs_dir=settings.runs_dir)
+  table = pd.read_csv(tmp_path / 'table1_synthetic.csv')
+  marked = table[table['source_cell'].notna()]
+  assert set(marked['method']) == set(DERIVED_ROW_LABELS)
+  assert set(marked['column']) == {'clean', 'A1 50%'}
+  assert (marked['status'] == reproduction.DERIVED_STATUS).all()
+  report = (tmp_path / 'REPORT.md').read_text()
+  assert reproduction.DERIVED_MARKER.strip() in report
+  # Derived rows have results: none is listed among the cells not run.
+  assert '## Cells not run' not in report
+  assert 'derived: 8' in report
+
+
+def test_separate_cells_run_before_keep_reporting(derived_grids):
+  """A grid holding the separate cells runs no derived cell."""
+  cells, grids = derived_grids
+  separate_settings, separate, _ = grids['separate']
+  settings = dataclasses.replace(separate_settings, derive_rows=True)
+  lines = []
+  again = reproduction.run_grid(cells, settings, log_fn=lines.append)
+  assert again['status'].tolist() == ['skipped (finished)'] * len(cells)
+  assert not [line for line in lines if 'running' in line]
+  assert again['cell_id'].tolist() == separate['cell_id'].tolist()
+
+
+def test_a_column_with_some_separate_cells_derives_the_rest(tmp_path):
+  cells = _table1_row_cells('synthetic', columns=(('none', 0.0),))
+  global_cell = cells[0]
+  assert global_cell.method == 'global'
+  reproduction.run_grid([global_cell], _derived_settings(tmp_path, False),
+                        log_fn=lambda _: None)
+  results = reproduction.run_grid(cells, _derived_settings(tmp_path, True),
+                                  log_fn=lambda _: None)
+  by_cell = _by_cell(results)
+  assert by_cell[global_cell.cell_id]['status'] == 'skipped (finished)'
+  assert not by_cell[global_cell.cell_id]['source_cell']
+  for cell in cells[1:]:
+    assert by_cell[cell.cell_id]['status'] == reproduction.DERIVED_STATUS
+  # The source cell's global model is the separate global cell's.
+  source = reproduction.derived_source_cell('synthetic', 'none', 0.0)
+  source_table = pd.read_csv(os.path.join(
+      tmp_path, 'synthetic', source.cell_id, 'client_metrics.csv'))
+  global_table = pd.read_csv(os.path.join(
+      tmp_path, 'synthetic', global_cell.cell_id, 'client_metrics.csv'))
+  assert source_table['global_model_accuracy'].tolist() == (
+      global_table['accuracy'].tolist())
+
+
+def test_a_pending_source_marks_its_rows_pending(tmp_path):
+  cells = _table1_row_cells('synthetic', columns=(('none', 0.0),))
+  results = reproduction.run_grid(cells, _derived_settings(tmp_path, True),
+                                  log_fn=lambda _: None, run_missing=False)
+  source = reproduction.derived_source_cell('synthetic', 'none', 0.0)
+  by_cell = _by_cell(results)
+  assert by_cell[source.cell_id]['status'] == 'pending: not run yet'
+  for cell in cells:
+    assert by_cell[cell.cell_id]['status'] == (
+        f'pending: from {source.cell_id}: not run yet')
+
+
+def test_figure6_column_derives_the_joint_solver_cells():
+  settings = _derived_settings('/nonexistent-runs', True)
+  figure6 = reproduction.spec_by_key('figure6')
+  joint = [row.cell('femnist', 'a3', 0.2) for row in figure6.rows
+           if row.method == 'ditto']
+  _, derived = reproduction.plan_derived_rows(joint, settings)
+  assert [row.target for row in derived] == joint
+  assert [row.summary_prefix for row in derived] == [
+      'benign_lam_0.1_', 'benign_lam_1_', 'benign_lam_2_']
+  # Cells of other aggregators or options are not derived.
+  others = [reproduction.make_cell('femnist', 'global', 'a3', 0.2, 'median'),
+            reproduction.make_cell('femnist', 'term', 'a3', 0.2)]
+  to_run, derived = reproduction.plan_derived_rows(others, settings)
+  assert to_run == others and not derived

@@ -286,6 +286,10 @@ def test_each_method_writes_its_results(method_runs, method):
   expected_columns = set(ROUND_KEYS + SUMMARY_KEYS)
   if personalized:
     expected_columns.add('global_model_benign_pooled_accuracy')
+  if method == 'ditto':
+    # A Ditto run reports its global model as a global run does.
+    expected_columns.update(
+        key.replace('benign_', 'global_model_benign_') for key in SUMMARY_KEYS)
   assert set(rows[0]) == expected_columns
   for row in rows:
     assert 0.0 <= float(row['benign_mean_accuracy']) <= 1.0
@@ -308,7 +312,7 @@ def test_each_method_writes_its_results(method_runs, method):
   assert set(clients[0]) == {
       'client_id', 'num_examples', 'num_correct', 'accuracy', 'loss',
       'malicious',
-  }
+  } | ({'global_model_accuracy'} if method == 'ditto' else set())
   assert [float(c['num_examples']) for c in clients] == [
       float(n) for n in runner.dataset.num_test_examples()
   ]

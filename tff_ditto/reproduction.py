@@ -129,12 +129,25 @@ class Cell:
     """A directory name unique to the cell (dataset excluded)."""
     parts = [self.method, f'{self.attack}{int(round(100 * self.ratio)):02d}',
              self.aggregator]
-    parts += [f'{name}-{value}' for name, value in self.options]
+    parts += [f'{name}-{_option_text(value)}' for name, value in self.options]
     return '_'.join(str(p) for p in parts)
 
 
+def _option_text(value: Any) -> str:
+  """An option value in a cell id: a tuple as its entries joined by '+'."""
+  if isinstance(value, tuple):
+    return '+'.join(str(entry) for entry in value)
+  return str(value)
+
+
 def _canonical(value: Any) -> Any:
-  """Option values as in the cell id (1 and 1.0 are one cell)."""
+  """Option values as in the cell id (1 and 1.0 are one cell).
+
+  Sequences become tuples of canonical entries (hashable, as a cell must
+  be).
+  """
+  if isinstance(value, (tuple, list)):
+    return tuple(_canonical(entry) for entry in value)
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     return value
   return float(value)
@@ -596,6 +609,12 @@ class RunSettings:
     config_overrides: `ExperimentConfig` fields set in every cell (over the
       dataset preset, under the cell's own options), e.g.
       `QUICK_CONFIG_OVERRIDES`.
+    derive_rows: Run one Ditto cell per Table 1 column
+      (`derived_source_cell`: per-device lambda with report lambdas) instead
+      of the column's Global, Local, Ditto (lambda=1) and Ditto (lambda auto)
+      cells (and Figure 6's joint-solver cells in its column), and report
+      those rows from it (`plan_derived_rows`). A cell whose folder already
+      holds a run (finished or not) still runs and reports on its own.
   """
 
   def rounds_for(self, dataset: str) -> Optional[int]:
@@ -623,6 +642,7 @@ class RunSettings:
   reuse_computations: bool = True
   config_overrides: Mapping[str, Any] = dataclasses.field(
       default_factory=dict)
+  derive_rows: bool = False
 
 
 # What `scripts/reproduce.py --quick` changes besides rounds and clients: a
@@ -791,11 +811,29 @@ def _finished_summary(directory: str, rounds: int) -> Optional[dict]:
 
 
 def _result_row(cell: Cell, status: str, summary: Optional[dict] = None,
-                seconds: float = float('nan')) -> dict[str, Any]:
+                seconds: float = float('nan'), source_cell: str = '',
+                accuracy_column: str = 'accuracy') -> dict[str, Any]:
+  """One row of the grid's results.
+
+  Args:
+    cell: The cell.
+    status: 'done', 'skipped (finished)', `DERIVED_STATUS` or
+      '<not run|pending|failed>: reason'.
+    summary: Its summary.json (None: no results).
+    seconds: Time it took here.
+    source_cell: For a derived row, the id of the cell that ran it ('' for
+      a cell run on its own).
+    accuracy_column: The column of the running cell's client_metrics.csv
+      with the row's per-client accuracy.
+
+  Returns:
+    The row.
+  """
   row = dict(dataset=cell.dataset, method=cell.method, attack=cell.attack,
              ratio=cell.ratio, aggregator=cell.aggregator,
              options=json.dumps(dict(cell.options), sort_keys=True),
-             cell_id=cell.cell_id, status=status)
+             cell_id=cell.cell_id, status=status, source_cell=source_cell,
+             accuracy_column=accuracy_column)
   final = (summary or {}).get('final', {})
   for name in ('benign_mean_accuracy', 'benign_std_accuracy',
                'benign_pooled_accuracy', 'benign_worst10_accuracy'):
@@ -803,6 +841,161 @@ def _result_row(cell: Cell, status: str, summary: Optional[dict] = None,
   row['rounds'] = (summary or {}).get('rounds')
   row['seconds'] = seconds
   return row
+
+
+# ------------------------------------------------------------ derived rows
+
+# Status of a row read from its column's derived Ditto cell.
+DERIVED_STATUS = 'derived'
+# Statuses of rows with results.
+FINISHED_STATUSES = ('done', 'skipped (finished)', DERIVED_STATUS)
+# The report lambdas of a column's derived Ditto cell: Local's 0 and the
+# fixed-lambda row's 1 (under a strong attack the candidates are {0.05, 0.1,
+# 0.2}, without them); in Figure 6's column also its joint-solver lambdas.
+DERIVED_REPORT_LAMBDAS = (0.0, 1.0)
+
+
+def derived_source_cell(dataset: str, attack: str, ratio: float) -> Cell:
+  """The one Ditto cell of a Table 1 column that its derivable rows read.
+
+  Per-device lambda (as Table 1's Ditto (lambda auto) row) with report
+  lambdas `DERIVED_REPORT_LAMBDAS`, plus `SOLVER_LAMBDAS` in Figure 6's
+  column: its global model is the Global row, its lambda 0 and 1 models the
+  Local and Ditto (lambda=1) rows, its selected models the Ditto (lambda
+  auto) row (`training_config.derived_result`).
+
+  Args:
+    dataset: The dataset.
+    attack: The column's attack.
+    ratio: Its ratio.
+
+  Returns:
+    The cell.
+  """
+  lambdas = set(DERIVED_REPORT_LAMBDAS)
+  if (attack, ratio) in FIGURE6.columns(dataset):
+    lambdas |= set(SOLVER_LAMBDAS)
+  return make_cell(dataset, 'ditto', attack, ratio,
+                   options=dict(_auto_lambda(attack, ratio),
+                                report_lambdas=tuple(sorted(lambdas))))
+
+
+@dataclasses.dataclass(frozen=True)
+class DerivedRow:
+  """A cell whose results are read from another cell's run.
+
+  Attributes:
+    target: The cell reported.
+    source: The cell that runs (`derived_source_cell`).
+    summary_prefix: Where the target's summary is in the source's.
+    accuracy_column: Where its per-client accuracy is in the source's
+      client_metrics.csv.
+  """
+
+  target: Cell
+  source: Cell
+  summary_prefix: str
+  accuracy_column: str
+
+
+def _derivation(cell: Cell, settings: RunSettings) -> Optional[DerivedRow]:
+  """How `cell` is read from its column's derived Ditto cell, or None.
+
+  Only cells with the mean aggregator on a Table 1 column, whose config the
+  source's run holds exactly (`training_config.derived_result`).
+  """
+  from tff_ditto import training_config  # pylint: disable=g-import-not-at-top
+  if (cell.aggregator != 'mean'
+      or (cell.attack, cell.ratio) not in attack_columns(cell.dataset)):
+    return None
+  source = derived_source_cell(cell.dataset, cell.attack, cell.ratio)
+  if source == cell:
+    return None
+  target_config, _ = cell_config(cell, settings)
+  source_config, _ = cell_config(source, settings)
+  if target_config is None or source_config is None:
+    return None
+  where = training_config.derived_result(target_config, source_config)
+  if where is None:
+    return None
+  return DerivedRow(cell, source, where.summary_prefix, where.accuracy_column)
+
+
+def _has_own_run(cell: Cell, settings: RunSettings) -> bool:
+  """Whether the cell's folder holds a run of its own (finished or not)."""
+  directory = cell_dir(cell, settings)
+  return os.path.isdir(directory) and bool(os.listdir(directory))
+
+
+def plan_derived_rows(
+    cells: Sequence[Cell], settings: RunSettings
+) -> tuple[list[Cell], list[DerivedRow]]:
+  """The cells to run, and the cells read from their column's Ditto cell.
+
+  A derivable cell (`_derivation`) without a run of its own is replaced by
+  its column's `derived_source_cell`, run once, where the first cell it
+  serves was; every other cell runs (or is skipped, or resumed) as without
+  derived rows, so grids holding separate cells keep reporting them.
+
+  Args:
+    cells: The grid.
+    settings: How cells run.
+
+  Returns:
+    (cells to run, rows to derive after the run).
+  """
+  to_run, derived, seen = [], [], set()
+
+  def add(cell: Cell) -> None:
+    if cell not in seen:
+      seen.add(cell)
+      to_run.append(cell)
+
+  for cell in cells:
+    derivation = _derivation(cell, settings)
+    if derivation is None or _has_own_run(cell, settings):
+      add(cell)
+    else:
+      derived.append(derivation)
+      add(derivation.source)
+  return to_run, derived
+
+
+def _derived_summary(source_summary: Mapping[str, Any],
+                     prefix: str) -> dict[str, Any]:
+  """The source's summary with the target's entries named 'benign_<name>'."""
+  final = {f'benign_{key[len(prefix):]}': value
+           for key, value in source_summary.get('final', {}).items()
+           if key.startswith(prefix)}
+  return dict(final=final, rounds=source_summary.get('rounds'))
+
+
+def derived_result_row(row: DerivedRow, source_status: str,
+                       settings: RunSettings) -> dict[str, Any]:
+  """The result row of a derived cell, from its source cell's run.
+
+  Args:
+    row: The derivation.
+    source_status: The source cell's status in this grid.
+    settings: How cells ran.
+
+  Returns:
+    A `_result_row` with status `DERIVED_STATUS` and `source_cell` set, or,
+    when the source has no results, the source's status kind with the
+    reason (e.g. 'pending: from <source id>: not run yet').
+  """
+  source_id = row.source.cell_id
+  summary = _read_record(cell_dir(row.source, settings), 'summary.json')
+  if source_status in FINISHED_STATUSES and summary:
+    return _result_row(row.target, DERIVED_STATUS,
+                       _derived_summary(summary, row.summary_prefix),
+                       source_cell=source_id,
+                       accuracy_column=row.accuracy_column)
+  kind, _, reason = source_status.partition(':')
+  return _result_row(row.target,
+                     f'{kind}: from {source_id}: {reason.strip() or kind}',
+                     source_cell=source_id,
+                     accuracy_column=row.accuracy_column)
 
 
 class _GridResources:
@@ -877,10 +1070,16 @@ def run_grid(cells: Sequence[Cell], settings: RunSettings,
 
   Returns:
     DataFrame of results: status is 'done', 'skipped (finished)',
-    'not run: ...' or 'failed: ...'.
+    'not run: ...' or 'failed: ...'; with `settings.derive_rows` also the
+    derived cells (`plan_derived_rows`), after the others: status
+    `DERIVED_STATUS` (or their source's status kind and reason) and
+    `source_cell` naming the cell that ran them.
   """
   unavailable_datasets = dict(unavailable_datasets or {})
   os.makedirs(settings.runs_dir, exist_ok=True)
+  derived = []
+  if settings.derive_rows:
+    cells, derived = plan_derived_rows(cells, settings)
   rows, resources = [], _GridResources(settings)
   csv_path = os.path.join(settings.runs_dir, 'cells.csv')
   for index, cell in enumerate(cells):
@@ -943,6 +1142,11 @@ def run_grid(cells: Sequence[Cell], settings: RunSettings,
     pd.DataFrame(rows).to_csv(csv_path, index=False)
   if resources.cache is not None:
     log_fn(f'computation cache: {resources.cache.describe()}')
+  statuses = {(row['dataset'], row['cell_id']): row['status'] for row in rows}
+  rows += [derived_result_row(
+      row, statuses.get((row.source.dataset, row.source.cell_id),
+                        'pending: not in the grid'), settings)
+           for row in derived]
   frame = pd.DataFrame(rows)
   frame.to_csv(csv_path, index=False)
   return frame
@@ -966,10 +1170,16 @@ def _column_label(attack: str, ratio: float) -> str:
       f'{attack.upper()} {int(round(100 * ratio))}%')
 
 
+# Marks a result read from its column's one Ditto run (`derive_rows`).
+DERIVED_MARKER = ' †'
+
+
 def _ours(record: Mapping[str, Any], notes: dict[str, int]) -> str:
   """A `table_frame` record's result, or 'n/a [k]' with its status noted."""
   if not pd.isna(record['ours_mean']):
-    return f'{record["ours_mean"]:.3f} ({record["ours_std"]:.3f})'
+    source = record.get('source_cell')
+    marker = DERIVED_MARKER if isinstance(source, str) and source else ''
+    return f'{record["ours_mean"]:.3f} ({record["ours_std"]:.3f}){marker}'
   status = record['status']
   if status not in notes:
     notes[status] = len(notes) + 1
@@ -1028,8 +1238,10 @@ def table_frame(spec: TableSpec, dataset: str,
   Returns:
     Columns method, column, attack, ratio, cell_id, status, ours_mean,
     ours_std, paper_mean, paper_std, paper_source (the paper table the
-    number comes from), paper_method (its method name there) and
-    paper_note: one row per table cell, row by row.
+    number comes from), paper_method (its method name there), paper_note
+    and source_cell (for a row derived from its column's one Ditto run,
+    that cell's id; '' for a cell run on its own): one row per table cell,
+    row by row.
   """
   records = []
   for row in spec.rows:
@@ -1048,8 +1260,17 @@ def table_frame(spec: TableSpec, dataset: str,
           paper_std=None if paper is None else paper.std,
           paper_source='' if paper is None else paper.table,
           paper_method='' if paper is None else row.paper_method,
-          paper_note='' if paper is None else row.paper_note))
+          paper_note='' if paper is None else row.paper_note,
+          source_cell=_source_cell(entry)))
   return pd.DataFrame(records)
+
+
+def _source_cell(entry: Optional[pd.Series]) -> str:
+  """The id of the cell that ran a derived result row ('' if its own)."""
+  if entry is None:
+    return ''
+  value = entry.get('source_cell', '')
+  return '' if pd.isna(value) else str(value)
 
 
 def table_markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
@@ -1104,13 +1325,17 @@ def sign_test_p_value(wins: int, losses: int) -> float:
   return min(1.0, 2 * tail / 2 ** total)
 
 
-def paired_device_comparison(first_dir: str,
-                             second_dir: str) -> Optional[dict[str, Any]]:
+def paired_device_comparison(
+    first_dir: str, second_dir: str, first_column: str = 'accuracy',
+    second_column: str = 'accuracy') -> Optional[dict[str, Any]]:
   """Benign devices' final test accuracy of two cells, device by device.
 
   Args:
     first_dir: A finished cell's directory (holds `client_metrics.csv`).
     second_dir: The other cell's directory.
+    first_column: The first cell's accuracy column there (a derived row's
+      is another column of its source's table, e.g. 'lam_0_accuracy').
+    second_column: The second cell's.
 
   Returns:
     {'wins', 'losses', 'ties', 'p_value'} of the first cell against the
@@ -1118,17 +1343,34 @@ def paired_device_comparison(first_dir: str,
     either cell has no per-device metrics.
   """
   frames = []
-  for directory in (first_dir, second_dir):
+  for directory, column in ((first_dir, first_column),
+                            (second_dir, second_column)):
     path = os.path.join(directory, 'client_metrics.csv')
     if not os.path.exists(path):
       return None
     frame = pd.read_csv(path)
+    if column not in frame:
+      return None
     frames.append(frame[~frame['malicious'].astype(bool)]
-                  .set_index('client_id')['accuracy'])
+                  .set_index('client_id')[column])
   first, second = frames[0].align(frames[1], join='inner')
   wins, losses = int((first > second).sum()), int((first < second).sum())
   return dict(wins=wins, losses=losses, ties=len(first) - wins - losses,
               p_value=sign_test_p_value(wins, losses))
+
+
+def _device_accuracies(results: pd.DataFrame, runs_dir: str,
+                       cell: Cell) -> tuple[str, str]:
+  """Where a cell's per-device accuracies are: (cell folder, column).
+
+  A derived row's are a column of its source cell's client_metrics.csv.
+  """
+  entry = _lookup(results, cell)
+  source = _source_cell(entry)
+  if not source:
+    return os.path.join(runs_dir, cell.dataset, cell.cell_id), 'accuracy'
+  return (os.path.join(runs_dir, cell.dataset, source),
+          str(entry['accuracy_column']))
 
 
 TABLE1_DITTO_ROWS = tuple(row for row in TABLE1.rows if row.method == 'ditto')
@@ -1151,9 +1393,13 @@ def _comparison_line(dataset: str, results: pd.DataFrame,
     verdict, difference = 'not both run', ''
   else:
     difference = f'{100 * (ditto_accuracy - global_accuracy):+.1f} pts'
-    paired = None if runs_dir is None else paired_device_comparison(
-        os.path.join(runs_dir, dataset, ditto_cell.cell_id),
-        os.path.join(runs_dir, dataset, global_cell.cell_id))
+    paired = None
+    if runs_dir is not None:
+      (ditto_dir, ditto_column), (global_dir, global_column) = (
+          _device_accuracies(results, runs_dir, cell)
+          for cell in (ditto_cell, global_cell))
+      paired = paired_device_comparison(ditto_dir, global_dir, ditto_column,
+                                        global_column)
     significant = True
     if paired is not None:
       devices = (f'{paired["wins"]} / {paired["losses"]} / '
@@ -1372,8 +1618,11 @@ REPORT_LEGEND = (
     'where another table prints none; a row marked `[paper\'s: '
     'per-device lambda]` runs Ditto with lambda fixed at 1 beside the '
     'paper\'s Ditto, which selects lambda per device (Section 4, Setup); '
-    '`n/a [k]` = not run, reason k below the table. Raw per-cell results: '
-    '`cells.csv`.')
+    '`n/a [k]` = not run, reason k below the table; `†` = read from the '
+    'column\'s one Ditto run with report lambdas (its global model, its '
+    'lambda = 0 and 1 personal models, its per-device selection: exactly '
+    'what the separate run gives; the cell is in the table CSV\'s '
+    '`source_cell`). Raw per-cell results: `cells.csv`.')
 
 
 def _table_section(spec: TableSpec, dataset: str, results: pd.DataFrame,
@@ -1444,7 +1693,7 @@ def write_report(results: pd.DataFrame, output_dir: str, *,
   """
   os.makedirs(output_dir, exist_ok=True)
   counts = results['status'].map(
-      lambda s: s if s in ('done', 'skipped (finished)') else
+      lambda s: s if s in FINISHED_STATUSES else
       s.split(':')[0]).value_counts().to_dict()
   lines = ['# Reproduction report: Ditto (Li et al., ICML 2021)', '']
   if header_note:
@@ -1488,7 +1737,7 @@ def write_report(results: pd.DataFrame, output_dir: str, *,
     for name in plot_figures(dataset, results, output_dir):
       lines.append(f'![{name}]({name})')
     lines.append('')
-  not_run = results[~results['status'].isin(['done', 'skipped (finished)'])]
+  not_run = results[~results['status'].isin(FINISHED_STATUSES)]
   if not not_run.empty:
     lines += ['## Cells not run, and why', '',
               '| reason | cells | e.g. |', '|---|---|---|']

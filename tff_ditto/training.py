@@ -12,9 +12,12 @@ store and writes results:
   `CSVFileReleaseManager`, which also truncates rows past a resumed round);
   with lam_selection 'per_step' it includes the share of the round's personal
   steps that kept each candidate lambda (`step_share_lam_<value>`) or took
-  the fallback lambda (`step_share_fallback`);
+  the fallback lambda (`step_share_fallback`); with `curve_split`, that
+  split's summary too (keys prefixed '<split>_');
 * `<output_dir>/client_metrics.csv`: per-client test results at the last
-  evaluation;
+  evaluation (a `ditto` run adds the global model's per-client accuracy,
+  `global_model_accuracy`, and, with report lambdas, each personal model's,
+  `lam_<value>_accuracy`);
 * `<output_dir>/summary.json`: the final summary and the configuration;
 * `<output_dir>/checkpoints/`: server state, round and client-state versions
   through `tff.program.FileProgramStateManager`;
@@ -280,7 +283,9 @@ class DittoProcessSpec:
     client_lr: SGD learning rate of the local (and personal) steps.
     personal_lr: SGD learning rate of the personal steps if not `client_lr`
       (None).
-    personal_lambdas: The lambda(s) of the personal model(s).
+    personal_lambdas: The lambda(s) of the personal model(s): the selection
+      lambdas, then the report-only ones
+      (`training_config.personal_model_lambdas`).
     local_steps: Mini-batch steps per client per round.
     server_optimizer: 'sgd' or 'adam'.
     server_lr: Its learning rate.
@@ -450,17 +455,15 @@ class ExperimentRunner:
     personalize = config.method in PERSONALIZED_METHODS
     self.personalize = personalize
     # The lambdas: the candidates of the per-device selection, or the single
-    # fixed lambda. 'auto' keeps one personal model per lambda; 'per_step'
-    # chooses among them at every step of a single personal model.
+    # fixed lambda (`selection_lambdas`), then the report-only lambdas
+    # (`config.report_lambdas`). 'auto' and 'fixed' keep one personal model
+    # per lambda; 'per_step' chooses among them at every step of a single
+    # personal model.
     self.select_lambda_per_step = config.lam_selection == 'per_step'
-    if config.lam_selection in ('auto', 'per_step'):
-      self.personal_lambdas = training_config.lambda_candidates(
-          config.strong_attack
-      )
-    else:
-      self.personal_lambdas = (config.lam,)
+    self.selection_lambdas = training_config.selection_lambdas(config)
+    self.personal_lambdas = training_config.personal_model_lambdas(config)
     self.num_personal_models = (
-        len(self.personal_lambdas) if config.lam_selection == 'auto' else 1
+        1 if self.select_lambda_per_step else len(self.personal_lambdas)
     )
     per_step_fallback = None
     if self.select_lambda_per_step:
@@ -839,6 +842,13 @@ class ExperimentRunner:
   def _select_personal_models(self, client_metrics):
     """Each client's choice of lambda on its validation split (paper, 5.x).
 
+    Only the selection lambdas (the candidates, the first models in state
+    order) take part; report-only models never do.
+
+    Args:
+      client_metrics: Per-client metrics of every personal model (vectors in
+        state order).
+
     Returns:
       (per-client metrics of the chosen models, chosen lambda per client).
     """
@@ -846,22 +856,105 @@ class ExperimentRunner:
         eval_batches(self.dataset.validation[c], self.config.eval_batch_size)
         for c in self.dataset.client_ids
     ]
+    num_candidates = len(self.selection_lambdas)
+    validation_metrics = evaluation.stack_client_metrics(
+        self._evaluate_personal_models(validation)
+    )
     chosen = evaluation.select_personal_models(
-        evaluation.stack_client_metrics(
-            self._evaluate_personal_models(validation)
-        ),
-        self.personal_lambdas,
+        {key: values[:, :num_candidates]
+         for key, values in validation_metrics.items()},
+        self.selection_lambdas,
         training_config.fallback_lambda(self.config.strong_attack),
         training_config.MIN_VALIDATION_EXAMPLES_FOR_SELECTION,
     )
     selected = evaluation.take_personal_model(
         evaluation.stack_client_metrics(client_metrics), chosen
     )
-    per_client = [
-        {key: values[i] for key, values in selected.items()}
-        for i in range(len(chosen))
-    ]
-    return per_client, np.asarray(self.personal_lambdas)[chosen]
+    return _per_client(selected), np.asarray(self.personal_lambdas)[chosen]
+
+  def _main_personal_model(self, client_metrics):
+    """The run's own model among a client's several personal models.
+
+    Args:
+      client_metrics: Per-client metrics of every personal model (vectors in
+        state order).
+
+    Returns:
+      (per-client metrics of the run's model, chosen lambda per client or
+      None): the per-device choice with lam_selection 'auto', else the
+      fixed lambda's model (the first in state order).
+    """
+    if self.config.lam_selection == 'auto':
+      return self._select_personal_models(client_metrics)
+    first = np.zeros([len(client_metrics)], np.int64)
+    return _per_client(evaluation.take_personal_model(
+        evaluation.stack_client_metrics(client_metrics), first
+    )), None
+
+  def _per_lambda_summaries(
+      self, every_model: dict[str, np.ndarray]
+  ) -> collections.OrderedDict:
+    """Each personal model on its own over the benign clients.
+
+    Args:
+      every_model: `stack_client_metrics` of all personal models
+        ([clients, models]).
+
+    Returns:
+      `evaluation.summarize` of each, prefixed 'benign_lam_<value>_': the
+      fixed-lambda results of this very run (the global model does not
+      depend on lambda).
+    """
+    benign = ~self.malicious
+    summary = collections.OrderedDict()
+    for index, value in enumerate(self.personal_lambdas):
+      summary.update(
+          evaluation.summarize(
+              every_model['num_correct'][benign, index],
+              every_model['num_examples'][benign, index],
+              every_model['loss_sum'][benign, index],
+              prefix=f'benign_lam_{value:g}_',
+          )
+      )
+    return summary
+
+  def _global_model_summary(self, weights, batches, table) -> dict[str, float]:
+    """The global model beside the personal ones, on the evaluated split.
+
+    A `ditto` run gets the benign summary a `global` run reports, prefixed
+    'global_model_benign_', and its per-client accuracy in `table`
+    (column `global_model_accuracy`); the other personalized methods only
+    the pooled accuracy.
+
+    Args:
+      weights: The global model's weights.
+      batches: Per-client evaluation batches.
+      table: The per-client table, extended in place (ditto).
+
+    Returns:
+      The summary entries.
+    """
+    benign = ~self.malicious
+    global_metrics = evaluation.stack_client_metrics(
+        self.global_evaluation(weights, batches)
+    )
+    summary = collections.OrderedDict()
+    if self.config.method == 'ditto':
+      summary.update(
+          evaluation.summarize(
+              global_metrics['num_correct'][benign],
+              global_metrics['num_examples'][benign],
+              global_metrics['loss_sum'][benign],
+              prefix='global_model_benign_',
+          )
+      )
+      table['global_model_accuracy'] = _accuracies(global_metrics)
+    # As before the full summary existed (0 without benign test examples).
+    summary['global_model_benign_pooled_accuracy'] = float(
+        global_metrics['num_correct'][benign].sum()
+        / max(global_metrics['num_examples'][benign].sum(), 1.0)
+    )
+    return summary
 
   def evaluate(
       self,
@@ -876,6 +969,14 @@ class ExperimentRunner:
       split: 'test' or 'validation'; default `config.eval_split`.
       client_metrics_path: Where the per-client table goes; '' =
         `<output_dir>/client_metrics.csv`, None = not written.
+
+    Returns:
+      The summary over benign (and malicious) clients: `evaluation.summarize`
+      keys prefixed 'benign_' ('malicious_'); with several personal models
+      also each on its own ('benign_lam_<value>_') and with lam_selection
+      'auto' the share of benign clients choosing each candidate
+      ('benign_share_lam_<value>'); for the personalized methods the global
+      model (`_global_model_summary`).
     """
     split = getattr(self.dataset, split) if split else self._eval_arrays()
     client_ids = self.dataset.client_ids
@@ -884,13 +985,14 @@ class ExperimentRunner:
     ]
     weights = self.process.get_model_weights(self.state)
     chosen_lambdas = None
+    every_model = None
     if self.baseline is not None:
       client_metrics = self.baseline.evaluate_clients(self, weights, test)
     elif self.personalize:
       client_metrics = self._evaluate_personal_models(test)
       if self.num_personal_models > 1:
-        all_candidates = client_metrics
-        client_metrics, chosen_lambdas = self._select_personal_models(
+        every_model = evaluation.stack_client_metrics(client_metrics)
+        client_metrics, chosen_lambdas = self._main_personal_model(
             client_metrics
         )
     elif self.config.method == 'finetune':
@@ -928,31 +1030,21 @@ class ExperimentRunner:
               prefix='malicious_',
           )
       )
-    if self.personalize:
-      global_metrics = evaluation.stack_client_metrics(
-          self.global_evaluation(weights, test)
-      )
-      summary['global_model_benign_pooled_accuracy'] = float(
-          global_metrics['num_correct'][benign].sum()
-          / max(global_metrics['num_examples'][benign].sum(), 1.0)
-      )
     table = evaluation.client_metrics_table(client_metrics, client_ids)
     table['malicious'] = self.malicious
     if chosen_lambdas is not None:
       table['lam'] = chosen_lambdas
-      # Each candidate on its own, i.e. the fixed-lambda results of this very
-      # run (the global model does not depend on lambda).
-      every_candidate = evaluation.stack_client_metrics(all_candidates)
-      for index, value in enumerate(self.personal_lambdas):
-        summary.update(
-            evaluation.summarize(
-                every_candidate['num_correct'][benign, index],
-                every_candidate['num_examples'][benign, index],
-                every_candidate['loss_sum'][benign, index],
-                prefix=f'benign_lam_{value:g}_',
-            )
-        )
-      for value in self.personal_lambdas:
+    if self.personalize:
+      summary.update(self._global_model_summary(weights, test, table))
+    if every_model is not None:
+      summary.update(self._per_lambda_summaries(every_model))
+      if self.config.report_lambdas:
+        for index, value in enumerate(self.personal_lambdas):
+          table[f'lam_{value:g}_accuracy'] = _accuracies(
+              {key: values[:, index] for key, values in every_model.items()}
+          )
+    if chosen_lambdas is not None:
+      for value in self.selection_lambdas:
         summary[f'benign_share_lam_{value:g}'] = float(
             np.mean(chosen_lambdas[benign] == value)
         )
@@ -963,6 +1055,27 @@ class ExperimentRunner:
           table.to_csv(index=False),
       )
     return summary
+
+  def evaluate_curve_split(self, round_num: int) -> collections.OrderedDict:
+    """`config.curve_split`'s summary, keys prefixed '<split>_' ({} if None).
+
+    Evaluates the same models as `evaluate` on the other split, after it,
+    and writes no per-client table (client_metrics.csv stays the eval
+    split's).
+
+    Args:
+      round_num: The round evaluated.
+
+    Returns:
+      The prefixed summary entries.
+    """
+    split = self.config.curve_split
+    if split is None:
+      return collections.OrderedDict()
+    summary = self.evaluate(round_num, split=split, client_metrics_path=None)
+    return collections.OrderedDict(
+        (f'{split}_{key}', value) for key, value in summary.items()
+    )
 
   def evaluate_global_model(self, split: str) -> collections.OrderedDict:
     """Summary of the current global model on `split` over benign clients."""
@@ -1010,6 +1123,7 @@ class ExperimentRunner:
       if (round_num + 1) % config.eval_every == 0 or is_last:
         self.last_evaluation = self.evaluate(round_num)
         row.update(self.last_evaluation)
+        row.update(self.evaluate_curve_split(round_num))
       asyncio.run(self.metrics_manager.release(row, key=round_num))
       if config.checkpoint_every and (
           (round_num + 1) % config.checkpoint_every == 0 or is_last
@@ -1040,8 +1154,9 @@ class ExperimentRunner:
   def personalized_weights(self, client_index: int) -> list[np.ndarray]:
     """A client's current personalized model(s), trainable + non-trainable.
 
-    With lam_selection 'auto', the models of all candidate lambdas, one after
-    the other in the order of `personal_lambdas` (one model otherwise).
+    With several personal models (lam_selection 'auto', report lambdas), the
+    models of all lambdas, one after the other in the order of
+    `personal_lambdas` (one model otherwise).
     """
     if self.store is None:
       raise ValueError(f'Method {self.config.method} keeps no client state.')
@@ -1053,6 +1168,37 @@ class ExperimentRunner:
 # 'mid_round' (client states written, not yet committed), 'mid_checkpoint'
 # (checkpoint saved, completion marker not yet written).
 _FAULT_ENVIRONMENT_VARIABLE = 'TFF_DITTO_FAULT'
+
+
+def _per_client(stacked: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+  """Per-client records from `stack_client_metrics`-shaped arrays.
+
+  Args:
+    stacked: Arrays of shape [clients].
+
+  Returns:
+    One {key: value} record per client.
+  """
+  num_clients = len(next(iter(stacked.values())))
+  return [
+      {key: values[i] for key, values in stacked.items()}
+      for i in range(num_clients)
+  ]
+
+
+def _accuracies(stacked: dict[str, np.ndarray]) -> np.ndarray:
+  """Per-client accuracy (NaN without examples), as `client_metrics_table`.
+
+  Args:
+    stacked: `stack_client_metrics` arrays of shape [clients].
+
+  Returns:
+    float64 array [clients].
+  """
+  return np.array([
+      float(correct) / float(count) if count else np.nan
+      for correct, count in zip(stacked['num_correct'], stacked['num_examples'])
+  ])
 
 
 def _maybe_inject_fault(point: str, round_num: int) -> None:

@@ -52,6 +52,39 @@ def fallback_lambda(strong_attack: bool) -> float:
   return 0.1 if strong_attack else 1.0
 
 
+def selection_lambdas(config: ExperimentConfig) -> tuple[float, ...]:
+  """The lambdas a run's evaluated personal model comes from.
+
+  Args:
+    config: An effective config (`effective_config`).
+
+  Returns:
+    The candidates of `lambda_candidates(config.strong_attack)` with
+    lam_selection 'auto' or 'per_step', else `(config.lam,)`.
+  """
+  if config.lam_selection in ('auto', 'per_step'):
+    return lambda_candidates(config.strong_attack)
+  return (float(config.lam),)
+
+
+def personal_model_lambdas(config: ExperimentConfig) -> tuple[float, ...]:
+  """The lambdas a run trains: selection lambdas, then the report-only ones.
+
+  The report lambdas that are not selection lambdas follow in ascending
+  order, so the same set of lambdas always trains the same models in the
+  same state order (and builds the same process).
+
+  Args:
+    config: An effective config (`effective_config`).
+
+  Returns:
+    `selection_lambdas(config)` followed by the other `report_lambdas`.
+  """
+  selection = selection_lambdas(config)
+  extras = sorted(set(config.report_lambdas) - set(selection))
+  return selection + tuple(extras)
+
+
 def _weighted_aggregator_names() -> tuple[str, ...]:
   """The aggregators that `weighted_aggregation` can weight."""
   return tuple(
@@ -153,6 +186,17 @@ class ExperimentConfig:
       small; 0.1 diverged on Synthetic(1, 1)).
     finetune_patience: Steps without validation-loss improvement after which
       `finetune_es` stops fine-tuning a client.
+    report_lambdas: Extra lambdas (each >= 0; method `ditto` only, not with
+      lam_selection 'per_step') whose personal models train alongside the
+      run's own (same batches, same w_t) and are reported on their own
+      (`benign_lam_<value>_*`) but never selected or evaluated as the run's
+      model; e.g. (0, 1) gives the `local` and the lambda = 1 results in the
+      same run. See `personal_model_lambdas`.
+    curve_split: None, or the split ('validation' or 'test', not
+      `eval_split`) also evaluated at every evaluation round, its summary
+      released in metrics.csv with the prefix '<split>_' (e.g. choose the
+      number of rounds on validation curves and read the test numbers of the
+      chosen round from the same run).
   """
 
   method: str = 'ditto'
@@ -190,6 +234,15 @@ class ExperimentConfig:
   ewc_lam: float = 1.0
   skl_lam: float = 0.01
   finetune_patience: int = 1
+  report_lambdas: tuple[float, ...] = ()
+  curve_split: Optional[str] = None
+
+  def __post_init__(self):
+    # A list (from JSON records or flags) becomes a hashable tuple of floats.
+    object.__setattr__(
+        self, 'report_lambdas',
+        tuple(float(value) for value in self.report_lambdas),
+    )
 
   def validate(self) -> None:
     """Raises ValueError with a one-line message on an invalid setting."""
@@ -261,6 +314,26 @@ class ExperimentConfig:
         (self.ewc_lam >= 0, 'ewc_lam must be >= 0'),
         (self.skl_lam >= 0, 'skl_lam must be >= 0'),
         (self.finetune_patience >= 1, 'finetune_patience must be >= 1'),
+        (
+            all(value >= 0 for value in self.report_lambdas),
+            'report_lambdas must all be >= 0',
+        ),
+        (
+            not self.report_lambdas or self.method == 'ditto',
+            'report_lambdas trains extra personal models of method ditto '
+            f'only (method {self.method})',
+        ),
+        (
+            not self.report_lambdas or self.lam_selection != 'per_step',
+            'report_lambdas needs one personal model per lambda: not with '
+            'lam_selection per_step (a single model chooses at every step)',
+        ),
+        (
+            self.curve_split in (None, 'test', 'validation')
+            and self.curve_split != self.eval_split,
+            'curve_split must be None, test or validation, and not '
+            f'eval_split ({self.eval_split})',
+        ),
         (
             self.aggregator != 'k_loss' or self.bucketing_size < 2,
             'bucketing_size must be 0 with aggregator k_loss (bucket means '
@@ -334,3 +407,96 @@ def effective_config(config: ExperimentConfig) -> ExperimentConfig:
             if _METHOD_ONLY_FIELDS.get(field.name, config.method)
             != config.method}
   return dataclasses.replace(config, **unused)
+
+
+@dataclasses.dataclass(frozen=True)
+class DerivedResult:
+  """Where one run's results sit in the output of a multi-lambda Ditto run.
+
+  Attributes:
+    summary_prefix: The prefix, in the Ditto run's summary, of the keys that
+      the run itself reports as 'benign_<name>' (`evaluation.summarize`
+      names).
+    accuracy_column: The column of the Ditto run's client_metrics.csv that
+      holds the run's per-client accuracy (its own 'accuracy').
+  """
+
+  summary_prefix: str
+  accuracy_column: str
+
+
+# Fields that change neither training nor the final evaluation.
+_FIELDS_NOT_CHANGING_RESULTS = ('eval_every', 'checkpoint_every', 'curve_split')
+# Fields in which the runs a multi-lambda Ditto run serves differ from it.
+_LAMBDA_FIELDS = (
+    'method', 'lam', 'lam_selection', 'strong_attack', 'report_lambdas',
+)
+
+
+def _same_training(target: ExperimentConfig, source: ExperimentConfig) -> bool:
+  """Whether the two effective configs agree in every field that matters.
+
+  The lambda fields aside; a `global` run trains no personal model, so its
+  `personal_lr` does not matter either.
+  """
+  ignored = set(_FIELDS_NOT_CHANGING_RESULTS + _LAMBDA_FIELDS)
+  if target.method == 'global':
+    ignored.add('personal_lr')
+  return all(
+      getattr(target, field.name) == getattr(source, field.name)
+      for field in dataclasses.fields(ExperimentConfig)
+      if field.name not in ignored
+  )
+
+
+def derived_result(
+    target: ExperimentConfig, source: ExperimentConfig
+) -> Optional[DerivedResult]:
+  """Where `target`'s results are in `source`'s output, if they are there.
+
+  A `ditto` run with report lambdas (`source`) trains, on the batches of
+  every other run of its settings, FedAvg's global model bit for bit (the
+  server never sees the personal models) and one personal model per lambda
+  of `personal_model_lambdas`. So it holds, exactly, the results of a
+  `global` run (its global model), a `local` run (lambda 0 among its
+  lambdas), a fixed-lambda `ditto` run (that lambda among its lambdas) and,
+  if it selects lambda per device itself, a `ditto` run with the same
+  selection and no report lambdas (tests/test_report_lambdas.py checks all
+  four).
+
+  Args:
+    target: The run whose results are wanted.
+    source: The multi-lambda Ditto run.
+
+  Returns:
+    Where the results are, or None when `source` does not hold them (other
+    settings, a lambda it did not train, a source with one personal model).
+  """
+  target, source = effective_config(target), effective_config(source)
+  if (
+      source.method != 'ditto'
+      or source.lam_selection == 'per_step'
+      or not source.report_lambdas
+      or len(personal_model_lambdas(source)) < 2
+      or target.report_lambdas
+      or not _same_training(target, source)
+  ):
+    return None
+  if target.method == 'global':
+    return DerivedResult('global_model_benign_', 'global_model_accuracy')
+  if target.method not in ('ditto', 'local'):
+    return None
+  if (
+      target.lam_selection == 'fixed'
+      and target.lam in personal_model_lambdas(source)
+  ):
+    return DerivedResult(
+        f'benign_lam_{target.lam:g}_', f'lam_{target.lam:g}_accuracy'
+    )
+  if (
+      target.lam_selection == 'auto'
+      and source.lam_selection == 'auto'
+      and target.strong_attack == source.strong_attack
+  ):
+    return DerivedResult('benign_', 'accuracy')
+  return None
