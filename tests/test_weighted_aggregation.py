@@ -24,18 +24,8 @@ from tff_ditto import training
 from tff_ditto import training_config
 from tff_ditto.aggregators import omniscient
 from tff_ditto.data import load_dataset
+from test_aggregators import X  # 5 clients x 3 coordinates
 
-# 5 clients x 3 coordinates (as tests/test_aggregators.py).
-X = np.array(
-    [
-        [1.0, 0.0, 2.0],
-        [2.0, 1.0, 0.0],
-        [3.0, 5.0, 1.0],
-        [6.0, 2.0, 3.0],
-        [10.0, -4.0, 9.0],
-    ],
-    np.float32,
-)
 # Integer weights (example counts); the second has an even total (8) whose
 # half is hit exactly by the cumulative weight of some coordinates' values.
 WEIGHTS = np.array([1.0, 4.0, 2.0, 3.0, 5.0], np.float32)

@@ -342,6 +342,29 @@ def summarize(
   return summary
 
 
+
+def summarize_clients(
+    stacked: Mapping[str, np.ndarray], selection, prefix: str
+) -> collections.OrderedDict:
+  """`summarize` of the clients `selection` picks out of stacked metrics.
+
+  Args:
+    stacked: `stack_client_metrics` output (`num_correct`, `num_examples`,
+      `loss_sum` arrays).
+    selection: A NumPy index into them (a boolean mask over clients, or a
+      (mask, model index) tuple for per-model metrics).
+    prefix: Prepended to every key.
+
+  Returns:
+    The summary.
+  """
+  return summarize(
+      stacked['num_correct'][selection],
+      stacked['num_examples'][selection],
+      stacked['loss_sum'][selection],
+      prefix=prefix,
+  )
+
 def stack_client_metrics(
     client_metrics: Sequence[Mapping[str, np.ndarray]],
 ) -> dict[str, np.ndarray]:

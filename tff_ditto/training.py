@@ -909,11 +909,8 @@ class ExperimentRunner:
     summary = collections.OrderedDict()
     for index, value in enumerate(self.personal_lambdas):
       summary.update(
-          evaluation.summarize(
-              every_model['num_correct'][benign, index],
-              every_model['num_examples'][benign, index],
-              every_model['loss_sum'][benign, index],
-              prefix=f'benign_lam_{value:g}_',
+          evaluation.summarize_clients(
+              every_model, (benign, index), f'benign_lam_{value:g}_'
           )
       )
     return summary
@@ -941,11 +938,8 @@ class ExperimentRunner:
     summary = collections.OrderedDict()
     if self.config.method == 'ditto':
       summary.update(
-          evaluation.summarize(
-              global_metrics['num_correct'][benign],
-              global_metrics['num_examples'][benign],
-              global_metrics['loss_sum'][benign],
-              prefix='global_model_benign_',
+          evaluation.summarize_clients(
+              global_metrics, benign, 'global_model_benign_'
           )
       )
       table['global_model_accuracy'] = _accuracies(global_metrics)
@@ -1014,20 +1008,14 @@ class ExperimentRunner:
     summary = collections.OrderedDict()
     benign = ~self.malicious
     summary.update(
-        evaluation.summarize(
-            stacked['num_correct'][benign],
-            stacked['num_examples'][benign],
-            stacked['loss_sum'][benign],
-            prefix='benign_',
+        evaluation.summarize_clients(
+            stacked, benign, 'benign_'
         )
     )
     if self.malicious.any():
       summary.update(
-          evaluation.summarize(
-              stacked['num_correct'][self.malicious],
-              stacked['num_examples'][self.malicious],
-              stacked['loss_sum'][self.malicious],
-              prefix='malicious_',
+          evaluation.summarize_clients(
+              stacked, self.malicious, 'malicious_'
           )
       )
     table = evaluation.client_metrics_table(client_metrics, client_ids)
@@ -1089,11 +1077,8 @@ class ExperimentRunner:
         )
     )
     benign = ~self.malicious
-    return evaluation.summarize(
-        stacked['num_correct'][benign],
-        stacked['num_examples'][benign],
-        stacked['loss_sum'][benign],
-        prefix='benign_',
+    return evaluation.summarize_clients(
+        stacked, benign, 'benign_'
     )
 
   # ------------------------------------------------------------------- run

@@ -356,6 +356,40 @@ class WeightedRobustAggregatorFactory(tff.aggregators.WeightedAggregationFactory
     )
 
 
+def rule_and_gather(
+    inner,
+    gather: Optional[str],
+    gather_dir: Optional[str],
+    wrapper: str,
+) -> tuple[RobustRule, Optional[str], Optional[str]]:
+  """The rule a wrapping factory wraps, and the gather settings it inherits.
+
+  Args:
+    inner: A `RobustAggregatorFactory` (its gather settings are inherited
+      where `gather` / `gather_dir` are None) or a `RobustRule`.
+    gather: The wrapper's gather method, or None.
+    gather_dir: The wrapper's gather directory, or None.
+    wrapper: The wrapping factory's name, for the error.
+
+  Returns:
+    (rule, gather, gather_dir).
+
+  Raises:
+    TypeError: If `inner` is neither.
+  """
+  if isinstance(inner, RobustAggregatorFactory):
+    gather = inner.gather if gather is None else gather
+    gather_dir = inner.gather_dir if gather_dir is None else gather_dir
+    return inner.rule, gather, gather_dir
+  if isinstance(inner, RobustRule):
+    return inner, gather, gather_dir
+  raise TypeError(
+      f'{wrapper} wraps an unweighted gather-based factory or rule of '
+      'tff_ditto.aggregators (it needs the stacked updates), got '
+      f'{type(inner).__name__}.'
+  )
+
+
 def count(mask: tf.Tensor) -> tf.Tensor:
   """Number of True entries, int32."""
   return tf.reduce_sum(tf.cast(mask, tf.int32))

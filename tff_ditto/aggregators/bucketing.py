@@ -29,7 +29,7 @@ from typing import Optional, Union
 import numpy as np
 import tensorflow as tf
 
-from tff_ditto.aggregators.base import RobustAggregatorFactory, RobustRule, RuleOutput
+from tff_ditto.aggregators.base import RobustAggregatorFactory, RobustRule, RuleOutput, rule_and_gather
 from tff_ditto.aggregators.gather import DEFAULT_GATHER
 
 ROUND_KEY = 'round'
@@ -146,17 +146,9 @@ class BucketingFactory(RobustAggregatorFactory):
       gather: Optional[str] = None,
       gather_dir: Optional[str] = None,
   ):
-    if isinstance(inner, RobustAggregatorFactory):
-      rule = inner.rule
-      gather = inner.gather if gather is None else gather
-      gather_dir = inner.gather_dir if gather_dir is None else gather_dir
-    elif isinstance(inner, RobustRule):
-      rule = inner
-    else:
-      raise TypeError(
-          'BucketingFactory wraps a gather-based rule of tff_ditto.aggregators '
-          f'(it needs the stacked updates), got {type(inner).__name__}.'
-      )
+    rule, gather, gather_dir = rule_and_gather(
+        inner, gather, gather_dir, 'BucketingFactory'
+    )
     if bucket_size < 0:
       raise ValueError(f'bucket_size must be >= 0, got {bucket_size}.')
     if bucket_size >= 2:

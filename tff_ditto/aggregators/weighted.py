@@ -45,6 +45,7 @@ import tensorflow as tf
 from tff_ditto.aggregators.base import RobustAggregatorFactory
 from tff_ditto.aggregators.base import RobustRule
 from tff_ditto.aggregators.base import RuleOutput
+from tff_ditto.aggregators.base import rule_and_gather
 from tff_ditto.aggregators.base import WeightedRobustAggregatorFactory
 from tff_ditto.aggregators.gather import DEFAULT_GATHER
 
@@ -122,17 +123,9 @@ class ExampleWeightedFactory(WeightedRobustAggregatorFactory):
       TypeError: If `inner` is neither.
       ValueError: If its rule has no weighted form.
     """
-    if isinstance(inner, RobustAggregatorFactory):
-      rule = inner.rule
-      gather = inner.gather if gather is None else gather
-      gather_dir = inner.gather_dir if gather_dir is None else gather_dir
-    elif isinstance(inner, RobustRule):
-      rule = inner
-    else:
-      raise TypeError(
-          'ExampleWeightedFactory wraps an unweighted gather-based factory or '
-          f'rule of tff_ditto.aggregators, got {type(inner).__name__}.'
-      )
+    rule, gather, gather_dir = rule_and_gather(
+        inner, gather, gather_dir, 'ExampleWeightedFactory'
+    )
     super().__init__(
         ExampleWeightedRule(rule),
         gather=gather or DEFAULT_GATHER,
