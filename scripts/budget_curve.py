@@ -1,0 +1,143 @@
+"""A dataset's round budget from the validation curve of its `local` run.
+
+The reproduction issue's rule: a dataset's budget is the number of rounds at
+which `local` (personal models trained alone, lambda = 0) reaches its plateau
+or the paper's local level. This script reads the `metrics.csv` of a run made
+with `--eval_split=validation` (or `--curve_split=validation`), and writes
+
+* `<output_dir>/<dataset>_local_curve.csv`: round, benign mean / pooled / std
+  of per-client validation accuracy at every evaluation;
+* `<output_dir>/<dataset>_local_curve.png`: the curve with the paper's local
+  test accuracy (Table 1, clean) for reference;
+* `<output_dir>/<dataset>_budget.json`: the chosen budget and how it was
+  chosen.
+
+Plateau: the first evaluated round whose mean validation accuracy is within
+`--tolerance` of the best mean the curve reaches. The choice uses validation
+data only; the paper's number is shown, never used to tune.
+
+Usage:
+
+  python scripts/budget_curve.py --dataset=femnist \
+      --metrics=runs/femnist_local/local/metrics.csv --output_dir=results/budget
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Optional
+
+import matplotlib
+import pandas as pd
+
+from tff_ditto import reproduction
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_COLUMNS = ('mean_accuracy', 'pooled_accuracy', 'std_accuracy')
+
+
+def validation_curve(metrics: pd.DataFrame) -> pd.DataFrame:
+  """The evaluated rounds of a run's metrics, validation accuracy columns.
+
+  Args:
+    metrics: A run's `metrics.csv`, evaluated on validation either as its
+      eval split (`benign_*` columns) or as its curve split
+      (`validation_benign_*` columns, preferred when present).
+
+  Returns:
+    Columns round (1-based: rounds trained), mean_accuracy, pooled_accuracy,
+    std_accuracy.
+
+  Raises:
+    ValueError: If the metrics hold no evaluation.
+  """
+  prefix = ('validation_benign_'
+            if 'validation_benign_mean_accuracy' in metrics else 'benign_')
+  key = prefix + 'mean_accuracy'
+  if key not in metrics or metrics[key].isna().all():
+    raise ValueError('the metrics hold no evaluated round')
+  evaluated = metrics[metrics[key].notna()]
+  curve = pd.DataFrame({'round': evaluated['round'].astype(int) + 1})
+  for column in _COLUMNS:
+    curve[column] = evaluated[prefix + column].to_numpy()
+  return curve.reset_index(drop=True)
+
+
+def plateau_round(curve: pd.DataFrame, tolerance: float) -> int:
+  """The first round whose mean accuracy is within `tolerance` of the best."""
+  best = curve['mean_accuracy'].max()
+  reached = curve[curve['mean_accuracy'] >= best - tolerance]
+  return int(reached['round'].iloc[0])
+
+
+def paper_local(dataset: str) -> Optional[float]:
+  """The paper's Table 1 clean `local` accuracy of the dataset, if printed."""
+  number = reproduction.paper_numbers().get(
+      ('table1', dataset, 'local') + reproduction.CLEAN)
+  return None if number is None else number.mean
+
+
+def write_budget(dataset: str, metrics_path: str, output_dir: str,
+                 tolerance: float) -> dict:
+  """Writes the curve CSV, its plot and the budget JSON; returns the JSON."""
+  curve = validation_curve(pd.read_csv(metrics_path))
+  os.makedirs(output_dir, exist_ok=True)
+  stem = os.path.join(output_dir, f'{dataset}_local')
+  curve.to_csv(f'{stem}_curve.csv', index=False, float_format='%.4f')
+  paper = paper_local(dataset)
+  budget = dict(
+      dataset=dataset,
+      metrics=metrics_path,
+      rounds_run=int(curve['round'].iloc[-1]),
+      best_mean_validation_accuracy=float(curve['mean_accuracy'].max()),
+      tolerance=tolerance,
+      plateau_round=plateau_round(curve, tolerance),
+      paper_local_test_accuracy=paper,
+      rule=('first evaluated round within tolerance of the best mean '
+            'validation accuracy of the curve'),
+  )
+  with open(os.path.join(output_dir, f'{dataset}_budget.json'), 'w') as f:
+    json.dump(budget, f, indent=2)
+    f.write('\n')
+  figure, axes = plt.subplots(figsize=(6, 3.5))
+  axes.plot(curve['round'], curve['mean_accuracy'], marker='o', markersize=3,
+            label='local: mean validation accuracy')
+  axes.fill_between(curve['round'],
+                    curve['mean_accuracy'] - curve['std_accuracy'],
+                    curve['mean_accuracy'] + curve['std_accuracy'],
+                    alpha=0.2, label='+- std over clients')
+  if paper is not None:
+    axes.axhline(paper, color='gray', linestyle='--',
+                 label=f'paper local (test) {paper:.3f}')
+  axes.axvline(budget['plateau_round'], color='black', linestyle=':',
+               label=f'plateau: round {budget["plateau_round"]}')
+  axes.set_xlabel('round')
+  axes.set_ylabel('accuracy')
+  axes.set_title(f'{dataset}: local training, validation')
+  axes.legend(fontsize=7)
+  figure.tight_layout()
+  figure.savefig(f'{stem}_curve.png', dpi=120)
+  plt.close(figure)
+  return budget
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--dataset', required=True)
+  parser.add_argument('--metrics', required=True,
+                      help="The local run's metrics.csv.")
+  parser.add_argument('--output_dir', default='results/budget')
+  parser.add_argument('--tolerance', type=float, default=0.01,
+                      help='Plateau: within this of the best mean accuracy.')
+  arguments = parser.parse_args()
+  print(json.dumps(write_budget(arguments.dataset, arguments.metrics,
+                                arguments.output_dir, arguments.tolerance),
+                   indent=2))
+
+
+if __name__ == '__main__':
+  main()
