@@ -1,0 +1,124 @@
+"""Golden per-round metrics: refactors and speed work keep results bit-identical.
+
+Each case is a short real run (the first 6 clients of the embedded
+Synthetic(1, 1) data); its per-round train losses, final evaluation and a
+SHA-256 of the final global model's bytes must equal what
+`tests/golden_metrics.json` recorded from the code at the commit it names.
+Long experiments continue across code changes only while this holds.
+
+A change that is meant to change results (a fix of the algorithm) rewrites the
+file, and says so in its commit:
+
+  TFF_DITTO_WRITE_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden_metrics.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from tff_ditto import models
+from tff_ditto import training
+from tff_ditto.data import load_dataset
+
+GOLDEN_PATH = os.path.join(os.path.dirname(__file__), 'golden_metrics.json')
+WRITE = os.environ.get('TFF_DITTO_WRITE_GOLDEN') == '1'
+
+# Settings of every case, then each case's own.
+COMMON = dict(
+    rounds=3, clients_per_round=3, local_steps=2, batch_size=10,
+    eval_every=3, checkpoint_every=0, finetune_steps=3, seed=0,
+)
+CASES = {
+    'ditto': dict(method='ditto', lam=0.5),
+    'global': dict(method='global'),
+    'local': dict(method='local'),
+    'term': dict(method='term', term_t=1.0),
+    'ditto_a3_median': dict(method='ditto', lam=0.5, attack='a3',
+                            attack_ratio=0.34, aggregator='median'),
+}
+ROUND_KEYS = ('global_train_loss', 'personal_train_loss',
+              'sampled_malicious', 'non_finite_updates')
+SUMMARY_KEYS = ('benign_pooled_accuracy', 'benign_mean_accuracy',
+                'benign_std_accuracy', 'benign_pooled_loss')
+
+
+@pytest.fixture(scope='module')
+def dataset():
+  full = load_dataset('synthetic')
+  return full.subset(full.client_ids[:6])
+
+
+@pytest.fixture(scope='module')
+def model_fn():
+  return models.get_model_spec('synthetic', seed=0).tff_model_fn()
+
+
+def _weights_digest(runner) -> str:
+  weights = runner.process.get_model_weights(runner.state)
+  digest = hashlib.sha256()
+  for array in list(weights.trainable) + list(weights.non_trainable):
+    digest.update(np.ascontiguousarray(array, np.float32).tobytes())
+  return digest.hexdigest()
+
+
+def _number(value):
+  """JSON-safe float: NaN as the string 'nan' (exact otherwise)."""
+  value = float(value)
+  return 'nan' if np.isnan(value) else value
+
+
+def _run_case(name, dataset, model_fn, tmp_path) -> dict:
+  config = training.ExperimentConfig(**COMMON, **CASES[name])
+  runner = training.ExperimentRunner(
+      config, dataset, model_fn, str(tmp_path / name), log_fn=None)
+  summary = runner.run()
+  return dict(
+      rounds=[{key: _number(row[key]) for key in ROUND_KEYS}
+              for row in runner.history],
+      summary={key: _number(summary['final'][key]) for key in SUMMARY_KEYS},
+      global_weights_sha256=_weights_digest(runner),
+  )
+
+
+def _commit() -> str:
+  try:
+    return subprocess.run(
+        ['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
+        text=True, check=True, cwd=os.path.dirname(__file__)).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+
+
+@pytest.fixture(scope='module')
+def golden():
+  if WRITE:
+    return {}
+  with open(GOLDEN_PATH) as f:
+    return json.load(f)
+
+
+@pytest.fixture(scope='module')
+def written(golden):
+  results = {}
+  yield results
+  if WRITE:
+    with open(GOLDEN_PATH, 'w') as f:
+      json.dump(dict(commit=_commit(), cases=results), f, indent=1)
+      f.write('\n')
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_run_matches_its_golden_metrics(name, dataset, model_fn, tmp_path,
+                                        golden, written):
+  result = _run_case(name, dataset, model_fn, tmp_path)
+  if WRITE:
+    written[name] = result
+    return
+  assert result == golden['cases'][name], (
+      f'{name} differs from the golden metrics of commit {golden["commit"]}')
