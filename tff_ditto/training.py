@@ -155,7 +155,8 @@ def _client_weighting(config: ExperimentConfig):
   Returns:
     `ditto.LOSS_WEIGHTING` for k_loss; with `weighted_aggregation` the
     size of the client's training set (`ditto.NUM_TRAIN_EXAMPLES_WEIGHTING`;
-    the examples a round processes are the same for every client); else
+    the examples a round processes, local_steps * min(n_k, batch_size), do
+    not tell the clients' sizes apart); else
     UNIFORM (unweighted aggregators ignore it).
   """
   if config.aggregator == 'k_loss':
