@@ -62,6 +62,16 @@ _ROUNDS = flags.DEFINE_list(
     'rounds', None, 'Rounds per cell: a number for every dataset, and/or '
     'dataset:number entries, e.g. 300 or femnist:300 (a dataset not named '
     'runs its preset rounds; --quick_rounds with --quick).')
+_EVAL_EVERY = flags.DEFINE_integer(
+    'eval_every', None,
+    'Evaluate every cell every this many rounds (default: the preset, or '
+    'only at the last round when --rounds is given).')
+_CURVE_SPLIT = flags.DEFINE_enum(
+    'curve_split', None, ['validation'],
+    'Also evaluate this split at every evaluation of every cell (its summary '
+    'goes into metrics.csv prefixed validation_): choose budgets on '
+    'validation curves and read the test numbers of the chosen round from '
+    'the same cell.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of every cell.')
 _KEEP_CHECKPOINTS = flags.DEFINE_bool(
     'keep_checkpoints', False,
@@ -111,6 +121,14 @@ _DISCUSSION_DIR = flags.DEFINE_string(
     'Folder of hand-written <dataset>.md discussions of the full grid\'s '
     'results; each goes into the report after its dataset\'s Ditto vs '
     'global table (not with --quick, whose numbers they do not describe).')
+
+
+def _config_overrides(quick: bool) -> dict:
+  """`ExperimentConfig` fields the flags set in every cell."""
+  overrides = dict(reproduction.QUICK_CONFIG_OVERRIDES) if quick else {}
+  if _CURVE_SPLIT.value is not None:
+    overrides['curve_split'] = _CURVE_SPLIT.value
+  return overrides
 
 
 def _theory_section(output_dir: str) -> str:
@@ -165,7 +183,8 @@ def main(argv):
       max_clients=_QUICK_MAX_CLIENTS.value if quick else None,
       seed=_SEED.value, keep_checkpoints=_KEEP_CHECKPOINTS.value,
       reuse_computations=_REUSE_COMPUTATIONS.value,
-      config_overrides=reproduction.QUICK_CONFIG_OVERRIDES if quick else {},
+      eval_every=_EVAL_EVERY.value,
+      config_overrides=_config_overrides(quick),
       derive_rows=_DERIVE_ROWS.value)
   report_datasets = list(dict.fromkeys(list(datasets) + ['celeba']))
   unknown = sorted(set(dataset_rounds) - set(report_datasets))

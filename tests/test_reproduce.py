@@ -200,6 +200,19 @@ def test_rounds_per_dataset():
       settings.describe_rounds())
 
 
+def test_cells_take_the_grid_evaluation_period_and_curve_split():
+  # The paper-budget runs: long cells evaluated periodically on test, with
+  # validation curves beside (--eval_every, --curve_split).
+  settings = reproduction.RunSettings(
+      data_dir=None, runs_dir='unused', rounds=40, eval_every=10,
+      config_overrides={'curve_split': 'validation'})
+  config, reason = reproduction.cell_config(
+      reproduction.make_cell('synthetic', 'ditto'), settings)
+  assert reason is None
+  assert (config.rounds, config.eval_every, config.curve_split) == (
+      40, 10, 'validation')
+
+
 def test_selected_report_marks_the_rest_pending(tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
