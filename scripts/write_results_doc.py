@@ -27,6 +27,8 @@ Kinds (arguments in brackets are optional):
   femnist-clean                 results/femnist_clean*/ (500 and 1000 rounds)
   femnist-lam-auto              results/femnist_lam_auto/ (round 1000)
   bucketing                     results/bucketing/bucketing.csv
+  budget dataset=D              results/budget/D_budget.json and its local
+                                validation curve (scripts/budget_curve.py)
 
 Usage (from the repository root; no TensorFlow needed):
 
@@ -299,6 +301,27 @@ def render_bucketing(source: Source) -> list[str]:
       'and `bucketing.md` beside it).']
 
 
+def render_budget(source: Source, dataset: str) -> list[str]:
+  """A dataset's local validation curve and the budget chosen from it."""
+  budget_path = f'results/budget/{dataset}_budget.json'
+  curve_path = f'results/budget/{dataset}_local_curve.csv'
+  budget = source.json(budget_path)
+  rows = [[row['round'], f'{float(row["mean_accuracy"]):.3f}',
+           f'{float(row["std_accuracy"]):.3f}',
+           f'{float(row["pooled_accuracy"]):.3f}']
+          for row in source.csv_rows(curve_path)]
+  paper = budget.get('paper_local_test_accuracy')
+  return _table(['round', 'local: mean validation accuracy', 'std',
+                 'pooled'], rows) + [
+      '',
+      f'Plateau (first round within {budget["tolerance"]:g} of the best mean, '
+      f'{budget["best_mean_validation_accuracy"]:.3f}): round '
+      f'**{budget["plateau_round"]}** of {budget["rounds_run"]} run; the '
+      'paper\'s local test accuracy (Table 1, clean) is '
+      + (MISSING if paper is None else f'{paper:.3f}')
+      + f'. From {source.cite(budget_path)} and {source.cite(curve_path)}.']
+
+
 RENDERERS: dict[str, Callable[..., list[str]]] = {
     'report': render_report,
     'table': render_paper_table,
@@ -307,6 +330,7 @@ RENDERERS: dict[str, Callable[..., list[str]]] = {
     'femnist-clean': render_femnist_clean,
     'femnist-lam-auto': render_femnist_lam_auto,
     'bucketing': render_bucketing,
+    'budget': render_budget,
 }
 
 

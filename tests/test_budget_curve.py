@@ -15,14 +15,16 @@ _SCRIPT = os.path.join(
     'budget_curve.py')
 
 
-def _load():
-  spec = importlib.util.spec_from_file_location('budget_curve', _SCRIPT)
+def _load(name):
+  spec = importlib.util.spec_from_file_location(
+      name, os.path.join(os.path.dirname(_SCRIPT), f'{name}.py'))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
 
 
-budget_curve = _load()
+budget_curve = _load('budget_curve')
+write_results_doc = _load('write_results_doc')
 
 
 def _metrics(accuracies, prefix='benign_'):
@@ -75,3 +77,16 @@ def test_writes_curve_plot_and_budget(tmp_path):
     assert json.load(f)['plateau_round'] == 300
   assert (tmp_path / 'femnist_local_curve.png').stat().st_size > 0
   assert len(pd.read_csv(tmp_path / 'femnist_local_curve.csv')) == 4
+
+
+def test_results_page_renders_the_budget(tmp_path):
+  path = tmp_path / 'metrics.csv'
+  _metrics([0.1, 0.5, 0.6, 0.6]).to_csv(path, index=False)
+  budget_curve.write_budget('femnist', str(path),
+                            str(tmp_path / 'results' / 'budget'), 0.01)
+  page = ('<!-- begin generated: budget dataset=femnist -->\n'
+          '<!-- end generated -->')
+  rendered = write_results_doc.render(page, str(tmp_path))
+  assert '| 300 | 0.600 | 0.100 | 0.600 |' in rendered
+  assert 'round **300** of 400 run' in rendered
+  assert "paper's local test accuracy (Table 1, clean) is 0.628" in rendered
