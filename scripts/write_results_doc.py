@@ -29,6 +29,8 @@ Kinds (arguments in brackets are optional):
   bucketing                     results/bucketing/bucketing.csv
   budget dataset=D              results/budget/D_budget.json and its local
                                 validation curve (scripts/budget_curve.py)
+  rows-curve name=N             results/paper_budget/N_rows_curve.csv
+                                (scripts/rows_curve.py)
 
 Usage (from the repository root; no TensorFlow needed):
 
@@ -322,6 +324,19 @@ def render_budget(source: Source, dataset: str) -> list[str]:
       + f'. From {source.cite(budget_path)} and {source.cite(curve_path)}.']
 
 
+def render_rows_curve(source: Source, name: str) -> list[str]:
+  """Table 1's rows against rounds of one multi-lambda Ditto run."""
+  path = f'results/paper_budget/{name}_rows_curve.csv'
+  rows = [[row['split'], row['round']]
+          + [f'{float(row[key]):.3f}' for key in (
+              'global', 'local', 'ditto_lambda_1', 'ditto_per_device')]
+          for row in source.csv_rows(path)]
+  return _table(['split', 'round', 'global', 'local (lambda = 0)',
+                 'Ditto lambda = 1', 'Ditto per-device lambda'], rows) + [
+      '', f'Benign mean per-device accuracy. From {source.cite(path)} '
+      '(`scripts/rows_curve.py`).']
+
+
 RENDERERS: dict[str, Callable[..., list[str]]] = {
     'report': render_report,
     'table': render_paper_table,
@@ -331,6 +346,7 @@ RENDERERS: dict[str, Callable[..., list[str]]] = {
     'femnist-lam-auto': render_femnist_lam_auto,
     'bucketing': render_bucketing,
     'budget': render_budget,
+    'rows-curve': render_rows_curve,
 }
 
 

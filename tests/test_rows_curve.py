@@ -13,16 +13,17 @@ from tff_ditto import training
 from tff_ditto.data import load_dataset
 
 
-def _load_script():
+def _load_script(name):
   path = os.path.join(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))), 'scripts', 'rows_curve.py')
-  spec = importlib.util.spec_from_file_location('rows_curve', path)
+      os.path.abspath(__file__))), 'scripts', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
 
 
-rows_curve = _load_script()
+rows_curve = _load_script('rows_curve')
+write_results_doc = _load_script('write_results_doc')
 
 
 @pytest.fixture(scope='module')
@@ -62,3 +63,13 @@ def test_a_run_without_the_rows_is_refused():
   with pytest.raises(ValueError, match='report lambdas 0 and 1'):
     rows_curve.rows_curve(pd.DataFrame({'round': [0],
                                         'benign_mean_accuracy': [0.5]}))
+
+
+def test_results_page_renders_the_rows_curve(run_dir, tmp_path):
+  rows_curve.write_rows_curve(os.path.join(run_dir, 'metrics.csv'), 'toy',
+                              str(tmp_path / 'results' / 'paper_budget'))
+  page = ('<!-- begin generated: rows-curve name=toy -->\n'
+          '<!-- end generated -->')
+  rendered = write_results_doc.render(page, str(tmp_path))
+  assert rendered.count('| test |') == 2
+  assert rendered.count('| validation |') == 2
