@@ -12,9 +12,14 @@ with `--eval_split=validation` (or `--curve_split=validation`), and writes
 * `<output_dir>/<dataset>_budget.json`: the chosen budget and how it was
   chosen.
 
-Plateau: the first evaluated round whose mean validation accuracy is within
-`--tolerance` of the best mean the curve reaches. The choice uses validation
-data only; the paper's number is shown, never used to tune.
+Plateau: the curve has flattened when its mean validation accuracy rose by
+less than `--tolerance` over its last `--window` evaluations; the plateau
+round is then the first evaluated round within `--tolerance` of the best mean.
+Paper level: the first round whose mean validation accuracy reaches the
+paper's local (test) accuracy. The budget is the earlier of the two; when
+neither is reached, there is none yet, and the JSON says how fast the curve
+still rises. Only validation data and the paper's printed number are used;
+our test split never is.
 
 Usage:
 
@@ -74,6 +79,20 @@ def plateau_round(curve: pd.DataFrame, tolerance: float) -> int:
   return int(reached['round'].iloc[0])
 
 
+def final_rise(curve: pd.DataFrame, window: int) -> float:
+  """How much the mean accuracy rose over the last `window` evaluations."""
+  values = curve['mean_accuracy'].to_numpy()
+  return float(values[-1] - values[max(len(values) - 1 - window, 0)])
+
+
+def level_round(curve: pd.DataFrame, level: Optional[float]) -> Optional[int]:
+  """The first round whose mean accuracy reaches `level` (None: never)."""
+  if level is None:
+    return None
+  reached = curve[curve['mean_accuracy'] >= level]
+  return None if reached.empty else int(reached['round'].iloc[0])
+
+
 def paper_local(dataset: str) -> Optional[float]:
   """The paper's Table 1 clean `local` accuracy of the dataset, if printed."""
   number = reproduction.paper_numbers().get(
@@ -82,23 +101,34 @@ def paper_local(dataset: str) -> Optional[float]:
 
 
 def write_budget(dataset: str, metrics_path: str, output_dir: str,
-                 tolerance: float) -> dict:
+                 tolerance: float, window: int = 5) -> dict:
   """Writes the curve CSV, its plot and the budget JSON; returns the JSON."""
   curve = validation_curve(pd.read_csv(metrics_path))
   os.makedirs(output_dir, exist_ok=True)
   stem = os.path.join(output_dir, f'{dataset}_local')
   curve.to_csv(f'{stem}_curve.csv', index=False, float_format='%.4f')
   paper = paper_local(dataset)
+  rise = final_rise(curve, window)
+  plateau = plateau_round(curve, tolerance) if rise < tolerance else None
+  paper_level = level_round(curve, paper)
+  reached = [r for r in (plateau, paper_level) if r is not None]
   budget = dict(
       dataset=dataset,
       metrics=metrics_path,
       rounds_run=int(curve['round'].iloc[-1]),
       best_mean_validation_accuracy=float(curve['mean_accuracy'].max()),
+      final_mean_validation_accuracy=float(curve['mean_accuracy'].iloc[-1]),
       tolerance=tolerance,
-      plateau_round=plateau_round(curve, tolerance),
+      window=window,
+      rise_over_window=rise,
+      plateau_round=plateau,
       paper_local_test_accuracy=paper,
-      rule=('first evaluated round within tolerance of the best mean '
-            'validation accuracy of the curve'),
+      paper_level_round=paper_level,
+      budget_rounds=min(reached) if reached else None,
+      rule=('budget = the earlier of the plateau (the curve rose by less '
+            'than tolerance over its last window evaluations; then the first '
+            'round within tolerance of its best) and the first round at the '
+            "paper's local level; none when neither is reached"),
   )
   with open(os.path.join(output_dir, f'{dataset}_budget.json'), 'w') as f:
     json.dump(budget, f, indent=2)
@@ -113,8 +143,9 @@ def write_budget(dataset: str, metrics_path: str, output_dir: str,
   if paper is not None:
     axes.axhline(paper, color='gray', linestyle='--',
                  label=f'paper local (test) {paper:.3f}')
-  axes.axvline(budget['plateau_round'], color='black', linestyle=':',
-               label=f'plateau: round {budget["plateau_round"]}')
+  if budget['budget_rounds'] is not None:
+    axes.axvline(budget['budget_rounds'], color='black', linestyle=':',
+                 label=f'budget: round {budget["budget_rounds"]}')
   axes.set_xlabel('round')
   axes.set_ylabel('accuracy')
   axes.set_title(f'{dataset}: local training, validation')
@@ -132,10 +163,13 @@ def main() -> None:
                       help="The local run's metrics.csv.")
   parser.add_argument('--output_dir', default='results/budget')
   parser.add_argument('--tolerance', type=float, default=0.01,
-                      help='Plateau: within this of the best mean accuracy.')
+                      help='Plateau: a rise below this over the window.')
+  parser.add_argument('--window', type=int, default=5,
+                      help='Plateau: over this many last evaluations.')
   arguments = parser.parse_args()
   print(json.dumps(write_budget(arguments.dataset, arguments.metrics,
-                                arguments.output_dir, arguments.tolerance),
+                                arguments.output_dir, arguments.tolerance,
+                                arguments.window),
                    indent=2))
 
 

@@ -313,13 +313,19 @@ def render_budget(source: Source, dataset: str) -> list[str]:
            f'{float(row["pooled_accuracy"]):.3f}']
           for row in source.csv_rows(curve_path)]
   paper = budget.get('paper_local_test_accuracy')
+  if budget['budget_rounds'] is None:
+    verdict = (
+        f'No budget yet: after {budget["rounds_run"]} rounds the curve still '
+        f'rose by {budget["rise_over_window"]:.3f} over its last '
+        f'{budget["window"]} evaluations (plateau: less than '
+        f'{budget["tolerance"]:g}) and is below the paper\'s local level.')
+  else:
+    verdict = (f'Budget: **{budget["budget_rounds"]} rounds** (plateau round: '
+               f'{budget["plateau_round"]}; first round at the paper\'s local '
+               f'level: {budget["paper_level_round"]}).')
   return _table(['round', 'local: mean validation accuracy', 'std',
                  'pooled'], rows) + [
-      '',
-      f'Plateau (first round within {budget["tolerance"]:g} of the best mean, '
-      f'{budget["best_mean_validation_accuracy"]:.3f}): round '
-      f'**{budget["plateau_round"]}** of {budget["rounds_run"]} run; the '
-      'paper\'s local test accuracy (Table 1, clean) is '
+      '', verdict + ' The paper\'s local test accuracy (Table 1, clean): '
       + (MISSING if paper is None else f'{paper:.3f}')
       + f'. From {source.cite(budget_path)} and {source.cite(curve_path)}.']
 

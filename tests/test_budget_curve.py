@@ -66,12 +66,32 @@ def test_metrics_without_evaluation_are_refused():
     budget_curve.validation_curve(metrics)
 
 
+def test_a_curve_still_rising_has_no_budget(tmp_path):
+  path = tmp_path / 'metrics.csv'
+  _metrics([0.1, 0.2, 0.3, 0.4, 0.5]).to_csv(path, index=False)
+  budget = budget_curve.write_budget('femnist', str(path), str(tmp_path),
+                                     tolerance=0.01, window=2)
+  assert budget['plateau_round'] is None
+  assert budget['budget_rounds'] is None
+  assert budget['rise_over_window'] == pytest.approx(0.2)
+
+
+def test_the_paper_level_ends_the_budget_before_a_plateau(tmp_path):
+  path = tmp_path / 'metrics.csv'
+  _metrics([0.3, 0.63, 0.7, 0.8]).to_csv(path, index=False)
+  budget = budget_curve.write_budget('femnist', str(path), str(tmp_path),
+                                     tolerance=0.01, window=2)
+  assert budget['paper_level_round'] == 200  # 0.63 >= 0.628
+  assert budget['budget_rounds'] == 200
+
+
 def test_writes_curve_plot_and_budget(tmp_path):
   path = tmp_path / 'metrics.csv'
   _metrics([0.1, 0.5, 0.6, 0.6]).to_csv(path, index=False)
   budget = budget_curve.write_budget('femnist', str(path), str(tmp_path),
-                                     tolerance=0.01)
+                                     tolerance=0.01, window=1)
   assert budget['plateau_round'] == 300
+  assert budget['budget_rounds'] == 300
   assert budget['paper_local_test_accuracy'] == 0.628  # Table 1, clean
   with open(tmp_path / 'femnist_budget.json') as f:
     assert json.load(f)['plateau_round'] == 300
@@ -83,10 +103,10 @@ def test_results_page_renders_the_budget(tmp_path):
   path = tmp_path / 'metrics.csv'
   _metrics([0.1, 0.5, 0.6, 0.6]).to_csv(path, index=False)
   budget_curve.write_budget('femnist', str(path),
-                            str(tmp_path / 'results' / 'budget'), 0.01)
+                            str(tmp_path / 'results' / 'budget'), 0.01, 1)
   page = ('<!-- begin generated: budget dataset=femnist -->\n'
           '<!-- end generated -->')
   rendered = write_results_doc.render(page, str(tmp_path))
   assert '| 300 | 0.600 | 0.100 | 0.600 |' in rendered
-  assert 'round **300** of 400 run' in rendered
-  assert "paper's local test accuracy (Table 1, clean) is 0.628" in rendered
+  assert 'Budget: **300 rounds**' in rendered
+  assert "local test accuracy (Table 1, clean): 0.628" in rendered
