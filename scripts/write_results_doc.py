@@ -19,8 +19,10 @@ when the report is regenerated; a new report gets new blocks.
 Kinds (arguments in brackets are optional):
 
   report [rev]                  the report's date, commit, command and mode
-  table table=K dataset=D [rev] a paper table (K = table1, table2, table3,
-                                figure5, figure6) from results/K_D.csv
+  table table=K dataset=D [report=DIR] [rev]
+                                a paper table (K = table1, table2, table3,
+                                figure5, figure6) from DIR/K_D.csv (DIR
+                                default results)
   comparison table=1|3 dataset=D [rev]
                                 the report's per-device Ditto vs global table
   default-run                   results/default_run/comparison.csv
@@ -131,13 +133,15 @@ def render_report(source: Source) -> list[str]:
   return lines
 
 
-def render_paper_table(source: Source, table: str, dataset: str) -> list[str]:
+def render_paper_table(source: Source, table: str, dataset: str,
+                       report: str = 'results') -> list[str]:
   """One paper table: rows = methods, columns = attack columns.
 
   Rows and columns without any result are left out; `–` marks a cell not
-  run (pending or not runnable; the report gives the reason).
+  run (pending or not runnable; the report gives the reason). `report` is
+  the report's folder (e.g. results/paper_budget).
   """
-  path = f'results/{table}_{dataset}.csv'
+  path = f'{report}/{table}_{dataset}.csv'
   records = source.csv_rows(path)
   methods = list(dict.fromkeys(r['method'] for r in records))
   columns = list(dict.fromkeys(r['column'] for r in records))

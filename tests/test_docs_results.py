@@ -78,3 +78,17 @@ def test_unknown_block_kind_is_an_error(tmp_path):
   with pytest.raises(ValueError, match='Unknown generated block kind'):
     write_results_doc.render(
         '<!-- begin generated: nonsense -->\n<!-- end generated -->', str(tmp_path))
+
+
+def test_a_table_renders_from_another_report_folder(tmp_path):
+  folder = tmp_path / 'results' / 'paper_budget'
+  folder.mkdir(parents=True)
+  (folder / 'table1_toy.csv').write_text(textwrap.dedent("""\
+      method,column,attack,ratio,cell_id,status,ours_mean,ours_std,paper_mean,paper_std,paper_source
+      Global,clean,none,0.0,g,derived,0.5,0.1,0.804,,table1
+      """))
+  page = ('<!-- begin generated: table table=table1 dataset=toy '
+          'report=results/paper_budget -->\n<!-- end generated -->')
+  rendered = write_results_doc.render(page, str(tmp_path))
+  assert '| Global | 0.500 (0.100); paper 0.804 |' in rendered
+  assert 'results/paper_budget/table1_toy.csv' in rendered
