@@ -22,9 +22,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from tff_ditto import models
 from tff_ditto import training
-from tff_ditto.data import load_dataset
 
 GOLDEN_PATH = os.path.join(os.path.dirname(__file__), 'golden_metrics.json')
 WRITE = os.environ.get('TFF_DITTO_WRITE_GOLDEN') == '1'
@@ -46,17 +44,6 @@ ROUND_KEYS = ('global_train_loss', 'personal_train_loss',
               'sampled_malicious', 'non_finite_updates')
 SUMMARY_KEYS = ('benign_pooled_accuracy', 'benign_mean_accuracy',
                 'benign_std_accuracy', 'benign_pooled_loss')
-
-
-@pytest.fixture(scope='module')
-def dataset():
-  full = load_dataset('synthetic')
-  return full.subset(full.client_ids[:6])
-
-
-@pytest.fixture(scope='module')
-def model_fn():
-  return models.get_model_spec('synthetic', seed=0).tff_model_fn()
 
 
 def _weights_digest(runner) -> str:
@@ -114,9 +101,11 @@ def written(golden):
 
 
 @pytest.mark.parametrize('name', sorted(CASES))
-def test_run_matches_its_golden_metrics(name, dataset, model_fn, tmp_path,
-                                        golden, written):
-  result = _run_case(name, dataset, model_fn, tmp_path)
+def test_run_matches_its_golden_metrics(name, synthetic_six_clients,
+                                        synthetic_model_fn, tmp_path, golden,
+                                        written):
+  result = _run_case(name, synthetic_six_clients, synthetic_model_fn,
+                     tmp_path)
   if WRITE:
     written[name] = result
     return

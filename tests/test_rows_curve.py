@@ -8,9 +8,7 @@ import os
 import pandas as pd
 import pytest
 
-from tff_ditto import models
 from tff_ditto import training
-from tff_ditto.data import load_dataset
 
 
 def _load_script(name):
@@ -27,10 +25,8 @@ write_results_doc = _load_script('write_results_doc')
 
 
 @pytest.fixture(scope='module')
-def run_dir(tmp_path_factory):
-  full = load_dataset('synthetic')
-  dataset = full.subset(full.client_ids[:6])
-  model_fn = models.get_model_spec('synthetic', seed=0).tff_model_fn()
+def run_dir(tmp_path_factory, synthetic_six_clients, synthetic_model_fn):
+  dataset, model_fn = synthetic_six_clients, synthetic_model_fn
   config = training.ExperimentConfig(
       method='ditto', rounds=4, clients_per_round=3, local_steps=2,
       batch_size=10, lam_selection='auto', report_lambdas=(0.0, 1.0),

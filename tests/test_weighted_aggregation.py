@@ -19,11 +19,9 @@ import tensorflow_federated as tff
 
 from tff_ditto import aggregators as agg
 from tff_ditto import ditto
-from tff_ditto import models
 from tff_ditto import training
 from tff_ditto import training_config
 from tff_ditto.aggregators import omniscient
-from tff_ditto.data import load_dataset
 from test_aggregators import X  # 5 clients x 3 coordinates
 
 # Integer weights (example counts); the second has an even total (8) whose
@@ -374,14 +372,13 @@ def test_spec_builds_the_weighted_factory():
 
 
 @pytest.fixture(scope='module')
-def dataset():
-  full = load_dataset('synthetic')
-  return full.subset(full.client_ids[:6])
+def dataset(synthetic_six_clients):
+  return synthetic_six_clients
 
 
 @pytest.fixture(scope='module')
-def model_fn():
-  return models.get_model_spec('synthetic', seed=0).tff_model_fn()
+def model_fn(synthetic_model_fn):
+  return synthetic_model_fn
 
 
 def _weights_list(process, state):
