@@ -46,6 +46,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_ditto import batch_loops
 from tff_ditto import computation_cache
 from tff_ditto import optimization
 from tff_ditto import training_config
@@ -262,12 +263,9 @@ def personal_lambdas(personal_lambda: Union[float, Sequence[float]]) -> tuple[fl
   return lambdas
 
 
-def _num_examples(batches: tf.data.Dataset) -> tf.Tensor:
-  """Examples in a dataset of batches (leading size of each batch)."""
-  return batches.reduce(
-      tf.constant(0, tf.int32),
-      lambda count, batch: count + tf.shape(tf.nest.flatten(batch)[0])[0],
-  )
+def _num_examples(batches: batch_loops.StackedBatches) -> tf.Tensor:
+  """Examples in stacked batches (the sum of their sizes)."""
+  return tf.reduce_sum(batches.sizes)
 
 
 def _first_argmin(values: Sequence[tf.Tensor]) -> tf.Tensor:
@@ -299,7 +297,7 @@ def lambda_selecting_step(
     batch,
     center,
     lambdas: Sequence[float],
-    validation: tf.data.Dataset,
+    validation: batch_loops.StackedBatches,
     use_validation: tf.Tensor,
     fallback_index: int,
 ):
@@ -321,7 +319,8 @@ def lambda_selecting_step(
     batch: One training batch.
     center: Flat tuple of tensors, w_t.
     lambdas: The candidate lambdas (Python floats).
-    validation: The client's whole validation split, batched.
+    validation: The client's whole validation split, batched and stacked
+      (`batch_loops.stack_batches`).
     use_validation: Scalar bool tensor: choose by validation loss.
     fallback_index: Index into `lambdas` of the step taken otherwise.
 
@@ -480,6 +479,8 @@ def build_ditto_client_update(
         num_examples=zero,
     )
     if select_lambda_per_step:
+      # Read once; every personal step evaluates its candidates on it.
+      validation = batch_loops.stack_batches(validation)
       use_validation = _num_examples(validation) >= min_validation_examples
       initial_loop_state[LAMBDA_CHOICES_KEY] = tf.zeros([len(lambdas) + 1])
 
@@ -546,8 +547,8 @@ def build_ditto_client_update(
       new_state['num_examples'] += tf.cast(num_examples, tf.float32)
       return new_state
 
-    loop_state = batches.take(local_steps).reduce(
-        initial_loop_state, train_on_batch
+    loop_state = batch_loops.reduce_batches(
+        batches, initial_loop_state, train_on_batch, max_batches=local_steps
     )
     update = tf.nest.map_structure(
         tf.subtract, initial_weights.trainable, global_weights.trainable
@@ -695,17 +696,17 @@ def _build_client_work(
         read_path=tf.constant(''), write_path=tf.constant('')
     )
     if personalize:
-      handle = client_data[STATE_KEY].reduce(handle, lambda _, h: h)
+      handle = batch_loops.single_element(client_data[STATE_KEY])
     attack = collections.OrderedDict(
         code=tf.constant(0), scale=tf.constant(1.0),
         seed=tf.zeros([2], tf.int64),
     )
     if simulate_attacks:
-      attack = client_data[ATTACK_KEY].reduce(attack, lambda _, a: a)
+      attack = batch_loops.single_element(client_data[ATTACK_KEY])
     train_size = None
     if num_train_examples:
-      train_size = client_data[NUM_TRAIN_EXAMPLES_KEY].reduce(
-          tf.constant(0.0, tf.float32), lambda _, n: n
+      train_size = batch_loops.single_element(
+          client_data[NUM_TRAIN_EXAMPLES_KEY]
       )
     update, weight, client_metrics = client_update(
         initial_weights,

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_ditto import batch_loops
 from tff_ditto import ditto
 from tff_ditto import optimization
 
@@ -43,7 +44,9 @@ def _evaluate_model(model, batches):
     count = tf.cast(output.num_examples, tf.float32)
     return totals + tf.stack([output.loss * count, count])
 
-  totals = batches.reduce(tf.zeros([2], tf.float32), accumulate)
+  totals = batch_loops.reduce_batches(
+      batches, tf.zeros([2], tf.float32), accumulate
+  )
   unfinalized = model.report_local_unfinalized_metrics()
   accuracy_total, accuracy_count = tf.unstack(
       tf.cast(unfinalized['accuracy'], tf.float32)
@@ -89,12 +92,7 @@ def build_personalized_evaluation(
   def evaluate_client(client_data):
     models = [model_fn() for _ in range(num_personal_models)]
     weights = [tff.learning.models.ModelWeights.from_model(m) for m in models]
-    handle = client_data[ditto.STATE_KEY].reduce(
-        collections.OrderedDict(
-            read_path=tf.constant(''), write_path=tf.constant('')
-        ),
-        lambda _, h: h,
-    )
+    handle = batch_loops.single_element(client_data[ditto.STATE_KEY])
 
     @tf.function
     def run(batches, read_path):
@@ -163,7 +161,7 @@ def _finetune(model, weights, optimizer, train_batches, proximal_strength):
     )
     return state
 
-  return train_batches.reduce(optimizer_state, step)
+  return batch_loops.reduce_batches(train_batches, optimizer_state, step)
 
 
 def build_finetune_evaluation(

@@ -12,8 +12,12 @@ selection); `mean_loss` is the validation loss those steps are chosen by.
 
 from __future__ import annotations
 
+from typing import Union
+
 import tensorflow as tf
 import tensorflow_federated as tff
+
+from tff_ditto import batch_loops
 
 
 def build_server_optimizer(
@@ -54,7 +58,9 @@ def gradient(model, trainable, batch, training: bool = True):
   return tuple(gradients), output.loss, num_examples
 
 
-def mean_loss(model, batches: tf.data.Dataset) -> tf.Tensor:
+def mean_loss(
+    model, batches: Union[tf.data.Dataset, batch_loops.StackedBatches]
+) -> tf.Tensor:
   """Example-weighted mean loss of the model over `batches` (inference)."""
 
   def accumulate(totals, batch):
@@ -62,7 +68,9 @@ def mean_loss(model, batches: tf.data.Dataset) -> tf.Tensor:
     count = tf.cast(tf.shape(output.predictions)[0], tf.float32)
     return totals + tf.stack([output.loss * count, count])
 
-  totals = batches.reduce(tf.zeros([2], tf.float32), accumulate)
+  totals = batch_loops.reduce_batches(
+      batches, tf.zeros([2], tf.float32), accumulate
+  )
   return totals[0] / tf.maximum(totals[1], 1.0)
 
 

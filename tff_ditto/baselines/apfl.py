@@ -33,6 +33,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_ditto import batch_loops
 from tff_ditto import optimization
 from tff_ditto.baselines import common
 
@@ -145,9 +146,11 @@ def build_apfl_process(
 
       zero = tf.constant(0.0)
       (_, _, global_loss_sum, local_loss_sum, num_batches, num_examples) = (
-          client_data[common.BATCHES_KEY].take(local_steps).reduce(
+          batch_loops.reduce_batches(
+              client_data[common.BATCHES_KEY],
               (global_state, local_state, zero, zero, zero, zero),
               train_on_batch,
+              max_batches=local_steps,
           )
       )
       written = tf.io.write_file(

@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_ditto import batch_loops
 from tff_ditto import ditto
 from tff_ditto import optimization
 
@@ -142,12 +143,7 @@ def read_state(
 
 def state_handle(client_data) -> collections.OrderedDict:
   """The `(read_path, write_path)` handle from a client's data."""
-  return client_data[STATE_KEY].reduce(
-      collections.OrderedDict(
-          read_path=tf.constant(''), write_path=tf.constant('')
-      ),
-      lambda _, h: h,
-  )
+  return batch_loops.single_element(client_data[STATE_KEY])
 
 
 # ----------------------------------------------------------- computations
@@ -179,8 +175,8 @@ def proximal_sgd(
     )
 
   zero = tf.constant(0.0)
-  _, loss_sum, num_batches, num_examples = batches.reduce(
-      (optimizer_state, zero, zero, zero), train_on_batch
+  _, loss_sum, num_batches, num_examples = batch_loops.reduce_batches(
+      batches, (optimizer_state, zero, zero, zero), train_on_batch
   )
   return loss_sum, num_batches, num_examples
 
@@ -229,13 +225,7 @@ def build_client_work(
     client_update = make_client_update()
     update, weight, statistics = client_update(initial_weights, client_data)
     if simulate_attacks:
-      attack = client_data[ATTACK_KEY].reduce(
-          collections.OrderedDict(
-              code=tf.constant(0), scale=tf.constant(1.0),
-              seed=tf.zeros([2], tf.int64),
-          ),
-          lambda _, a: a,
-      )
+      attack = batch_loops.single_element(client_data[ATTACK_KEY])
       update, weight = ditto._apply_update_attack(update, weight, attack)  # pylint: disable=protected-access
     update, has_non_finite = ditto._zero_if_non_finite(update)  # pylint: disable=protected-access
     weight = tf.where(has_non_finite > 0, 0.0, weight)

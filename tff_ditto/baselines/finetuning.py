@@ -44,6 +44,7 @@ from typing import Optional
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_ditto import batch_loops
 from tff_ditto import evaluation
 from tff_ditto import optimization
 from tff_ditto.baselines import common
@@ -95,7 +96,7 @@ def symmetric_kl_gradient(model, teacher, trainable, batches):
     return tuple(t + g for t, g in zip(totals, gradients))
 
   zeros = tuple(tf.zeros_like(v) for v in trainable)
-  return batches.reduce(zeros, accumulate)
+  return batch_loops.reduce_batches(batches, zeros, accumulate)
 
 
 def _sgd_step(model, trainable, optimizer, optimizer_state, batch,
@@ -132,7 +133,7 @@ def finetune(model, weights, optimizer, batches, extra_gradient=None):
                          extra_gradient)
     return state
 
-  return batches.reduce(optimizer_state, step)
+  return batch_loops.reduce_batches(batches, optimizer_state, step)
 
 
 def ewc_finetune(model, weights, optimizer, batches, strength: float):
@@ -167,7 +168,9 @@ def ewc_finetune(model, weights, optimizer, batches, strength: float):
         count < FISHER_BATCHES, accumulate_fisher, train)
     return new_state, fisher, count + 1
 
-  return batches.reduce((optimizer_state, fisher0, tf.constant(0)), step)
+  return batch_loops.reduce_batches(
+      batches, (optimizer_state, fisher0, tf.constant(0)), step
+  )
 
 
 def early_stopping_finetune(model, weights, optimizer, batches, validation,
@@ -183,6 +186,8 @@ def early_stopping_finetune(model, weights, optimizer, batches, validation,
   best = tuple(tf.nest.flatten(best_weights.trainable))
   center = tuple(tf.identity(v) for v in trainable)
   optimizer_state = optimization.initialize_optimizer(optimizer, weights)
+  # Read once; every step evaluates on it.
+  validation = batch_loops.stack_batches(validation)
   with tf.control_dependencies(
       [b.assign(v) for b, v in zip(best, trainable)]):
     initial_loss = common.mean_loss(model, validation)
@@ -204,7 +209,8 @@ def early_stopping_finetune(model, weights, optimizer, batches, validation,
     return tf.cond(
         stopped, lambda: (state, best_loss, since_best, stopped), train)
 
-  final = batches.reduce(
+  final = batch_loops.reduce_batches(
+      batches,
       (optimizer_state, initial_loss, tf.constant(0), tf.constant(False)),
       step)
   with tf.control_dependencies(tf.nest.flatten(final)):

@@ -35,6 +35,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_ditto import batch_loops
 from tff_ditto.baselines import common
 
 CANDIDATE_LAMBDAS = (0.25, 0.5, 0.75)
@@ -121,6 +122,9 @@ def build_mapper_process(
       mixed_trainable = tuple(tf.nest.flatten(mixed_weights.trainable))
       best_trainable = tuple(tf.nest.flatten(best_weights.trainable))
       global_trainable = tuple(tf.nest.flatten(initial_weights.trainable))
+      # Read once; every block scores its candidate on it.
+      full_train = batch_loops.stack_batches(
+          client_data[common.FULL_TRAIN_KEY])
 
       def candidate_block(loop_state, batches_of_block):
         (index, best_loss, best_lambda, new_global, loss_sum, num_batches,
@@ -142,10 +146,13 @@ def build_mapper_process(
             candidate.assign(candidate - learning_rate * (lam * g))
           return loss_sum + loss, num_examples + tf.cast(examples, tf.float32)
 
-        block_loss_sum, block_examples = tf.data.Dataset.range(block).reduce(
-            (tf.constant(0.0), tf.constant(0.0)), local_step)
-        score = common.mean_loss(
-            mixed_model, client_data[common.FULL_TRAIN_KEY])
+        _, block_loss_sum, block_examples = tf.while_loop(
+            lambda step, *_: step < block,
+            lambda step, *sums: (step + 1, *local_step(sums, step)),
+            (tf.constant(0, tf.int64), tf.constant(0.0), tf.constant(0.0)),
+            parallel_iterations=1,
+        )
+        score = common.mean_loss(mixed_model, full_train)
         better = score < best_loss
         for best, candidate in zip(best_trainable, candidate_trainable):
           best.assign(tf.where(better, candidate, best))
@@ -179,7 +186,8 @@ def build_mapper_process(
           .batch(block, drop_remainder=True)
       )
       (_, _, best_lambda, new_global, loss_sum, num_batches, num_examples) = (
-          blocks.reduce(
+          batch_loops.reduce_batches(
+              blocks,
               (tf.constant(0), tf.constant(INITIAL_BEST_LOSS),
                tf.constant(0.0), global_trainable, zero, zero, zero),
               candidate_block,

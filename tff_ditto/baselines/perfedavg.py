@@ -41,6 +41,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_ditto import batch_loops
 from tff_ditto.baselines import common
 
 FINITE_DIFFERENCE_DELTA = 1e-3
@@ -163,11 +164,12 @@ def build_perfedavg_process(
         )
 
       zero = tf.constant(0.0)
-      loss_sum, num_batches, num_examples = (
+      loss_sum, num_batches, num_examples = batch_loops.reduce_batches(
           client_data[common.BATCHES_KEY]
           .take(BATCHES_PER_ITERATION * local_steps)
-          .batch(BATCHES_PER_ITERATION, drop_remainder=True)
-          .reduce((zero, zero, zero), meta_step)
+          .batch(BATCHES_PER_ITERATION, drop_remainder=True),
+          (zero, zero, zero),
+          meta_step,
       )
       update = tf.nest.map_structure(
           tf.subtract, initial_weights.trainable,
