@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 from tff_ditto import experiment_defaults
+from tff_ditto import names
 from tff_ditto import training_config
 from tff_ditto.reproduction.grid import Cell
 
@@ -94,7 +95,7 @@ def _config_fields() -> set[str]:
 
 
 def _available_methods() -> tuple[str, ...]:
-  return tuple(training_config.METHODS)
+  return tuple(names.METHODS)
 
 
 def cell_config(cell: Cell, settings: RunSettings):
