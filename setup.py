@@ -15,7 +15,7 @@ setuptools.setup(
         'Byzantine-robust aggregation with bucketing, in TensorFlow Federated.'
     ),
     packages=setuptools.find_packages(include=['tff_ditto', 'tff_ditto.*']),
-    # The paper's Tables 1-3, read by tff_ditto.reproduction's report.
+    # The paper's Tables 1-3, read by tff_ditto.reproduction.paper_tables.
     package_data={'tff_ditto': ['paper_tables.csv']},
     python_requires='>=3.11,<3.12',
     install_requires=[

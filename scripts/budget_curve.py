@@ -37,7 +37,8 @@ from typing import Optional
 import matplotlib
 import pandas as pd
 
-from tff_ditto import reproduction
+from tff_ditto.reproduction import grid
+from tff_ditto.reproduction import paper_tables
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -95,8 +96,8 @@ def level_round(curve: pd.DataFrame, level: Optional[float]) -> Optional[int]:
 
 def paper_local(dataset: str) -> Optional[float]:
   """The paper's Table 1 clean `local` accuracy of the dataset, if printed."""
-  number = reproduction.paper_numbers().get(
-      ('table1', dataset, 'local') + reproduction.CLEAN)
+  number = paper_tables.paper_numbers().get(
+      ('table1', dataset, 'local') + grid.CLEAN)
   return None if number is None else number.mean
 
 

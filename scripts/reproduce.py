@@ -31,7 +31,11 @@ import pandas as pd  # noqa: E402
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-from tff_ditto import reproduction  # noqa: E402  pylint: disable=g-import-not-at-top
+from tff_ditto.reproduction import availability  # noqa: E402  pylint: disable=g-import-not-at-top
+from tff_ditto.reproduction import grid  # noqa: E402  pylint: disable=g-import-not-at-top
+from tff_ditto.reproduction import report  # noqa: E402  pylint: disable=g-import-not-at-top
+from tff_ditto.reproduction import run_settings  # noqa: E402  pylint: disable=g-import-not-at-top
+from tff_ditto.reproduction import running  # noqa: E402  pylint: disable=g-import-not-at-top
 
 _DATA_DIR = flags.DEFINE_string(
     'data_dir', None, 'Root of the real data (e.g. ../shared/data); none: '
@@ -52,7 +56,7 @@ _QUICK = flags.DEFINE_bool(
     'quick', False,
     'Smoke test: the whole grid with --quick_rounds rounds on the first '
     '--quick_max_clients clients of each dataset, with '
-    + reproduction.describe_overrides(reproduction.QUICK_CONFIG_OVERRIDES)
+    + run_settings.describe_overrides(run_settings.QUICK_CONFIG_OVERRIDES)
     + ' (reproduction.QUICK_CONFIG_OVERRIDES).')
 _QUICK_ROUNDS = flags.DEFINE_integer('quick_rounds', 2,
                                      'Rounds per cell with --quick.')
@@ -125,7 +129,7 @@ _DISCUSSION_DIR = flags.DEFINE_string(
 
 def _config_overrides(quick: bool) -> dict:
   """`ExperimentConfig` fields the flags set in every cell."""
-  overrides = dict(reproduction.QUICK_CONFIG_OVERRIDES) if quick else {}
+  overrides = dict(run_settings.QUICK_CONFIG_OVERRIDES) if quick else {}
   if _CURVE_SPLIT.value is not None:
     overrides['curve_split'] = _CURVE_SPLIT.value
   return overrides
@@ -165,19 +169,19 @@ def main(argv):
   output_dir = output_dir.rstrip('/') or 'results'
   runs_dir = _RUNS_DIR.value or os.path.join(
       'runs', 'reproduce_quick' if quick else 'reproduce')
-  present, absent = reproduction.available_datasets(_DATA_DIR.value)
+  present, absent = availability.available_datasets(_DATA_DIR.value)
   datasets = _DATASETS.value or present
   unavailable = {d: why for d, why in absent.items() if d in datasets}
   if 'celeba' not in datasets:
     unavailable.setdefault('celeba', absent.get(
-        'celeba', reproduction.NOT_RUN_DATASETS['celeba']))
+        'celeba', availability.NOT_RUN_DATASETS['celeba']))
   try:
-    rounds, dataset_rounds = reproduction.parse_rounds(_ROUNDS.value or [])
+    rounds, dataset_rounds = grid.parse_rounds(_ROUNDS.value or [])
   except ValueError as error:
     raise app.UsageError(str(error)) from error
   if quick and not _ROUNDS.value:
     rounds = _QUICK_ROUNDS.value
-  settings = reproduction.RunSettings(
+  settings = run_settings.RunSettings(
       data_dir=_DATA_DIR.value, runs_dir=runs_dir,
       rounds=rounds, dataset_rounds=dataset_rounds,
       max_clients=_QUICK_MAX_CLIENTS.value if quick else None,
@@ -191,44 +195,44 @@ def main(argv):
   if unknown:
     raise app.UsageError(f'--rounds names datasets not in the grid: '
                          f'{unknown} (grid: {report_datasets})')
-  cells = reproduction.paper_cells(report_datasets)
+  cells = grid.paper_cells(report_datasets)
   selecting = any(flag.value is not None for flag in (
       _TABLES, _METHODS, _AGGREGATORS, _COLUMNS)) or _PLAIN_ONLY.value
   log = lambda line: print(line, flush=True)
   if selecting:
-    selected = reproduction.paper_cells(
+    selected = grid.paper_cells(
         report_datasets,
-        [reproduction.spec_by_key(key) for key in _TABLES.value]
-        if _TABLES.value else reproduction.PAPER_SPECS)
-    selected = reproduction.select_cells(
+        [grid.spec_by_key(key) for key in _TABLES.value]
+        if _TABLES.value else grid.PAPER_SPECS)
+    selected = grid.select_cells(
         selected, methods=_METHODS.value, aggregators=_AGGREGATORS.value,
-        columns=reproduction.parse_columns(_COLUMNS.value)
+        columns=grid.parse_columns(_COLUMNS.value)
         if _COLUMNS.value else None, plain_only=_PLAIN_ONLY.value)
     not_here = sum(cell.dataset in unavailable for cell in selected)
     print(f'{len(selected)} of {len(cells)} cells selected ({not_here} of '
           f'them on datasets not available here); datasets {datasets}; '
           f'runs in {runs_dir}', flush=True)
-    ran = reproduction.run_grid(selected, settings, unavailable, log_fn=log,
-                                run_missing=not _REPORT_ONLY.value)
+    ran = running.run_grid(selected, settings, unavailable, log_fn=log,
+                           run_missing=not _REPORT_ONLY.value)
     # The report covers the whole grid: finished cells, the rest pending;
     # this run's rows (with failures and timings) take precedence.
-    collected = reproduction.run_grid(cells, settings, unavailable,
-                                      log_fn=lambda line: None,
-                                      run_missing=False)
+    collected = running.run_grid(cells, settings, unavailable,
+                                 log_fn=lambda line: None,
+                                 run_missing=False)
     results = pd.concat([ran, collected]).drop_duplicates(
         ['dataset', 'cell_id'], keep='first')
     results.to_csv(os.path.join(runs_dir, 'cells.csv'), index=False)
   else:
     print(f'{len(cells)} cells; datasets {datasets}; runs in {runs_dir}',
           flush=True)
-    results = reproduction.run_grid(cells, settings, unavailable,
-                                    log_fn=log,
-                                    run_missing=not _REPORT_ONLY.value)
+    results = running.run_grid(cells, settings, unavailable,
+                               log_fn=log,
+                               run_missing=not _REPORT_ONLY.value)
   os.makedirs(output_dir, exist_ok=True)
   theory = None if _SKIP_THEORY.value else _theory_section(output_dir)
   mode = (f'quick smoke test: {settings.describe_rounds()}, first '
           f'{settings.max_clients} clients of each dataset, '
-          + reproduction.describe_overrides(settings.config_overrides)
+          + run_settings.describe_overrides(settings.config_overrides)
           if quick else
           f'full: {settings.describe_rounds()}, all clients')
   note = ('> **Quick smoke test, not the paper reproduction.** Few rounds '
@@ -237,7 +241,7 @@ def main(argv):
   if _REPORT_ONLY.value or selecting:
     note += ('\n\n> **Partial grid**: cells still to run are listed as '
              'pending.')
-  path = reproduction.write_report(
+  path = report.write_report(
       results, output_dir,
       command=' '.join(['.venv/bin/python scripts/reproduce.py'] +
                        [shlex.quote(a) for a in sys.argv[1:]]),

@@ -473,15 +473,6 @@ def test_mapper_keeps_the_lambda_with_the_lowest_training_loss(tmp_path):
 # ------------------------------------------------- ExperimentRunner wiring
 
 
-def test_config_lists_match_the_baselines_package():
-  from tff_ditto import baselines
-  from tff_ditto import training_config
-
-  assert training_config.BASELINE_METHODS == baselines.BASELINE_METHODS
-  assert set(baselines.STATEFUL_METHODS) <= set(
-      training_config.PERSONALIZED_METHODS)
-
-
 @pytest.fixture(scope='module')
 def synthetic():
   from tff_ditto import models

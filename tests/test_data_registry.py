@@ -12,7 +12,7 @@ from tff_ditto.data import DataError
 from tff_ditto.data import load_dataset
 from tff_ditto.data import registry
 from tff_ditto.data import synthetic
-from tff_ditto.data.leaf import write_leaf_split
+from tff_ditto.data.leaf_json import write_leaf_split
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(REPO, 'leaf_data', 'samples')

@@ -8,75 +8,84 @@ import os
 import pandas as pd
 import pytest
 
-from tff_ditto import reproduction
 from tff_ditto.data import registry
+from tff_ditto.reproduction import availability
+from tff_ditto.reproduction import comparisons
+from tff_ditto.reproduction import derived_rows
+from tff_ditto.reproduction import grid
+from tff_ditto.reproduction import paper_tables
+from tff_ditto.reproduction import report as report_lib
+from tff_ditto.reproduction import result_rows
+from tff_ditto.reproduction import run_settings
+from tff_ditto.reproduction import running
+from tff_ditto.reproduction import tables
 
 
 def test_paper_grid_shape():
-  cells = reproduction.paper_cells(['femnist'])
+  cells = grid.paper_cells(['femnist'])
   assert len(cells) == len(set(cells))
   ids = {cell.cell_id for cell in cells}
   # Table 1: Ditto and global at every attack column, robust rules too.
-  for attack, ratio in reproduction.attack_columns('femnist'):
+  for attack, ratio in grid.attack_columns('femnist'):
     for method in ('ditto', 'global'):
-      assert reproduction.make_cell('femnist', method, attack,
-                                    ratio).cell_id in ids
-  assert reproduction.make_cell('femnist', 'global', 'a1', 0.8,
-                                'krum').cell_id in ids
+      assert grid.make_cell('femnist', method, attack,
+                            ratio).cell_id in ids
+  assert grid.make_cell('femnist', 'global', 'a1', 0.8,
+                        'krum').cell_id in ids
   # Table 3 and Figure 6 cells.
-  assert reproduction.make_cell('femnist', 'ditto', 'a3', 0.2,
-                                'median').cell_id in ids
-  assert reproduction.make_cell('femnist', 'finetune', 'a3', 0.2,
-                                options=dict(finetune_lam=1)).cell_id in ids
+  assert grid.make_cell('femnist', 'ditto', 'a3', 0.2,
+                        'median').cell_id in ids
+  assert grid.make_cell('femnist', 'finetune', 'a3', 0.2,
+                        options=dict(finetune_lam=1)).cell_id in ids
 
 
 def test_options_equal_to_the_default_name_the_default_cell():
   # Figure 6's joint lambda=1 is Table 1's Ditto cell: lambda 1 is the preset.
-  ditto = reproduction.make_cell('vehicle', 'ditto', 'a3', 0.2)
-  assert reproduction.make_cell('vehicle', 'ditto', 'a3', 0.2,
-                                options=dict(lam=1)) == ditto
-  figure6 = reproduction.spec_by_key('figure6')
+  ditto = grid.make_cell('vehicle', 'ditto', 'a3', 0.2)
+  assert grid.make_cell('vehicle', 'ditto', 'a3', 0.2,
+                        options=dict(lam=1)) == ditto
+  figure6 = grid.spec_by_key('figure6')
   joint_cells = [row.cell('vehicle', 'a3', 0.2) for row in figure6.rows
                  if row.method == 'ditto']
   assert ditto in joint_cells
   # Other values, and options without a default, stay in the id.
-  assert reproduction.make_cell(
+  assert grid.make_cell(
       'vehicle', 'ditto', 'a3', 0.2, options=dict(lam=0.1)).cell_id == (
           'ditto_a320_mean_lam-0.1')
-  assert reproduction.make_cell(
+  assert grid.make_cell(
       'vehicle', 'term', options=dict(term_t=5)).cell_id == (
           'term_none00_mean_term_t-5.0')
-  assert reproduction.make_cell(
+  assert grid.make_cell(
       'synthetic', 'ditto', options=dict(no_such_field=1)).options == (
           ('no_such_field', 1.0),)
 
 
 def test_datasets_present(tmp_path):
-  present, absent = reproduction.available_datasets(None)
+  present, absent = availability.available_datasets(None)
   assert present == ['synthetic']
   assert 'celeba' in absent
   os.makedirs(tmp_path / 'vehicle' / 'train')
-  present, absent = reproduction.available_datasets(str(tmp_path))
+  present, absent = availability.available_datasets(str(tmp_path))
   assert present == ['vehicle']
   assert 'femnist' in absent
 
 
 def test_tiny_grid_end_to_end_and_resume(tmp_path):
   cells = [
-      reproduction.make_cell('synthetic', 'ditto'),
-      reproduction.make_cell('synthetic', 'global', 'a1', 0.5),
-      reproduction.make_cell('synthetic', 'no_such_method'),
+      grid.make_cell('synthetic', 'ditto'),
+      grid.make_cell('synthetic', 'global', 'a1', 0.5),
+      grid.make_cell('synthetic', 'no_such_method'),
       # Invalid setting: Krum needs clients_per_round - f - 2 >= 1.
-      reproduction.make_cell('synthetic', 'global', 'a1', 0.8, 'krum'),
-      reproduction.make_cell('celeba', 'ditto'),
+      grid.make_cell('synthetic', 'global', 'a1', 0.8, 'krum'),
+      grid.make_cell('celeba', 'ditto'),
   ]
-  settings = reproduction.RunSettings(
+  settings = run_settings.RunSettings(
       data_dir=None, runs_dir=str(tmp_path / 'runs'), rounds=2,
       max_clients=12)
   unavailable = {'celeba': 'no images'}
   lines = []
-  results = reproduction.run_grid(cells, settings, unavailable,
-                                  log_fn=lines.append)
+  results = running.run_grid(cells, settings, unavailable,
+                             log_fn=lines.append)
   assert results['status'].tolist()[:3] == [
       'done', 'done', 'not run: method unavailable (no_such_method)']
   assert results['status'][3].startswith('not run: aggregator krum')
@@ -85,12 +94,12 @@ def test_tiny_grid_end_to_end_and_resume(tmp_path):
   assert done['benign_mean_accuracy'].between(0, 1).all()
   assert (done['rounds'] == 2).all()
   # Finished cells keep their metrics but not their (large) checkpoints.
-  ditto_dir = reproduction.cell_dir(cells[0], settings)
+  ditto_dir = run_settings.cell_dir(cells[0], settings)
   assert os.path.exists(os.path.join(ditto_dir, 'metrics.csv'))
   assert not os.path.exists(os.path.join(ditto_dir, 'client_states'))
 
   output_dir = str(tmp_path / 'report')
-  path = reproduction.write_report(
+  path = report_lib.write_report(
       results, output_dir, command='test', mode='test',
       repo_dir=str(tmp_path), datasets=['synthetic', 'celeba'],
       unavailable_datasets=unavailable, elapsed_seconds=1.0)
@@ -107,38 +116,38 @@ def test_tiny_grid_end_to_end_and_resume(tmp_path):
 
   # A rerun skips the finished cells without training.
   mtime = os.path.getmtime(os.path.join(ditto_dir, 'summary.json'))
-  rerun = reproduction.run_grid(cells, settings, unavailable,
-                                log_fn=lines.append)
+  rerun = running.run_grid(cells, settings, unavailable,
+                           log_fn=lines.append)
   assert rerun['status'].tolist()[:2] == ['skipped (finished)'] * 2
   assert os.path.getmtime(os.path.join(ditto_dir, 'summary.json')) == mtime
   assert rerun['benign_mean_accuracy'][0] == ditto_accuracy
 
 
 def test_half_finished_cell_is_resumed(tmp_path):
-  cell = reproduction.make_cell('synthetic', 'global')
-  short = reproduction.RunSettings(data_dir=None,
+  cell = grid.make_cell('synthetic', 'global')
+  short = run_settings.RunSettings(data_dir=None,
                                    runs_dir=str(tmp_path / 'runs'), rounds=1,
                                    max_clients=12, keep_checkpoints=True)
-  reproduction.run_grid([cell], short, log_fn=lambda _: None)
+  running.run_grid([cell], short, log_fn=lambda _: None)
   # The same cell asked for more rounds continues from its checkpoint.
-  longer = reproduction.RunSettings(data_dir=None,
+  longer = run_settings.RunSettings(data_dir=None,
                                     runs_dir=str(tmp_path / 'runs'), rounds=3,
                                     max_clients=12)
   lines = []
-  results = reproduction.run_grid([cell], longer, log_fn=lines.append)
+  results = running.run_grid([cell], longer, log_fn=lines.append)
   assert results['status'].tolist() == ['done']
   assert any('resuming 3 rounds' in line for line in lines)
-  metrics = pd.read_csv(os.path.join(reproduction.cell_dir(cell, longer),
+  metrics = pd.read_csv(os.path.join(run_settings.cell_dir(cell, longer),
                                      'metrics.csv'))
   assert len(metrics) == 3
 
 
 def test_select_cells_filters_and_orders_columns():
-  cells = reproduction.paper_cells(
-      ['femnist'], [reproduction.spec_by_key('table1')])
-  columns = [reproduction.parse_column(text)
+  cells = grid.paper_cells(
+      ['femnist'], [grid.spec_by_key('table1')])
+  columns = [grid.parse_column(text)
              for text in ('a3:0.2', 'none', 'a1:0.5')]
-  selected = reproduction.select_cells(
+  selected = grid.select_cells(
       cells, methods=['ditto', 'global'], aggregators=['mean'],
       columns=columns, plain_only=True)
   assert [(c.attack, c.ratio, c.method) for c in selected] == [
@@ -146,18 +155,18 @@ def test_select_cells_filters_and_orders_columns():
       ('none', 0.0, 'global'), ('none', 0.0, 'ditto'),
       ('a1', 0.5, 'global'), ('a1', 0.5, 'ditto')]
   # Without plain_only the per-device lambda variant of Ditto is kept.
-  with_options = reproduction.select_cells(cells, methods=['ditto'],
-                                           columns=columns[:1])
+  with_options = grid.select_cells(cells, methods=['ditto'],
+                                   columns=columns[:1])
   assert {c.options for c in with_options} == {
       (), (('lam_selection', 'auto'), ('strong_attack', True))}
 
 
 def test_strongest_columns_are_selected_per_dataset():
-  cells = reproduction.paper_cells(
-      ['femnist', 'fmnist'], [reproduction.spec_by_key('table1')])
-  selected = reproduction.select_cells(
+  cells = grid.paper_cells(
+      ['femnist', 'fmnist'], [grid.spec_by_key('table1')])
+  selected = grid.select_cells(
       cells, methods=['global'], aggregators=['mean'],
-      columns=reproduction.parse_columns(['none', 'strongest', 'a1:0.8']))
+      columns=grid.parse_columns(['none', 'strongest', 'a1:0.8']))
   assert [(c.dataset, c.attack, c.ratio) for c in selected] == [
       ('femnist', 'none', 0.0), ('fmnist', 'none', 0.0),
       ('femnist', 'a1', 0.8), ('fmnist', 'a1', 0.8),
@@ -167,34 +176,34 @@ def test_strongest_columns_are_selected_per_dataset():
 
 def test_bad_selection_is_named():
   with pytest.raises(ValueError, match='table9'):
-    reproduction.spec_by_key('table9')
+    grid.spec_by_key('table9')
   for text in ('a1', 'a1:x', 'a1:1.5', ':0.2'):
     with pytest.raises(ValueError, match='attack:ratio'):
-      reproduction.parse_column(text)
+      grid.parse_column(text)
 
 
 def test_rounds_per_dataset():
-  assert reproduction.parse_rounds([]) == (None, {})
-  assert reproduction.parse_rounds(['300']) == (300, {})
-  default, per_dataset = reproduction.parse_rounds(
+  assert grid.parse_rounds([]) == (None, {})
+  assert grid.parse_rounds(['300']) == (300, {})
+  default, per_dataset = grid.parse_rounds(
       ['femnist:300', 'synthetic:3', '7'])
   assert (default, per_dataset) == (7, {'femnist': 300, 'synthetic': 3})
   for entries in (['0'], ['x'], ['femnist:'], ['femnist:3.5'],
                   ['femnist:-2']):
     with pytest.raises(ValueError, match='positive integer'):
-      reproduction.parse_rounds(entries)
+      grid.parse_rounds(entries)
   for entries in (['3', '4'], ['femnist:3', 'femnist:4']):
     with pytest.raises(ValueError, match='given twice'):
-      reproduction.parse_rounds(entries)
-  settings = reproduction.RunSettings(
+      grid.parse_rounds(entries)
+  settings = run_settings.RunSettings(
       data_dir=None, runs_dir='unused', dataset_rounds={'synthetic': 3})
-  config, _ = reproduction.cell_config(
-      reproduction.make_cell('synthetic', 'ditto'), settings)
+  config, _ = run_settings.cell_config(
+      grid.make_cell('synthetic', 'ditto'), settings)
   # A named dataset evaluates once, at its last round; the others keep
   # their presets.
   assert (config.rounds, config.eval_every) == (3, 3)
-  preset, _ = reproduction.cell_config(
-      reproduction.make_cell('vehicle', 'ditto'), settings)
+  preset, _ = run_settings.cell_config(
+      grid.make_cell('vehicle', 'ditto'), settings)
   assert (preset.rounds, preset.eval_every) == (600, 10)
   assert 'synthetic 3 rounds; other datasets: preset' in (
       settings.describe_rounds())
@@ -203,11 +212,11 @@ def test_rounds_per_dataset():
 def test_cells_take_the_grid_evaluation_period_and_curve_split():
   # The paper-budget runs: long cells evaluated periodically on test, with
   # validation curves beside (--eval_every, --curve_split).
-  settings = reproduction.RunSettings(
+  settings = run_settings.RunSettings(
       data_dir=None, runs_dir='unused', rounds=40, eval_every=10,
       config_overrides={'curve_split': 'validation'})
-  config, reason = reproduction.cell_config(
-      reproduction.make_cell('synthetic', 'ditto'), settings)
+  config, reason = run_settings.cell_config(
+      grid.make_cell('synthetic', 'ditto'), settings)
   assert reason is None
   assert (config.rounds, config.eval_every, config.curve_split) == (
       40, 10, 'validation')
@@ -239,16 +248,16 @@ def test_selected_report_marks_the_rest_pending(tmp_path):
 
 def test_grid_cells_share_computations_with_the_same_results(tmp_path):
   """Clean and A1 (label poisoning) global cells reuse one process."""
-  cells = [reproduction.make_cell('synthetic', 'global'),
-           reproduction.make_cell('synthetic', 'global', 'a1', 0.5)]
+  cells = [grid.make_cell('synthetic', 'global'),
+           grid.make_cell('synthetic', 'global', 'a1', 0.5)]
   results, logs = {}, {}
   for reuse in (True, False):
-    settings = reproduction.RunSettings(
+    settings = run_settings.RunSettings(
         data_dir=None, runs_dir=str(tmp_path / f'reuse_{reuse}'), rounds=2,
         max_clients=12, reuse_computations=reuse)
     logs[reuse] = []
-    results[reuse] = reproduction.run_grid(cells, settings,
-                                           log_fn=logs[reuse].append)
+    results[reuse] = running.run_grid(cells, settings,
+                                      log_fn=logs[reuse].append)
     assert results[reuse]['status'].tolist() == ['done', 'done']
   assert logs[True][-1].startswith('computation cache: 2 computations built, '
                                    '2 reused')
@@ -265,33 +274,33 @@ def test_grid_cells_share_computations_with_the_same_results(tmp_path):
 
 
 def test_config_overrides_apply_under_the_cells_own_options(tmp_path):
-  settings = reproduction.RunSettings(
+  settings = run_settings.RunSettings(
       data_dir=None, runs_dir=str(tmp_path), rounds=2,
-      config_overrides=dict(reproduction.QUICK_CONFIG_OVERRIDES,
+      config_overrides=dict(run_settings.QUICK_CONFIG_OVERRIDES,
                             finetune_lam=0.5))
-  plain, _ = reproduction.cell_config(
-      reproduction.make_cell('synthetic', 'finetune'), settings)
-  for name, value in reproduction.QUICK_CONFIG_OVERRIDES.items():
+  plain, _ = run_settings.cell_config(
+      grid.make_cell('synthetic', 'finetune'), settings)
+  for name, value in run_settings.QUICK_CONFIG_OVERRIDES.items():
     assert getattr(plain, name) == value
   assert plain.finetune_lam == 0.5
-  own, _ = reproduction.cell_config(
-      reproduction.make_cell('synthetic', 'finetune',
-                             options=dict(finetune_lam=2)), settings)
+  own, _ = run_settings.cell_config(
+      grid.make_cell('synthetic', 'finetune',
+                     options=dict(finetune_lam=2)), settings)
   assert own.finetune_lam == 2
-  preset, _ = reproduction.cell_config(
-      reproduction.make_cell('synthetic', 'finetune'),
-      reproduction.RunSettings(data_dir=None, runs_dir=str(tmp_path)))
+  preset, _ = run_settings.cell_config(
+      grid.make_cell('synthetic', 'finetune'),
+      run_settings.RunSettings(data_dir=None, runs_dir=str(tmp_path)))
   assert preset.clients_per_round != 5 or preset.local_steps != 2
 
 
 def test_sign_test_p_value():
   # 0 wins in 5 untied pairs: 2 * (1/2)^5.
-  assert reproduction.sign_test_p_value(0, 5) == 2 / 32
-  assert reproduction.sign_test_p_value(5, 0) == 2 / 32
-  assert reproduction.sign_test_p_value(3, 3) == 1.0
-  assert reproduction.sign_test_p_value(0, 0) == 1.0
+  assert comparisons.sign_test_p_value(0, 5) == 2 / 32
+  assert comparisons.sign_test_p_value(5, 0) == 2 / 32
+  assert comparisons.sign_test_p_value(3, 3) == 1.0
+  assert comparisons.sign_test_p_value(0, 0) == 1.0
   # 1 of 10: 2 * (1 + 10) / 1024.
-  assert abs(reproduction.sign_test_p_value(1, 9) - 22 / 1024) < 1e-12
+  assert abs(comparisons.sign_test_p_value(1, 9) - 22 / 1024) < 1e-12
 
 
 def _write_client_metrics(directory, accuracies, malicious):
@@ -307,29 +316,29 @@ def test_paired_device_comparison_counts_benign_devices_only(tmp_path):
                         [False, False, False, True])
   _write_client_metrics(tmp_path / 'global', [0.8, 0.5, 0.6, 1.0],
                         [False, False, False, True])
-  paired = reproduction.paired_device_comparison(
+  paired = comparisons.paired_device_comparison(
       str(tmp_path / 'ditto'), str(tmp_path / 'global'))
   assert paired == dict(wins=1, losses=1, ties=1, p_value=1.0)
-  assert reproduction.paired_device_comparison(
+  assert comparisons.paired_device_comparison(
       str(tmp_path / 'ditto'), str(tmp_path / 'missing')) is None
 
 
 def test_table3_pairs_compare_ditto_with_global_under_the_same_aggregator(
     tmp_path):
   cells = {
-      method: reproduction.make_cell('femnist', method, 'a3', 0.2,
-                                     'norm_clip')
+      method: grid.make_cell('femnist', method, 'a3', 0.2,
+                             'norm_clip')
       for method in ('ditto', 'global')}
   results = pd.DataFrame([
       dict(dataset='femnist', cell_id=cells[method].cell_id, status='done',
            benign_mean_accuracy=accuracy, benign_std_accuracy=0.1)
       for method, accuracy in (('global', 0.1), ('ditto', 0.5))])
-  assert reproduction.ditto_vs_robust_global('femnist', results.iloc[:0]) == []
+  assert comparisons.ditto_vs_robust_global('femnist', results.iloc[:0]) == []
   _write_client_metrics(tmp_path / 'femnist' / cells['ditto'].cell_id,
                         [0.6] * 6 + [0.0], [False] * 6 + [True])
   _write_client_metrics(tmp_path / 'femnist' / cells['global'].cell_id,
                         [0.1] * 6 + [0.9], [False] * 6 + [True])
-  lines = reproduction.ditto_vs_robust_global(
+  lines = comparisons.ditto_vs_robust_global(
       'femnist', results, str(tmp_path))
   # Header, separator and the one pair that ran (A3 20 % with clipping).
   assert len(lines) == 3
@@ -339,11 +348,11 @@ def test_table3_pairs_compare_ditto_with_global_under_the_same_aggregator(
 
 def test_report_tables_csv_paper_fallback_and_discussion(tmp_path):
   results = pd.DataFrame([
-      dict(dataset='femnist', cell_id=reproduction.make_cell(
+      dict(dataset='femnist', cell_id=grid.make_cell(
           'femnist', method, 'none', 0.0).cell_id, status='done',
            benign_mean_accuracy=accuracy, benign_std_accuracy=0.1)
       for method, accuracy in (('global', 0.7), ('ditto', 0.75))])
-  frame = reproduction.table_frame(reproduction.TABLE2, 'femnist', results)
+  frame = tables.table_frame(grid.TABLE2, 'femnist', results)
   global_clean = frame[(frame['method'] == 'Global')
                        & (frame['column'] == 'clean')].iloc[0]
   assert global_clean['ours_mean'] == 0.7
@@ -359,7 +368,7 @@ def test_report_tables_csv_paper_fallback_and_discussion(tmp_path):
                         [False] * 3)
   _write_client_metrics(runs / 'global_none00_mean', [0.8, 0.7, 0.6],
                         [False] * 3)
-  path = reproduction.write_report(
+  path = report_lib.write_report(
       results, str(tmp_path / 'out'), command='test', mode='test',
       repo_dir=str(tmp_path), datasets=['femnist'], unavailable_datasets={},
       elapsed_seconds=1.0, runs_dir=str(tmp_path / 'runs'),
@@ -370,8 +379,8 @@ def test_report_tables_csv_paper_fallback_and_discussion(tmp_path):
   assert '0.703 (0.14) (Table 1)' in report
   assert '#### Why the columns look like this' in report
   written = pd.read_csv(tmp_path / 'out' / 'table2_femnist.csv')
-  assert len(written) == len(reproduction.TABLE2.rows) * len(
-      reproduction.TABLE2.columns('femnist'))
+  assert len(written) == len(grid.TABLE2.rows) * len(
+      grid.TABLE2.columns('femnist'))
 
 
 def test_evaluate_run_reads_a_finished_cell(tmp_path):
@@ -380,26 +389,26 @@ def test_evaluate_run_reads_a_finished_cell(tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  kept, dropped = (reproduction.make_cell('synthetic', 'ditto'),
-                   reproduction.make_cell('synthetic', 'global'))
+  kept, dropped = (grid.make_cell('synthetic', 'ditto'),
+                   grid.make_cell('synthetic', 'global'))
   for cell, keep in ((kept, True), (dropped, False)):
-    settings = reproduction.RunSettings(
+    settings = run_settings.RunSettings(
         data_dir=None, runs_dir=str(tmp_path / 'runs'), rounds=2,
         max_clients=12, keep_checkpoints=keep)
-    (status,) = reproduction.run_grid([cell], settings,
-                                      log_fn=lambda _: None)['status']
+    (status,) = running.run_grid([cell], settings,
+                                 log_fn=lambda _: None)['status']
     assert status == 'done'
 
   def evaluate(cell, *extra):
     return subprocess.run(
         [sys.executable, os.path.join(root, 'scripts', 'evaluate_run.py'),
-         f'--run_dir={reproduction.cell_dir(cell, settings)}',
+         f'--run_dir={run_settings.cell_dir(cell, settings)}',
          '--splits=test', *extra], cwd=root, capture_output=True, text=True,
         timeout=600)
 
   completed = evaluate(kept)
   assert completed.returncode == 0, completed.stderr[-2000:]
-  directory = reproduction.cell_dir(kept, settings)
+  directory = run_settings.cell_dir(kept, settings)
   with open(os.path.join(directory, 'evaluation_test_round1.json')) as f:
     evaluated = json.load(f)['models']
   with open(os.path.join(directory, 'summary.json')) as f:
@@ -425,11 +434,11 @@ def test_evaluate_run_reads_a_finished_cell(tmp_path):
 
 def _run_one_round_cell(tmp_path, method):
   """(cell, settings) of a Synthetic cell run for 1 round on 12 clients."""
-  cell = reproduction.make_cell('synthetic', method)
-  settings = reproduction.RunSettings(
+  cell = grid.make_cell('synthetic', method)
+  settings = run_settings.RunSettings(
       data_dir=None, runs_dir=str(tmp_path / 'runs'), rounds=1,
       max_clients=12)
-  assert reproduction.run_grid([cell], settings, log_fn=lambda _: None)[
+  assert running.run_grid([cell], settings, log_fn=lambda _: None)[
       'status'].tolist() == ['done']
   return cell, settings
 
@@ -437,28 +446,28 @@ def _run_one_round_cell(tmp_path, method):
 def test_a_cell_run_under_other_settings_is_not_reused(tmp_path):
   cell, settings = _run_one_round_cell(tmp_path, 'global')
   for other in (
-      reproduction.RunSettings(data_dir=None, runs_dir=settings.runs_dir,
+      run_settings.RunSettings(data_dir=None, runs_dir=settings.runs_dir,
                                rounds=1, max_clients=10),
-      reproduction.RunSettings(data_dir=None, runs_dir=settings.runs_dir,
+      run_settings.RunSettings(data_dir=None, runs_dir=settings.runs_dir,
                                rounds=1, max_clients=12,
                                config_overrides=dict(local_steps=3))):
-    (status,) = reproduction.run_grid([cell], other, log_fn=lambda _: None)[
+    (status,) = running.run_grid([cell], other, log_fn=lambda _: None)[
         'status']
     assert status.startswith('failed: ') and 'other settings' in status
     assert ('max_clients 12 (now 10)' in status
             or 'local_steps' in status), status
   # The same settings reuse it, also for a method whose recorded config is
   # normalized by the runner (local records lambda 0).
-  local = reproduction.make_cell('synthetic', 'local')
+  local = grid.make_cell('synthetic', 'local')
   for _ in range(2):
-    statuses = reproduction.run_grid([cell, local], settings,
-                                     log_fn=lambda _: None)['status']
+    statuses = running.run_grid([cell, local], settings,
+                                log_fn=lambda _: None)['status']
   assert statuses.tolist() == ['skipped (finished)'] * 2
   # Asking for more rounds under the same settings continues the cell.
-  more = reproduction.RunSettings(data_dir=None, runs_dir=settings.runs_dir,
+  more = run_settings.RunSettings(data_dir=None, runs_dir=settings.runs_dir,
                                   rounds=2, max_clients=12)
   lines = []
-  assert reproduction.run_grid([cell], more, log_fn=lines.append)[
+  assert running.run_grid([cell], more, log_fn=lines.append)[
       'status'].tolist() == ['done']
 
 
@@ -468,17 +477,17 @@ def test_an_unfinished_cell_records_its_config_and_old_records_use_defaults(
   is compared as its default (the cell ran before the field existed)."""
   import json  # pylint: disable=g-import-not-at-top
   cell, settings = _run_one_round_cell(tmp_path, 'perfedavg')
-  directory = reproduction.cell_dir(cell, settings)
+  directory = run_settings.cell_dir(cell, settings)
   with open(os.path.join(directory, 'cell.json')) as f:
     recorded = json.load(f)['config']
   assert recorded['method'] == 'perfedavg' and 'perfedavg_alpha' in recorded
-  changed = reproduction.RunSettings(
+  changed = run_settings.RunSettings(
       data_dir=None, runs_dir=settings.runs_dir, rounds=1, max_clients=12,
       config_overrides=dict(perfedavg_alpha=0.001))
-  config, _ = reproduction.cell_config(cell, changed)
+  config, _ = run_settings.cell_config(cell, changed)
   # Unfinished: only cell.json holds the config.
   os.remove(os.path.join(directory, 'summary.json'))
-  status = reproduction.recorded_settings_mismatch(
+  status = run_settings.recorded_settings_mismatch(
       directory, cell, config, changed)
   assert 'perfedavg_alpha None (now 0.001)' in status, status
   # A record from before the field existed ran as its default.
@@ -486,10 +495,10 @@ def test_an_unfinished_cell_records_its_config_and_old_records_use_defaults(
   with open(os.path.join(directory, 'cell.json'), 'w') as f:
     json.dump(dict(config=recorded), f)
   assert 'perfedavg_alpha None (now 0.001)' in (
-      reproduction.recorded_settings_mismatch(directory, cell, config,
+      run_settings.recorded_settings_mismatch(directory, cell, config,
                                               changed))
-  unchanged, _ = reproduction.cell_config(cell, settings)
-  assert reproduction.recorded_settings_mismatch(
+  unchanged, _ = run_settings.cell_config(cell, settings)
+  assert run_settings.recorded_settings_mismatch(
       directory, cell, unchanged, settings) is None
 
 
@@ -505,12 +514,12 @@ def test_git_revision_ignores_the_reports_own_folder(tmp_path):
   git('add', '.')
   git('-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-qm', 'c')
   (tmp_path / 'results' / 'REPORT.md').write_text('new\n')
-  clean = reproduction.git_revision(str(tmp_path),
-                                    ignore_dir=str(tmp_path / 'results'))
+  clean = report_lib.git_revision(str(tmp_path),
+                                  ignore_dir=str(tmp_path / 'results'))
   assert len(clean) == 40, clean
-  assert 'uncommitted' in reproduction.git_revision(str(tmp_path))
+  assert 'uncommitted' in report_lib.git_revision(str(tmp_path))
   (tmp_path / 'code.py').write_text('x = 2\n')
-  assert 'uncommitted' in reproduction.git_revision(
+  assert 'uncommitted' in report_lib.git_revision(
       str(tmp_path), ignore_dir=str(tmp_path / 'results'))
 
 
@@ -522,29 +531,29 @@ _GRID_IDS_BEFORE_SHA256 = (
 
 
 def test_attack_columns_per_dataset():
-  assert reproduction.attack_columns('fmnist')[-3:] == (
+  assert grid.attack_columns('fmnist')[-3:] == (
       ('a3', 0.1), ('a3', 0.2), ('a3', 0.5))
-  assert reproduction.attack_columns('femnist')[-3:] == (
+  assert grid.attack_columns('femnist')[-3:] == (
       ('a3', 0.1), ('a3', 0.15), ('a3', 0.2))
-  assert reproduction.attack_columns('vehicle') == (
-      reproduction.attack_columns('femnist'))
-  assert reproduction.strongest_columns('fmnist')[-1] == ('a3', 0.5)
-  assert reproduction.strongest_columns('femnist')[-1] == ('a3', 0.2)
-  fmnist = {cell.cell_id for cell in reproduction.paper_cells(['fmnist'])}
+  assert grid.attack_columns('vehicle') == (
+      grid.attack_columns('femnist'))
+  assert grid.strongest_columns('fmnist')[-1] == ('a3', 0.5)
+  assert grid.strongest_columns('femnist')[-1] == ('a3', 0.2)
+  fmnist = {cell.cell_id for cell in grid.paper_cells(['fmnist'])}
   assert 'ditto_a350_mean' in fmnist and 'global_a350_krum' in fmnist
   assert not any('a315' in cell_id for cell_id in fmnist)
   # The per-device lambda cell at A3 50 % picks the strong-attack lambdas.
   assert 'ditto_a350_mean_lam_selection-auto_strong_attack-True' in fmnist
   assert 'ditto_a310_mean_lam_selection-auto' in fmnist
-  assert reproduction.TABLE1.columns('fmnist') == (
-      reproduction.attack_columns('fmnist'))
-  assert reproduction.TABLE3.columns('fmnist')[-2:] == (
+  assert grid.TABLE1.columns('fmnist') == (
+      grid.attack_columns('fmnist'))
+  assert grid.TABLE3.columns('fmnist')[-2:] == (
       ('a3', 0.1), ('a3', 0.5))
 
 
 @pytest.mark.parametrize('dataset', ['femnist', 'vehicle'])
 def test_femnist_and_vehicle_cell_ids_unchanged(dataset):
-  ids = [cell.cell_id for cell in reproduction.paper_cells([dataset])]
+  ids = [cell.cell_id for cell in grid.paper_cells([dataset])]
   for cell_id in ('ditto_a315_mean',
                   'ditto_a315_mean_lam_selection-auto_strong_attack-True',
                   'ditto_a310_mean_lam_selection-auto', 'global_a320_krum',
@@ -555,7 +564,7 @@ def test_femnist_and_vehicle_cell_ids_unchanged(dataset):
   # under each robust aggregator there. Every other cell is as before.
   added = {f'ditto_{column}_{aggregator}'
            for column in ('a120', 'a220', 'a310')
-           for _, aggregator in reproduction.ROBUST_AGGREGATORS}
+           for _, aggregator in grid.ROBUST_AGGREGATORS}
   assert added <= set(ids)
   before = sorted(set(ids) - added)
   assert hashlib.sha256('\n'.join(before).encode()).hexdigest() == (
@@ -563,11 +572,11 @@ def test_femnist_and_vehicle_cell_ids_unchanged(dataset):
 
 
 def test_paper_tables_use_the_projects_dataset_names():
-  paper = reproduction.read_paper_tables()
-  assert len(paper) == len(reproduction.paper_numbers()) == 144
+  paper = paper_tables.read_paper_tables()
+  assert len(paper) == len(paper_tables.paper_numbers()) == 144
   assert set(paper['dataset']) == {'fmnist', 'femnist', 'celeba'}
   assert set(paper['dataset']) <= set(registry.DATASET_NAMES)
-  printed = {(row.paper_method, spec.key) for spec in reproduction.PAPER_SPECS
+  printed = {(row.paper_method, spec.key) for spec in grid.PAPER_SPECS
              for row in spec.rows}
   for table, method in zip(paper['table'], paper['method']):
     assert (method, table) in printed
@@ -580,15 +589,15 @@ _EMPTY_RESULTS = pd.DataFrame(
 
 def _paper_number(spec, dataset, label, column):
   """(paper mean, std, source table) of one cell of a report table."""
-  frame = reproduction.table_frame(spec, dataset, _EMPTY_RESULTS)
+  frame = tables.table_frame(spec, dataset, _EMPTY_RESULTS)
   record = frame[(frame['method'] == label)
                  & (frame['column'] == column)].iloc[0]
   return record['paper_mean'], record['paper_std'], record['paper_source']
 
 
 def test_paper_numbers_in_specific_cells():
-  table1, table2, table3 = (reproduction.TABLE1, reproduction.TABLE2,
-                            reproduction.TABLE3)
+  table1, table2, table3 = (grid.TABLE1, grid.TABLE2,
+                            grid.TABLE3)
   assert _paper_number(table1, 'fmnist', 'Global', 'A3 50%') == (
       0.275, 0.12, 'table1')
   assert _paper_number(table1, 'fmnist', 'Ditto (lambda auto)',
@@ -613,14 +622,14 @@ def test_paper_numbers_in_specific_cells():
   # No paper number: a robust rule in Table 1, another tilt, a dataset.
   assert pd.isna(_paper_number(table1, 'femnist', 'Robust (Krum)',
                                'A1 20%')[0])
-  assert pd.isna(_paper_number(reproduction.FIGURE5, 'femnist',
+  assert pd.isna(_paper_number(grid.FIGURE5, 'femnist',
                                'TERM t=2.0', 'A1 20%')[0])
   assert pd.isna(_paper_number(table1, 'vehicle', 'Global', 'clean')[0])
 
 
 def test_every_paper_number_lands_in_a_report_cell(tmp_path):
   output_dir = tmp_path / 'out'
-  path = reproduction.write_report(
+  path = report_lib.write_report(
       _EMPTY_RESULTS, str(output_dir), command='test', mode='test',
       repo_dir=str(tmp_path), datasets=['fmnist', 'femnist', 'celeba'],
       unavailable_datasets={'celeba': 'no images'}, elapsed_seconds=1.0)
@@ -633,10 +642,10 @@ def test_every_paper_number_lands_in_a_report_cell(tmp_path):
       cells.add((record['paper_source'], dataset, record['paper_method'],
                  record['attack'], float(record['ratio']),
                  float(record['paper_mean'])))
-  paper = reproduction.read_paper_tables()
+  paper = paper_tables.read_paper_tables()
   missing = []
   for record in paper.to_dict('records'):
-    attack, ratio = reproduction.paper_column(record['column'])
+    attack, ratio = paper_tables.paper_column(record['column'])
     if (record['table'], record['dataset'], record['method'], attack, ratio,
         record['mean']) not in cells:
       missing.append(record)
@@ -661,16 +670,16 @@ RESULT_NAMES = ('benign_mean_accuracy', 'benign_std_accuracy',
 
 
 def _table1_row_cells(dataset, columns=DERIVED_COLUMNS):
-  rows = [row for row in reproduction.TABLE1.rows
+  rows = [row for row in grid.TABLE1.rows
           if row.label in DERIVED_ROW_LABELS]
   return [row.cell(dataset, attack, ratio) for attack, ratio in columns
           for row in rows]
 
 
 def _derived_settings(runs_dir, derive_rows):
-  return reproduction.RunSettings(
+  return run_settings.RunSettings(
       data_dir=None, runs_dir=str(runs_dir), rounds=2, max_clients=12,
-      config_overrides=reproduction.QUICK_CONFIG_OVERRIDES,
+      config_overrides=run_settings.QUICK_CONFIG_OVERRIDES,
       derive_rows=derive_rows)
 
 
@@ -688,7 +697,7 @@ def derived_grids(tmp_path_factory):
   for name, derive in (('separate', False), ('derived', True)):
     settings = _derived_settings(root / name, derive)
     lines = []
-    grids[name] = (settings, reproduction.run_grid(
+    grids[name] = (settings, running.run_grid(
         cells, settings, log_fn=lines.append), lines)
   return cells, grids
 
@@ -696,7 +705,7 @@ def derived_grids(tmp_path_factory):
 def test_derived_rows_run_one_ditto_cell_per_column(derived_grids):
   cells, grids = derived_grids
   settings, results, lines = grids['derived']
-  sources = [reproduction.derived_source_cell('synthetic', attack, ratio)
+  sources = [derived_rows.derived_source_cell('synthetic', attack, ratio)
              for attack, ratio in DERIVED_COLUMNS]
   assert sources[0].cell_id == (
       'ditto_none00_mean_lam_selection-auto_report_lambdas-0.0+1.0')
@@ -705,10 +714,10 @@ def test_derived_rows_run_one_ditto_cell_per_column(derived_grids):
   ran = results[results['status'] == 'done']['cell_id'].tolist()
   assert ran == [source.cell_id for source in sources]
   assert len([line for line in lines if 'running' in line]) == 2
-  derived = results[results['status'] == reproduction.DERIVED_STATUS]
+  derived = results[results['status'] == result_rows.DERIVED_STATUS]
   assert sorted(derived['cell_id']) == sorted(cell.cell_id for cell in cells)
   for cell in cells:
-    assert not os.path.exists(reproduction.cell_dir(cell, settings))
+    assert not os.path.exists(run_settings.cell_dir(cell, settings))
 
 
 def test_derived_rows_equal_the_separate_cells(derived_grids):
@@ -729,14 +738,14 @@ def test_derived_rows_keep_their_per_device_accuracies(derived_grids):
   for name, (settings, results, _) in grids.items():
     accuracies[name] = {}
     for cell in cells:
-      directory, column = reproduction._device_accuracies(  # pylint: disable=protected-access
+      directory, column = comparisons._device_accuracies(  # pylint: disable=protected-access
           results, settings.runs_dir, cell)
       frame = pd.read_csv(os.path.join(directory, 'client_metrics.csv'))
       accuracies[name][cell.cell_id] = frame[column].tolist()
   assert accuracies['derived'] == accuracies['separate']
   # So the report's Ditto vs global sign tests agree line for line.
-  lines = {name: reproduction.ditto_vs_global('synthetic', results,
-                                              settings.runs_dir)
+  lines = {name: comparisons.ditto_vs_global('synthetic', results,
+                                             settings.runs_dir)
            for name, (settings, results, _) in grids.items()}
   assert lines['derived'] == lines['separate']
   assert any('p = ' in line for line in lines['derived'])
@@ -745,7 +754,7 @@ def test_derived_rows_keep_their_per_device_accuracies(derived_grids):
 def test_derived_rows_are_marked_in_the_report(derived_grids, tmp_path):
   _, grids = derived_grids
   settings, results, _ = grids['derived']
-  reproduction.write_report(
+  report_lib.write_report(
       results, str(tmp_path), command='test', mode='test',
       repo_dir=str(tmp_path), datasets=['synthetic'],
       unavailable_datasets={}, elapsed_seconds=1.0,
@@ -754,9 +763,9 @@ def test_derived_rows_are_marked_in_the_report(derived_grids, tmp_path):
   marked = table[table['source_cell'].notna()]
   assert set(marked['method']) == set(DERIVED_ROW_LABELS)
   assert set(marked['column']) == {'clean', 'A1 50%'}
-  assert (marked['status'] == reproduction.DERIVED_STATUS).all()
+  assert (marked['status'] == result_rows.DERIVED_STATUS).all()
   report = (tmp_path / 'REPORT.md').read_text()
-  assert reproduction.DERIVED_MARKER.strip() in report
+  assert tables.DERIVED_MARKER.strip() in report
   # Derived rows have results: none is listed among the cells not run.
   assert '## Cells not run' not in report
   assert 'derived: 8' in report
@@ -768,7 +777,7 @@ def test_separate_cells_run_before_keep_reporting(derived_grids):
   separate_settings, separate, _ = grids['separate']
   settings = dataclasses.replace(separate_settings, derive_rows=True)
   lines = []
-  again = reproduction.run_grid(cells, settings, log_fn=lines.append)
+  again = running.run_grid(cells, settings, log_fn=lines.append)
   assert again['status'].tolist() == ['skipped (finished)'] * len(cells)
   assert not [line for line in lines if 'running' in line]
   assert again['cell_id'].tolist() == separate['cell_id'].tolist()
@@ -778,17 +787,17 @@ def test_a_column_with_some_separate_cells_derives_the_rest(tmp_path):
   cells = _table1_row_cells('synthetic', columns=(('none', 0.0),))
   global_cell = cells[0]
   assert global_cell.method == 'global'
-  reproduction.run_grid([global_cell], _derived_settings(tmp_path, False),
-                        log_fn=lambda _: None)
-  results = reproduction.run_grid(cells, _derived_settings(tmp_path, True),
-                                  log_fn=lambda _: None)
+  running.run_grid([global_cell], _derived_settings(tmp_path, False),
+                   log_fn=lambda _: None)
+  results = running.run_grid(cells, _derived_settings(tmp_path, True),
+                             log_fn=lambda _: None)
   by_cell = _by_cell(results)
   assert by_cell[global_cell.cell_id]['status'] == 'skipped (finished)'
   assert not by_cell[global_cell.cell_id]['source_cell']
   for cell in cells[1:]:
-    assert by_cell[cell.cell_id]['status'] == reproduction.DERIVED_STATUS
+    assert by_cell[cell.cell_id]['status'] == result_rows.DERIVED_STATUS
   # The source cell's global model is the separate global cell's.
-  source = reproduction.derived_source_cell('synthetic', 'none', 0.0)
+  source = derived_rows.derived_source_cell('synthetic', 'none', 0.0)
   source_table = pd.read_csv(os.path.join(
       tmp_path, 'synthetic', source.cell_id, 'client_metrics.csv'))
   global_table = pd.read_csv(os.path.join(
@@ -799,9 +808,9 @@ def test_a_column_with_some_separate_cells_derives_the_rest(tmp_path):
 
 def test_a_pending_source_marks_its_rows_pending(tmp_path):
   cells = _table1_row_cells('synthetic', columns=(('none', 0.0),))
-  results = reproduction.run_grid(cells, _derived_settings(tmp_path, True),
-                                  log_fn=lambda _: None, run_missing=False)
-  source = reproduction.derived_source_cell('synthetic', 'none', 0.0)
+  results = running.run_grid(cells, _derived_settings(tmp_path, True),
+                             log_fn=lambda _: None, run_missing=False)
+  source = derived_rows.derived_source_cell('synthetic', 'none', 0.0)
   by_cell = _by_cell(results)
   assert by_cell[source.cell_id]['status'] == 'pending: not run yet'
   for cell in cells:
@@ -811,15 +820,15 @@ def test_a_pending_source_marks_its_rows_pending(tmp_path):
 
 def test_figure6_column_derives_the_joint_solver_cells():
   settings = _derived_settings('/nonexistent-runs', True)
-  figure6 = reproduction.spec_by_key('figure6')
+  figure6 = grid.spec_by_key('figure6')
   joint = [row.cell('femnist', 'a3', 0.2) for row in figure6.rows
            if row.method == 'ditto']
-  _, derived = reproduction.plan_derived_rows(joint, settings)
+  _, derived = derived_rows.plan_derived_rows(joint, settings)
   assert [row.target for row in derived] == joint
   assert [row.summary_prefix for row in derived] == [
       'benign_lam_0.1_', 'benign_lam_1_', 'benign_lam_2_']
   # Cells of other aggregators or options are not derived.
-  others = [reproduction.make_cell('femnist', 'global', 'a3', 0.2, 'median'),
-            reproduction.make_cell('femnist', 'term', 'a3', 0.2)]
-  to_run, derived = reproduction.plan_derived_rows(others, settings)
+  others = [grid.make_cell('femnist', 'global', 'a3', 0.2, 'median'),
+            grid.make_cell('femnist', 'term', 'a3', 0.2)]
+  to_run, derived = derived_rows.plan_derived_rows(others, settings)
   assert to_run == others and not derived

@@ -29,18 +29,13 @@ import dataclasses
 import numpy as np
 
 from tff_ditto.data import FederatedDataset
-
-NO_ATTACK = 'none'
-DATA_ATTACKS = ('label_poison', 'label_flip')
-UPDATE_ATTACKS = ('random_update', 'model_replacement', 'bit_flip')
-OMNISCIENT_ATTACKS = ('alie', 'ipm', 'mimic')
-ATTACKS = (NO_ATTACK,) + DATA_ATTACKS + UPDATE_ATTACKS + OMNISCIENT_ATTACKS
-# Paper names.
-ATTACK_ALIASES = {
-    'a1': 'label_poison',
-    'a2': 'random_update',
-    'a3': 'model_replacement',
-}
+# The attack names (defined in `tff_ditto.names`).
+from tff_ditto.names import ATTACK_ALIASES
+from tff_ditto.names import ATTACKS
+from tff_ditto.names import DATA_ATTACKS
+from tff_ditto.names import NO_ATTACK  # pylint: disable=unused-import
+from tff_ditto.names import OMNISCIENT_ATTACKS
+from tff_ditto.names import UPDATE_ATTACKS
 
 # Codes understood by the Ditto client computation.
 UPDATE_ATTACK_CODES = collections.OrderedDict(

@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
+from tff_ditto import names
 from tff_ditto import training_config
 
 DATASET_PRESETS: dict[str, dict[str, Any]] = {
@@ -76,10 +77,10 @@ def build_configs(
   """
   if not methods:
     raise ValueError('--method is empty')
-  unknown = [m for m in methods if m not in training_config.METHODS]
+  unknown = [m for m in methods if m not in names.METHODS]
   if unknown:
     raise ValueError(
-        f'unknown --method {unknown}; choose from {training_config.METHODS}'
+        f'unknown --method {unknown}; choose from {names.METHODS}'
     )
   if len(set(methods)) != len(methods):
     raise ValueError(f'--method lists a method twice: {list(methods)}')

@@ -5,33 +5,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-# Kept in sync with tff_ditto.aggregators.AGGREGATOR_NAMES (for k_loss the
-# clients send their round-start training loss as the update's weight).
-_AGGREGATOR_NAMES = (
-    'mean', 'median', 'trimmed_mean', 'krum', 'multi_krum', 'rfa', 'cclip',
-    'norm_clip', 'k_norm', 'k_loss',
-)
-# Kept in sync with tff_ditto.aggregators.NO_WEIGHTED_FORM: the aggregators
-# without an example-weighted form, and why.
-_AGGREGATORS_WITHOUT_WEIGHTED_FORM = {
-    'krum': 'it returns a single selected update, which weights cannot change',
-    'k_loss': "its weight input is the client's loss",
-}
-_OMNISCIENT_ATTACK_NAMES = ('alie', 'ipm', 'mimic')
-# Kept in sync with tff_ditto.attacks (which imports TF-free modules only).
-_ATTACK_NAMES = (
-    'none', 'label_poison', 'label_flip', 'random_update', 'model_replacement',
-    'bit_flip', 'alie', 'ipm', 'mimic', 'a1', 'a2', 'a3',
-)
+# The names are defined in `tff_ditto.names`; `METHODS`,
+# `BASELINE_METHODS` and `PERSONALIZED_METHODS` stay importable from here.
+from tff_ditto.names import AGGREGATOR_NAMES
+from tff_ditto.names import ATTACK_NAMES
+from tff_ditto.names import BASELINE_METHODS
+from tff_ditto.names import METHODS
+from tff_ditto.names import NO_WEIGHTED_FORM
+from tff_ditto.names import OMNISCIENT_ATTACKS
+from tff_ditto.names import PERSONALIZED_METHODS  # pylint: disable=unused-import
+from tff_ditto.names import WEIGHTED_AGGREGATOR_NAMES
 
-# The Ditto paper's baselines (tff_ditto.baselines, which imports TensorFlow;
-# tests/test_baselines.py checks that the lists match).
-BASELINE_METHODS = (
-    'term', 'l2sgd', 'apfl', 'ewc', 'skl', 'perfedavg', 'mapper', 'finetune_es',
-)
-METHODS = ('ditto', 'local', 'global', 'finetune') + BASELINE_METHODS
-# Methods whose clients keep state files (personalized / local models).
-PERSONALIZED_METHODS = ('ditto', 'local', 'l2sgd', 'apfl', 'mapper')
 SAMPLING_MODES = ('weighted', 'uniform')
 # 'auto': the paper's choice among per-candidate personal models at
 # evaluation; 'per_step': the reference code's choice at every personal step.
@@ -83,14 +67,6 @@ def personal_model_lambdas(config: ExperimentConfig) -> tuple[float, ...]:
   selection = selection_lambdas(config)
   extras = sorted(set(config.report_lambdas) - set(selection))
   return selection + tuple(extras)
-
-
-def _weighted_aggregator_names() -> tuple[str, ...]:
-  """The aggregators that `weighted_aggregation` can weight."""
-  return tuple(
-      name for name in _AGGREGATOR_NAMES
-      if name not in _AGGREGATORS_WITHOUT_WEIGHTED_FORM
-  )
 
 
 SERVER_OPTIMIZERS = ('sgd', 'adam')
@@ -284,17 +260,17 @@ class ExperimentConfig:
         ),
         (self.checkpoint_every >= 0, 'checkpoint_every must be >= 0'),
         (self.eval_split in ('test', 'validation'), 'eval_split must be test or validation'),
-        (self.attack.lower() in _ATTACK_NAMES, f'attack must be one of {_ATTACK_NAMES}'),
+        (self.attack.lower() in ATTACK_NAMES, f'attack must be one of {ATTACK_NAMES}'),
         (0.0 <= self.attack_ratio < 1.0, 'attack_ratio must be in [0, 1)'),
-        (self.aggregator in _AGGREGATOR_NAMES, f'aggregator must be one of {_AGGREGATOR_NAMES}'),
+        (self.aggregator in AGGREGATOR_NAMES, f'aggregator must be one of {AGGREGATOR_NAMES}'),
         (self.bucketing_size >= 0, 'bucketing_size must be >= 0'),
         (
             not self.weighted_aggregation
-            or self.aggregator not in _AGGREGATORS_WITHOUT_WEIGHTED_FORM,
+            or self.aggregator not in NO_WEIGHTED_FORM,
             f'aggregator {self.aggregator} has no example-weighted form ('
-            f'{_AGGREGATORS_WITHOUT_WEIGHTED_FORM.get(self.aggregator)}): '
+            f'{NO_WEIGHTED_FORM.get(self.aggregator)}): '
             'weighted_aggregation needs one of '
-            f'{_weighted_aggregator_names()}',
+            f'{WEIGHTED_AGGREGATOR_NAMES}',
         ),
         (
             self.aggregator not in ('krum', 'multi_krum')
@@ -341,9 +317,9 @@ class ExperimentConfig:
         ),
         (
             self.aggregator != 'k_loss'
-            or self.attack.lower() not in _OMNISCIENT_ATTACK_NAMES,
+            or self.attack.lower() not in OMNISCIENT_ATTACKS,
             'aggregator k_loss cannot run under the omniscient attacks '
-            f'{_OMNISCIENT_ATTACK_NAMES} (their hook marks attackers by weight)',
+            f'{OMNISCIENT_ATTACKS} (their hook marks attackers by weight)',
         ),
         (
             self.attack.lower() == 'none' or self.attack_ratio > 0,
@@ -360,7 +336,7 @@ class ExperimentConfig:
             or (
                 self.aggregator == 'mean'
                 and self.bucketing_size == 0
-                and self.attack.lower() not in _OMNISCIENT_ATTACK_NAMES
+                and self.attack.lower() not in OMNISCIENT_ATTACKS
             ),
             'method term weights updates by exp(t * loss): it needs '
             'aggregator mean, no bucketing and no omniscient attack',

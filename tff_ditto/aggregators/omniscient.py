@@ -53,8 +53,7 @@ from tff_ditto.aggregators.base import RuleOutput
 from tff_ditto.aggregators.base import WeightedRobustAggregatorFactory
 from tff_ditto.aggregators.weighted import ExampleWeightedFactory
 from tff_ditto.aggregators.weighted import check_has_weighted_form
-
-OMNISCIENT_ATTACKS = ('alie', 'ipm', 'mimic')
+from tff_ditto.names import OMNISCIENT_ATTACKS
 IPM_EPSILON = 0.1
 INNER_KEY = 'inner'
 MIMIC_TARGET_KEY = 'mimic_target'

@@ -17,25 +17,8 @@ from tff_ditto.aggregators.norm_clipping import MedianNormClippingFactory
 from tff_ditto.aggregators.rfa import GeometricMedianFactory
 from tff_ditto.aggregators.trimmed_mean import TrimmedMeanFactory
 from tff_ditto.aggregators.weighted import ExampleWeightedFactory
-
-AGGREGATOR_NAMES = (
-    'mean',
-    'median',
-    'trimmed_mean',
-    'krum',
-    'multi_krum',
-    'rfa',
-    'cclip',
-    'norm_clip',
-    'k_norm',
-    'k_loss',
-)
-# The names whose rule has no example-weighted form (`build_aggregator(...,
-# weighted=True)` raises), with the reason.
-NO_WEIGHTED_FORM = {
-    'krum': 'it returns a single selected update, which weights cannot change',
-    'k_loss': "its weight input is the client's loss",
-}
+from tff_ditto.names import AGGREGATOR_NAMES
+from tff_ditto.names import NO_WEIGHTED_FORM
 
 
 def expected_byzantine_per_round(

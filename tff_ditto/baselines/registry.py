@@ -31,10 +31,8 @@ from tff_ditto.baselines import l2sgd
 from tff_ditto.baselines import mapper
 from tff_ditto.baselines import perfedavg
 from tff_ditto.baselines import term
+from tff_ditto.names import BASELINE_METHODS
 
-BASELINE_METHODS = (
-    'term', 'l2sgd', 'apfl', 'ewc', 'skl', 'perfedavg', 'mapper', 'finetune_es'
-)
 STATEFUL_METHODS = ('l2sgd', 'apfl', 'mapper')
 # FedAvg training, then a fine-tuning variant at evaluation.
 _FEDAVG_FINETUNE_KINDS = {

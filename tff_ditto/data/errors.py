@@ -6,3 +6,8 @@ class DataError(ValueError):
 
   The message always names the file (or directory) and what is wrong with it.
   """
+
+
+def file_error(path: str, message: str) -> DataError:
+  """The `DataError` saying `message` about the file (or directory) `path`."""
+  return DataError(f'{path}: {message}')

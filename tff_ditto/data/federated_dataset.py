@@ -179,3 +179,41 @@ def carve_validation(
         (k, v[validation_index]) for k, v in arrays.items()
     )
   return new_train, validation
+
+
+def carve_test(
+    train: Mapping[str, collections.OrderedDict],
+    test_fraction: float,
+    seed: int,
+) -> tuple[collections.OrderedDict, collections.OrderedDict]:
+  """Holds out a seeded per-client test split from train data.
+
+  Each client keeps `n - t` examples, with `t = max(1, round(fraction * n))`
+  capped at `n - 1` (so a client with a single example gets no test example
+  and a DataError is raised instead, since every client needs a test split).
+
+  Args:
+    train: client id -> OrderedDict(x, y).
+    test_fraction: In (0, 1).
+    seed: Seed; client `i` uses the generator seeded by (seed, i, 7).
+
+  Returns:
+    (train, test).
+  """
+  if not 0.0 < test_fraction < 1.0:
+    raise ValueError(f'test_fraction must be in (0, 1), got {test_fraction}.')
+  new_train = collections.OrderedDict()
+  test = collections.OrderedDict()
+  for index, (client_id, arrays) in enumerate(train.items()):
+    n = int(arrays['y'].shape[0])
+    if n < 2:
+      raise DataError(f'client {client_id!r} has {n} example(s); at least 2 '
+                      'are needed to carve a test split.')
+    t = min(max(1, int(round(test_fraction * n))), n - 1)
+    order = np.random.default_rng([seed, index, 7]).permutation(n)
+    keep, held = np.sort(order[: n - t]), np.sort(order[n - t:])
+    new_train[client_id] = collections.OrderedDict(
+        (k, v[keep]) for k, v in arrays.items())
+    test[client_id] = collections.OrderedDict(
+        (k, v[held]) for k, v in arrays.items())
+  return new_train, test

@@ -32,12 +32,12 @@ from typing import Optional
 import numpy as np
 
 from tff_ditto.data.federated_dataset import FederatedDataset
+from tff_ditto.data.federated_dataset import carve_test
 from tff_ditto.data.federated_dataset import carve_validation
 from tff_ditto.data.federated_dataset import make_client_arrays
 from tff_ditto.data.leaf import SYNTHETIC_NUM_CLASSES
 from tff_ditto.data.leaf import SYNTHETIC_NUM_FEATURES
-from tff_ditto.data.leaf import carve_test
-from tff_ditto.data.leaf import write_leaf_split
+from tff_ditto.data.leaf_json import write_leaf_split
 
 DEFAULT_TEST_FRACTION = 0.2
 

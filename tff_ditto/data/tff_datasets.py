@@ -45,9 +45,9 @@ import tensorflow as tf
 
 from tff_ditto.data.errors import DataError
 from tff_ditto.data.federated_dataset import FederatedDataset
+from tff_ditto.data.federated_dataset import carve_test
 from tff_ditto.data.federated_dataset import carve_validation
 from tff_ditto.data.federated_dataset import make_client_arrays
-from tff_ditto.data.leaf import carve_test
 
 EMNIST_FILENAME = 'emnist_all.sqlite'
 CELEBA_FILENAME = 'celeba.sqlite'

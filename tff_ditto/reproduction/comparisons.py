@@ -1,0 +1,189 @@
+"""Ditto against the global model: means and a per-device sign test."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Optional
+
+import pandas as pd
+
+from tff_ditto.reproduction.grid import ROBUST_AGGREGATORS
+from tff_ditto.reproduction.grid import TABLE1
+from tff_ditto.reproduction.grid import TABLE3
+from tff_ditto.reproduction.grid import Cell
+from tff_ditto.reproduction.grid import attack_columns
+from tff_ditto.reproduction.grid import column_label
+from tff_ditto.reproduction.grid import make_cell
+from tff_ditto.reproduction.result_rows import lookup
+from tff_ditto.reproduction.result_rows import mean_accuracy
+from tff_ditto.reproduction.result_rows import source_cell_of
+
+
+def sign_test_p_value(wins: int, losses: int) -> float:
+  """Two-sided exact sign test of `wins` vs `losses` (ties dropped).
+
+  Args:
+    wins: Paired comparisons the first method won.
+    losses: Paired comparisons it lost.
+
+  Returns:
+    The probability, under a fair coin, of a split at least this uneven
+    (1.0 when there is nothing to compare).
+  """
+  total = wins + losses
+  if total == 0:
+    return 1.0
+  tail = sum(math.comb(total, i) for i in range(min(wins, losses) + 1))
+  return min(1.0, 2 * tail / 2 ** total)
+
+
+def paired_device_comparison(
+    first_dir: str, second_dir: str, first_column: str = 'accuracy',
+    second_column: str = 'accuracy') -> Optional[dict[str, Any]]:
+  """Benign devices' final test accuracy of two cells, device by device.
+
+  Args:
+    first_dir: A finished cell's directory (holds `client_metrics.csv`).
+    second_dir: The other cell's directory.
+    first_column: The first cell's accuracy column there (a derived row's
+      is another column of its source's table, e.g. 'lam_0_accuracy').
+    second_column: The second cell's.
+
+  Returns:
+    {'wins', 'losses', 'ties', 'p_value'} of the first cell against the
+    second over the benign devices both evaluated (sign test), or None when
+    either cell has no per-device metrics.
+  """
+  frames = []
+  for directory, column in ((first_dir, first_column),
+                            (second_dir, second_column)):
+    path = os.path.join(directory, 'client_metrics.csv')
+    if not os.path.exists(path):
+      return None
+    frame = pd.read_csv(path)
+    if column not in frame:
+      return None
+    frames.append(frame[~frame['malicious'].astype(bool)]
+                  .set_index('client_id')[column])
+  first, second = frames[0].align(frames[1], join='inner')
+  wins, losses = int((first > second).sum()), int((first < second).sum())
+  return dict(wins=wins, losses=losses, ties=len(first) - wins - losses,
+              p_value=sign_test_p_value(wins, losses))
+
+
+def _device_accuracies(results: pd.DataFrame, runs_dir: str,
+                       cell: Cell) -> tuple[str, str]:
+  """Where a cell's per-device accuracies are: (cell folder, column).
+
+  A derived row's are a column of its source cell's client_metrics.csv.
+  """
+  entry = lookup(results, cell)
+  source = source_cell_of(entry)
+  if not source:
+    return os.path.join(runs_dir, cell.dataset, cell.cell_id), 'accuracy'
+  return (os.path.join(runs_dir, cell.dataset, source),
+          str(entry['accuracy_column']))
+
+
+TABLE1_DITTO_ROWS = tuple(row for row in TABLE1.rows if row.method == 'ditto')
+
+
+_COMPARISON_HEADER = (
+    '| column | Ditto row | Ditto | {baseline} | difference | benign devices '
+    'Ditto better / worse / tied (sign test p) | verdict |',
+    '|---|---|---|---|---|---|---|')
+
+
+def _comparison_line(dataset: str, results: pd.DataFrame,
+                     runs_dir: Optional[str], column: str, label: str,
+                     ditto_cell: Cell, global_cell: Cell) -> str:
+  """One row of a Ditto-vs-global table: means, per-device sign test."""
+  ditto_accuracy = mean_accuracy(results, ditto_cell)
+  global_accuracy = mean_accuracy(results, global_cell)
+  devices = ''
+  if math.isnan(ditto_accuracy) or math.isnan(global_accuracy):
+    verdict, difference = 'not both run', ''
+  else:
+    difference = f'{100 * (ditto_accuracy - global_accuracy):+.1f} pts'
+    paired = None
+    if runs_dir is not None:
+      (ditto_dir, ditto_column), (global_dir, global_column) = (
+          _device_accuracies(results, runs_dir, cell)
+          for cell in (ditto_cell, global_cell))
+      paired = paired_device_comparison(ditto_dir, global_dir, ditto_column,
+                                        global_column)
+    significant = True
+    if paired is not None:
+      devices = (f'{paired["wins"]} / {paired["losses"]} / '
+                 f'{paired["ties"]} (p = {paired["p_value"]:.2g})')
+      significant = paired['p_value'] < 0.05
+    if ditto_accuracy <= global_accuracy:
+      verdict = '**Ditto <= global**'
+    elif significant:
+      verdict = 'Ditto > global'
+    else:
+      verdict = 'Ditto > global, not significant'
+  shown = ['-' if math.isnan(value) else f'{value:.3f}'
+           for value in (ditto_accuracy, global_accuracy)]
+  return (f'| {column} | {label} | {shown[0]} | {shown[1]} | {difference} | '
+          f'{devices} | {verdict} |')
+
+
+def ditto_vs_global(dataset: str, results: pd.DataFrame,
+                    runs_dir: Optional[str] = None) -> list[str]:
+  """Per Table 1 column: does each Ditto row beat global, and how clearly?
+
+  Args:
+    dataset: The dataset.
+    results: The grid's result rows.
+    runs_dir: Where the cells ran; with it each comparison also counts the
+      benign devices on which Ditto's personal model beats the global model
+      (and the sign test's p-value), without it only the means compare.
+
+  Returns:
+    Markdown table lines.
+  """
+  lines = [line.format(baseline='global') for line in _COMPARISON_HEADER]
+  for attack, ratio in attack_columns(dataset):
+    global_cell = make_cell(dataset, 'global', attack, ratio)
+    for row in TABLE1_DITTO_ROWS:
+      ditto_cell = row.cell(dataset, attack, ratio)
+      if row.options_fn is not None and math.isnan(
+          mean_accuracy(results, ditto_cell)):
+        continue  # The optional lambda-selection row is listed once run.
+      lines.append(_comparison_line(
+          dataset, results, runs_dir, column_label(attack, ratio),
+          row.label, ditto_cell, global_cell))
+  return lines
+
+
+def ditto_vs_robust_global(dataset: str, results: pd.DataFrame,
+                           runs_dir: Optional[str] = None) -> list[str]:
+  """Table 3 pairs: Ditto + aggregator against the global model under it.
+
+  Lists the (aggregator, column) pairs of which at least one cell ran.
+
+  Args:
+    dataset: The dataset.
+    results: The grid's result rows.
+    runs_dir: As for `ditto_vs_global`.
+
+  Returns:
+    Markdown table lines, or [] when no Table 3 cell ran.
+  """
+  lines = []
+  for label, aggregator in ROBUST_AGGREGATORS:
+    for attack, ratio in TABLE3.columns(dataset):
+      ditto_cell = make_cell(dataset, 'ditto', attack, ratio, aggregator)
+      global_cell = make_cell(dataset, 'global', attack, ratio, aggregator)
+      if all(math.isnan(mean_accuracy(results, cell))
+             for cell in (ditto_cell, global_cell)):
+        continue
+      lines.append(_comparison_line(
+          dataset, results, runs_dir, column_label(attack, ratio),
+          f'Ditto + {label}', ditto_cell, global_cell))
+  if not lines:
+    return []
+  return [line.format(baseline='global (same aggregator)')
+          for line in _COMPARISON_HEADER] + lines
