@@ -1,204 +1,291 @@
-"""Benchmarks one Ditto round against the compute bound and TFF's FedAvg.
+"""Benchmarks training rounds against their SGD floor.
 
-On the FEMNIST CNN with real FEMNIST clients (10 clients per round, batch 10,
-10 local steps), measured in one run:
+For each setting, measured in one run on this machine:
 
-  A. compute-only bound: the same SGD steps as a Ditto round (personal + global
-     step on the same batches, per client) in plain `tf.function` code with no
-     TFF; the better of a serial loop and two clients at once (two threads);
-  B. a TFF FedAvg round (`tff.learning.algorithms.build_weighted_fed_avg`,
-     same local steps; it trains one model, so half of A's steps);
-  C. a tff-ditto Ditto round (`build_ditto_process`, file-backed v_k).
+  floor      the round's model-steps (the same batches of the same sampled
+             clients, the same model; both models for Ditto, one personal
+             model per lambda candidate) in plain `tf.function` loops, no
+             TFF, no per-client setup: the faster of one loop over every
+             client's batches (TensorFlow's intra-op threads on all cores,
+             `floor_one_loop`) and two such loops at once on two threads,
+             each over every other client (`floor_two_threads`, the
+             parallelism TFF's worker uses: two clients at a time);
+  tff_ditto  the project's round as a run makes it
+             (`ExperimentRunner.run_round`: client data, the TFF process on
+             the local worker, client-state files), evaluation excluded;
+  checkpoint the end-of-round checkpoint a run with `--checkpoint_every=1`
+             adds (server state, batch-stream positions, client-state
+             versions), timed on its own.
 
-Medians over rounds after warm-up; ratios C/A and C/B. Results go to
-results/bench_round.csv (one row per variant) and are printed as markdown.
+The floor and the round of a setting alternate round by round, so both see
+the same machine load. Medians over the measured rounds; ratio = round /
+floor. Results: results/bench_round.csv (one row per setting and variant) and
+a markdown table on stdout.
 
   .venv/bin/python scripts/bench_round.py --data_dir=../shared/data
+  .venv/bin/python scripts/bench_round.py --settings=vehicle_global,vehicle_ditto
 """
 
+from __future__ import annotations
+
+import collections
+import copy
+import dataclasses
+import datetime
 import os
-import sys
+import subprocess
+import tempfile
+import threading
+import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import collections  # noqa: E402
-import datetime  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 # Imported before app.run: Keras 2.14 fails to build Sequential models eagerly
 # when TensorFlow is first imported inside an absl main.
 import tensorflow as tf  # noqa: E402
 
-_DATA_DIR = flags.DEFINE_string('data_dir', '../shared/data',
-                                'Parent of the femnist/ LEAF folder.')
-_ROUNDS = flags.DEFINE_integer('rounds', 8, 'Measured rounds per variant.')
-_WARMUP = flags.DEFINE_integer('warmup', 2, 'Unmeasured warm-up rounds.')
-_CLIENTS = flags.DEFINE_integer('clients_per_round', 10, 'Clients per round.')
-_LOCAL_STEPS = flags.DEFINE_integer('local_steps', 10, 'Local steps.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 10, 'Batch size.')
+from tff_ditto import batch_loops  # noqa: E402
+from tff_ditto import experiment  # noqa: E402
+from tff_ditto import experiment_defaults  # noqa: E402
+from tff_ditto import models  # noqa: E402
+from tff_ditto import runtime  # noqa: E402
+from tff_ditto import training  # noqa: E402
+from tff_ditto import training_config  # noqa: E402
+from tff_ditto.data import load_dataset  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """One benchmarked round: a dataset, a method and config overrides."""
+
+  name: str
+  dataset: str
+  method: str
+  overrides: tuple[tuple[str, object], ...] = ()
+  has_floor: bool = True
+
+
+SETTINGS = {
+    setting.name: setting
+    for setting in (
+        Setting('femnist_ditto', 'femnist', 'ditto'),
+        Setting('femnist_global', 'femnist', 'global'),
+        Setting('femnist_ditto_per_device', 'femnist', 'ditto',
+                (('lam', 'auto'),)),
+        Setting('fmnist_ditto', 'fmnist', 'ditto'),
+        Setting('vehicle_global', 'vehicle', 'global', has_floor=False),
+        Setting('vehicle_ditto', 'vehicle', 'ditto', has_floor=False),
+        Setting('synthetic_global', 'synthetic', 'global', has_floor=False),
+        Setting('synthetic_ditto', 'synthetic', 'ditto', has_floor=False),
+    )
+}
+
+_DATA_DIR = flags.DEFINE_string(
+    'data_dir', '../shared/data', 'Parent of the datasets (femnist/, ...).')
+_SETTINGS = flags.DEFINE_list(
+    'settings', list(SETTINGS), f'Settings to measure, of {list(SETTINGS)}.')
+_ROUNDS = flags.DEFINE_integer('rounds', 12, 'Measured rounds per setting.')
+_WARMUP = flags.DEFINE_integer('warmup', 3, 'Unmeasured warm-up rounds.')
 _OUTPUT = flags.DEFINE_string('output', 'results/bench_round.csv',
                               'CSV written with the results.')
 
 
-def main(argv):
-  del argv
-  from tff_ditto import runtime  # pylint: disable=g-import-not-at-top
-  runtime.set_quiet_logs(0)
-  runtime.configure_local_execution(max_concurrent_computation_calls=2)
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import pandas as pd  # pylint: disable=g-import-not-at-top
-  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+def _config(setting: Setting, rounds: int) -> training_config.ExperimentConfig:
+  values = experiment_defaults.preset_for(setting.dataset)
+  values.update(
+      method=setting.method, rounds=rounds, eval_every=10**9,
+      checkpoint_every=0, seed=0,
+  )
+  values.update(dict(setting.overrides))
+  fields = {field.name for field in dataclasses.fields(
+      training_config.ExperimentConfig)}
+  return training_config.ExperimentConfig(
+      **{key: value for key, value in values.items() if key in fields})
 
-  from tff_ditto import batch_streams  # pylint: disable=g-import-not-at-top
-  from tff_ditto import client_states  # pylint: disable=g-import-not-at-top
-  from tff_ditto import ditto  # pylint: disable=g-import-not-at-top
-  from tff_ditto import experiment  # pylint: disable=g-import-not-at-top
-  from tff_ditto import models  # pylint: disable=g-import-not-at-top
-  from tff_ditto import training  # pylint: disable=g-import-not-at-top
-  from tff_ditto.data import load_dataset  # pylint: disable=g-import-not-at-top
 
-  dataset = load_dataset('femnist', _DATA_DIR.value)
-  spec = models.get_model_spec('femnist', seed=0)
-  model_fn = spec.tff_model_fn()
-  lr = 0.1
-  steps, batch = _LOCAL_STEPS.value, _BATCH_SIZE.value
-  total_rounds = _WARMUP.value + _ROUNDS.value
-  sizes = dataset.num_train_examples()
-  round_clients = [
-      training.sample_clients(r, sizes, _CLIENTS.value, seed=0)
-      for r in range(total_rounds)
-  ]
-  ids = dataset.client_ids
+class Floor:
+  """A round's model-steps in plain `tf.function` loops (see module doc)."""
 
-  def batches(index, round_num):
-    return batch_streams.per_round_shuffle_batches(
-        dataset.train[ids[index]], batch, seed=round_num * 1000 + int(index))
+  def __init__(self, spec: models.ModelSpec, config, lambdas):
+    """Builds two copies of the models and their step loops.
 
-  def median_seconds(run_round):
-    times = []
-    for r in range(total_rounds):
-      start = time.perf_counter()
-      run_round(r)
-      if r >= _WARMUP.value:
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), times
+    Args:
+      spec: The dataset's model spec.
+      config: The run's (effective) config: learning rates.
+      lambdas: Personal models' lambdas (empty for a global-only round).
+    """
+    self._loops = [self._build_loop(spec, config, lambdas) for _ in range(2)]
 
-  # ---- A: plain TF, the same steps as a Ditto round.
-  def make_trainer():
-    personal, global_model = spec.keras_model_fn(), spec.keras_model_fn()
+  @staticmethod
+  def _build_loop(spec, config, lambdas):
+    global_model = spec.keras_model_fn()
+    personal_models = [spec.keras_model_fn() for _ in lambdas]
     loss_fn = spec.loss_fn()
+    center = [tf.constant(v.numpy()) for v in global_model.trainable_variables]
+    client_lr = config.client_lr
+    personal_lr = config.personal_lr or config.client_lr
+
+    def sgd_step(model, batch, learning_rate, strength):
+      with tf.GradientTape() as tape:
+        loss = loss_fn(batch['y'], model(batch['x'], training=True))
+      gradients = tape.gradient(loss, model.trainable_variables)
+      for variable, gradient, anchor in zip(
+          model.trainable_variables, gradients, center):
+        if strength:
+          gradient = gradient + strength * (variable - anchor)
+        variable.assign_sub(learning_rate * gradient)
+      return loss
 
     @tf.function
-    def train_client(center, data):
-      for v, c in zip(global_model.trainable_variables, center):
-        v.assign(c)
-      for batch_data in data:
-        with tf.GradientTape() as tape:
-          loss = loss_fn(batch_data['y'], personal(batch_data['x'],
-                                                   training=True))
-        grads = tape.gradient(loss, personal.trainable_variables)
-        for v, g, c in zip(personal.trainable_variables, grads, center):
-          v.assign_sub(lr * (g + 1.0 * (v - c)))
-        with tf.GradientTape() as tape:
-          loss = loss_fn(batch_data['y'], global_model(batch_data['x'],
-                                                       training=True))
-        grads = tape.gradient(loss, global_model.trainable_variables)
-        for v, g in zip(global_model.trainable_variables, grads):
-          v.assign_sub(lr * g)
-      return [c - v for v, c in zip(global_model.trainable_variables, center)]
+    def run(stacked, sizes):
+      batches = batch_loops.StackedBatches(stacked, sizes)
 
-    return train_client
+      def body(total, batch):
+        for model, strength in zip(personal_models, lambdas):
+          total += sgd_step(model, batch, personal_lr, strength)
+        return total + sgd_step(global_model, batch, client_lr, 0.0)
 
-  # Variant A runs first: Keras invalidates eagerly built models once a model
-  # has been built inside a tf.Graph, which every TFF computation does.
-  trainers = [make_trainer(), make_trainer()]
-  center = [tf.constant(v.numpy())
-            for v in spec.keras_model_fn().trainable_variables]
+      return batches.reduce(tf.constant(0.0), body)
 
-  def plain_serial(r):
-    for i in round_clients[r]:
-      trainers[0](center, batches(i, r).take(steps))
+    return run
 
-  def plain_two_threads(r):
-    clients = list(round_clients[r])
+  def one_loop(self, client_batches) -> None:
+    """Every client's batches in one loop (TensorFlow's intra-op threads)."""
+    self._loops[0](*_concatenate(client_batches)).numpy()
 
-    def work(worker):
-      for i in clients[worker::2]:
-        trainers[worker](center, batches(i, r).take(steps))
+  def two_threads(self, client_batches) -> None:
+    """Two loops at once, on every other client each (as the TFF worker)."""
+    halves = [_concatenate(client_batches[start::2]) for start in (0, 1)]
+    threads = [threading.Thread(target=lambda k=k: self._loops[k](*halves[k]))
+               for k in (0, 1)]
+    for thread in threads:
+      thread.start()
+    for thread in threads:
+      thread.join()
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
-    for t in threads:
-      t.start()
-    for t in threads:
-      t.join()
 
-  serial, _ = median_seconds(plain_serial)
-  threaded, _ = median_seconds(plain_two_threads)
-  compute_bound = min(serial, threaded)
+def _concatenate(client_batches):
+  """One (stacked, sizes) of several clients' stacked batches, in order."""
+  largest = max(int(stacked['y'].shape[1]) for stacked, _ in client_batches)
 
-  # ---- B: TFF FedAvg.
-  fed_avg = tff.learning.algorithms.build_weighted_fed_avg(
-      model_fn,
-      client_optimizer_fn=tff.learning.optimizers.build_sgdm(lr),
-      server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0))
-  fed_avg_state = [fed_avg.initialize()]
+  def pad(tensor):
+    padding = [[0, 0], [0, largest - int(tensor.shape[1])]] + [[0, 0]] * (
+        len(tensor.shape) - 2)
+    return tf.pad(tensor, padding)
 
-  def fed_avg_round(r):
-    data = [batches(i, r).take(steps) for i in round_clients[r]]
-    fed_avg_state[0] = fed_avg.next(fed_avg_state[0], data).state
+  stacked = {key: tf.concat([pad(s[key]) for s, _ in client_batches], 0)
+             for key in ('x', 'y')}
+  sizes = tf.concat([sizes for _, sizes in client_batches], 0)
+  return stacked, sizes
 
-  fed_avg_seconds, _ = median_seconds(fed_avg_round)
 
-  # ---- C: tff-ditto Ditto.
-  process = ditto.build_ditto_process(
-      model_fn, client_optimizer=tff.learning.optimizers.build_sgdm(lr),
-      personal_lambda=1.0, local_steps=steps)
-  ditto_state = [process.initialize()]
-  initial = process.get_model_weights(ditto_state[0])
-  store = client_states.FileClientStateStore(
-      tempfile.mkdtemp(prefix='bench_ditto_'), dataset.num_clients,
-      list(initial.trainable) + list(initial.non_trainable))
+def _round_batches(runner, round_num: int):
+  """Each sampled client's batches of the round, stacked, in client order.
 
-  def ditto_round(r):
-    clients = round_clients[r]
-    handles = store.handles(clients, r)
-    data = [collections.OrderedDict(
-        batches=batches(i, r),
-        personal_state=training.state_handle_dataset(h))
-            for i, h in zip(clients, handles)]
-    ditto_state[0] = process.next(ditto_state[0], data).state
-    store.commit(clients, r)
+  Drawn from a copy of the runner's batch streams, so the runner's own round
+  draws the very same batches afterwards.
 
-  ditto_seconds, _ = median_seconds(ditto_round)
+  Returns:
+    A list of `(stacked, sizes)`, one per client.
+  """
+  config = runner.config
+  streams = copy.deepcopy(runner.batch_streams)
+  clients = training.sample_clients(
+      round_num, runner.dataset.num_train_examples(),
+      config.clients_per_round, config.seed, config.sampling)
+  ids = runner.dataset.client_ids
+  client_batches = []
+  for i in clients:
+    batches = streams.round_batches(
+        round_num, int(i), runner.dataset.train[ids[i]],
+        config.local_steps).take(config.local_steps)
+    stacked = batch_loops.stack_batches(batches)
+    client_batches.append(
+        ({key: stacked.stacked[key] for key in ('x', 'y')}, stacked.sizes))
+  return client_batches
 
+
+def _checkpoint_seconds(runner, round_num: int) -> float:
+  start = time.perf_counter()
+  runner._save_checkpoint(round_num)  # pylint: disable=protected-access
+  return time.perf_counter() - start
+
+
+def measure(setting: Setting, data_dir: str, rounds: int, warmup: int):
+  """Median seconds per variant of one setting."""
+  config = _config(setting, warmup + rounds)
+  dataset = load_dataset(setting.dataset, data_dir, validation_fraction=0.1,
+                         seed=config.seed)
+  spec = models.get_model_spec(setting.dataset, seed=config.seed)
+  runner = training.ExperimentRunner(
+      config, dataset, spec.tff_model_fn(), tempfile.mkdtemp(
+          prefix='bench_round_'), log_fn=None)
+  floor = None
+  if setting.has_floor:
+    lambdas = runner.personal_lambdas if runner.personalize else []
+    floor = Floor(spec, runner.config, list(lambdas))
+  times = collections.defaultdict(list)
+  model_steps = 0
+  for round_num in range(warmup + rounds):
+    measured = round_num >= warmup
+    if floor is not None:
+      client_batches = _round_batches(runner, round_num)
+      model_steps = sum(int(sizes.shape[0]) for _, sizes in client_batches) * (
+          1 + (runner.num_personal_models if runner.personalize else 0))
+      for variant, run_floor in (('floor_one_loop', floor.one_loop),
+                                 ('floor_two_threads', floor.two_threads)):
+        start = time.perf_counter()
+        run_floor(client_batches)
+        if measured:
+          times[variant].append(time.perf_counter() - start)
+    start = time.perf_counter()
+    runner.run_round(round_num)
+    seconds = time.perf_counter() - start
+    checkpoint = _checkpoint_seconds(runner, round_num)
+    if measured:
+      times['tff_ditto'].append(seconds)
+      times['checkpoint'].append(checkpoint)
+  medians = {variant: float(np.median(values))
+             for variant, values in times.items()}
+  if floor is not None:
+    medians['floor'] = min(medians['floor_one_loop'],
+                           medians['floor_two_threads'])
+  return medians, model_steps
+
+
+def main(argv):
+  del argv
+  runtime.set_quiet_logs(0)
+  runtime.configure_local_execution(max_concurrent_computation_calls=2)
   commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
                           capture_output=True, text=True).stdout.strip()
-  rows = [
-      ('A_plain_tf_serial', serial),
-      ('A_plain_tf_two_threads', threaded),
-      ('A_compute_bound', compute_bound),
-      ('B_tff_fedavg', fed_avg_seconds),
-      ('C_tff_ditto', ditto_seconds),
-  ]
-  frame = pd.DataFrame(rows, columns=['variant', 'median_round_seconds'])
-  frame['C_over_A'] = ditto_seconds / compute_bound
-  frame['C_over_B'] = ditto_seconds / fed_avg_seconds
-  frame['date'] = datetime.date.today().isoformat()
-  frame['commit'] = commit
-  frame['setup'] = (f'femnist cnn, {_CLIENTS.value} clients/round, batch '
-                    f'{batch}, {steps} local steps, {_ROUNDS.value} rounds '
-                    f'after {_WARMUP.value} warm-up, {os.cpu_count()} cores')
+  rows = []
+  for name in _SETTINGS.value:
+    setting = SETTINGS[name]
+    medians, model_steps = measure(setting, _DATA_DIR.value, _ROUNDS.value,
+                                   _WARMUP.value)
+    floor = medians.get('floor')
+    for variant, seconds in medians.items():
+      rows.append(collections.OrderedDict(
+          setting=name, variant=variant, median_round_seconds=seconds,
+          ratio_to_floor=(seconds / floor if floor else float('nan')),
+          model_steps_per_round=model_steps if floor else float('nan'),
+          rounds=_ROUNDS.value, warmup=_WARMUP.value,
+          date=datetime.date.today().isoformat(), commit=commit,
+          cores=os.cpu_count()))
+    print(f'{name}: ' + ', '.join(
+        f'{variant} {seconds:.3f} s' for variant, seconds in medians.items()),
+          flush=True)
+  frame = pd.DataFrame(rows)
   os.makedirs(os.path.dirname(_OUTPUT.value) or '.', exist_ok=True)
   frame.to_csv(_OUTPUT.value, index=False)
-  print(experiment.markdown_table(frame[['variant', 'median_round_seconds']]))
-  print(f'\nC/A = {ditto_seconds / compute_bound:.2f} (target <= 1.2), '
-        f'C/B = {ditto_seconds / fed_avg_seconds:.2f} (target <= 2.1)')
+  print(experiment.markdown_table(
+      frame[['setting', 'variant', 'median_round_seconds',
+             'ratio_to_floor', 'model_steps_per_round']]))
 
 
 if __name__ == '__main__':

@@ -29,6 +29,7 @@ BASE_FLAGS = [
     '--local_steps=3',
     '--method=ditto',
     '--seed=3',
+    '--checkpoint_every=1',
 ]
 
 
@@ -103,13 +104,19 @@ def reference_run(tmp_path_factory):
   return output_dir
 
 
-@pytest.mark.parametrize('fault', ['mid_round:2', 'mid_checkpoint:3'])
+@pytest.mark.parametrize('fault,extra', [
+    ('mid_round:2', ()),
+    ('mid_checkpoint:3', ()),
+    # Checkpoints after rounds 2 and 4 only: the resumed run redoes rounds 3
+    # and 4, whose metrics rows and client states the killed run had written.
+    ('mid_round:4', ('--checkpoint_every=3',)),
+])
 def test_sigkill_at_injected_points_then_resume_is_bit_identical(
-    reference_run, tmp_path, fault):
+    reference_run, tmp_path, fault, extra):
   output_dir = str(tmp_path / 'run')
-  killed = _run(output_dir, fault=fault)
+  killed = _run(output_dir, *extra, fault=fault)
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-  resumed = _run(output_dir, '--resume')
+  resumed = _run(output_dir, '--resume', *extra)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   if fault.startswith('mid_checkpoint'):
     assert 'incomplete' in resumed.stdout

@@ -139,6 +139,11 @@ def _die_with_parent() -> None:
 _PR_SET_PDEATHSIG = 1
 
 
+def started_worker_pids() -> list[int]:
+  """The pids of the worker processes this process started (oldest first)."""
+  return [worker.pid for worker in _started_workers]
+
+
 def stop_started_workers() -> None:
   """Stops every worker this process started (by pid), waiting briefly."""
   while _started_workers:

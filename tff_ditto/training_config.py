@@ -138,7 +138,8 @@ class ExperimentConfig:
       probability ~ n_k; weighting as well favours large clients twice
       (FedAvg's weighting is `sampling='uniform'` with this flag).
     seed: Seeds the initial model, sampling, batch order and dropout.
-    checkpoint_every: Save a checkpoint every this many rounds (0 = never).
+    checkpoint_every: Save a checkpoint every this many rounds and after the
+      last (0 = never); a resume redoes the rounds after the last one.
     eval_split: 'test' or 'validation' (use 'validation' to tune).
     attack: One of `tff_ditto.attacks.ATTACKS` (or a1/a2/a3).
     attack_ratio: Fraction of all clients that are malicious (fixed set).
@@ -196,7 +197,7 @@ class ExperimentConfig:
   batch_stream: str = 'reference'
   weighted_aggregation: bool = False
   seed: int = 0
-  checkpoint_every: int = 1
+  checkpoint_every: int = 10
   eval_split: str = 'test'
   attack: str = 'none'
   attack_ratio: float = 0.0
