@@ -562,10 +562,10 @@ def test_model_types_are_built_once_per_model_fn():
   build()
   # Tracing the computations needs models; the types are not built again.
   assert len(calls) - first_build_calls < first_build_calls
-  weights_type = ditto._weights_type(counting_model_fn)  # pylint: disable=protected-access
+  weights_type = ditto.model_weights_type(counting_model_fn)
   calls.clear()
-  assert ditto._weights_type(counting_model_fn) is weights_type  # pylint: disable=protected-access
+  assert ditto.model_weights_type(counting_model_fn) is weights_type
   assert not calls
   # Another model_fn gets its own (equal) types.
   other = lambda: toy.model_fn()  # pylint: disable=unnecessary-lambda
-  assert ditto._weights_type(other) == weights_type  # pylint: disable=protected-access
+  assert ditto.model_weights_type(other) == weights_type

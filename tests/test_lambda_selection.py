@@ -123,6 +123,22 @@ def test_candidates_follow_the_paper():
   assert training_config.fallback_lambda(True) == 0.1
 
 
+def _evaluate_every_client(runner, model_fn, arrays, num_models):
+  """Every client's personal models on `arrays`, through the per-client
+  evaluation (independent of the runner's all-clients computation)."""
+  per_client_evaluation = evaluation.build_personalized_evaluation(
+      model_fn, num_personal_models=num_models)
+  return evaluation.stack_client_metrics(per_client_evaluation([
+      collections.OrderedDict(
+          batches=training.eval_batches(arrays[c], 100),
+          personal_state=training.state_handle_dataset(
+              client_states.ClientStateHandle(runner.store.read_path(i), '')
+          ),
+      )
+      for i, c in enumerate(runner.dataset.client_ids)
+  ]))
+
+
 def test_runner_with_auto_lambda_picks_per_client(tmp_path):
   full = load_dataset('synthetic', validation_fraction=0.2)
   dataset = full.subset(full.client_ids[:6])
@@ -139,12 +155,7 @@ def test_runner_with_auto_lambda_picks_per_client(tmp_path):
   table = pd.read_csv(tmp_path / 'auto' / 'client_metrics.csv')
   assert set(table['lam']) <= {0.1, 1.0, 2.0}
   # The choice is the validation-loss argmin, recomputed independently here.
-  validation = evaluation.stack_client_metrics(
-      runner._evaluate_personal_models([  # pylint: disable=protected-access
-          training.eval_batches(dataset.validation[c], 100)
-          for c in dataset.client_ids
-      ])
-  )
+  validation = _evaluate_every_client(runner, model_fn, dataset.validation, 3)
   counts = validation['num_examples'][:, 0]
   mean_loss = validation['loss_sum'] / np.maximum(validation['num_examples'], 1)
   expected = np.where(
@@ -158,12 +169,7 @@ def test_runner_with_auto_lambda_picks_per_client(tmp_path):
       model_fn().trainable_variables + model_fn().non_trainable_variables
   )
   # The reported accuracy is that of the chosen models.
-  test_metrics = evaluation.stack_client_metrics(
-      runner._evaluate_personal_models([  # pylint: disable=protected-access
-          training.eval_batches(dataset.test[c], 100)
-          for c in dataset.client_ids
-      ])
-  )
+  test_metrics = _evaluate_every_client(runner, model_fn, dataset.test, 3)
   chosen = np.searchsorted([0.1, 1.0, 2.0], expected)
   taken = evaluation.take_personal_model(test_metrics, chosen)
   np.testing.assert_allclose(
@@ -391,12 +397,7 @@ def test_runner_with_per_step_lambda(tmp_path):
   assert not [k for k in summary['final'] if 'lam' in k]
   table = pd.read_csv(tmp_path / 'per_step' / 'client_metrics.csv')
   assert 'lam' not in table.columns
-  test_metrics = evaluation.stack_client_metrics(
-      runner._evaluate_personal_models([  # pylint: disable=protected-access
-          training.eval_batches(dataset.test[c], 100)
-          for c in dataset.client_ids
-      ])
-  )
+  test_metrics = _evaluate_every_client(runner, model_fn, dataset.test, 1)
   np.testing.assert_allclose(
       table['num_correct'].to_numpy(), test_metrics['num_correct']
   )

@@ -37,20 +37,8 @@ TF_FREE_MODULES = (
 ALLOWED_CYCLES: frozenset[tuple[str, ...]] = frozenset()
 
 # Private names used across modules, as 'importer -> module._name', allowed
-# for now. Each needs the name made public in tff_ditto/ditto.py or
-# tff_ditto/evaluation.py, which are being changed for speed work elsewhere
-# (issue #20 leaves them alone until then); remove an entry once fixed.
-ALLOWED_PRIVATE_IMPORTS: frozenset[str] = frozenset({
-    # The baselines' client work reuses Ditto's client-side helpers.
-    'tff_ditto.baselines.common -> tff_ditto.ditto._apply_update_attack',
-    'tff_ditto.baselines.common -> tff_ditto.ditto._element_type',
-    'tff_ditto.baselines.common -> tff_ditto.ditto._weights_type',
-    'tff_ditto.baselines.common -> tff_ditto.ditto._zero_if_non_finite',
-    # The fine-tuning evaluations evaluate a model as the global one does.
-    'tff_ditto.baselines.finetuning -> tff_ditto.evaluation._evaluate_model',
-    # The evaluations build Ditto's model-weights type.
-    'tff_ditto.evaluation -> tff_ditto.ditto._weights_type',
-})
+# for now: none. A new one fails; make the name public instead.
+ALLOWED_PRIVATE_IMPORTS: frozenset[str] = frozenset()
 
 
 # ------------------------------------------------------------------ checker

@@ -42,6 +42,21 @@ def _leading_size(batch) -> tf.Tensor:
   return tf.shape(tf.nest.flatten(batch)[0])[0]
 
 
+def _loop(count, batch_at, initial_state, body):
+  """`body` over batches 0 .. count - 1 in order, one at a time."""
+
+  def step(index, state):
+    return index + 1, body(state, batch_at(index))
+
+  _, final_state = tf.while_loop(
+      lambda index, _: index < count,
+      step,
+      (tf.constant(0), initial_state),
+      parallel_iterations=1,
+  )
+  return final_state
+
+
 @dataclasses.dataclass(frozen=True)
 class StackedBatches:
   """Batches read into tensors: `stacked[i, :sizes[i]]` is batch i.
@@ -69,17 +84,41 @@ class StackedBatches:
       self, initial_state: State, body: Callable[[State, Any], State]
   ) -> State:
     """`body` over the batches in order, as `tf.data.Dataset.reduce`."""
+    return _loop(self.count, self.batch, initial_state, body)
 
-    def step(index, state):
-      return index + 1, body(state, self.batch(index))
 
-    _, final_state = tf.while_loop(
-        lambda index, _: index < self.count,
-        step,
-        (tf.constant(0), initial_state),
-        parallel_iterations=1,
+@dataclasses.dataclass(frozen=True)
+class SlicedBatches:
+  """Batches as slices of one concatenated structure of examples.
+
+  Attributes:
+    examples: A structure of tensors whose leading dimension runs over
+      examples.
+    starts: int32 [number of batches], where each batch starts.
+    sizes: int32 [number of batches], each batch's size.
+  """
+
+  examples: Any
+  starts: tf.Tensor
+  sizes: tf.Tensor
+
+  @property
+  def count(self) -> tf.Tensor:
+    return tf.shape(self.sizes)[0]
+
+  def batch(self, index: tf.Tensor):
+    """Batch `index`: `examples[starts[index]:][:sizes[index]]`."""
+    start = self.starts[index]
+    end = start + self.sizes[index]
+    return tf.nest.map_structure(
+        lambda tensor: tensor[start:end], self.examples
     )
-    return final_state
+
+  def reduce(
+      self, initial_state: State, body: Callable[[State, Any], State]
+  ) -> State:
+    """`body` over the batches in order, as `tf.data.Dataset.reduce`."""
+    return _loop(self.count, self.batch, initial_state, body)
 
 
 def stack_batches(
@@ -114,7 +153,7 @@ def stack_batches(
 
 
 def reduce_batches(
-    batches: Union[tf.data.Dataset, StackedBatches],
+    batches: Union[tf.data.Dataset, StackedBatches, SlicedBatches],
     initial_state: State,
     body: Callable[[State, Any], State],
     max_batches: Optional[int] = None,
@@ -122,16 +161,16 @@ def reduce_batches(
   """`batches.take(max_batches).reduce(initial_state, body)`, in the graph.
 
   Args:
-    batches: A dataset of batches, or batches already stacked.
+    batches: A dataset of batches, or batches already in tensors.
     initial_state: The loop state (a structure of tensors of fixed shapes).
     body: `(state, batch) -> state`.
     max_batches: At most this many batches are used (None: all; must be None
-      for `StackedBatches`).
+      for batches already in tensors).
 
   Returns:
     The state after the last batch.
   """
-  if isinstance(batches, StackedBatches):
+  if isinstance(batches, (StackedBatches, SlicedBatches)):
     if max_batches is not None:
       raise ValueError('max_batches applies to datasets only.')
     return batches.reduce(initial_state, body)

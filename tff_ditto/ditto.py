@@ -103,11 +103,11 @@ def _model_types(model_fn: ModelFn) -> tuple[tff.StructType, tff.Type]:
                                    lambda: _build_model_types(model_fn))
 
 
-def _weights_type(model_fn: ModelFn) -> tff.StructType:
+def model_weights_type(model_fn: ModelFn) -> tff.StructType:
   return _model_types(model_fn)[0]
 
 
-def _element_type(model_fn: ModelFn) -> tff.Type:
+def batch_element_type(model_fn: ModelFn) -> tff.Type:
   return _model_types(model_fn)[1]
 
 
@@ -158,7 +158,7 @@ def client_data_type(
     whole training set) and `num_train_examples` (sequence of one float32),
     those set, in this order.
   """
-  batches_type = tff.SequenceType(_element_type(model_fn))
+  batches_type = tff.SequenceType(batch_element_type(model_fn))
   if not (personalize or simulate_attacks or validation or full_train
           or num_train_examples):
     return batches_type
@@ -178,7 +178,7 @@ def client_data_type(
   return tff.StructType(fields)
 
 
-def _apply_update_attack(update, weight, attack):
+def apply_update_attack(update, weight, attack):
   """A malicious client's transformation of its honest update.
 
   Codes (tff_ditto.attacks.UPDATE_ATTACK_CODES): 0 honest; 1 A2 random
@@ -562,8 +562,8 @@ def build_ditto_client_update(
     else:
       weight = tf.constant(1.0, tf.float32)
     if simulate_attacks:
-      update, weight = _apply_update_attack(update, weight, attack)
-    update, has_non_finite = _zero_if_non_finite(update)
+      update, weight = apply_update_attack(update, weight, attack)
+    update, has_non_finite = zero_if_non_finite(update)
     # A zeroed update must not count: weight 0 for averaging rules; for
     # loss-based rules NaN, which they drop (a loss of 0 would rank first).
     rejected_weight = (
@@ -595,7 +595,7 @@ def build_ditto_client_update(
   return client_update
 
 
-def _zero_if_non_finite(structure):
+def zero_if_non_finite(structure):
   """Zeroes a structure of tensors if any entry is NaN or Inf."""
   flat = tf.nest.flatten(structure)
   is_finite = tf.reduce_all(
@@ -837,7 +837,7 @@ def build_ditto_process(
   if personal_optimizer is None:
     personal_optimizer = client_optimizer
 
-  weights_type = _weights_type(model_fn)
+  weights_type = model_weights_type(model_fn)
   loss_weighting = client_weighting == LOSS_WEIGHTING
   sends_train_size = client_weighting == NUM_TRAIN_EXAMPLES_WEIGHTING
   data_type = client_data_type(
@@ -895,7 +895,7 @@ def compose_process(
     model_aggregator = tff.aggregators.MeanFactory()
   if server_optimizer is None:
     server_optimizer = tff.learning.optimizers.build_sgdm(learning_rate=1.0)
-  weights_type = _weights_type(model_fn)
+  weights_type = model_weights_type(model_fn)
 
   @tff.tensorflow.computation
   def initial_model_weights_fn():

@@ -35,7 +35,7 @@ TEST_KEY = 'test'
 TRAIN_KEY = 'train'
 
 
-def _evaluate_model(model, batches):
+def evaluate_model(model, batches):
   """Runs the model over `batches` (inference mode); per-client metrics."""
   model.reset_metrics()
 
@@ -99,7 +99,7 @@ def build_personalized_evaluation(
       with tf.control_dependencies(
           ditto.read_personal_weights(read_path, weights)
       ):
-        metrics = [_evaluate_model(model, batches) for model in models]
+        metrics = [evaluate_model(model, batches) for model in models]
       if num_personal_models == 1:
         return metrics[0]
       return collections.OrderedDict(
@@ -122,7 +122,7 @@ def build_global_evaluation(model_fn: ditto.ModelFn) -> tff.Computation:
     A federated computation `(weights@SERVER, batches@CLIENTS) ->
     metrics@CLIENTS`.
   """
-  weights_type = ditto._weights_type(model_fn)  # pylint: disable=protected-access
+  weights_type = ditto.model_weights_type(model_fn)
   batches_type = ditto.client_data_type(model_fn, personalize=False)
 
   @tff.tensorflow.computation(weights_type, batches_type)
@@ -133,7 +133,7 @@ def build_global_evaluation(model_fn: ditto.ModelFn) -> tff.Computation:
     @tf.function
     def run(model_weights, batches):
       _assign(weights, model_weights)
-      return _evaluate_model(model, batches)
+      return evaluate_model(model, batches)
 
     return run(model_weights, batches)
 
@@ -183,7 +183,7 @@ def build_finetune_evaluation(
     A federated computation `(weights@SERVER, OrderedDict(train=batches,
     test=batches)@CLIENTS) -> metrics@CLIENTS`.
   """
-  weights_type = ditto._weights_type(model_fn)  # pylint: disable=protected-access
+  weights_type = ditto.model_weights_type(model_fn)
   batches_type = ditto.client_data_type(model_fn, personalize=False)
   data_type = tff.StructType([(TRAIN_KEY, batches_type), (TEST_KEY, batches_type)])
 
@@ -196,7 +196,7 @@ def build_finetune_evaluation(
     def run(model_weights, train_batches, test_batches):
       _assign(weights, model_weights)
       _finetune(model, weights, optimizer, train_batches, proximal_strength)
-      return _evaluate_model(model, test_batches)
+      return evaluate_model(model, test_batches)
 
     return run(model_weights, client_data[TRAIN_KEY], client_data[TEST_KEY])
 
@@ -252,7 +252,7 @@ def build_finetune_personalize_fn(
           .take(num_steps)
       )
       _finetune(model, weights, optimizer, train_batches, proximal_strength)
-      metrics = _evaluate_model(model, test_data.batch(batch_size))
+      metrics = evaluate_model(model, test_data.batch(batch_size))
       count = tf.maximum(metrics['num_examples'], 1.0)
       return collections.OrderedDict(
           accuracy=metrics['num_correct'] / count,

@@ -54,6 +54,7 @@ from tff_ditto import computation_cache as computation_cache_lib
 from tff_ditto import ditto
 from tff_ditto import evaluation
 from tff_ditto import optimization
+from tff_ditto import split_evaluation
 from tff_ditto import training_config
 from tff_ditto.data import FederatedDataset
 
@@ -498,6 +499,7 @@ class ExperimentRunner:
     self.metrics_manager = tff.program.CSVFileReleaseManager(
         os.path.join(output_dir, 'metrics.csv'), key_fieldname='round'
     )
+    self._client_splits: dict[str, split_evaluation.ClientSplit] = {}
     self.history: list[collections.OrderedDict] = []
     self.last_evaluation: Optional[collections.OrderedDict] = None
     if resume:
@@ -585,13 +587,13 @@ class ExperimentRunner:
       )
     self.global_evaluation = computation_cache_lib.get_or_build(
         cache, 'global_evaluation', model,
-        lambda: evaluation.build_global_evaluation(model_fn),
+        lambda: split_evaluation.build_global_split_evaluation(model_fn),
     )
     if self.personalize:
       self.personalized_evaluation = computation_cache_lib.get_or_build(
           cache, 'personalized_evaluation',
           (model, self.num_personal_models),
-          lambda: evaluation.build_personalized_evaluation(
+          lambda: split_evaluation.build_personalized_split_evaluation(
               model_fn, num_personal_models=self.num_personal_models
           ),
       )
@@ -825,20 +827,31 @@ class ExperimentRunner:
 
   # ------------------------------------------------------------ evaluation
 
-  def _eval_arrays(self):
-    return getattr(self.dataset, self.config.eval_split)
+  def _client_split(self, split: str) -> split_evaluation.ClientSplit:
+    """Every client's `split` ('test' or 'validation'), built once."""
+    if split not in self._client_splits:
+      arrays = getattr(self.dataset, split)
+      self._client_splits[split] = split_evaluation.client_split(
+          [arrays[c] for c in self.dataset.client_ids],
+          self.config.eval_batch_size,
+      )
+    return self._client_splits[split]
 
-  def _evaluate_personal_models(self, client_batches):
-    """Per-client metrics of every personal model on `client_batches`."""
-    return self.personalized_evaluation([
-        collections.OrderedDict(
-            batches=batches,
-            personal_state=state_handle_dataset(
-                client_states.ClientStateHandle(self.store.read_path(i), '')
-            ),
-        )
-        for i, batches in enumerate(client_batches)
-    ])
+  def _evaluate_personal_models(self, split: str):
+    """Per-client metrics of every personal model on `split`."""
+    read_paths = np.array(
+        [self.store.read_path(i) for i in range(self.dataset.num_clients)],
+        dtype=object,
+    )
+    return split_evaluation.per_client(self.personalized_evaluation(
+        self._client_split(split).as_argument(), read_paths
+    ))
+
+  def _evaluate_global_model(self, weights, split: str):
+    """Per-client metrics of the global model `weights` on `split`."""
+    return split_evaluation.per_client(self.global_evaluation(
+        weights, self._client_split(split).as_argument()
+    ))
 
   def _select_personal_models(self, client_metrics):
     """Each client's choice of lambda on its validation split (paper, 5.x).
@@ -853,13 +866,9 @@ class ExperimentRunner:
     Returns:
       (per-client metrics of the chosen models, chosen lambda per client).
     """
-    validation = [
-        eval_batches(self.dataset.validation[c], self.config.eval_batch_size)
-        for c in self.dataset.client_ids
-    ]
     num_candidates = len(self.selection_lambdas)
     validation_metrics = evaluation.stack_client_metrics(
-        self._evaluate_personal_models(validation)
+        self._evaluate_personal_models('validation')
     )
     chosen = evaluation.select_personal_models(
         {key: values[:, :num_candidates]
@@ -916,7 +925,7 @@ class ExperimentRunner:
       )
     return summary
 
-  def _global_model_summary(self, weights, batches, table) -> dict[str, float]:
+  def _global_model_summary(self, weights, split, table) -> dict[str, float]:
     """The global model beside the personal ones, on the evaluated split.
 
     A `ditto` run gets the benign summary a `global` run reports, prefixed
@@ -926,7 +935,7 @@ class ExperimentRunner:
 
     Args:
       weights: The global model's weights.
-      batches: Per-client evaluation batches.
+      split: The evaluated split.
       table: The per-client table, extended in place (ditto).
 
     Returns:
@@ -934,7 +943,7 @@ class ExperimentRunner:
     """
     benign = ~self.malicious
     global_metrics = evaluation.stack_client_metrics(
-        self.global_evaluation(weights, batches)
+        self._evaluate_global_model(weights, split)
     )
     summary = collections.OrderedDict()
     if self.config.method == 'ditto':
@@ -973,18 +982,22 @@ class ExperimentRunner:
       ('benign_share_lam_<value>'); for the personalized methods the global
       model (`_global_model_summary`).
     """
-    split = getattr(self.dataset, split) if split else self._eval_arrays()
+    split = split or self.config.eval_split
     client_ids = self.dataset.client_ids
+    arrays = getattr(self.dataset, split)
+    # Per-client datasets for the baselines' and fine-tuning's own
+    # evaluations; Ditto's family evaluates every client in one computation.
     test = [
-        eval_batches(split[c], self.config.eval_batch_size) for c in client_ids
-    ]
+        eval_batches(arrays[c], self.config.eval_batch_size)
+        for c in client_ids
+    ] if self.baseline is not None or self.config.method == 'finetune' else []
     weights = self.process.get_model_weights(self.state)
     chosen_lambdas = None
     every_model = None
     if self.baseline is not None:
       client_metrics = self.baseline.evaluate_clients(self, weights, test)
     elif self.personalize:
-      client_metrics = self._evaluate_personal_models(test)
+      client_metrics = self._evaluate_personal_models(split)
       if self.num_personal_models > 1:
         every_model = evaluation.stack_client_metrics(client_metrics)
         client_metrics, chosen_lambdas = self._main_personal_model(
@@ -1004,7 +1017,7 @@ class ExperimentRunner:
           ],
       )
     else:
-      client_metrics = self.global_evaluation(weights, test)
+      client_metrics = self._evaluate_global_model(weights, split)
     stacked = evaluation.stack_client_metrics(client_metrics)
     summary = collections.OrderedDict()
     benign = ~self.malicious
@@ -1024,7 +1037,7 @@ class ExperimentRunner:
     if chosen_lambdas is not None:
       table['lam'] = chosen_lambdas
     if self.personalize:
-      summary.update(self._global_model_summary(weights, test, table))
+      summary.update(self._global_model_summary(weights, split, table))
     if every_model is not None:
       summary.update(self._per_lambda_summaries(every_model))
       if self.config.report_lambdas:
@@ -1068,13 +1081,9 @@ class ExperimentRunner:
 
   def evaluate_global_model(self, split: str) -> collections.OrderedDict:
     """Summary of the current global model on `split` over benign clients."""
-    batches = [
-        eval_batches(getattr(self.dataset, split)[c], self.config.eval_batch_size)
-        for c in self.dataset.client_ids
-    ]
     stacked = evaluation.stack_client_metrics(
-        self.global_evaluation(
-            self.process.get_model_weights(self.state), batches
+        self._evaluate_global_model(
+            self.process.get_model_weights(self.state), split
         )
     )
     benign = ~self.malicious

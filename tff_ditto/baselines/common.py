@@ -48,12 +48,12 @@ ClientUpdate = Callable[..., tuple]
 
 def weights_type(model_fn: ModelFn) -> tff.StructType:
   """The TFF type of `ModelWeights` of the model."""
-  return ditto._weights_type(model_fn)  # pylint: disable=protected-access
+  return ditto.model_weights_type(model_fn)
 
 
 def element_type(model_fn: ModelFn) -> tff.Type:
   """The TFF type of one batch of the model's input."""
-  return ditto._element_type(model_fn)  # pylint: disable=protected-access
+  return ditto.batch_element_type(model_fn)
 
 
 def client_data_type(
@@ -226,8 +226,8 @@ def build_client_work(
     update, weight, statistics = client_update(initial_weights, client_data)
     if simulate_attacks:
       attack = batch_loops.single_element(client_data[ATTACK_KEY])
-      update, weight = ditto._apply_update_attack(update, weight, attack)  # pylint: disable=protected-access
-    update, has_non_finite = ditto._zero_if_non_finite(update)  # pylint: disable=protected-access
+      update, weight = ditto.apply_update_attack(update, weight, attack)
+    update, has_non_finite = ditto.zero_if_non_finite(update)
     weight = tf.where(has_non_finite > 0, 0.0, weight)
     client_metrics = collections.OrderedDict(statistics)
     client_metrics['non_finite_updates'] = tf.cast(has_non_finite, tf.float32)

@@ -302,7 +302,7 @@ def build_finetune_family_evaluation(
             patience, strength, helper_weights)
       else:
         finetune(model, weights, optimizer, train)
-      return evaluation._evaluate_model(model, client_data[TEST_KEY])  # pylint: disable=protected-access
+      return evaluation.evaluate_model(model, client_data[TEST_KEY])
 
     if handle is None:
       handle = collections.OrderedDict(
@@ -360,7 +360,7 @@ def build_interpolated_evaluation(
                           common.all_variables(model_weights))
       ]
       with tf.control_dependencies(common.assign_all(variables, values)):
-        return evaluation._evaluate_model(model, batches)  # pylint: disable=protected-access
+        return evaluation.evaluate_model(model, batches)
 
     return run(model_weights, client_data[common.BATCHES_KEY],
                handle['read_path'])
