@@ -155,3 +155,21 @@ def test_inside_a_tff_computation_matches_dataset_reduce():
     np.testing.assert_array_equal(
         np.array(with_loop(batches)), np.array(with_reduce(batches))
     )
+
+
+def test_sliced_batches_equal_the_dataset_batches():
+  arrays = _batches(11, 11).get_single_element()
+  starts, sizes = [0, 4, 8], [4, 4, 3]
+  expected = _batches(11, 4).reduce(_initial(), _order_sensitive_body)
+
+  @tf.function
+  def in_graph():
+    return batch_loops.reduce_batches(
+        batch_loops.SlicedBatches(
+            arrays, tf.constant(starts), tf.constant(sizes)),
+        _initial(), _order_sensitive_body)
+
+  np.testing.assert_array_equal(
+      np.array([t.numpy() for t in in_graph()]),
+      np.array([t.numpy() for t in expected]),
+  )
