@@ -211,7 +211,7 @@ def _round_batches(runner, round_num: int):
 
 def _checkpoint_seconds(runner, round_num: int) -> float:
   start = time.perf_counter()
-  runner._save_checkpoint(round_num)  # pylint: disable=protected-access
+  runner.save_checkpoint(round_num)
   return time.perf_counter() - start
 
 

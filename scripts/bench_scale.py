@@ -163,7 +163,7 @@ def main(argv):
   start = time.monotonic()
   for round_num in range(config.rounds):
     row = runner.run_round(round_num)
-    runner._save_checkpoint(round_num)  # pylint: disable=protected-access
+    runner.save_checkpoint(round_num)
     rows.append(
         collections.OrderedDict(
             round=round_num,

@@ -19,8 +19,8 @@ store and writes results:
   `global_model_accuracy`, and, with report lambdas, each personal model's,
   `lam_<value>_accuracy`);
 * `<output_dir>/summary.json`: the final summary and the configuration;
-* `<output_dir>/checkpoints/`: server state, round and client-state versions
-  through `tff.program.FileProgramStateManager`;
+* `<output_dir>/checkpoints/`: server state, round, client-state versions
+  and batch stream positions (`tff_ditto.checkpoints`);
 * `<output_dir>/client_states/`: versioned personalized models.
 
 Runners given one `ComputationCache` share the computations built from the
@@ -37,7 +37,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
@@ -49,8 +48,10 @@ import tensorflow_federated as tff
 from tff_ditto import attacks
 from tff_ditto import batch_streams
 from tff_ditto import baselines
+from tff_ditto import checkpoints
 from tff_ditto import client_states
 from tff_ditto import computation_cache as computation_cache_lib
+from tff_ditto import crash_safety
 from tff_ditto import ditto
 from tff_ditto import evaluation
 from tff_ditto import optimization
@@ -373,8 +374,8 @@ def _check_validation_data(
     )
 
 
-class OutputDirectoryError(RuntimeError):
-  """The output directory holds results and neither resume nor overwrite."""
+# Raised by the runner and its checkpoints (`tff_ditto.checkpoints`).
+OutputDirectoryError = checkpoints.OutputDirectoryError
 
 
 class ExperimentRunner:
@@ -490,11 +491,13 @@ class ExperimentRunner:
         config.seed,
     )
     self.next_round = 0
-    self._checkpoint_versions = []  # client-state versions per kept checkpoint
-    self.state_manager = tff.program.FileProgramStateManager(
-        os.path.join(output_dir, 'checkpoints'),
-        keep_total=2,
-        keep_first=False,
+    self.checkpoints = checkpoints.RunCheckpoints(
+        output_dir,
+        self.state,
+        dataset.num_clients,
+        self.log_fn,
+        checkpoint_every=config.checkpoint_every,
+        store=self.store,
     )
     self.metrics_manager = tff.program.CSVFileReleaseManager(
         os.path.join(output_dir, 'metrics.csv'), key_fieldname='round'
@@ -621,99 +624,29 @@ class ExperimentRunner:
         )
     os.makedirs(self.output_dir, exist_ok=True)
 
-  def _checkpoint_structure(self):
-    return collections.OrderedDict(
-        state=self.state,
-        round_num=np.int32(0),
-        client_state_versions=np.zeros([self.dataset.num_clients], np.int32),
-        batch_stream_positions=np.zeros([self.dataset.num_clients], np.int64),
-    )
+  # ------------------------------------------------------------ checkpoints
 
   def _restore_latest_checkpoint(self) -> None:
-    versions = asyncio.run(self.state_manager.get_versions()) or []
-    for version in sorted(versions, reverse=True):
-      if not os.path.exists(self._checkpoint_marker(version)):
-        self.log_fn(f'checkpoint {version} is incomplete (torn write); skipped')
-        continue
-      try:
-        loaded = asyncio.run(
-            self.state_manager.load(version, self._checkpoint_structure())
-        )
-      except Exception as error:  # pylint: disable=broad-except
-        self.log_fn(
-            f'checkpoint {version} unreadable ({type(error).__name__}); '
-            'trying the previous one'
-        )
-        continue
-      self.state = loaded['state']
-      self.next_round = int(loaded['round_num']) + 1
-      self.batch_streams.positions = np.array(
-          loaded['batch_stream_positions'], np.int64
-      )
-      if self.store is not None:
-        self.store.restore(loaded['client_state_versions'])
-        self._checkpoint_versions = [self.store.versions.copy()]
-      self._remove_checkpoints_after(version)
-      self.log_fn(f'resumed from checkpoint after round {version}')
+    """Continues from the latest usable checkpoint, if there is one.
+
+    Raises:
+      OutputDirectoryError: If the checkpoints are all unusable
+        (`RunCheckpoints.restore_latest`).
+    """
+    restored = self.checkpoints.restore_latest()
+    if restored is None:
       return
-    first_checkpoint = max(self.config.checkpoint_every, 1) - 1
-    if any(version > first_checkpoint for version in versions):
-      # Only a kill during the very first checkpoint leaves nothing to resume
-      # from; otherwise starting over would overwrite the results and client
-      # states of the run these checkpoints belong to.
-      raise OutputDirectoryError(
-          f'{self.output_dir} has checkpoints {sorted(versions)} but none is '
-          'complete and readable; refusing to restart over them. Move the '
-          'directory away, or pass --overwrite to start afresh.'
-      )
-    self.log_fn('no checkpoint found; starting from round 0')
+    self.state = restored.state
+    self.next_round = restored.round_num + 1
+    self.batch_streams.positions = restored.batch_stream_positions
 
-  def _checkpoint_marker(self, version: int) -> str:
-    """Written (atomically) only after a checkpoint is completely saved."""
-    return os.path.join(
-        self.output_dir, 'checkpoints', f'complete_{version}'
-    )
+  def save_checkpoint(self, round_num: int) -> None:
+    """Checkpoints the run after `round_num` (`RunCheckpoints.save`).
 
-  def _remove_checkpoints_after(self, version: int) -> None:
-    """Deletes checkpoints newer than `version` (torn or from a lost future)."""
-    root = os.path.join(self.output_dir, 'checkpoints')
-    for newer in asyncio.run(self.state_manager.get_versions()) or []:
-      if newer > version:
-        shutil.rmtree(os.path.join(root, f'program_state_{newer}'))
-        if os.path.exists(self._checkpoint_marker(newer)):
-          os.remove(self._checkpoint_marker(newer))
-
-  def _save_checkpoint(self, round_num: int) -> None:
-    versions = (
-        self.store.versions.copy()
-        if self.store is not None
-        else np.zeros([self.dataset.num_clients], np.int32)
-    )
-    asyncio.run(
-        self.state_manager.save(
-            collections.OrderedDict(
-                state=self.state,
-                round_num=np.int32(round_num),
-                client_state_versions=versions,
-                batch_stream_positions=self.batch_streams.positions.copy(),
-            ),
-            round_num,
-        )
-    )
-    _maybe_inject_fault('mid_checkpoint', round_num)
-    _write_atomically(self._checkpoint_marker(round_num), 'complete\n')
-    kept = set(asyncio.run(self.state_manager.get_versions()) or [])
-    root = os.path.join(self.output_dir, 'checkpoints')
-    for name in os.listdir(root):
-      if (
-          name.startswith('complete_')
-          and name[9:].isdigit()
-          and int(name[9:]) not in kept
-      ):
-        os.remove(os.path.join(root, name))
-    if self.store is not None:
-      self._checkpoint_versions = (self._checkpoint_versions + [versions])[-2:]
-      self.store.prune(self._checkpoint_versions[0])
+    Args:
+      round_num: The round just trained.
+    """
+    self.checkpoints.save(round_num, self.state, self.batch_streams.positions)
 
   # ------------------------------------------------------------- one round
 
@@ -797,7 +730,7 @@ class ExperimentRunner:
         else self._round_client_data(round_num, client_indices),
     )
     self.state = output.state
-    _maybe_inject_fault('mid_round', round_num)
+    crash_safety.maybe_inject_fault('mid_round', round_num)
     if self.store is not None:
       self.store.commit(client_indices, round_num)
     train = output.metrics['client_work']['train']
@@ -1051,7 +984,7 @@ class ExperimentRunner:
             np.mean(chosen_lambdas[benign] == value)
         )
     if client_metrics_path is not None:
-      _write_atomically(
+      crash_safety.write_atomically(
           client_metrics_path
           or os.path.join(self.output_dir, 'client_metrics.csv'),
           table.to_csv(index=False),
@@ -1120,10 +1053,8 @@ class ExperimentRunner:
         row.update(self.last_evaluation)
         row.update(self.evaluate_curve_split(round_num))
       asyncio.run(self.metrics_manager.release(row, key=round_num))
-      if config.checkpoint_every and (
-          (round_num + 1) % config.checkpoint_every == 0 or is_last
-      ):
-        self._save_checkpoint(round_num)
+      if self.checkpoints.due(round_num, is_last):
+        self.save_checkpoint(round_num)
       self.history.append(row)
       self.next_round = round_num + 1
       self.log_fn(self._progress_line(row))
@@ -1140,7 +1071,7 @@ class ExperimentRunner:
         num_clients=self.dataset.num_clients,
         num_malicious=int(self.malicious.sum()),
     )
-    _write_atomically(
+    crash_safety.write_atomically(
         os.path.join(self.output_dir, 'summary.json'),
         json.dumps(summary, indent=2, default=_json_default),
     )
@@ -1156,13 +1087,6 @@ class ExperimentRunner:
     if self.store is None:
       raise ValueError(f'Method {self.config.method} keeps no client state.')
     return self.store.read(client_index)
-
-
-# Fault injection for the crash-recovery tests: TFF_DITTO_FAULT=<point>:<round>
-# makes the process SIGKILL itself at that point of that round. Points:
-# 'mid_round' (client states written, not yet committed), 'mid_checkpoint'
-# (checkpoint saved, completion marker not yet written).
-_FAULT_ENVIRONMENT_VARIABLE = 'TFF_DITTO_FAULT'
 
 
 def _per_client(stacked: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -1194,21 +1118,6 @@ def _accuracies(stacked: dict[str, np.ndarray]) -> np.ndarray:
       float(correct) / float(count) if count else np.nan
       for correct, count in zip(stacked['num_correct'], stacked['num_examples'])
   ])
-
-
-def _maybe_inject_fault(point: str, round_num: int) -> None:
-  if os.environ.get(_FAULT_ENVIRONMENT_VARIABLE) == f'{point}:{round_num}':
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _write_atomically(path: str, text: str) -> None:
-  """Writes a file via a temporary file and a rename."""
-  temporary = f'{path}.tmp{os.getpid()}'
-  with open(temporary, 'w') as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(temporary, path)
 
 
 def _json_default(value: Any):
