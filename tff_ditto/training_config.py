@@ -8,9 +8,12 @@ from typing import Optional
 # The names are defined in `tff_ditto.names`; `METHODS`,
 # `BASELINE_METHODS` and `PERSONALIZED_METHODS` stay importable from here.
 from tff_ditto.names import AGGREGATOR_NAMES
+from tff_ditto.names import ATTACK_ALIASES
 from tff_ditto.names import ATTACK_NAMES
+from tff_ditto.names import ATTACKS
 from tff_ditto.names import BASELINE_METHODS
 from tff_ditto.names import METHODS
+from tff_ditto.names import NO_ATTACK
 from tff_ditto.names import NO_WEIGHTED_FORM
 from tff_ditto.names import OMNISCIENT_ATTACKS
 from tff_ditto.names import PERSONALIZED_METHODS  # pylint: disable=unused-import
@@ -73,6 +76,51 @@ SERVER_OPTIMIZERS = ('sgd', 'adam')
 # Kept in sync with tff_ditto.batch_streams.BATCH_STREAMS.
 BATCH_STREAMS = ('reference', 'per_round_shuffle')
 
+# How `run_experiment.py` makes a field's command-line flag, the field's
+# metadata 'flag': FLAG_FROM_FIELD, a flag --<field> of the field's type
+# (integer, float, bool; an enum of the metadata's 'choices' for a text) and
+# default; FLAG_PRESET, the same with default None: the dataset preset's value
+# (`tff_ditto.experiment_defaults`) unless given; FLAG_BY_HAND, a flag defined
+# by hand there (a list, or a text it parses) with the field's help; NO_FLAG,
+# not set on the command line. The metadata's 'help' is the flag's help text.
+FLAG_FROM_FIELD = 'from_field'
+FLAG_PRESET = 'preset'
+FLAG_BY_HAND = 'by_hand'
+NO_FLAG = 'none'
+
+# The --attack choices: none, the paper's names, then the other attacks.
+_ATTACK_CHOICES = (
+    (NO_ATTACK,)
+    + tuple(ATTACK_ALIASES)
+    + tuple(name for name in ATTACKS if name != NO_ATTACK)
+)
+
+
+def _field(
+    default,
+    help_text: str,
+    *,
+    flag: str = FLAG_FROM_FIELD,
+    choices: Optional[tuple[str, ...]] = None,
+):
+  """An `ExperimentConfig` field with its command-line flag's description.
+
+  Args:
+    default: The field's default.
+    help_text: The flag's help text (metadata 'help').
+    flag: How the flag is made: FLAG_FROM_FIELD, FLAG_PRESET, FLAG_BY_HAND or
+      NO_FLAG (metadata 'flag').
+    choices: The values of an enum flag (metadata 'choices'), or None.
+
+  Returns:
+    The `dataclasses.field`.
+  """
+  return dataclasses.field(
+      default=default,
+      metadata=dict(help=help_text, flag=flag, choices=choices),
+  )
+
+
 # The value each field had in effect before it was added to ExperimentConfig,
 # where that differs from its default: a run recorded without the field ran
 # with this value.
@@ -82,6 +130,9 @@ VALUES_BEFORE_FIELD_EXISTED = {'batch_stream': 'per_round_shuffle'}
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
   """Hyper-parameters of one run (the reference code's defaults where known).
+
+  Each field's metadata holds the help text of its `run_experiment.py` flag
+  and how the flag is made (`FLAG_FROM_FIELD`, ...; `field_help`).
 
   Attributes:
     method: One of METHODS. `local` is Ditto with lambda = 0.
@@ -176,43 +227,232 @@ class ExperimentConfig:
       chosen round from the same run).
   """
 
-  method: str = 'ditto'
-  rounds: int = 100
-  clients_per_round: int = 10
-  local_steps: int = 10
-  batch_size: int = 10
-  client_lr: float = 0.05
-  personal_lr: Optional[float] = None
-  server_lr: float = 1.0
-  server_optimizer: str = 'sgd'
-  lam: float = 1.0
-  lam_selection: str = 'fixed'
-  strong_attack: bool = False
-  fedprox_mu: float = 0.0
-  finetune_steps: int = 50
-  finetune_lam: float = 0.0
-  eval_every: int = 10
-  eval_batch_size: int = 100
-  sampling: str = 'weighted'
-  batch_stream: str = 'reference'
-  weighted_aggregation: bool = False
-  seed: int = 0
-  checkpoint_every: int = 10
-  eval_split: str = 'test'
-  attack: str = 'none'
-  attack_ratio: float = 0.0
-  attack_poison_labels: bool = True
-  aggregator: str = 'mean'
-  bucketing_size: int = 0
-  cclip_tau: float = 10.0
-  term_t: float = 1.0
-  apfl_alpha: float = 0.5
-  perfedavg_alpha: Optional[float] = None
-  ewc_lam: float = 1.0
-  skl_lam: float = 0.01
-  finetune_patience: int = 1
-  report_lambdas: tuple[float, ...] = ()
-  curve_split: Optional[str] = None
+  method: str = _field(
+      'ditto',
+      'Comma-separated methods to run and compare: ditto, global (FedAvg), '
+      'local (Ditto with lambda=0), finetune (FedAvg then per-client '
+      'fine-tuning), and the paper\'s baselines (tff_ditto.baselines): term '
+      '(FedAvg weighted by exp(t * loss), --term_t), l2sgd (mean-regularized '
+      'local models, --lam), apfl (alpha-interpolated local/global, '
+      '--apfl_alpha), ewc (FedAvg then Fisher-weighted fine-tuning, '
+      '--ewc_lam), skl (FedAvg then symmetric-KL fine-tuning, --skl_lam), '
+      'perfedavg (Per-FedAvg HF then fine-tuning), mapper (per-client mixture '
+      'lambda in {0.25, 0.5, 0.75} then fine-tuning), finetune_es (finetune '
+      'with early stopping on validation loss, --finetune_patience, '
+      '--finetune_lam).',
+      flag=FLAG_BY_HAND,
+  )
+  rounds: int = _field(
+      100,
+      'Communication rounds (default: per-dataset preset).',
+      flag=FLAG_PRESET,
+  )
+  clients_per_round: int = _field(
+      10,
+      'Clients sampled per round (default: 10).',
+      flag=FLAG_PRESET,
+  )
+  local_steps: int = _field(
+      10,
+      'Mini-batch steps per client per round, for both the personal and the '
+      'global model (default: per-dataset preset).',
+      flag=FLAG_PRESET,
+  )
+  batch_size: int = _field(
+      10,
+      'Training batch size (default: per-dataset preset).',
+      flag=FLAG_PRESET,
+  )
+  client_lr: float = _field(
+      0.05,
+      'Client SGD learning rate of personal and global local steps '
+      '(default: per-dataset preset, chosen on validation data).',
+      flag=FLAG_PRESET,
+  )
+  personal_lr: Optional[float] = _field(
+      None,
+      'SGD learning rate of the personal steps of ditto and local, if it '
+      'should differ from --client_lr (default: --client_lr, as in the '
+      'reference code).',
+  )
+  server_lr: float = _field(
+      1.0, 'Server learning rate (SGD 1.0 = reference FedAvg).'
+  )
+  server_optimizer: str = _field(
+      'sgd', 'Server optimizer.', choices=SERVER_OPTIMIZERS
+  )
+  lam: float = _field(
+      1.0,
+      "Ditto's lambda: a number >= 0 (default: per-dataset preset, 1.0 "
+      "mostly), or 'auto' for the paper's per-device selection: every client "
+      'trains one personal model per candidate {0.1, 1, 2} ({0.05, 0.1, 0.2} '
+      'with --strong_attack) and uses the one with the lowest loss on its own '
+      'validation split (fixed 1, or 0.1, with fewer than 4 validation '
+      "examples); or 'per_step' for the reference code's --dynamic_lam=1: one "
+      'personal model per client, and at every personal step each candidate '
+      'takes a tentative step and the one with the lowest loss on the '
+      "client's whole validation split is kept (same candidates and fallback; "
+      'costs 3 tentative steps and 3 validation passes per personal step).',
+      flag=FLAG_BY_HAND,
+  )
+  lam_selection: str = _field(
+      'fixed',
+      "How lambda is chosen: 'fixed', 'auto' or 'per_step' (set with --lam: "
+      "a number is 'fixed').",
+      flag=NO_FLAG,
+  )
+  strong_attack: bool = _field(
+      False,
+      "With --lam=auto or --lam=per_step: the devices' binary decision that "
+      'the attack is strong (choose among the smaller lambdas).',
+  )
+  fedprox_mu: float = _field(
+      0.0, 'FedProx proximal strength of the global solver (0 = FedAvg).'
+  )
+  finetune_steps: int = _field(
+      50,
+      'Fine-tuning steps of the finetune method.',
+      flag=FLAG_PRESET,
+  )
+  finetune_lam: float = _field(
+      0.0, 'Proximal strength towards the global model during fine-tuning.'
+  )
+  eval_every: int = _field(
+      10,
+      'Evaluate every this many rounds (and at the end).',
+      flag=FLAG_PRESET,
+  )
+  eval_batch_size: int = _field(
+      100, 'Batch size of evaluation.', flag=NO_FLAG
+  )
+  sampling: str = _field(
+      'weighted',
+      'Client sampling: weighted (proportional to training examples, without '
+      'replacement, as the reference) or uniform.',
+      choices=SAMPLING_MODES,
+  )
+  batch_stream: str = _field(
+      'reference',
+      "Clients' training batches: reference (as the reference code's "
+      'gen_batch: one stream per client for the whole run, full batches in '
+      'shuffled passes, reshuffled after each pass; a client with n <= '
+      'batch_size trains on all n as one batch; positions are checkpointed) '
+      'or per_round_shuffle (a fresh shuffled, repeated stream per client and '
+      'round: the earlier behaviour of this project).',
+      choices=BATCH_STREAMS,
+  )
+  weighted_aggregation: bool = _field(
+      False,
+      "Weight each client's delta by its number of training examples in the "
+      "server aggregation (the aggregator's example-weighted form; mean: "
+      'sum n_k x_k / sum n_k) instead of the reference unweighted rule. Not '
+      'with --aggregator=krum or k_loss (no weighted form) nor the baseline '
+      'methods. --sampling=weighted (default) already draws clients in '
+      'proportion to their examples, so large clients then count twice; use '
+      '--sampling=uniform for FedAvg weighting.',
+  )
+  seed: int = _field(
+      0, 'Seed of data splits, initial model, sampling and batches.'
+  )
+  checkpoint_every: int = _field(
+      10,
+      'Checkpoint every N rounds, and after the last (0 = never). A resumed '
+      'run redoes the rounds after its last checkpoint, with the same '
+      'results. A checkpoint costs about 0.1 s (docs/performance.md).',
+  )
+  eval_split: str = _field(
+      'test',
+      'Split evaluated: tune hyper-parameters on validation, report on test.',
+      choices=('test', 'validation'),
+  )
+  attack: str = _field(
+      NO_ATTACK,
+      'Attack of the malicious clients: a1/label_poison (random labels; 1-y '
+      'binary; -y Vehicle), a2/random_update (Gaussian update, sigma = std of '
+      'its own update), a3/model_replacement (update x clients_per_round), '
+      'label_flip (C-1-y), bit_flip (negated update), and the omniscient '
+      'server-side simulations alie, ipm, mimic.',
+      choices=_ATTACK_CHOICES,
+  )
+  attack_ratio: float = _field(
+      0.0,
+      'Fraction of ALL clients that are malicious (a fixed set, seeded).',
+  )
+  attack_poison_labels: bool = _field(
+      True,
+      'Reference-compatible mode: malicious clients of a2/a3/bit_flip also '
+      'train on a1-poisoned labels, as the Ditto code does.',
+  )
+  aggregator: str = _field(
+      'mean',
+      'Server aggregation of model deltas (tff_ditto.aggregators): mean, '
+      'coordinate-wise median, trimmed_mean (b = E), krum / multi_krum '
+      '(f = E), rfa (geometric median, smoothed Weiszfeld), cclip (centered '
+      'clipping, --cclip_tau), norm_clip (clip to the round\'s median norm, '
+      'then mean; Ditto\'s "gradient clipping"), k_norm (drop the E largest '
+      'norms), k_loss (the update of the client ranked clients_per_round - E '
+      'by round-start training loss; Ditto reference k_loss). '
+      'E = int(clients_per_round * num_malicious / num_clients).',
+      choices=AGGREGATOR_NAMES,
+  )
+  bucketing_size: int = _field(
+      0,
+      'Bucketing s (Karimireddy et al. 2022): average random buckets of s '
+      'updates before the aggregator; 0 = off.',
+  )
+  cclip_tau: float = _field(10.0, 'Clipping radius of --aggregator=cclip.')
+  term_t: float = _field(
+      1.0,
+      'TERM tilt t (--method=term): client updates weighted by '
+      'exp(t * round-start training loss); 0 = FedAvg; paper: 1, 2, 5.',
+  )
+  apfl_alpha: float = _field(
+      0.5,
+      'APFL mixing weight alpha in [0, 1] (--method=apfl): clients are '
+      'evaluated on alpha * v_k + (1 - alpha) * w; 1 = local training.',
+  )
+  perfedavg_alpha: Optional[float] = _field(
+      None,
+      'Per-FedAvg inner step alpha (--method=perfedavg; default: the '
+      'per-dataset preset, chosen on validation data (FEMNIST 0.01), else '
+      '--client_lr as the reference). The meta step is beta = 0.01, and the '
+      'update is w - beta * g + alpha * beta * Hg.',
+  )
+  ewc_lam: float = _field(
+      1.0,
+      'EWC strength (--method=ewc): fine-tuning gradient grad F + ewc_lam * '
+      'Fisher * (v - w).',
+  )
+  skl_lam: float = _field(
+      0.01,
+      'SKL strength (--method=skl): fine-tuning gradient grad F + skl_lam * '
+      'grad of the symmetric KL to the global model summed over the '
+      'training set.',
+  )
+  finetune_patience: int = _field(
+      1,
+      'finetune_es: stop fine-tuning a client after this many steps without '
+      'a lower validation loss (the best-validation weights are evaluated).',
+  )
+  report_lambdas: tuple[float, ...] = _field(
+      (),
+      'Ditto only: extra lambdas (comma-separated, each >= 0, e.g. 0,1) whose '
+      'personal models train alongside the run\'s own (--lam, or the '
+      '--lam=auto candidates) on the same batches and are reported on their '
+      'own (benign_lam_<value>_* in metrics.csv, lam_<value>_accuracy in '
+      'client_metrics.csv) but never selected: one run then also gives the '
+      'local (0) and fixed-lambda results. Each costs one personal step per '
+      'step. Not with --lam=per_step.',
+      flag=FLAG_BY_HAND,
+  )
+  curve_split: Optional[str] = _field(
+      None,
+      'Also evaluate this split (not --eval_split) at every evaluation round '
+      'and write its summary to metrics.csv with the prefix "<split>_", e.g. '
+      '--curve_split=validation to choose the number of rounds on validation '
+      'curves and read the test numbers of that round from the same run.',
+      choices=('validation', 'test'),
+  )
 
   def __post_init__(self):
     # A list (from JSON records or flags) becomes a hashable tuple of floats.
@@ -349,6 +589,22 @@ class ExperimentConfig:
         value = getattr(self, name, None)
         got = f' (got {value!r})' if hasattr(self, name) else ''
         raise ValueError(f'{message}{got}')
+
+
+def field_help(name: str) -> str:
+  """The help text of the command-line flag of `ExperimentConfig` field `name`.
+
+  Args:
+    name: The field.
+
+  Returns:
+    Its metadata 'help'.
+
+  Raises:
+    KeyError: If `ExperimentConfig` has no field `name`.
+  """
+  fields = {field.name: field for field in dataclasses.fields(ExperimentConfig)}
+  return fields[name].metadata['help']
 
 
 # Fields only one method reads, so a dataset preset may set them for every
