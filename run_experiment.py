@@ -17,16 +17,17 @@ import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
+import dataclasses  # noqa: E402
 import datetime  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
-from typing import Optional  # noqa: E402
+import typing  # noqa: E402
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from tff_ditto import experiment_defaults  # noqa: E402
 from tff_ditto import runtime  # noqa: E402
+from tff_ditto import training_config  # noqa: E402
 
 _DATASET = flags.DEFINE_string(
     'dataset', 'synthetic',
@@ -38,170 +39,18 @@ _DATA_DIR = flags.DEFINE_string(
     'data_dir', None,
     'Directory holding the dataset (or its parent, e.g. ../shared/data). '
     'Not needed for synthetic.')
+
+# The flags of the ExperimentConfig fields. Their help texts live beside the
+# fields (tff_ditto/training_config.py), as does how each flag is made: most
+# are generated from the field's type and default (`_define_config_flags`);
+# these take a list or a text that is parsed here.
 _METHOD = flags.DEFINE_list(
     'method', ['ditto', 'global', 'local'],
-    'Comma-separated methods to run and compare: ditto, global (FedAvg), '
-    'local (Ditto with lambda=0), finetune (FedAvg then per-client '
-    'fine-tuning), and the paper\'s baselines (tff_ditto.baselines): term '
-    '(FedAvg weighted by exp(t * loss), --term_t), l2sgd (mean-regularized '
-    'local models, --lam), apfl (alpha-interpolated local/global, '
-    '--apfl_alpha), ewc (FedAvg then Fisher-weighted fine-tuning, '
-    '--ewc_lam), skl (FedAvg then symmetric-KL fine-tuning, --skl_lam), '
-    'perfedavg (Per-FedAvg HF then fine-tuning), mapper (per-client mixture '
-    'lambda in {0.25, 0.5, 0.75} then fine-tuning), finetune_es (finetune '
-    'with early stopping on validation loss, --finetune_patience, '
-    '--finetune_lam).')
-_ROUNDS = flags.DEFINE_integer(
-    'rounds', None, 'Communication rounds (default: per-dataset preset).')
-_CLIENTS_PER_ROUND = flags.DEFINE_integer(
-    'clients_per_round', None, 'Clients sampled per round (default: 10).')
-_LOCAL_STEPS = flags.DEFINE_integer(
-    'local_steps', None,
-    'Mini-batch steps per client per round, for both the personal and the '
-    'global model (default: per-dataset preset).')
-_BATCH_SIZE = flags.DEFINE_integer(
-    'batch_size', None, 'Training batch size (default: per-dataset preset).')
-_CLIENT_LR = flags.DEFINE_float(
-    'client_lr', None,
-    'Client SGD learning rate of personal and global local steps '
-    '(default: per-dataset preset, chosen on validation data).')
-_PERSONAL_LR = flags.DEFINE_float(
-    'personal_lr', None,
-    'SGD learning rate of the personal steps of ditto and local, if it '
-    'should differ from --client_lr (default: --client_lr, as in the '
-    'reference code).')
-_SERVER_LR = flags.DEFINE_float(
-    'server_lr', 1.0, 'Server learning rate (SGD 1.0 = reference FedAvg).')
-_SERVER_OPTIMIZER = flags.DEFINE_enum(
-    'server_optimizer', 'sgd', ['sgd', 'adam'], 'Server optimizer.')
-_LAM = flags.DEFINE_string(
-    'lam', None,
-    "Ditto's lambda: a number >= 0 (default: per-dataset preset, 1.0 mostly), "
-    "or 'auto' for the paper's per-device selection: every client trains one "
-    'personal model per candidate {0.1, 1, 2} ({0.05, 0.1, 0.2} with '
-    '--strong_attack) and uses the one with the lowest loss on its own '
-    'validation split (fixed 1, or 0.1, with fewer than 4 validation '
-    "examples); or 'per_step' for the reference code's --dynamic_lam=1: one "
-    'personal model per client, and at every personal step each candidate '
-    'takes a tentative step and the one with the lowest loss on the '
-    "client's whole validation split is kept (same candidates and fallback; "
-    'costs 3 tentative steps and 3 validation passes per personal step).')
+    training_config.field_help('method'))
+_LAM = flags.DEFINE_string('lam', None, training_config.field_help('lam'))
 _REPORT_LAMBDAS = flags.DEFINE_list(
-    'report_lambdas', [],
-    'Ditto only: extra lambdas (comma-separated, each >= 0, e.g. 0,1) whose '
-    'personal models train alongside the run\'s own (--lam, or the '
-    '--lam=auto candidates) on the same batches and are reported on their '
-    'own (benign_lam_<value>_* in metrics.csv, lam_<value>_accuracy in '
-    'client_metrics.csv) but never selected: one run then also gives the '
-    'local (0) and fixed-lambda results. Each costs one personal step per '
-    'step. Not with --lam=per_step.')
-_CURVE_SPLIT = flags.DEFINE_enum(
-    'curve_split', None, ['validation', 'test'],
-    'Also evaluate this split (not --eval_split) at every evaluation round '
-    'and write its summary to metrics.csv with the prefix "<split>_", e.g. '
-    '--curve_split=validation to choose the number of rounds on validation '
-    'curves and read the test numbers of that round from the same run.')
-_STRONG_ATTACK = flags.DEFINE_bool(
-    'strong_attack', False,
-    "With --lam=auto or --lam=per_step: the devices' binary decision that the "
-    'attack is strong (choose among the smaller lambdas).')
-_FEDPROX_MU = flags.DEFINE_float(
-    'fedprox_mu', 0.0,
-    'FedProx proximal strength of the global solver (0 = FedAvg).')
-_FINETUNE_STEPS = flags.DEFINE_integer(
-    'finetune_steps', None, 'Fine-tuning steps of the finetune method.')
-_FINETUNE_LAM = flags.DEFINE_float(
-    'finetune_lam', 0.0,
-    'Proximal strength towards the global model during fine-tuning.')
-_AGGREGATOR = flags.DEFINE_enum(
-    'aggregator', 'mean',
-    ['mean', 'median', 'trimmed_mean', 'krum', 'multi_krum', 'rfa', 'cclip',
-     'norm_clip', 'k_norm', 'k_loss'],
-    'Server aggregation of model deltas (tff_ditto.aggregators): mean, '
-    'coordinate-wise median, trimmed_mean (b = E), krum / multi_krum '
-    '(f = E), rfa (geometric median, smoothed Weiszfeld), cclip (centered '
-    'clipping, --cclip_tau), norm_clip (clip to the round\'s median norm, '
-    'then mean; Ditto\'s "gradient clipping"), k_norm (drop the E largest '
-    'norms), k_loss (the update of the client ranked clients_per_round - E by '
-    'round-start training loss; Ditto reference k_loss). '
-    'E = int(clients_per_round * num_malicious / num_clients).')
-_BUCKETING_SIZE = flags.DEFINE_integer(
-    'bucketing_size', 0,
-    'Bucketing s (Karimireddy et al. 2022): average random buckets of s '
-    'updates before the aggregator; 0 = off.')
-_TERM_T = flags.DEFINE_float(
-    'term_t', 1.0,
-    'TERM tilt t (--method=term): client updates weighted by '
-    'exp(t * round-start training loss); 0 = FedAvg; paper: 1, 2, 5.')
-_APFL_ALPHA = flags.DEFINE_float(
-    'apfl_alpha', 0.5,
-    'APFL mixing weight alpha in [0, 1] (--method=apfl): clients are '
-    'evaluated on alpha * v_k + (1 - alpha) * w; 1 = local training.')
-_PERFEDAVG_ALPHA = flags.DEFINE_float(
-    'perfedavg_alpha', None,
-    'Per-FedAvg inner step alpha (--method=perfedavg; default: the '
-    'per-dataset preset, chosen on validation data (FEMNIST 0.01), else '
-    '--client_lr as the reference). The meta step is beta = 0.01, and the '
-    'update is w - beta * g + alpha * beta * Hg.')
-_EWC_LAM = flags.DEFINE_float(
-    'ewc_lam', 1.0,
-    'EWC strength (--method=ewc): fine-tuning gradient grad F + ewc_lam * '
-    'Fisher * (v - w).')
-_SKL_LAM = flags.DEFINE_float(
-    'skl_lam', 0.01,
-    'SKL strength (--method=skl): fine-tuning gradient grad F + skl_lam * '
-    'grad of the symmetric KL to the global model summed over the '
-    'training set.')
-_FINETUNE_PATIENCE = flags.DEFINE_integer(
-    'finetune_patience', 1,
-    'finetune_es: stop fine-tuning a client after this many steps without '
-    'a lower validation loss (the best-validation weights are evaluated).')
-_CCLIP_TAU = flags.DEFINE_float('cclip_tau', 10.0,
-                                'Clipping radius of --aggregator=cclip.')
-_ATTACK = flags.DEFINE_enum(
-    'attack', 'none',
-    ['none', 'a1', 'a2', 'a3', 'label_poison', 'label_flip', 'random_update',
-     'model_replacement', 'bit_flip', 'alie', 'ipm', 'mimic'],
-    'Attack of the malicious clients: a1/label_poison (random labels; 1-y '
-    'binary; -y Vehicle), a2/random_update (Gaussian update, sigma = std of '
-    'its own update), a3/model_replacement (update x clients_per_round), '
-    'label_flip (C-1-y), bit_flip (negated update), and the omniscient '
-    'server-side simulations alie, ipm, mimic.')
-_ATTACK_RATIO = flags.DEFINE_float(
-    'attack_ratio', 0.0,
-    'Fraction of ALL clients that are malicious (a fixed set, seeded).')
-_ATTACK_POISON_LABELS = flags.DEFINE_bool(
-    'attack_poison_labels', True,
-    'Reference-compatible mode: malicious clients of a2/a3/bit_flip also '
-    'train on a1-poisoned labels, as the Ditto code does.')
-_EVAL_EVERY = flags.DEFINE_integer(
-    'eval_every', None, 'Evaluate every this many rounds (and at the end).')
-_EVAL_SPLIT = flags.DEFINE_enum(
-    'eval_split', 'test', ['test', 'validation'],
-    'Split evaluated: tune hyper-parameters on validation, report on test.')
-_SAMPLING = flags.DEFINE_enum(
-    'sampling', 'weighted', ['weighted', 'uniform'],
-    'Client sampling: weighted (proportional to training examples, without '
-    'replacement, as the reference) or uniform.')
-_BATCH_STREAM = flags.DEFINE_enum(
-    'batch_stream', 'reference', ['reference', 'per_round_shuffle'],
-    "Clients' training batches: reference (as the reference code's gen_batch:"
-    ' one stream per client for the whole run, full batches in shuffled '
-    'passes, reshuffled after each pass; a client with n <= batch_size '
-    'trains on all n as one batch; positions are checkpointed) or '
-    'per_round_shuffle (a fresh shuffled, repeated stream per client and '
-    'round: the earlier behaviour of this project).')
-_WEIGHTED_AGGREGATION = flags.DEFINE_bool(
-    'weighted_aggregation', False,
-    "Weight each client's delta by its number of training examples in the "
-    "server aggregation (the aggregator's example-weighted form; mean: "
-    'sum n_k x_k / sum n_k) instead of the reference unweighted rule. Not '
-    'with --aggregator=krum or k_loss (no weighted form) nor the baseline '
-    'methods. --sampling=weighted (default) already draws clients in '
-    'proportion to their examples, so large clients then count twice; use '
-    '--sampling=uniform for FedAvg weighting.')
-_SEED = flags.DEFINE_integer(
-    'seed', 0, 'Seed of data splits, initial model, sampling and batches.')
+    'report_lambdas', [], training_config.field_help('report_lambdas'))
+
 _VALIDATION_FRACTION = flags.DEFINE_float(
     'validation_fraction', 0.1,
     "Fraction of each client's training data held out for validation.")
@@ -215,11 +64,6 @@ _RESUME = flags.DEFINE_bool(
     'Continue the run in --output_dir from its latest checkpoints.')
 _OVERWRITE = flags.DEFINE_bool(
     'overwrite', False, 'Replace existing results in --output_dir.')
-_CHECKPOINT_EVERY = flags.DEFINE_integer(
-    'checkpoint_every', 10,
-    'Checkpoint every N rounds, and after the last (0 = never). A resumed '
-    'run redoes the rounds after its last checkpoint, with the same results. '
-    'A checkpoint costs about 0.1 s (docs/performance.md).')
 _MAX_CONCURRENT_CLIENTS = flags.DEFINE_integer(
     'max_concurrent_clients', 2,
     'Client computations the local TFF worker runs at once (-1 = no limit).')
@@ -234,9 +78,84 @@ _WORKERS = flags.DEFINE_string(
     'workers speak unauthenticated gRPC: use only trusted, firewalled '
     'addresses. Default: a worker this process starts on 127.0.0.1.')
 
+_DEFINE_BY_TYPE = {
+    int: flags.DEFINE_integer,
+    float: flags.DEFINE_float,
+    bool: flags.DEFINE_bool,
+    str: flags.DEFINE_string,
+}
 
 
-def _lambda_values(text: Optional[str]) -> dict:
+def _value_type(annotation):
+  """The type of a field's values: `int` of `int`, `float` of Optional[float]."""
+  arguments = [a for a in typing.get_args(annotation) if a is not type(None)]
+  if typing.get_origin(annotation) is typing.Union and len(arguments) == 1:
+    return arguments[0]
+  return annotation
+
+
+def _define_config_flags() -> dict[str, flags.FlagHolder]:
+  """Defines the flag of each config field made from the field.
+
+  A field whose metadata 'flag' is `training_config.FLAG_FROM_FIELD` or
+  `FLAG_PRESET` gets the flag --<field>, with the field's metadata 'help':
+  an enum of its 'choices' if it has them, else an integer, float, bool or
+  string flag of the field's type; its default is the field's (None for
+  FLAG_PRESET: the dataset preset's value).
+
+  Returns:
+    {field name: flag holder}, in field order.
+
+  Raises:
+    TypeError: If a field does not describe its flag, or its type has no
+      flag type.
+  """
+  types = typing.get_type_hints(training_config.ExperimentConfig)
+  holders = {}
+  for field in dataclasses.fields(training_config.ExperimentConfig):
+    if 'flag' not in field.metadata:
+      raise TypeError(
+          f'ExperimentConfig.{field.name} does not describe its flag (define '
+          'it with training_config._field)')
+    how = field.metadata['flag']
+    if how not in (training_config.FLAG_FROM_FIELD,
+                   training_config.FLAG_PRESET):
+      continue
+    default = None if how == training_config.FLAG_PRESET else field.default
+    help_text = field.metadata['help']
+    if field.metadata['choices'] is not None:
+      holders[field.name] = flags.DEFINE_enum(
+          field.name, default, list(field.metadata['choices']), help_text)
+      continue
+    value_type = _value_type(types[field.name])
+    if value_type not in _DEFINE_BY_TYPE:
+      raise TypeError(
+          f'ExperimentConfig.{field.name}: no flag type for {value_type}')
+    holders[field.name] = _DEFINE_BY_TYPE[value_type](
+        field.name, default, help_text)
+  return holders
+
+
+_CONFIG_FLAGS = _define_config_flags()
+
+# The order in which flags.json lists the flags: the order of their
+# definitions before the config flags were generated (flags added since
+# follow, in definition order).
+_RECORDED_FLAG_ORDER = (
+    'dataset', 'data_dir', 'method', 'rounds', 'clients_per_round',
+    'local_steps', 'batch_size', 'client_lr', 'personal_lr', 'server_lr',
+    'server_optimizer', 'lam', 'report_lambdas', 'curve_split',
+    'strong_attack', 'fedprox_mu', 'finetune_steps', 'finetune_lam',
+    'aggregator', 'bucketing_size', 'term_t', 'apfl_alpha', 'perfedavg_alpha',
+    'ewc_lam', 'skl_lam', 'finetune_patience', 'cclip_tau', 'attack',
+    'attack_ratio', 'attack_poison_labels', 'eval_every', 'eval_split',
+    'sampling', 'batch_stream', 'weighted_aggregation', 'seed',
+    'validation_fraction', 'max_clients', 'output_dir', 'resume', 'overwrite',
+    'checkpoint_every', 'max_concurrent_clients', 'workers',
+)
+
+
+def _lambda_values(text: typing.Optional[str]) -> dict:
   """--lam as config values; ValueError on a value that is not a number."""
   if text is None:
     return dict(lam=None)
@@ -261,41 +180,11 @@ def _report_lambda_values(entries: list[str]) -> tuple[float, ...]:
 
 
 def _config_values() -> dict:
+  """The config fields the flags set (None: the dataset preset's value)."""
   return dict(
-      rounds=_ROUNDS.value,
-      clients_per_round=_CLIENTS_PER_ROUND.value,
-      local_steps=_LOCAL_STEPS.value,
-      batch_size=_BATCH_SIZE.value,
-      client_lr=_CLIENT_LR.value,
-      personal_lr=_PERSONAL_LR.value,
-      server_lr=_SERVER_LR.value,
-      server_optimizer=_SERVER_OPTIMIZER.value,
+      {name: holder.value for name, holder in _CONFIG_FLAGS.items()},
       **_lambda_values(_LAM.value),
-      strong_attack=_STRONG_ATTACK.value,
       report_lambdas=_report_lambda_values(_REPORT_LAMBDAS.value),
-      curve_split=_CURVE_SPLIT.value,
-      fedprox_mu=_FEDPROX_MU.value,
-      finetune_steps=_FINETUNE_STEPS.value,
-      finetune_lam=_FINETUNE_LAM.value,
-      eval_every=_EVAL_EVERY.value,
-      eval_split=_EVAL_SPLIT.value,
-      sampling=_SAMPLING.value,
-      batch_stream=_BATCH_STREAM.value,
-      weighted_aggregation=_WEIGHTED_AGGREGATION.value,
-      seed=_SEED.value,
-      checkpoint_every=_CHECKPOINT_EVERY.value,
-      attack=_ATTACK.value,
-      attack_ratio=_ATTACK_RATIO.value,
-      attack_poison_labels=_ATTACK_POISON_LABELS.value,
-      aggregator=_AGGREGATOR.value,
-      bucketing_size=_BUCKETING_SIZE.value,
-      cclip_tau=_CCLIP_TAU.value,
-      term_t=_TERM_T.value,
-      apfl_alpha=_APFL_ALPHA.value,
-      perfedavg_alpha=_PERFEDAVG_ALPHA.value,
-      ewc_lam=_EWC_LAM.value,
-      skl_lam=_SKL_LAM.value,
-      finetune_patience=_FINETUNE_PATIENCE.value,
   )
 
 
@@ -313,6 +202,16 @@ def _explicit_flags() -> dict:
       for flag in flags.FLAGS.get_key_flags_for_module(sys.argv[0])
       if flag.present and flag.name not in _RESUME_MAY_CHANGE
   }
+
+
+def _recorded_flags() -> dict:
+  """Every flag of this module by name, for flags.json."""
+  rank = {name: index for index, name in enumerate(_RECORDED_FLAG_ORDER)}
+  ordered = sorted(
+      flags.FLAGS.get_key_flags_for_module(sys.argv[0]),
+      key=lambda flag: rank.get(flag.name, len(rank)),
+  )
+  return {flag.name: flag.value for flag in ordered}
 
 
 def _fail(message: str) -> None:
@@ -347,7 +246,7 @@ def main(argv):
     _fail('--resume and --overwrite exclude each other')
   output_dir = _OUTPUT_DIR.value or os.path.join(
       'runs',
-      f'{_DATASET.value}-seed{_SEED.value}-'
+      f'{_DATASET.value}-seed{_CONFIG_FLAGS["seed"].value}-'
       f'{datetime.datetime.now():%Y%m%d-%H%M%S}')
   settings = dict(
       dataset_name=_DATASET.value,
@@ -359,7 +258,7 @@ def main(argv):
   if _RESUME.value:
     try:
       settings = experiment_defaults.recorded_settings(
-          output_dir, _explicit_flags(), rounds=_ROUNDS.value)
+          output_dir, _explicit_flags(), rounds=_CONFIG_FLAGS['rounds'].value)
     except ValueError as error:
       _fail(str(error))
 
@@ -379,10 +278,7 @@ def main(argv):
         output_dir=output_dir,
         resume=_RESUME.value,
         overwrite=_OVERWRITE.value,
-        flag_values={
-            flag.name: flag.value
-            for flag in flags.FLAGS.get_key_flags_for_module(sys.argv[0])
-        },
+        flag_values=_recorded_flags(),
     )
   except (experiment.ExperimentError,) as error:
     _fail(str(error))

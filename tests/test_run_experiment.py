@@ -1,6 +1,7 @@
 """End-to-end tests of the run_experiment.py command line (real subprocesses)."""
 
 import csv
+import dataclasses
 import glob
 import json
 import os
@@ -12,6 +13,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import typing
 
 import pytest
 
@@ -134,6 +136,83 @@ def test_help_lists_the_flags():
 
 def test_help_exits_zero():
   assert _run('--help').returncode == 0
+
+
+_FLAG_DUMP = textwrap.dedent("""
+    import json, runpy, sys
+    sys.argv = ['run_experiment']
+    runpy.run_path({script!r}, run_name='run_experiment')
+    from absl import flags
+    print(json.dumps({{
+        flag.name: dict(help=flag.help, default=flag.default,
+                        type=flag.flag_type(),
+                        choices=getattr(flag.parser, 'enum_values', None))
+        for flag in flags.FLAGS.get_key_flags_for_module('run_experiment')
+    }}))
+""")
+
+# Value types of the config fields and the flag types made from them.
+_FLAG_TYPES = {int: 'int', float: 'float', bool: 'bool'}
+
+
+def _run_experiment_flags():
+  """{name: help, default, type, choices} of run_experiment.py's flags."""
+  result = subprocess.run(
+      [sys.executable, '-c', _FLAG_DUMP.format(script=SCRIPT)],
+      cwd=REPO, env=_env(), capture_output=True, text=True, timeout=60,
+  )
+  assert result.returncode == 0, result.stderr
+  return json.loads(result.stdout)
+
+
+def test_every_config_field_has_a_flag_with_its_help_text():
+  from tff_ditto import experiment_defaults  # pylint: disable=g-import-not-at-top
+  from tff_ditto import training_config  # pylint: disable=g-import-not-at-top
+
+  fields = dataclasses.fields(training_config.ExperimentConfig)
+  types = typing.get_type_hints(training_config.ExperimentConfig)
+  defined = _run_experiment_flags()
+  for field in fields:
+    help_text = field.metadata.get('help')
+    assert isinstance(help_text, str) and help_text.strip(), field.name
+    assert training_config.field_help(field.name) == help_text
+  # lam_selection is set through --lam; eval_batch_size never was a flag. A
+  # new field gets a flag.
+  no_flag = {f.name for f in fields
+             if f.metadata['flag'] == training_config.NO_FLAG}
+  assert no_flag == {'lam_selection', 'eval_batch_size'}
+  for field in fields:
+    if field.name in no_flag:
+      assert field.name not in defined, field.name
+      continue
+    assert field.name in defined, f'ExperimentConfig.{field.name} has no flag'
+    flag = defined[field.name]
+    choices = field.metadata['choices']
+    # absl starts an enum flag's help with its choices.
+    prefix = f'<{"|".join(choices)}>: ' if choices is not None else ''
+    assert flag['help'] == prefix + field.metadata['help'], field.name
+    how = field.metadata['flag']
+    if how == training_config.FLAG_BY_HAND:
+      continue
+    assert how in (training_config.FLAG_FROM_FIELD, training_config.FLAG_PRESET)
+    if how == training_config.FLAG_PRESET:
+      assert flag['default'] is None, field.name
+      for dataset, preset in experiment_defaults.DATASET_PRESETS.items():
+        assert field.name in preset, (field.name, dataset)
+    else:
+      assert flag['default'] == field.default, field.name
+    if choices is not None:
+      assert flag['type'] == 'string enum', field.name
+      assert flag['choices'] == list(choices), field.name
+    else:
+      value_type = typing.get_args(types[field.name]) or (types[field.name],)
+      assert flag['type'] == _FLAG_TYPES[value_type[0]], field.name
+  # The enum choices are exactly the values the config accepts.
+  attack = [f for f in fields if f.name == 'attack'][0]
+  assert sorted(attack.metadata['choices']) == sorted(
+      training_config.ATTACK_NAMES)
+  aggregator = [f for f in fields if f.name == 'aggregator'][0]
+  assert aggregator.metadata['choices'] == training_config.AGGREGATOR_NAMES
 
 
 # --------------------------------------------------------------- bad flags
