@@ -51,7 +51,6 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_federated as tff  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 from tff_ditto import aggregators as agg  # noqa: E402
 from tff_ditto import models  # noqa: E402

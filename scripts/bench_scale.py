@@ -20,11 +20,8 @@ results/bench_scale.csv (one summary row per run).
 """
 
 import os
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import collections  # noqa: E402
 import datetime  # noqa: E402
 import shutil  # noqa: E402

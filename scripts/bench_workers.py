@@ -28,16 +28,13 @@ from __future__ import annotations
 import csv
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from tff_ditto import runtime  # noqa: E402
+from tff_ditto import runtime
 
 _DATA_DIR = flags.DEFINE_string('data_dir', '../shared/data', 'Holds femnist/.')
 _ROUNDS = flags.DEFINE_integer('rounds', 8, 'Rounds per mode.', lower_bound=2)

@@ -57,14 +57,10 @@ import collections
 import csv
 import json
 import os
-import sys
 import time
 
 from absl import app
 from absl import flags
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
 
 NUM_WORKERS = 25
 NUM_BYZANTINE = 5

@@ -24,11 +24,8 @@ printed.
 """
 
 import os
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import collections  # noqa: E402
 
 from absl import app  # noqa: E402

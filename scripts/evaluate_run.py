@@ -26,11 +26,8 @@ their names (`evaluation_validation_round299_skl_lam-0.001.json`):
 """
 
 import os
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import collections  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402

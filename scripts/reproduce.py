@@ -29,7 +29,6 @@ from absl import flags  # noqa: E402
 import pandas as pd  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
 
 from tff_ditto.reproduction import availability  # noqa: E402  pylint: disable=g-import-not-at-top
 from tff_ditto.reproduction import grid  # noqa: E402  pylint: disable=g-import-not-at-top

@@ -25,17 +25,14 @@ with another IPv4 address (or 0.0.0.0 = all interfaces) requires
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from tff_ditto import loopback_bind  # noqa: E402
-from tff_ditto import runtime  # noqa: E402
+from tff_ditto import loopback_bind
+from tff_ditto import runtime
 
 _NUM_WORKERS = flags.DEFINE_integer(
     'num_workers', 2, 'Number of worker processes to start.', lower_bound=1

@@ -10,15 +10,12 @@ Writes <output_dir>/theory_figure1.png, theory_figure2.png and theory.md.
 
 import dataclasses
 import os
-import sys
 
 from absl import app
 from absl import flags
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from tff_ditto import theory  # noqa: E402  pylint: disable=g-import-not-at-top
+from tff_ditto import theory
 
 # K = 100 devices, n = 10 samples, sigma = 1, benign tau = 0.5; attackers'
 # means spread with tau_a = 2.
