@@ -392,3 +392,18 @@ def test_resume_with_only_the_output_dir_continues_the_recorded_run(
   assert _without_seconds(copy / 'comparison.csv') == _without_seconds(
       out / 'comparison.csv'
   )
+
+
+def test_skl_strength_defaults_to_the_dataset_preset():
+  """--skl_lam unset takes the preset (FEMNIST 0.001); set, it overrides."""
+  from tff_ditto import experiment_defaults  # pylint: disable=g-import-not-at-top
+
+  femnist = experiment_defaults.build_configs('femnist', ['skl'], {})[0]
+  assert femnist.skl_lam == 0.001
+  vehicle = experiment_defaults.build_configs('vehicle', ['skl'], {})[0]
+  assert vehicle.skl_lam == 0.01
+  given = experiment_defaults.build_configs(
+      'femnist', ['skl'], {'skl_lam': 0.05})[0]
+  assert given.skl_lam == 0.05
+  defined = _run_experiment_flags()
+  assert defined['skl_lam']['default'] is None

@@ -22,6 +22,7 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
     'synthetic': dict(
         rounds=100, clients_per_round=10, local_steps=10, batch_size=10,
         client_lr=0.05, lam=1.0, eval_every=10, finetune_steps=20,
+        skl_lam=0.01,
     ),
     # client_lr from {0.03, 0.1, 0.3} on validation (docs/results.md, 'Real
     # FEMNIST, clean'); Per-FedAvg's alpha from {0.1, 0.03, 0.01, 0.003} on
@@ -36,6 +37,7 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
     'emnist': dict(
         rounds=300, clients_per_round=10, local_steps=10, batch_size=10,
         client_lr=0.05, lam=1.0, eval_every=20, finetune_steps=50,
+        skl_lam=0.01,
     ),
     # The reference's run_fashion_*.sh: 5,000 rounds, lr 0.05, batch 16,
     # 2 local steps, 10 clients per round, 40 fine-tuning iterations (they
@@ -44,14 +46,17 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
     'fmnist': dict(
         rounds=5000, clients_per_round=10, local_steps=2, batch_size=16,
         client_lr=0.05, lam=1.0, eval_every=50, finetune_steps=40,
+        skl_lam=0.01,
     ),
     'vehicle': dict(
         rounds=600, clients_per_round=10, local_steps=1, batch_size=32,
         client_lr=0.01, lam=1.0, eval_every=10, finetune_steps=40,
+        skl_lam=0.01,
     ),
     'celeba': dict(
         rounds=300, clients_per_round=10, local_steps=10, batch_size=10,
         client_lr=0.05, lam=1.0, eval_every=20, finetune_steps=40,
+        skl_lam=0.01,
     ),
 }
 

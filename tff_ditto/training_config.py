@@ -427,7 +427,9 @@ class ExperimentConfig:
       0.01,
       'SKL strength (--method=skl): fine-tuning gradient grad F + skl_lam * '
       'grad of the symmetric KL to the global model summed over the '
-      'training set.',
+      'training set (default: the per-dataset preset, chosen on validation '
+      'data (FEMNIST 0.001), else 0.01).',
+      flag=FLAG_PRESET,
   )
   finetune_patience: int = _field(
       1,
