@@ -27,7 +27,6 @@ import datetime
 import os
 import subprocess
 import tempfile
-import threading
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
@@ -40,6 +39,7 @@ import pandas as pd  # noqa: E402
 # when TensorFlow is first imported inside an absl main.
 import tensorflow as tf  # noqa: E402
 
+import floor_loops  # noqa: E402  (scripts/floor_loops.py)
 from tff_ditto import batch_loops  # noqa: E402
 from tff_ditto import experiment  # noqa: E402
 from tff_ditto import experiment_defaults  # noqa: E402
@@ -98,45 +98,22 @@ def _forward_loop(spec):
   return run
 
 
-def _stack(client_batches):
-  """One (stacked, sizes) of several clients' test batches."""
-  largest = max(int(stacked['y'].shape[1]) for stacked, _ in client_batches)
-
-  def pad(tensor):
-    padding = [[0, 0], [0, largest - int(tensor.shape[1])]] + [[0, 0]] * (
-        len(tensor.shape) - 2)
-    return tf.pad(tensor, padding)
-
-  stacked = {key: tf.concat([pad(s[key]) for s, _ in client_batches], 0)
-             for key in ('x', 'y')}
-  return stacked, tf.concat([sizes for _, sizes in client_batches], 0)
-
-
 def measure(dataset_name: str, data_dir: str, repeats: int):
   """Median seconds of the forward-pass floor and of the evaluation."""
   runner, spec = _runner(dataset_name, data_dir)
   runner.run_round(0)
   arrays = runner.dataset.test
-  client_batches = []
-  for client in runner.dataset.client_ids:
-    stacked = batch_loops.stack_batches(training.eval_batches(
-        arrays[client], runner.config.eval_batch_size))
-    client_batches.append(
-        ({key: stacked.stacked[key] for key in ('x', 'y')}, stacked.sizes))
+  client_batches = [
+      floor_loops.client_batches(training.eval_batches(
+          arrays[client], runner.config.eval_batch_size))
+      for client in runner.dataset.client_ids]
   loops = [_forward_loop(spec), _forward_loop(spec)]
-  everything = _stack(client_batches)
-  halves = [_stack(client_batches[start::2]) for start in (0, 1)]
 
   def one_loop():
-    loops[0](*everything).numpy()
+    floor_loops.one_loop(loops[0], client_batches)
 
   def two_threads():
-    threads = [threading.Thread(target=lambda k=k: loops[k](*halves[k]))
-               for k in (0, 1)]
-    for thread in threads:
-      thread.start()
-    for thread in threads:
-      thread.join()
+    floor_loops.two_threads(loops, client_batches)
 
   def evaluate():
     runner.evaluate(0)

@@ -35,7 +35,6 @@ import datetime
 import os
 import subprocess
 import tempfile
-import threading
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
@@ -48,6 +47,7 @@ import pandas as pd  # noqa: E402
 # when TensorFlow is first imported inside an absl main.
 import tensorflow as tf  # noqa: E402
 
+import floor_loops  # noqa: E402  (scripts/floor_loops.py)
 from tff_ditto import batch_loops  # noqa: E402
 from tff_ditto import experiment  # noqa: E402
 from tff_ditto import experiment_defaults  # noqa: E402
@@ -153,34 +153,13 @@ class Floor:
 
     return run
 
-  def one_loop(self, client_batches) -> None:
+  def one_loop(self, clients) -> None:
     """Every client's batches in one loop (TensorFlow's intra-op threads)."""
-    self._loops[0](*_concatenate(client_batches)).numpy()
+    floor_loops.one_loop(self._loops[0], clients)
 
-  def two_threads(self, client_batches) -> None:
+  def two_threads(self, clients) -> None:
     """Two loops at once, on every other client each (as the TFF worker)."""
-    halves = [_concatenate(client_batches[start::2]) for start in (0, 1)]
-    threads = [threading.Thread(target=lambda k=k: self._loops[k](*halves[k]))
-               for k in (0, 1)]
-    for thread in threads:
-      thread.start()
-    for thread in threads:
-      thread.join()
-
-
-def _concatenate(client_batches):
-  """One (stacked, sizes) of several clients' stacked batches, in order."""
-  largest = max(int(stacked['y'].shape[1]) for stacked, _ in client_batches)
-
-  def pad(tensor):
-    padding = [[0, 0], [0, largest - int(tensor.shape[1])]] + [[0, 0]] * (
-        len(tensor.shape) - 2)
-    return tf.pad(tensor, padding)
-
-  stacked = {key: tf.concat([pad(s[key]) for s, _ in client_batches], 0)
-             for key in ('x', 'y')}
-  sizes = tf.concat([sizes for _, sizes in client_batches], 0)
-  return stacked, sizes
+    floor_loops.two_threads(self._loops, clients)
 
 
 def _round_batches(runner, round_num: int):
@@ -198,15 +177,11 @@ def _round_batches(runner, round_num: int):
       round_num, runner.dataset.num_train_examples(),
       config.clients_per_round, config.seed, config.sampling)
   ids = runner.dataset.client_ids
-  client_batches = []
-  for i in clients:
-    batches = streams.round_batches(
-        round_num, int(i), runner.dataset.train[ids[i]],
-        config.local_steps).take(config.local_steps)
-    stacked = batch_loops.stack_batches(batches)
-    client_batches.append(
-        ({key: stacked.stacked[key] for key in ('x', 'y')}, stacked.sizes))
-  return client_batches
+  return [
+      floor_loops.client_batches(streams.round_batches(
+          round_num, int(i), runner.dataset.train[ids[i]],
+          config.local_steps).take(config.local_steps))
+      for i in clients]
 
 
 def _checkpoint_seconds(runner, round_num: int) -> float:

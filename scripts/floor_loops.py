@@ -1,0 +1,64 @@
+"""The floors of the benchmarks: plain `tf.function` loops over clients' batches.
+
+Shared by scripts/bench_round.py and scripts/bench_evaluation.py. A floor is
+the same model work as the measured TFF path in plain TensorFlow, with no TFF
+and no per-client setup: the faster of one loop over every client's batches
+(TensorFlow's intra-op threads) and two loops at once on two threads, each
+over every other client (the parallelism TFF's worker uses: two clients at a
+time, `max_concurrent_computation_calls=2`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+import threading
+
+import tensorflow as tf
+
+from tff_ditto import batch_loops
+
+# A client's batches as (stacked {'x', 'y'}, sizes), see `client_batches`.
+ClientBatches = tuple[dict, tf.Tensor]
+Loop = Callable[[dict, tf.Tensor], tf.Tensor]
+
+
+def client_batches(batches: tf.data.Dataset) -> ClientBatches:
+  """A client's dataset of batches read into (stacked, sizes) tensors."""
+  stacked = batch_loops.stack_batches(batches)
+  return ({key: stacked.stacked[key] for key in ('x', 'y')}, stacked.sizes)
+
+
+def concatenate(clients: Sequence[ClientBatches]) -> ClientBatches:
+  """Several clients' batches as one (stacked, sizes), in client order."""
+  largest = max(int(stacked['y'].shape[1]) for stacked, _ in clients)
+
+  def pad(tensor):
+    padding = [[0, 0], [0, largest - int(tensor.shape[1])]] + [[0, 0]] * (
+        len(tensor.shape) - 2)
+    return tf.pad(tensor, padding)
+
+  stacked = {key: tf.concat([pad(s[key]) for s, _ in clients], 0)
+             for key in ('x', 'y')}
+  return stacked, tf.concat([sizes for _, sizes in clients], 0)
+
+
+def one_loop(loop: Loop, clients: Sequence[ClientBatches]) -> None:
+  """`loop` over every client's batches at once."""
+  loop(*concatenate(clients)).numpy()
+
+
+def two_threads(loops: Sequence[Loop],
+                clients: Sequence[ClientBatches]) -> None:
+  """`loops[k]` over clients k, k + 2, ... on thread k, both at once.
+
+  The two loops must own separate models (they run concurrently).
+  """
+  halves = [concatenate(clients[start::2]) for start in (0, 1)]
+  threads = [
+      threading.Thread(target=lambda k=k: loops[k](*halves[k]).numpy())
+      for k in (0, 1)
+  ]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join()
