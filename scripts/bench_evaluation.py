@@ -25,7 +25,6 @@ import collections
 import dataclasses
 import datetime
 import os
-import subprocess
 import tempfile
 import time
 
@@ -34,17 +33,14 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 # Imported before app.run: Keras 2.14 fails to build Sequential models eagerly
 # when TensorFlow is first imported inside an absl main.
 import tensorflow as tf  # noqa: E402
 
 import floor_loops  # noqa: E402  (scripts/floor_loops.py)
 from tff_ditto import batch_loops  # noqa: E402
-from tff_ditto import experiment  # noqa: E402
 from tff_ditto import experiment_defaults  # noqa: E402
 from tff_ditto import models  # noqa: E402
-from tff_ditto import runtime  # noqa: E402
 from tff_ditto import training  # noqa: E402
 from tff_ditto import training_config  # noqa: E402
 from tff_ditto.data import load_dataset  # noqa: E402
@@ -137,10 +133,7 @@ def measure(dataset_name: str, data_dir: str, repeats: int):
 
 def main(argv):
   del argv
-  runtime.set_quiet_logs(0)
-  runtime.configure_local_execution(max_concurrent_computation_calls=2)
-  commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
-                          capture_output=True, text=True).stdout.strip()
+  commit = floor_loops.prepare()
   rows = []
   for name in _DATASETS.value:
     medians, clients, examples = measure(name, _DATA_DIR.value,
@@ -152,15 +145,11 @@ def main(argv):
           clients=clients, test_examples=examples, models=2,
           repeats=_REPEATS.value, date=datetime.date.today().isoformat(),
           commit=commit, cores=os.cpu_count()))
-    print(f'{name}: ' + ', '.join(
-        f'{variant} {seconds:.3f} s' for variant, seconds in medians.items()),
-          flush=True)
-  frame = pd.DataFrame(rows)
-  os.makedirs(os.path.dirname(_OUTPUT.value) or '.', exist_ok=True)
-  frame.to_csv(_OUTPUT.value, index=False)
-  print(experiment.markdown_table(
-      frame[['dataset', 'variant', 'median_seconds', 'ratio_to_forward_pass',
-             'clients', 'test_examples']]))
+    floor_loops.print_medians(name, medians)
+  floor_loops.write_results(
+      rows, _OUTPUT.value,
+      ['dataset', 'variant', 'median_seconds', 'ratio_to_forward_pass',
+       'clients', 'test_examples'])
 
 
 if __name__ == '__main__':

@@ -33,7 +33,6 @@ import copy
 import dataclasses
 import datetime
 import os
-import subprocess
 import tempfile
 import time
 
@@ -42,17 +41,14 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 # Imported before app.run: Keras 2.14 fails to build Sequential models eagerly
 # when TensorFlow is first imported inside an absl main.
 import tensorflow as tf  # noqa: E402
 
 import floor_loops  # noqa: E402  (scripts/floor_loops.py)
 from tff_ditto import batch_loops  # noqa: E402
-from tff_ditto import experiment  # noqa: E402
 from tff_ditto import experiment_defaults  # noqa: E402
 from tff_ditto import models  # noqa: E402
-from tff_ditto import runtime  # noqa: E402
 from tff_ditto import training  # noqa: E402
 from tff_ditto import training_config  # noqa: E402
 from tff_ditto.data import load_dataset  # noqa: E402
@@ -234,10 +230,7 @@ def measure(setting: Setting, data_dir: str, rounds: int, warmup: int):
 
 def main(argv):
   del argv
-  runtime.set_quiet_logs(0)
-  runtime.configure_local_execution(max_concurrent_computation_calls=2)
-  commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
-                          capture_output=True, text=True).stdout.strip()
+  commit = floor_loops.prepare()
   rows = []
   for name in _SETTINGS.value:
     setting = SETTINGS[name]
@@ -252,15 +245,11 @@ def main(argv):
           rounds=_ROUNDS.value, warmup=_WARMUP.value,
           date=datetime.date.today().isoformat(), commit=commit,
           cores=os.cpu_count()))
-    print(f'{name}: ' + ', '.join(
-        f'{variant} {seconds:.3f} s' for variant, seconds in medians.items()),
-          flush=True)
-  frame = pd.DataFrame(rows)
-  os.makedirs(os.path.dirname(_OUTPUT.value) or '.', exist_ok=True)
-  frame.to_csv(_OUTPUT.value, index=False)
-  print(experiment.markdown_table(
-      frame[['setting', 'variant', 'median_round_seconds',
-             'ratio_to_floor', 'model_steps_per_round']]))
+    floor_loops.print_medians(name, medians)
+  floor_loops.write_results(
+      rows, _OUTPUT.value,
+      ['setting', 'variant', 'median_round_seconds',
+       'ratio_to_floor', 'model_steps_per_round'])
 
 
 if __name__ == '__main__':

@@ -11,11 +11,16 @@ time, `max_concurrent_computation_calls=2`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import os
+import subprocess
 import threading
 
+import pandas as pd
 import tensorflow as tf
 
 from tff_ditto import batch_loops
+from tff_ditto import experiment
+from tff_ditto import runtime
 
 # A client's batches as (stacked {'x', 'y'}, sizes), see `client_batches`.
 ClientBatches = tuple[dict, tf.Tensor]
@@ -62,3 +67,30 @@ def two_threads(loops: Sequence[Loop],
     thread.start()
   for thread in threads:
     thread.join()
+
+
+def prepare() -> str:
+  """Quiet logs and a local TFF worker running two clients at once.
+
+  Returns:
+    The short git commit of the working tree (recorded with the results).
+  """
+  runtime.set_quiet_logs(0)
+  runtime.configure_local_execution(max_concurrent_computation_calls=2)
+  return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
+                        capture_output=True, text=True).stdout.strip()
+
+
+def print_medians(name: str, medians: dict[str, float]) -> None:
+  print(f'{name}: ' + ', '.join(
+      f'{variant} {seconds:.3f} s' for variant, seconds in medians.items()),
+        flush=True)
+
+
+def write_results(rows: Sequence[dict], output: str,
+                  shown: Sequence[str]) -> None:
+  """Writes the rows to the CSV `output` and prints columns `shown`."""
+  frame = pd.DataFrame(rows)
+  os.makedirs(os.path.dirname(output) or '.', exist_ok=True)
+  frame.to_csv(output, index=False)
+  print(experiment.markdown_table(frame[list(shown)]))
