@@ -71,7 +71,7 @@ SETTINGS = {
         Setting('femnist_ditto', 'femnist', 'ditto'),
         Setting('femnist_global', 'femnist', 'global'),
         Setting('femnist_ditto_per_device', 'femnist', 'ditto',
-                (('lam', 'auto'),)),
+                (('lam_selection', 'auto'),)),
         Setting('fmnist_ditto', 'fmnist', 'ditto'),
         Setting('vehicle_global', 'vehicle', 'global', has_floor=False),
         Setting('vehicle_ditto', 'vehicle', 'ditto', has_floor=False),
