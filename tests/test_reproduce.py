@@ -463,6 +463,12 @@ def test_a_cell_run_under_other_settings_is_not_reused(tmp_path):
     statuses = running.run_grid([cell, local], settings,
                                 log_fn=lambda _: None)['status']
   assert statuses.tolist() == ['skipped (finished)'] * 2
+  # Another checkpoint period changes no result: the cell is still reused.
+  other_period = run_settings.RunSettings(
+      data_dir=None, runs_dir=settings.runs_dir, rounds=1, max_clients=12,
+      config_overrides=dict(checkpoint_every=3))
+  assert running.run_grid([cell], other_period, log_fn=lambda _: None)[
+      'status'].tolist() == ['skipped (finished)']
   # Asking for more rounds under the same settings continues the cell.
   more = run_settings.RunSettings(data_dir=None, runs_dir=settings.runs_dir,
                                   rounds=2, max_clients=12)

@@ -150,8 +150,9 @@ def cell_dir(cell: Cell, settings: RunSettings) -> str:
 
 
 # Config fields a cell may change between invocations: asking for more
-# rounds continues a finished cell (and the evaluation period follows them).
-_RESUMABLE_CONFIG_FIELDS = ('rounds', 'eval_every')
+# rounds continues a finished cell (and the evaluation period follows them);
+# the checkpoint period changes no result (its default went from 1 to 10).
+_RESUMABLE_CONFIG_FIELDS = ('rounds', 'eval_every', 'checkpoint_every')
 
 
 def recorded_config_values(config) -> dict[str, Any]:
