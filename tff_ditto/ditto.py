@@ -48,8 +48,8 @@ import tensorflow_federated as tff
 
 from tff_ditto import batch_loops
 from tff_ditto import computation_cache
+from tff_ditto import lambda_policy
 from tff_ditto import optimization
-from tff_ditto import training_config
 
 BATCHES_KEY = 'batches'
 STATE_KEY = 'personal_state'
@@ -407,7 +407,7 @@ def build_ditto_client_update(
     select_lambda_per_step: bool = False,
     fallback_lambda: Optional[float] = None,
     min_validation_examples: int = (
-        training_config.MIN_VALIDATION_EXAMPLES_FOR_SELECTION
+        lambda_policy.MIN_VALIDATION_EXAMPLES_FOR_SELECTION
     ),
 ):
   """Returns the `tf.function` run by one client in one Ditto round.
@@ -745,7 +745,7 @@ def build_ditto_process(
     select_lambda_per_step: bool = False,
     fallback_lambda: Optional[float] = None,
     min_validation_examples: int = (
-        training_config.MIN_VALIDATION_EXAMPLES_FOR_SELECTION
+        lambda_policy.MIN_VALIDATION_EXAMPLES_FOR_SELECTION
     ),
 ) -> tff.learning.templates.LearningProcess:
   """Builds Ditto as a `tff.learning.templates.LearningProcess`.
@@ -775,7 +775,7 @@ def build_ditto_process(
       0 gives purely local training of v_k. A sequence of lambdas trains one
       personal model per value on every client (the candidates of the
       paper's per-device lambda selection, see
-      `tff_ditto.training_config.lambda_candidates`); the state file then
+      `tff_ditto.lambda_policy.lambda_candidates`); the state file then
       holds them one after the other, in this order. With
       `select_lambda_per_step` they are the candidates of every step of a
       single personal model instead.

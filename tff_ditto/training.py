@@ -51,9 +51,11 @@ from tff_ditto import baselines
 from tff_ditto import checkpoints
 from tff_ditto import client_states
 from tff_ditto import computation_cache as computation_cache_lib
+from tff_ditto import config_equivalence
 from tff_ditto import crash_safety
 from tff_ditto import ditto
 from tff_ditto import evaluation
+from tff_ditto import lambda_policy
 from tff_ditto import optimization
 from tff_ditto import split_evaluation
 from tff_ditto import training_config
@@ -288,7 +290,7 @@ class DittoProcessSpec:
       (None).
     personal_lambdas: The lambda(s) of the personal model(s): the selection
       lambdas, then the report-only ones
-      (`training_config.personal_model_lambdas`).
+      (`lambda_policy.personal_model_lambdas`).
     local_steps: Mini-batch steps per client per round.
     server_optimizer: 'sgd' or 'adam'.
     server_lr: Its learning rate.
@@ -363,7 +365,7 @@ def _check_validation_data(
   """
   if config.method != 'ditto' or config.lam_selection == 'fixed':
     return
-  needed = training_config.MIN_VALIDATION_EXAMPLES_FOR_SELECTION
+  needed = lambda_policy.MIN_VALIDATION_EXAMPLES_FOR_SELECTION
   if dataset.num_clients and (
       dataset.num_validation_examples().max() < needed
   ):
@@ -423,7 +425,7 @@ class ExperimentRunner:
         `resume` nor `overwrite` is set.
     """
     config.validate()
-    config = training_config.effective_config(config)
+    config = config_equivalence.effective_config(config)
     self.config = config
     self.model_fn = model_fn
     self.output_dir = output_dir
@@ -463,14 +465,14 @@ class ExperimentRunner:
     # per lambda; 'per_step' chooses among them at every step of a single
     # personal model.
     self.select_lambda_per_step = config.lam_selection == 'per_step'
-    self.selection_lambdas = training_config.selection_lambdas(config)
-    self.personal_lambdas = training_config.personal_model_lambdas(config)
+    self.selection_lambdas = lambda_policy.selection_lambdas(config)
+    self.personal_lambdas = lambda_policy.personal_model_lambdas(config)
     self.num_personal_models = (
         1 if self.select_lambda_per_step else len(self.personal_lambdas)
     )
     per_step_fallback = None
     if self.select_lambda_per_step:
-      per_step_fallback = training_config.fallback_lambda(config.strong_attack)
+      per_step_fallback = lambda_policy.fallback_lambda(config.strong_attack)
     self._build_computations(
         model_fn, model_aggregator, per_step_fallback, computation_cache
     )
@@ -807,8 +809,8 @@ class ExperimentRunner:
         {key: values[:, :num_candidates]
          for key, values in validation_metrics.items()},
         self.selection_lambdas,
-        training_config.fallback_lambda(self.config.strong_attack),
-        training_config.MIN_VALIDATION_EXAMPLES_FOR_SELECTION,
+        lambda_policy.fallback_lambda(self.config.strong_attack),
+        lambda_policy.MIN_VALIDATION_EXAMPLES_FOR_SELECTION,
     )
     selected = evaluation.take_personal_model(
         evaluation.stack_client_metrics(client_metrics), chosen
