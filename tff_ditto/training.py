@@ -49,6 +49,7 @@ from tff_ditto import attacks
 from tff_ditto import batch_streams
 from tff_ditto import baselines
 from tff_ditto import checkpoints
+from tff_ditto import client_data_schema
 from tff_ditto import client_states
 from tff_ditto import computation_cache as computation_cache_lib
 from tff_ditto import config_equivalence
@@ -115,7 +116,7 @@ _INITIAL_WEIGHTS = computation_cache_lib.PerObjectMemo()
 
 
 def initial_model_weights(
-    model_fn: ditto.ModelFn, seed: int
+    model_fn: client_data_schema.ModelFn, seed: int
 ) -> tff.learning.models.ModelWeights:
   """Seeded initial weights (TFF's own initial-weights computation is not).
 
@@ -134,7 +135,7 @@ def initial_model_weights(
 
 
 def _build_initial_model_weights(
-    model_fn: ditto.ModelFn, seed: int
+    model_fn: client_data_schema.ModelFn, seed: int
 ) -> tff.learning.models.ModelWeights:
   with tf.Graph().as_default() as graph:
     tf.keras.utils.set_random_seed(seed)  # Python, NumPy and TF seeds
@@ -317,7 +318,7 @@ class DittoProcessSpec:
   fallback_lambda: Optional[float]
 
   def build(
-      self, model_fn: ditto.ModelFn, model_aggregator
+      self, model_fn: client_data_schema.ModelFn, model_aggregator
   ) -> tff.learning.templates.LearningProcess:
     """Returns `ditto.build_ditto_process` of these arguments.
 
@@ -387,7 +388,7 @@ class ExperimentRunner:
       self,
       config: ExperimentConfig,
       dataset: FederatedDataset,
-      model_fn: ditto.ModelFn,
+      model_fn: client_data_schema.ModelFn,
       output_dir: str,
       *,
       model_aggregator=None,
@@ -534,7 +535,7 @@ class ExperimentRunner:
 
   def _build_computations(
       self,
-      model_fn: ditto.ModelFn,
+      model_fn: client_data_schema.ModelFn,
       model_aggregator,
       fallback_lambda: Optional[float],
       cache: Optional[computation_cache_lib.ComputationCache],
@@ -698,21 +699,21 @@ class ExperimentRunner:
         data['attack'] = self._attack_instruction(round_num, int(index))
     if self.select_lambda_per_step:
       for data, index in zip(client_data, client_indices):
-        data[ditto.VALIDATION_KEY] = eval_batches(
+        data[client_data_schema.VALIDATION_KEY] = eval_batches(
             self.dataset.validation[client_ids[index]],
             self.config.eval_batch_size,
         )
     if sends_loss:
       for data, index in zip(client_data, client_indices):
-        data[ditto.FULL_TRAIN_KEY] = eval_batches(
+        data[client_data_schema.FULL_TRAIN_KEY] = eval_batches(
             self.dataset.train[client_ids[index]],
             self.config.eval_batch_size,
         )
     if self.sends_train_size:
       for data, index in zip(client_data, client_indices):
-        data[ditto.NUM_TRAIN_EXAMPLES_KEY] = tf.data.Dataset.from_tensors(
-            np.float32(self._num_train_examples[index])
-        )
+        data[client_data_schema.NUM_TRAIN_EXAMPLES_KEY] = (
+            tf.data.Dataset.from_tensors(
+                np.float32(self._num_train_examples[index])))
     return client_data
 
   def run_round(self, round_num: int) -> collections.OrderedDict:
