@@ -53,7 +53,7 @@ import tensorflow_federated as tff  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from tff_ditto import aggregators as agg  # noqa: E402
-from tff_ditto import models  # noqa: E402
+from tff_ditto.models import architectures  # noqa: E402
 from tff_ditto import runtime  # noqa: E402
 from tff_ditto.aggregators import gather as gather_lib  # noqa: E402
 
@@ -61,7 +61,7 @@ GB = 1e9
 
 
 def femnist_update_shapes() -> list[tuple[int, ...]]:
-  model = models.build_femnist_cnn(62, seed=0)
+  model = architectures.build_femnist_cnn(62, seed=0)
   return [tuple(w.shape) for w in model.trainable_weights]
 
 

@@ -148,9 +148,10 @@ def mlp_spec(hidden_units: int, seed: int):
   """The experiment's model: 784-hidden-10 MLP with ReLU, as a ModelSpec."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tff_ditto import models  # pylint: disable=g-import-not-at-top
+  from tff_ditto.models import architectures  # pylint: disable=g-import-not-at-top
 
   def keras_model_fn():
-    init = models._Initializers(seed)  # pylint: disable=protected-access
+    init = architectures.KernelInitializers(seed)
     return tf.keras.Sequential([
         tf.keras.layers.InputLayer(input_shape=(28, 28, 1), dtype=tf.float32),
         tf.keras.layers.Flatten(),

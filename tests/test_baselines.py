@@ -542,6 +542,7 @@ def test_perfedavg_alpha_sets_the_inner_step(synthetic, tmp_path):
 ])
 def test_only_the_reading_method_keeps_a_method_only_field(
     field, value, method):
+  from tff_ditto import config_equivalence
   from tff_ditto import training_config
 
   default = getattr(training_config.ExperimentConfig(), field)
@@ -550,7 +551,7 @@ def test_only_the_reading_method_keeps_a_method_only_field(
                                   ('global', default)):
     config = training_config.ExperimentConfig(
         method=config_method, **{field: value})
-    assert getattr(training_config.effective_config(config),
+    assert getattr(config_equivalence.effective_config(config),
                    field) == expected
 
 

@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 import toy
+from tff_ditto import client_data_schema
 from tff_ditto import client_states
 from tff_ditto import ditto
 
@@ -257,9 +258,9 @@ def test_type_signature_keeps_personal_models_on_clients(process):
   clients_inputs = [m for p, m in inputs if p is tff.CLIENTS]
   assert len(clients_inputs) == 1
   (client_data,) = clients_inputs
-  assert client_data == ditto.client_data_type(toy.model_fn, personalize=True)
+  assert client_data == client_data_schema.client_data_type(toy.model_fn, personalize=True)
   # The personal state crossing TFF is only file paths: strings, no weights.
-  assert set(_tensor_dtypes(client_data[ditto.STATE_KEY])) == {np.dtype(np.str_)}
+  assert set(_tensor_dtypes(client_data[client_data_schema.STATE_KEY])) == {np.dtype(np.str_)}
   assert [p for p, _ in inputs if p is not tff.CLIENTS] == [tff.SERVER]
 
   outputs = _placements(signature.result)
@@ -527,7 +528,7 @@ def test_loss_weighting_sends_the_whole_training_set_loss_to_k_loss(
     client = toy.personal_client_data(
         toy.fixed_batches(arrays, BATCH), read_path,
         os.path.join(tmp_path, f'write_{k}.tensor'))
-    client[ditto.FULL_TRAIN_KEY] = toy.fixed_batches(arrays, 7)
+    client[client_data_schema.FULL_TRAIN_KEY] = toy.fixed_batches(arrays, 7)
     data.append(client)
   output = process.next(state, data)
 
@@ -562,10 +563,10 @@ def test_model_types_are_built_once_per_model_fn():
   build()
   # Tracing the computations needs models; the types are not built again.
   assert len(calls) - first_build_calls < first_build_calls
-  weights_type = ditto.model_weights_type(counting_model_fn)
+  weights_type = client_data_schema.model_weights_type(counting_model_fn)
   calls.clear()
-  assert ditto.model_weights_type(counting_model_fn) is weights_type
+  assert client_data_schema.model_weights_type(counting_model_fn) is weights_type
   assert not calls
   # Another model_fn gets its own (equal) types.
   other = lambda: toy.model_fn()  # pylint: disable=unnecessary-lambda
-  assert ditto.model_weights_type(other) == weights_type
+  assert client_data_schema.model_weights_type(other) == weights_type

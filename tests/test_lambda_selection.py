@@ -17,9 +17,9 @@ import pytest
 import toy
 from tff_ditto import client_states
 from tff_ditto import evaluation
+from tff_ditto import lambda_policy
 from tff_ditto import models
 from tff_ditto import training
-from tff_ditto import training_config
 from tff_ditto.data import load_dataset
 
 LR = 0.1
@@ -117,10 +117,10 @@ def test_select_personal_models_by_validation_loss():
 
 
 def test_candidates_follow_the_paper():
-  assert training_config.lambda_candidates(False) == (0.1, 1.0, 2.0)
-  assert training_config.lambda_candidates(True) == (0.05, 0.1, 0.2)
-  assert training_config.fallback_lambda(False) == 1.0
-  assert training_config.fallback_lambda(True) == 0.1
+  assert lambda_policy.lambda_candidates(False) == (0.1, 1.0, 2.0)
+  assert lambda_policy.lambda_candidates(True) == (0.05, 0.1, 0.2)
+  assert lambda_policy.fallback_lambda(False) == 1.0
+  assert lambda_policy.fallback_lambda(True) == 0.1
 
 
 def _evaluate_every_client(runner, model_fn, arrays, num_models):

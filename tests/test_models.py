@@ -8,6 +8,8 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_ditto import models
+from tff_ditto.models import layers
+from tff_ditto.models import losses
 
 EXPECTED = {
     # name: (trainable params, x shape without batch, number of outputs)
@@ -74,7 +76,7 @@ def test_celeba_normalization_keeps_no_statistics():
 
 
 def test_batch_statistics_normalization_matches_numpy_in_every_mode():
-  layer = models.BatchStatisticsNormalization()
+  layer = layers.BatchStatisticsNormalization()
   x = np.random.default_rng(0).normal(5.0, 3.0, (4, 3, 3, 2)).astype(
       np.float32)
   layer.build(x.shape)
@@ -272,7 +274,7 @@ def test_vehicle_gradient_includes_l2_term():
 
 
 def test_svm_hinge_loss_by_hand():
-  loss = models.SVMHingeLoss()
+  loss = losses.SVMHingeLoss()
   y_true = tf.constant([1.0, -1.0, -1.0, 1.0])
   y_pred = tf.constant([[2.0], [0.5], [-3.0], [0.0]])
   # max(0, 1 - y*yhat): 0, 1.5, 0, 1 -> mean 0.625
@@ -292,7 +294,7 @@ def test_vehicle_accuracy_by_hand():
   np.testing.assert_allclose(metric.result().numpy(), 0.5)  # 3 of 6
   # TFF re-creates constructed metrics from their config.
   clone = type(metric).from_config(metric.get_config())
-  assert clone.name == 'accuracy' and isinstance(clone, models.SignAccuracy)
+  assert clone.name == 'accuracy' and isinstance(clone, losses.SignAccuracy)
 
 
 # --- DeterministicDropout ------------------------------------------------------
@@ -303,30 +305,30 @@ def _positive_input(shape, seed):
 
 
 def test_dropout_same_input_same_mask():
-  layer = models.DeterministicDropout(0.5, salt=11)
+  layer = layers.DeterministicDropout(0.5, salt=11)
   x = _positive_input([8, 64], seed=1)
   a = layer(x, training=True).numpy()
   b = layer(tf.identity(x), training=True).numpy()
   np.testing.assert_array_equal(a, b)
   # A separate layer object with the same rate and salt: same mask too.
-  c = models.DeterministicDropout(0.5, salt=11)(x, training=True).numpy()
+  c = layers.DeterministicDropout(0.5, salt=11)(x, training=True).numpy()
   np.testing.assert_array_equal(a, c)
   assert 0 < np.count_nonzero(a) < a.size
 
 
 def test_dropout_different_inputs_or_salts_different_masks():
-  layer = models.DeterministicDropout(0.5, salt=11)
+  layer = layers.DeterministicDropout(0.5, salt=11)
   x = _positive_input([8, 64], seed=1)
   x2 = x + tf.one_hot([[3]], 64)[0] * 1e-3  # tiny change in one row
   mask = lambda t: t.numpy() != 0
   m1 = mask(layer(x, training=True))
   assert not np.array_equal(m1, mask(layer(x2, training=True)))
-  other_salt = models.DeterministicDropout(0.5, salt=12)
+  other_salt = layers.DeterministicDropout(0.5, salt=12)
   assert not np.array_equal(m1, mask(other_salt(x, training=True)))
 
 
 def test_dropout_is_identity_at_inference():
-  layer = models.DeterministicDropout(0.5, salt=1)
+  layer = layers.DeterministicDropout(0.5, salt=1)
   x = _positive_input([4, 16], seed=2)
   np.testing.assert_array_equal(layer(x, training=False).numpy(), x.numpy())
   np.testing.assert_array_equal(layer(x).numpy(), x.numpy())
@@ -341,7 +343,7 @@ def test_dropout_is_identity_at_inference():
 
 def test_dropout_scaling_preserves_mean():
   rate = 0.25
-  layer = models.DeterministicDropout(rate, salt=5)
+  layer = layers.DeterministicDropout(rate, salt=5)
   x = tf.ones([200, 500])
   y = layer(x, training=True).numpy()
   kept = y[y != 0]
@@ -351,7 +353,7 @@ def test_dropout_scaling_preserves_mean():
 
 
 def test_dropout_gradient_is_mask_times_scale():
-  layer = models.DeterministicDropout(0.5, salt=3)
+  layer = layers.DeterministicDropout(0.5, salt=3)
   x = tf.Variable(_positive_input([4, 32], seed=4))
   with tf.GradientTape() as tape:
     y = layer(x, training=True)
@@ -361,7 +363,7 @@ def test_dropout_gradient_is_mask_times_scale():
 
 
 def test_dropout_same_in_tf_function_and_tff_worker():
-  layer = models.DeterministicDropout(0.5, salt=9)
+  layer = layers.DeterministicDropout(0.5, salt=9)
   x = _positive_input([6, 40], seed=3)
   eager = layer(x, training=True).numpy()
 
@@ -374,17 +376,17 @@ def test_dropout_same_in_tf_function_and_tff_worker():
   # Runs in TFF's separate worker process.
   @tff.tensorflow.computation(tff.TensorType(np.float32, [None, 40]))
   def in_worker(t):
-    return models.DeterministicDropout(0.5, salt=9)(t, training=True)
+    return layers.DeterministicDropout(0.5, salt=9)(t, training=True)
 
   np.testing.assert_array_equal(in_worker(x.numpy()), eager)
   np.testing.assert_array_equal(in_worker(x.numpy()), eager)
 
 
 def test_dropout_config_round_trip():
-  layer = models.DeterministicDropout(0.3, salt=42, name='drop')
+  layer = layers.DeterministicDropout(0.3, salt=42, name='drop')
   config = layer.get_config()
   assert config['rate'] == 0.3 and config['salt'] == 42
-  clone = models.DeterministicDropout.from_config(config)
+  clone = layers.DeterministicDropout.from_config(config)
   x = _positive_input([3, 10], seed=5)
   np.testing.assert_array_equal(
       clone(x, training=True).numpy(), layer(x, training=True).numpy()
@@ -393,4 +395,4 @@ def test_dropout_config_round_trip():
   cloned = tf.keras.models.clone_model(model)
   assert _count(cloned.trainable_variables) == 222_078
   with pytest.raises(ValueError):
-    models.DeterministicDropout(1.0)
+    layers.DeterministicDropout(1.0)

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tff_ditto import config_equivalence
+from tff_ditto import lambda_policy
 from tff_ditto import models
 from tff_ditto import training
-from tff_ditto import training_config
 from tff_ditto.data import load_dataset
 
 NUM_CLIENTS = 6
@@ -220,12 +221,12 @@ def test_report_lambdas_are_a_tuple_of_floats():
   assert config.report_lambdas == (1.0, 0.0)
   hash(config)
   # Extras follow the selection lambdas in ascending order, once each.
-  assert training_config.personal_model_lambdas(
+  assert lambda_policy.personal_model_lambdas(
       dataclasses.replace(config, lam_selection='auto')) == (0.1, 1.0, 2.0,
                                                              0.0)
-  assert training_config.personal_model_lambdas(
+  assert lambda_policy.personal_model_lambdas(
       _config(lam=0.5, report_lambdas=(2.0, 0.5, 0.0))) == (0.5, 0.0, 2.0)
-  assert training_config.personal_model_lambdas(_config()) == (1.0,)
+  assert lambda_policy.personal_model_lambdas(_config()) == (1.0,)
 
 
 def test_curve_split_adds_validation_columns_and_changes_nothing_else(
@@ -260,9 +261,9 @@ def test_curve_split_adds_validation_columns_and_changes_nothing_else(
 
 def test_derived_result_names_where_each_run_is():
   source = _config(lam_selection='auto', report_lambdas=(0.0, 1.0))
-  where = lambda **overrides: training_config.derived_result(
+  where = lambda **overrides: config_equivalence.derived_result(
       _config(**overrides), source)
-  assert where(method='global') == training_config.DerivedResult(
+  assert where(method='global') == config_equivalence.DerivedResult(
       'global_model_benign_', 'global_model_accuracy')
   assert where(method='global', personal_lr=0.3) is not None  # unread
   assert where(method='local').accuracy_column == 'lam_0_accuracy'
@@ -277,5 +278,5 @@ def test_derived_result_names_where_each_run_is():
   assert where(method='finetune') is None
   assert where(report_lambdas=(0.0,)) is None
   # A source without report lambdas serves nothing.
-  assert training_config.derived_result(
+  assert config_equivalence.derived_result(
       _config(method='global'), _config(lam_selection='auto')) is None

@@ -8,8 +8,9 @@ Data attacks (applied to their training labels, never to validation/test):
   tasks (CelebA) 1 - y, Vehicle -y.
 * `label_flip` (bucketing paper): C - 1 - y (binary: 1 - y, signed: -y).
 
-Update attacks, run inside the Ditto client computation on the malicious
-client's own update (codes in `UPDATE_ATTACK_CODES`):
+Update attacks, run inside the client computation of every method on the
+malicious client's own update (codes in `UPDATE_ATTACK_CODES`,
+`apply_update_attack`):
 * A2 `random_update`: send N(0, sigma^2), sigma = std of its own update.
 * A3 `model_replacement`: send its update scaled by clients_per_round.
 * `bit_flip` (bucketing paper): send the negated update.
@@ -24,9 +25,12 @@ of the round, are a server-side simulation hook:
 from __future__ import annotations
 
 import collections
+from collections.abc import Mapping
 import dataclasses
+from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
 from tff_ditto.data import FederatedDataset
 # The attack names (defined in `tff_ditto.names`).
@@ -37,7 +41,7 @@ from tff_ditto.names import NO_ATTACK  # pylint: disable=unused-import
 from tff_ditto.names import OMNISCIENT_ATTACKS
 from tff_ditto.names import UPDATE_ATTACKS
 
-# Codes understood by the Ditto client computation.
+# Codes understood by the client computations (`apply_update_attack`).
 UPDATE_ATTACK_CODES = collections.OrderedDict(
     none=0,
     random_update=1,
@@ -135,3 +139,52 @@ def update_attack_code(attack: str) -> int:
   if attack in OMNISCIENT_ATTACKS:
     return UPDATE_ATTACK_CODES['omniscient']
   return UPDATE_ATTACK_CODES['none']
+
+
+def apply_update_attack(
+    update: Any, weight: tf.Tensor, attack: Mapping[str, tf.Tensor]
+) -> tuple[Any, tf.Tensor]:
+  """A malicious client's transformation of its honest update (in-graph).
+
+  Codes (`UPDATE_ATTACK_CODES`): 0 honest; 1 A2 random update N(0, sigma^2)
+  with sigma the std of its own update's entries; 2 A3 model replacement
+  (update * scale); 3 bit flip (-update); 4 honest update marked for the
+  omniscient server-side hook by a negative weight.
+
+  Args:
+    update: The client's model delta, a structure of float tensors.
+    weight: Its scalar aggregation weight.
+    attack: The client's instruction `OrderedDict(code, scale, seed)`
+      (`tff_ditto.client_data_schema.ATTACK_TYPE`); the noise of A2 is
+      drawn with the stateless seed `seed`.
+
+  Returns:
+    (the transformed update, the weight: negated for code 4).
+  """
+  flat = tf.nest.flatten(update)
+  code = attack['code']
+  all_entries = tf.concat([tf.reshape(t, [-1]) for t in flat], axis=0)
+  sigma = tf.math.reduce_std(all_entries)
+  noise = [
+      sigma
+      * tf.random.stateless_normal(
+          tf.shape(t),
+          seed=tf.random.experimental.stateless_fold_in(attack['seed'], i),
+      )
+      for i, t in enumerate(flat)
+  ]
+  attacked = [
+      tf.switch_case(
+          code,
+          branch_fns=[
+              lambda t=t: t,
+              lambda n=n: n,
+              lambda t=t: t * attack['scale'],
+              lambda t=t: -t,
+              lambda t=t: t,
+          ],
+      )
+      for t, n in zip(flat, noise)
+  ]
+  weight = tf.where(tf.equal(code, 4), -weight, weight)
+  return tf.nest.pack_sequence_as(update, attacked), weight

@@ -2,12 +2,18 @@
 
 Each client's personalized model `v_k` is one file holding the flat float32
 concatenation of its weights (trainable, then non-trainable), serialized with
-`tf.io.serialize_tensor`. The client computation reads and writes these files
-itself (`tf.io.read_file` / `tf.io.write_file` inside TFF's worker); only their
-paths cross TFF. Files are versioned by round: in round t a client reads the
-version it last wrote (or the shared initial model) and writes version t, so a
-re-executed or interrupted round never corrupts the state it started from and a
-checkpoint of round r names exactly the files it needs (`versions`).
+`tf.io.serialize_tensor`. A file may hold several models one after the other
+(Ditto's personal model per lambda), or a model followed by method-specific
+extra entries (APFL: a second model; MAPPER: the mixing weight); the store's
+shared initial file holds one model only.
+
+The client computation reads and writes these files itself (`tf.io.read_file`
+/ `tf.io.write_file` inside TFF's worker, the in-graph functions at the end of
+this module); only their paths cross TFF. Files are versioned by round: in
+round t a client reads the version it last wrote (or the shared initial model)
+and writes version t, so a re-executed or interrupted round never corrupts the
+state it started from and a checkpoint of round r names exactly the files it
+needs (`FileClientStateStore.versions`).
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ from __future__ import annotations
 import collections
 import os
 from collections.abc import Sequence
+from typing import NamedTuple, Optional
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_federated as tff
 
 INITIAL_VERSION = -1
 _INITIAL_FILE = 'initial.tensor'
@@ -175,3 +183,135 @@ class FileClientStateStore:
         version = int(name[len('round_') : len('round_') + 6])
         if version < low or version > high:
           os.remove(os.path.join(client_directory, name))
+
+
+# ------------------------------------------------- in-graph (client side)
+
+
+def state_variables(
+    weights_list: Sequence[tff.learning.models.ModelWeights],
+) -> list[tf.Variable]:
+  """The variables of the models, in the order of their state file.
+
+  Args:
+    weights_list: `ModelWeights` of the models the file holds, in order.
+
+  Returns:
+    Each model's trainable, then non-trainable variables, model after model.
+  """
+  return [
+      v
+      for weights in weights_list
+      for v in list(weights.trainable) + list(weights.non_trainable)
+  ]
+
+
+def num_entries(tensors: Sequence[tf.Variable]) -> int:
+  """Entries of the tensors (or variables) together: their flat size."""
+  return int(sum(np.prod(t.shape) for t in tensors))
+
+
+def flatten_tensors(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
+  """The flat float32 concatenation of the tensors (in-graph)."""
+  if not tensors:
+    return tf.zeros([0], tf.float32)
+  return tf.concat([tf.reshape(t, [-1]) for t in tensors], axis=0)
+
+
+def unflatten_tensors(
+    flat: tf.Tensor, like: Sequence[tf.Variable]
+) -> list[tf.Tensor]:
+  """Splits a flat vector into tensors shaped as `like` (in-graph)."""
+  sizes = [int(np.prod(v.shape)) for v in like]
+  return [
+      tf.reshape(piece, v.shape)
+      for piece, v in zip(tf.split(flat, sizes), like)
+  ]
+
+
+def read_personal_weights(
+    path: tf.Tensor,
+    personal_weights_list: Sequence[tff.learning.models.ModelWeights],
+) -> list[tf.Operation]:
+  """Loads a state file into the variables of the models it holds.
+
+  Args:
+    path: Scalar string tensor, the file.
+    personal_weights_list: `ModelWeights` of the models, in file order.
+
+  Returns:
+    The assignments (run them before using the models).
+
+  Raises:
+    tf.errors.InvalidArgumentError: When run on a file of the wrong size
+      (the message names the expected shape).
+  """
+  variables = state_variables(personal_weights_list)
+  flat = tf.io.parse_tensor(tf.io.read_file(path), tf.float32)
+  sizes = [int(np.prod(v.shape)) for v in variables]
+  flat = tf.ensure_shape(flat, [sum(sizes)])
+  pieces = tf.split(flat, sizes)
+  return [
+      v.assign(tf.reshape(p, v.shape)) for v, p in zip(variables, pieces)
+  ]
+
+
+class StateParts(NamedTuple):
+  """A state file read as a model followed by extra entries.
+
+  Attributes:
+    model: The model part, float32 [model_size].
+    extra: The extra part, float32 [extra size]: the file's, or the initial
+      values for a file holding the model only; None without extras.
+    has_extra: Scalar bool tensor, whether the file itself held more than the
+      model (False for the store's initial file).
+  """
+
+  model: tf.Tensor
+  extra: Optional[tf.Tensor]
+  has_extra: tf.Tensor
+
+
+def read_state(
+    path: tf.Tensor, model_size: int, initial_extra: Optional[tf.Tensor] = None
+) -> StateParts:
+  """Reads a state file as a model and extra entries (in-graph).
+
+  Args:
+    path: Scalar string tensor.
+    model_size: Entries of the model part.
+    initial_extra: Flat values of the extra part for files holding the model
+      only (the store's initial file); None when the method has no extras.
+
+  Returns:
+    The parts of the file.
+  """
+  flat = tf.io.parse_tensor(tf.io.read_file(path), tf.float32)
+  model = tf.ensure_shape(flat[:model_size], [model_size])
+  has_extra = tf.size(flat) > model_size
+  if initial_extra is None:
+    return StateParts(model, None, has_extra)
+  extra_size = int(initial_extra.shape[0])
+  # Files written by the method hold the extras; the initial file does not,
+  # and then the padding supplies them.
+  padded = tf.concat([flat, initial_extra], axis=0)
+  extra = tf.ensure_shape(
+      padded[model_size : model_size + extra_size], [extra_size]
+  )
+  return StateParts(model, extra, has_extra)
+
+
+def write_state(path: tf.Tensor, tensors: Sequence[tf.Tensor]) -> tf.Operation:
+  """Writes the tensors, flattened and concatenated, as a state file.
+
+  Args:
+    path: Scalar string tensor, the file (the handle's write path).
+    tensors: The state in file order, e.g. `state_variables(...)`, then any
+      extra entries.
+
+  Returns:
+    The write operation.
+  """
+  return tf.io.write_file(
+      path, tf.io.serialize_tensor(flatten_tensors(tensors))
+  )

@@ -28,7 +28,8 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_ditto import batch_loops
-from tff_ditto import ditto
+from tff_ditto import client_data_schema
+from tff_ditto import client_states
 from tff_ditto import optimization
 
 TEST_KEY = 'test'
@@ -63,7 +64,7 @@ def _assign(weights, values):
 
 
 def build_personalized_evaluation(
-    model_fn: ditto.ModelFn, num_personal_models: int = 1
+    model_fn: client_data_schema.ModelFn, num_personal_models: int = 1
 ) -> tff.Computation:
   """Evaluates each client's personalized model(s) read from its state file.
 
@@ -86,18 +87,18 @@ def build_personalized_evaluation(
     raise ValueError(
         f'num_personal_models must be >= 1, got {num_personal_models}.'
     )
-  data_type = ditto.client_data_type(model_fn, personalize=True)
+  data_type = client_data_schema.client_data_type(model_fn, personalize=True)
 
   @tff.tensorflow.computation(data_type)
   def evaluate_client(client_data):
     models = [model_fn() for _ in range(num_personal_models)]
     weights = [tff.learning.models.ModelWeights.from_model(m) for m in models]
-    handle = batch_loops.single_element(client_data[ditto.STATE_KEY])
+    handle = client_data_schema.state_handle(client_data)
 
     @tf.function
     def run(batches, read_path):
       with tf.control_dependencies(
-          ditto.read_personal_weights(read_path, weights)
+          client_states.read_personal_weights(read_path, weights)
       ):
         metrics = [evaluate_model(model, batches) for model in models]
       if num_personal_models == 1:
@@ -106,7 +107,7 @@ def build_personalized_evaluation(
           (key, tf.stack([m[key] for m in metrics])) for key in metrics[0]
       )
 
-    return run(client_data[ditto.BATCHES_KEY], handle['read_path'])
+    return run(client_data[client_data_schema.BATCHES_KEY], handle['read_path'])
 
   @tff.federated_computation(tff.FederatedType(data_type, tff.CLIENTS))
   def evaluate(client_data):
@@ -115,15 +116,18 @@ def build_personalized_evaluation(
   return evaluate
 
 
-def build_global_evaluation(model_fn: ditto.ModelFn) -> tff.Computation:
+def build_global_evaluation(
+    model_fn: client_data_schema.ModelFn,
+) -> tff.Computation:
   """Evaluates the server's global model on each client's test data.
 
   Returns:
     A federated computation `(weights@SERVER, batches@CLIENTS) ->
     metrics@CLIENTS`.
   """
-  weights_type = ditto.model_weights_type(model_fn)
-  batches_type = ditto.client_data_type(model_fn, personalize=False)
+  weights_type = client_data_schema.model_weights_type(model_fn)
+  batches_type = tff.SequenceType(
+      client_data_schema.batch_element_type(model_fn))
 
   @tff.tensorflow.computation(weights_type, batches_type)
   def evaluate_client(model_weights, batches):
@@ -165,7 +169,7 @@ def _finetune(model, weights, optimizer, train_batches, proximal_strength):
 
 
 def build_finetune_evaluation(
-    model_fn: ditto.ModelFn,
+    model_fn: client_data_schema.ModelFn,
     optimizer: tff.learning.optimizers.Optimizer,
     proximal_strength: float = 0.0,
 ) -> tff.Computation:
@@ -183,8 +187,9 @@ def build_finetune_evaluation(
     A federated computation `(weights@SERVER, OrderedDict(train=batches,
     test=batches)@CLIENTS) -> metrics@CLIENTS`.
   """
-  weights_type = ditto.model_weights_type(model_fn)
-  batches_type = ditto.client_data_type(model_fn, personalize=False)
+  weights_type = client_data_schema.model_weights_type(model_fn)
+  batches_type = tff.SequenceType(
+      client_data_schema.batch_element_type(model_fn))
   data_type = tff.StructType([(TRAIN_KEY, batches_type), (TEST_KEY, batches_type)])
 
   @tff.tensorflow.computation(weights_type, data_type)

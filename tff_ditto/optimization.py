@@ -6,14 +6,17 @@ weights x of a `tff.learning.models.VariableModel`. Ditto's personal step is
 `strength = lambda`, `center = w_t`; FedProx's local step is `strength = mu`;
 plain SGD is `strength = 0`; prox fine-tuning centers on the final global model.
 Its two halves, `gradient` and `proximal_update`, serve steps that share one
-gradient between several proximal strengths (Ditto's per-step lambda
-selection); `mean_loss` is the validation loss those steps are chosen by.
+gradient between several proximal strengths: `lambda_selecting_step`, Ditto's
+per-step lambda selection; `mean_loss` is the validation loss those steps are
+chosen by.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Union
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -133,3 +136,91 @@ def proximal_step(
   for variable, value in zip(trainable, updated):
     variable.assign(value)
   return optimizer_state, loss, num_examples
+
+
+def _first_argmin(values: Sequence[tf.Tensor]) -> tf.Tensor:
+  """Index of the smallest scalar: the first on ties, never a NaN or Inf."""
+  finite = [
+      tf.where(tf.math.is_finite(v), v, tf.constant(np.inf, v.dtype))
+      for v in values
+  ]
+  best_index, best_value = tf.constant(0, tf.int32), finite[0]
+  for index, value in enumerate(finite[1:], start=1):
+    better = value < best_value
+    best_index = tf.where(better, index, best_index)
+    best_value = tf.where(better, value, best_value)
+  return best_index
+
+
+def _take(structures: Sequence, index: tf.Tensor):
+  """`structures[index]` for a list of equal structures and a tensor index."""
+  return tf.nest.map_structure(
+      lambda *values: tf.gather(tf.stack(values), index), *structures
+  )
+
+
+def lambda_selecting_step(
+    model: tff.learning.models.VariableModel,
+    weights: tff.learning.models.ModelWeights,
+    optimizer: tff.learning.optimizers.Optimizer,
+    optimizer_state,
+    batch,
+    center,
+    lambdas: Sequence[float],
+    validation: batch_loops.StackedBatches,
+    use_validation: tf.Tensor,
+    fallback_index: int,
+):
+  """One personal step with lambda chosen among candidates by validation loss.
+
+  The reference code's `--dynamic_lam=1`: from the current v, every candidate
+  takes a tentative step on the same batch, sharing the gradient of F at v,
+  v_i = v - lr (grad F(v; b) + lambda_i (v - center)) (for SGD; in general
+  `proximal_update`), and the step kept is the one whose v_i has
+  the lowest mean loss over `validation` (the first on ties). A client
+  without enough validation data (`use_validation` false) keeps the step of
+  `lambdas[fallback_index]`.
+
+  Args:
+    model: The personal model (its `forward_pass` loss is F).
+    weights: `ModelWeights.from_model(model)` (variables, updated in place).
+    optimizer: The personal optimizer.
+    optimizer_state: Its state for `weights.trainable`.
+    batch: One training batch.
+    center: Flat tuple of tensors, w_t.
+    lambdas: The candidate lambdas (Python floats).
+    validation: The client's whole validation split, batched and stacked
+      (`batch_loops.stack_batches`).
+    use_validation: Scalar bool tensor: choose by validation loss.
+    fallback_index: Index into `lambdas` of the step taken otherwise.
+
+  Returns:
+    (new optimizer state, batch loss F(v; b) before the step, examples in
+    the batch, int32 choice: the index of the kept candidate, or
+    `len(lambdas)` for a fallback step).
+  """
+  trainable = tuple(tf.nest.flatten(weights.trainable))
+  gradients, loss, num_examples = gradient(model, trainable, batch)
+  start = tuple(tf.identity(v) for v in trainable)
+  tentative = [
+      proximal_update(
+          optimizer, optimizer_state, start, gradients, center, strength
+      )
+      for strength in lambdas
+  ]
+  validation_losses = []
+  for _, values in tentative:
+    with tf.control_dependencies(validation_losses[-1:]):
+      assigned = [v.assign(t) for v, t in zip(trainable, values)]
+    with tf.control_dependencies(assigned):
+      validation_losses.append(mean_loss(model, validation))
+  best = _first_argmin(validation_losses)
+  kept = tf.where(use_validation, best, fallback_index)
+  with tf.control_dependencies(validation_losses):
+    for variable, candidates in zip(
+        trainable, zip(*[values for _, values in tentative])
+    ):
+      variable.assign(_take(candidates, kept))
+  optimizer_state = _take([state for state, _ in tentative], kept)
+  choice = tf.where(use_validation, best, len(lambdas))
+  return optimizer_state, loss, num_examples, choice

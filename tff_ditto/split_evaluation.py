@@ -31,7 +31,8 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_ditto import batch_loops
-from tff_ditto import ditto
+from tff_ditto import client_data_schema
+from tff_ditto import client_states
 from tff_ditto import evaluation
 
 METRIC_KEYS = ('loss_sum', 'num_correct', 'num_examples')
@@ -100,8 +101,10 @@ def client_split(
   )
 
 
-def _split_type(model_fn: ditto.ModelFn) -> tff.StructWithPythonType:
-  element_type = ditto.client_data_type(model_fn, personalize=False).element
+def _split_type(
+    model_fn: client_data_schema.ModelFn,
+) -> tff.StructWithPythonType:
+  element_type = client_data_schema.batch_element_type(model_fn)
   vector = tff.TensorType(np.int32, [None])
   return tff.StructWithPythonType(
       [
@@ -151,7 +154,7 @@ def _metrics_of_clients(num_clients, evaluate_client, num_models):
 
 
 def build_personalized_split_evaluation(
-    model_fn: ditto.ModelFn, num_personal_models: int = 1
+    model_fn: client_data_schema.ModelFn, num_personal_models: int = 1
 ) -> tff.Computation:
   """Every client's personal model(s), read from its state file, on a split.
 
@@ -186,7 +189,7 @@ def build_personalized_split_evaluation(
       def evaluate_client(client):
         batches = _client_batches(split, client)
         with tf.control_dependencies(
-            ditto.read_personal_weights(read_paths[client], weights)
+            client_states.read_personal_weights(read_paths[client], weights)
         ):
           return [evaluation.evaluate_model(model, batches)
                   for model in models]
@@ -200,14 +203,16 @@ def build_personalized_split_evaluation(
   return evaluate
 
 
-def build_global_split_evaluation(model_fn: ditto.ModelFn) -> tff.Computation:
+def build_global_split_evaluation(
+    model_fn: client_data_schema.ModelFn,
+) -> tff.Computation:
   """The global model on every client's data of a split.
 
   Returns:
     A `tff.tensorflow.computation` `(weights, split) -> metrics`, each metric
     of `METRIC_KEYS` float32 [clients, 1].
   """
-  weights_type = ditto.model_weights_type(model_fn)
+  weights_type = client_data_schema.model_weights_type(model_fn)
 
   @tff.tensorflow.computation(weights_type, _split_type(model_fn))
   def evaluate(model_weights, split):

@@ -49,11 +49,14 @@ from tff_ditto import attacks
 from tff_ditto import batch_streams
 from tff_ditto import baselines
 from tff_ditto import checkpoints
+from tff_ditto import client_data_schema
 from tff_ditto import client_states
 from tff_ditto import computation_cache as computation_cache_lib
+from tff_ditto import config_equivalence
 from tff_ditto import crash_safety
 from tff_ditto import ditto
 from tff_ditto import evaluation
+from tff_ditto import lambda_policy
 from tff_ditto import optimization
 from tff_ditto import split_evaluation
 from tff_ditto import training_config
@@ -113,7 +116,7 @@ _INITIAL_WEIGHTS = computation_cache_lib.PerObjectMemo()
 
 
 def initial_model_weights(
-    model_fn: ditto.ModelFn, seed: int
+    model_fn: client_data_schema.ModelFn, seed: int
 ) -> tff.learning.models.ModelWeights:
   """Seeded initial weights (TFF's own initial-weights computation is not).
 
@@ -132,7 +135,7 @@ def initial_model_weights(
 
 
 def _build_initial_model_weights(
-    model_fn: ditto.ModelFn, seed: int
+    model_fn: client_data_schema.ModelFn, seed: int
 ) -> tff.learning.models.ModelWeights:
   with tf.Graph().as_default() as graph:
     tf.keras.utils.set_random_seed(seed)  # Python, NumPy and TF seeds
@@ -288,7 +291,7 @@ class DittoProcessSpec:
       (None).
     personal_lambdas: The lambda(s) of the personal model(s): the selection
       lambdas, then the report-only ones
-      (`training_config.personal_model_lambdas`).
+      (`lambda_policy.personal_model_lambdas`).
     local_steps: Mini-batch steps per client per round.
     server_optimizer: 'sgd' or 'adam'.
     server_lr: Its learning rate.
@@ -315,7 +318,7 @@ class DittoProcessSpec:
   fallback_lambda: Optional[float]
 
   def build(
-      self, model_fn: ditto.ModelFn, model_aggregator
+      self, model_fn: client_data_schema.ModelFn, model_aggregator
   ) -> tff.learning.templates.LearningProcess:
     """Returns `ditto.build_ditto_process` of these arguments.
 
@@ -363,7 +366,7 @@ def _check_validation_data(
   """
   if config.method != 'ditto' or config.lam_selection == 'fixed':
     return
-  needed = training_config.MIN_VALIDATION_EXAMPLES_FOR_SELECTION
+  needed = lambda_policy.MIN_VALIDATION_EXAMPLES_FOR_SELECTION
   if dataset.num_clients and (
       dataset.num_validation_examples().max() < needed
   ):
@@ -385,7 +388,7 @@ class ExperimentRunner:
       self,
       config: ExperimentConfig,
       dataset: FederatedDataset,
-      model_fn: ditto.ModelFn,
+      model_fn: client_data_schema.ModelFn,
       output_dir: str,
       *,
       model_aggregator=None,
@@ -423,7 +426,7 @@ class ExperimentRunner:
         `resume` nor `overwrite` is set.
     """
     config.validate()
-    config = training_config.effective_config(config)
+    config = config_equivalence.effective_config(config)
     self.config = config
     self.model_fn = model_fn
     self.output_dir = output_dir
@@ -463,14 +466,14 @@ class ExperimentRunner:
     # per lambda; 'per_step' chooses among them at every step of a single
     # personal model.
     self.select_lambda_per_step = config.lam_selection == 'per_step'
-    self.selection_lambdas = training_config.selection_lambdas(config)
-    self.personal_lambdas = training_config.personal_model_lambdas(config)
+    self.selection_lambdas = lambda_policy.selection_lambdas(config)
+    self.personal_lambdas = lambda_policy.personal_model_lambdas(config)
     self.num_personal_models = (
         1 if self.select_lambda_per_step else len(self.personal_lambdas)
     )
     per_step_fallback = None
     if self.select_lambda_per_step:
-      per_step_fallback = training_config.fallback_lambda(config.strong_attack)
+      per_step_fallback = lambda_policy.fallback_lambda(config.strong_attack)
     self._build_computations(
         model_fn, model_aggregator, per_step_fallback, computation_cache
     )
@@ -532,7 +535,7 @@ class ExperimentRunner:
 
   def _build_computations(
       self,
-      model_fn: ditto.ModelFn,
+      model_fn: client_data_schema.ModelFn,
       model_aggregator,
       fallback_lambda: Optional[float],
       cache: Optional[computation_cache_lib.ComputationCache],
@@ -696,21 +699,21 @@ class ExperimentRunner:
         data['attack'] = self._attack_instruction(round_num, int(index))
     if self.select_lambda_per_step:
       for data, index in zip(client_data, client_indices):
-        data[ditto.VALIDATION_KEY] = eval_batches(
+        data[client_data_schema.VALIDATION_KEY] = eval_batches(
             self.dataset.validation[client_ids[index]],
             self.config.eval_batch_size,
         )
     if sends_loss:
       for data, index in zip(client_data, client_indices):
-        data[ditto.FULL_TRAIN_KEY] = eval_batches(
+        data[client_data_schema.FULL_TRAIN_KEY] = eval_batches(
             self.dataset.train[client_ids[index]],
             self.config.eval_batch_size,
         )
     if self.sends_train_size:
       for data, index in zip(client_data, client_indices):
-        data[ditto.NUM_TRAIN_EXAMPLES_KEY] = tf.data.Dataset.from_tensors(
-            np.float32(self._num_train_examples[index])
-        )
+        data[client_data_schema.NUM_TRAIN_EXAMPLES_KEY] = (
+            tf.data.Dataset.from_tensors(
+                np.float32(self._num_train_examples[index])))
     return client_data
 
   def run_round(self, round_num: int) -> collections.OrderedDict:
@@ -807,8 +810,8 @@ class ExperimentRunner:
         {key: values[:, :num_candidates]
          for key, values in validation_metrics.items()},
         self.selection_lambdas,
-        training_config.fallback_lambda(self.config.strong_attack),
-        training_config.MIN_VALIDATION_EXAMPLES_FOR_SELECTION,
+        lambda_policy.fallback_lambda(self.config.strong_attack),
+        lambda_policy.MIN_VALIDATION_EXAMPLES_FOR_SELECTION,
     )
     selected = evaluation.take_personal_model(
         evaluation.stack_client_metrics(client_metrics), chosen

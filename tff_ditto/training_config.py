@@ -1,4 +1,10 @@
-"""The configuration of one experiment run (no TensorFlow import)."""
+"""The configuration of one experiment run (no TensorFlow import).
+
+`ExperimentConfig` and the description of each field's command-line flag
+(`field_help`). Which lambdas a config trains and selects among:
+`tff_ditto.lambda_policy`; the config a run actually uses and which runs give
+the same results: `tff_ditto.config_equivalence`.
+"""
 
 from __future__ import annotations
 
@@ -23,54 +29,6 @@ SAMPLING_MODES = ('weighted', 'uniform')
 # 'auto': the paper's choice among per-candidate personal models at
 # evaluation; 'per_step': the reference code's choice at every personal step.
 LAMBDA_SELECTIONS = ('fixed', 'auto', 'per_step')
-
-# The paper's per-device lambda selection (Section 5, "selecting lambda"):
-# candidates and the fixed value of devices with too little validation data.
-MIN_VALIDATION_EXAMPLES_FOR_SELECTION = 4
-
-
-def lambda_candidates(strong_attack: bool) -> tuple[float, ...]:
-  """The lambdas a device chooses from: {0.05, 0.1, 0.2} or {0.1, 1, 2}."""
-  return (0.05, 0.1, 0.2) if strong_attack else (0.1, 1.0, 2.0)
-
-
-def fallback_lambda(strong_attack: bool) -> float:
-  """Lambda of a device with fewer than 4 validation examples: 0.1 or 1."""
-  return 0.1 if strong_attack else 1.0
-
-
-def selection_lambdas(config: ExperimentConfig) -> tuple[float, ...]:
-  """The lambdas a run's evaluated personal model comes from.
-
-  Args:
-    config: An effective config (`effective_config`).
-
-  Returns:
-    The candidates of `lambda_candidates(config.strong_attack)` with
-    lam_selection 'auto' or 'per_step', else `(config.lam,)`.
-  """
-  if config.lam_selection in ('auto', 'per_step'):
-    return lambda_candidates(config.strong_attack)
-  return (float(config.lam),)
-
-
-def personal_model_lambdas(config: ExperimentConfig) -> tuple[float, ...]:
-  """The lambdas a run trains: selection lambdas, then the report-only ones.
-
-  The report lambdas that are not selection lambdas follow in ascending
-  order, so the same set of lambdas always trains the same models in the
-  same state order (and builds the same process).
-
-  Args:
-    config: An effective config (`effective_config`).
-
-  Returns:
-    `selection_lambdas(config)` followed by the other `report_lambdas`.
-  """
-  selection = selection_lambdas(config)
-  extras = sorted(set(config.report_lambdas) - set(selection))
-  return selection + tuple(extras)
-
 
 SERVER_OPTIMIZERS = ('sgd', 'adam')
 # Kept in sync with tff_ditto.batch_streams.BATCH_STREAMS.
@@ -151,7 +109,8 @@ class ExperimentConfig:
     lam: Ditto's lambda (ignored by `global`; 0 for `local`) when
       `lam_selection` is 'fixed'.
     lam_selection: 'fixed' (one lambda, `lam`); 'auto': every client trains
-      one personal model per candidate of `lambda_candidates(strong_attack)`
+      one personal model per candidate of
+      `tff_ditto.lambda_policy.lambda_candidates(strong_attack)`
       and, at evaluation, uses the one with the lowest loss on its own
       validation split (`fallback_lambda` below 4 validation examples), the
       paper's protocol; or 'per_step', the reference code's `--dynamic_lam=1`:
@@ -219,7 +178,7 @@ class ExperimentConfig:
       run's own (same batches, same w_t) and are reported on their own
       (`benign_lam_<value>_*`) but never selected or evaluated as the run's
       model; e.g. (0, 1) gives the `local` and the lambda = 1 results in the
-      same run. See `personal_model_lambdas`.
+      same run. See `tff_ditto.lambda_policy.personal_model_lambdas`.
     curve_split: None, or the split ('validation' or 'test', not
       `eval_split`) also evaluated at every evaluation round, its summary
       released in metrics.csv with the prefix '<split>_' (e.g. choose the
@@ -607,131 +566,3 @@ def field_help(name: str) -> str:
   """
   fields = {field.name: field for field in dataclasses.fields(ExperimentConfig)}
   return fields[name].metadata['help']
-
-
-# Fields only one method reads, so a dataset preset may set them for every
-# method; every other method records the field's default instead.
-_METHOD_ONLY_FIELDS = {
-    'perfedavg_alpha': 'perfedavg',
-    'skl_lam': 'skl',
-    'ewc_lam': 'ewc',
-}
-
-
-def effective_config(config: ExperimentConfig) -> ExperimentConfig:
-  """The config a run actually uses (and records in its summary).
-
-  `local` is Ditto with lambda = 0, and only Ditto selects lambda per device;
-  every other method runs with a fixed lambda. A field only one method reads
-  (`perfedavg_alpha`, `skl_lam`, `ewc_lam`) is reset to its default for the
-  other methods, so a preset for one method leaves the others' records as
-  they were.
-
-  Args:
-    config: A config as given.
-
-  Returns:
-    The same config with those fields normalized.
-  """
-  if config.method == 'local':
-    config = dataclasses.replace(config, lam=0.0)
-  if config.method != 'ditto':
-    config = dataclasses.replace(config, lam_selection='fixed')
-  unused = {field.name: field.default
-            for field in dataclasses.fields(ExperimentConfig)
-            if _METHOD_ONLY_FIELDS.get(field.name, config.method)
-            != config.method}
-  return dataclasses.replace(config, **unused)
-
-
-@dataclasses.dataclass(frozen=True)
-class DerivedResult:
-  """Where one run's results sit in the output of a multi-lambda Ditto run.
-
-  Attributes:
-    summary_prefix: The prefix, in the Ditto run's summary, of the keys that
-      the run itself reports as 'benign_<name>' (`evaluation.summarize`
-      names).
-    accuracy_column: The column of the Ditto run's client_metrics.csv that
-      holds the run's per-client accuracy (its own 'accuracy').
-  """
-
-  summary_prefix: str
-  accuracy_column: str
-
-
-# Fields that change neither training nor the final evaluation.
-_FIELDS_NOT_CHANGING_RESULTS = ('eval_every', 'checkpoint_every', 'curve_split')
-# Fields in which the runs a multi-lambda Ditto run serves differ from it.
-_LAMBDA_FIELDS = (
-    'method', 'lam', 'lam_selection', 'strong_attack', 'report_lambdas',
-)
-
-
-def _same_training(target: ExperimentConfig, source: ExperimentConfig) -> bool:
-  """Whether the two effective configs agree in every field that matters.
-
-  The lambda fields aside; a `global` run trains no personal model, so its
-  `personal_lr` does not matter either.
-  """
-  ignored = set(_FIELDS_NOT_CHANGING_RESULTS + _LAMBDA_FIELDS)
-  if target.method == 'global':
-    ignored.add('personal_lr')
-  return all(
-      getattr(target, field.name) == getattr(source, field.name)
-      for field in dataclasses.fields(ExperimentConfig)
-      if field.name not in ignored
-  )
-
-
-def derived_result(
-    target: ExperimentConfig, source: ExperimentConfig
-) -> Optional[DerivedResult]:
-  """Where `target`'s results are in `source`'s output, if they are there.
-
-  A `ditto` run with report lambdas (`source`) trains, on the batches of
-  every other run of its settings, FedAvg's global model bit for bit (the
-  server never sees the personal models) and one personal model per lambda
-  of `personal_model_lambdas`. So it holds, exactly, the results of a
-  `global` run (its global model), a `local` run (lambda 0 among its
-  lambdas), a fixed-lambda `ditto` run (that lambda among its lambdas) and,
-  if it selects lambda per device itself, a `ditto` run with the same
-  selection and no report lambdas (tests/test_report_lambdas.py checks all
-  four).
-
-  Args:
-    target: The run whose results are wanted.
-    source: The multi-lambda Ditto run.
-
-  Returns:
-    Where the results are, or None when `source` does not hold them (other
-    settings, a lambda it did not train, a source with one personal model).
-  """
-  target, source = effective_config(target), effective_config(source)
-  if (
-      source.method != 'ditto'
-      or source.lam_selection == 'per_step'
-      or not source.report_lambdas
-      or len(personal_model_lambdas(source)) < 2
-      or target.report_lambdas
-      or not _same_training(target, source)
-  ):
-    return None
-  if target.method == 'global':
-    return DerivedResult('global_model_benign_', 'global_model_accuracy')
-  if target.method not in ('ditto', 'local'):
-    return None
-  if (
-      target.lam_selection == 'fixed'
-      and target.lam in personal_model_lambdas(source)
-  ):
-    return DerivedResult(
-        f'benign_lam_{target.lam:g}_', f'lam_{target.lam:g}_accuracy'
-    )
-  if (
-      target.lam_selection == 'auto'
-      and source.lam_selection == 'auto'
-      and target.strong_attack == source.strong_attack
-  ):
-    return DerivedResult('benign_', 'accuracy')
-  return None

@@ -4,7 +4,8 @@ Modules: `term` (TERM-tilted FedAvg), `l2sgd` (mean-regularized MTL), `apfl`
 (adaptive personalized FL as the reference codes it), `perfedavg` (Per-FedAvg
 HF), `mapper` (model interpolation), `finetuning` (EWC, SKL, early-stopping
 and interpolation fine-tuning, and the baselines' evaluations), `common`
-(client work and process composition), `registry` (the methods of
+(model variables, proximal SGD; the client work and process composition are
+`tff_ditto.process_templates`), `registry` (the methods of
 `tff_ditto.training.ExperimentRunner`).
 """
 

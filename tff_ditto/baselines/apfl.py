@@ -34,12 +34,15 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_ditto import batch_loops
+from tff_ditto import client_data_schema
+from tff_ditto import client_states
 from tff_ditto import optimization
+from tff_ditto import process_templates
 from tff_ditto.baselines import common
 
 
 def build_apfl_process(
-    model_fn: common.ModelFn,
+    model_fn: client_data_schema.ModelFn,
     *,
     client_optimizer: tff.learning.optimizers.Optimizer,
     alpha: float,
@@ -71,9 +74,8 @@ def build_apfl_process(
   common.check_local_steps(local_steps)
   if not 0.0 <= alpha <= 1.0:
     raise ValueError(f'alpha must be in [0, 1], got {alpha}.')
-  data_type = common.client_data_type(
-      model_fn, stateful=True, simulate_attacks=simulate_attacks,
-      full_train=False,
+  data_type = client_data_schema.client_data_struct_type(
+      model_fn, personal_state=True, attack=simulate_attacks
   )
 
   def make_client_update():
@@ -86,25 +88,24 @@ def build_apfl_process(
     local_variables = common.all_variables(local_weights)
     mixed_variables = common.all_variables(mixed_weights)
     global_variables = common.all_variables(global_weights)
-    model_size = common.num_entries(local_variables)
+    model_size = client_states.num_entries(local_variables)
 
     @tf.function
     def client_update(initial_weights, client_data):
-      handle = common.state_handle(client_data)
-      local_flat, mixed_flat = common.read_state(
+      handle = client_data_schema.state_handle(client_data)
+      state = client_states.read_state(
           handle['read_path'], model_size,
           initial_extra=tf.zeros([model_size], tf.float32),
       )
       # The initial file holds v only; then a = v (both the initial model).
-      has_mixed = tf.size(
-          tf.io.parse_tensor(tf.io.read_file(handle['read_path']), tf.float32)
-      ) > model_size
-      mixed_flat = tf.where(has_mixed, mixed_flat, local_flat)
+      mixed_flat = tf.where(state.has_extra, state.extra, state.model)
       assigned = (
           common.assign_all(
-              local_variables, common.unflatten(local_flat, local_variables))
+              local_variables,
+              client_states.unflatten_tensors(state.model, local_variables))
           + common.assign_all(
-              mixed_variables, common.unflatten(mixed_flat, mixed_variables))
+              mixed_variables,
+              client_states.unflatten_tensors(mixed_flat, mixed_variables))
           + common.assign_all(
               global_variables, common.all_variables(initial_weights))
       )
@@ -126,7 +127,7 @@ def build_apfl_process(
             batch, (), 0.0,
         )
         # 2. Local model: alpha * gradient at the kept interpolation.
-        mixed_gradients, mixed_loss, _ = common.gradient(
+        mixed_gradients, mixed_loss, _ = optimization.gradient(
             mixed_model, mixed_trainable, batch)
         local_state, updated = client_optimizer.next(
             local_state, local_trainable,
@@ -147,34 +148,30 @@ def build_apfl_process(
       zero = tf.constant(0.0)
       (_, _, global_loss_sum, local_loss_sum, num_batches, num_examples) = (
           batch_loops.reduce_batches(
-              client_data[common.BATCHES_KEY],
+              client_data[client_data_schema.BATCHES_KEY],
               (global_state, local_state, zero, zero, zero, zero),
               train_on_batch,
               max_batches=local_steps,
           )
       )
-      written = tf.io.write_file(
+      written = client_states.write_state(
           handle['write_path'],
-          tf.io.serialize_tensor(tf.concat(
-              [common.flatten(local_variables),
-               common.flatten(mixed_variables)], axis=0)),
+          client_states.state_variables([local_weights, mixed_weights]),
       )
-      with tf.control_dependencies([written]):
-        update = tf.nest.map_structure(
-            tf.subtract, initial_weights.trainable,
-            [tf.identity(v) for v in global_weights.trainable],
-        )
-        statistics = common.loss_statistics(
-            global_loss_sum=global_loss_sum, personal_loss_sum=local_loss_sum,
-            num_batches=num_batches, num_examples=num_examples,
-        )
+      update = process_templates.model_delta(
+          initial_weights, global_weights.trainable, after=[written]
+      )
+      statistics = process_templates.loss_statistics(
+          global_loss_sum=global_loss_sum, personal_loss_sum=local_loss_sum,
+          num_batches=num_batches, num_examples=num_examples,
+      )
       return update, tf.constant(1.0), statistics
 
     return client_update
 
-  client_work = common.build_client_work(
+  client_work = process_templates.build_client_work(
       model_fn, data_type, make_client_update, simulate_attacks
   )
-  return common.compose_process(
+  return process_templates.compose_process(
       model_fn, client_work, model_aggregator, server_optimizer
   )

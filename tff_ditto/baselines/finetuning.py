@@ -45,15 +45,14 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_ditto import batch_loops
+from tff_ditto import client_data_schema
+from tff_ditto import client_states
 from tff_ditto import evaluation
 from tff_ditto import optimization
 from tff_ditto.baselines import common
 
 TRAIN_KEY = evaluation.TRAIN_KEY
 TEST_KEY = evaluation.TEST_KEY
-VALIDATION_KEY = 'validation'
-FULL_TRAIN_KEY = common.FULL_TRAIN_KEY
-STATE_KEY = common.STATE_KEY
 
 FINETUNE_KINDS = ('plain', 'ewc', 'skl', 'mapper', 'early_stopping')
 FISHER_BATCHES = 4
@@ -64,9 +63,9 @@ def finetune_data_keys(kind: str) -> tuple[str, ...]:
   keys = {
       'plain': (TRAIN_KEY,),
       'ewc': (TRAIN_KEY,),
-      'skl': (TRAIN_KEY, FULL_TRAIN_KEY),
-      'mapper': (TRAIN_KEY, STATE_KEY),
-      'early_stopping': (TRAIN_KEY, VALIDATION_KEY),
+      'skl': (TRAIN_KEY, client_data_schema.FULL_TRAIN_KEY),
+      'mapper': (TRAIN_KEY, client_data_schema.STATE_KEY),
+      'early_stopping': (TRAIN_KEY, client_data_schema.VALIDATION_KEY),
   }
   if kind not in keys:
     raise ValueError(f'kind must be one of {FINETUNE_KINDS}, got {kind!r}.')
@@ -101,7 +100,7 @@ def symmetric_kl_gradient(model, teacher, trainable, batches):
 
 def _sgd_step(model, trainable, optimizer, optimizer_state, batch,
               extra_gradient=None):
-  gradients, loss, _ = common.gradient(model, trainable, batch)
+  gradients, loss, _ = optimization.gradient(model, trainable, batch)
   if extra_gradient is not None:
     gradients = tuple(g + e for g, e in zip(gradients, extra_gradient()))
   optimizer_state, updated = optimizer.next(
@@ -152,7 +151,7 @@ def ewc_finetune(model, weights, optimizer, batches, strength: float):
     state, fisher, count = loop_state
 
     def accumulate_fisher():
-      gradients, _, _ = common.gradient(model, trainable, batch)
+      gradients, _, _ = optimization.gradient(model, trainable, batch)
       return state, tuple(
           f + tf.square(g) / float(FISHER_BATCHES)
           for f, g in zip(fisher, gradients))
@@ -190,7 +189,7 @@ def early_stopping_finetune(model, weights, optimizer, batches, validation,
   validation = batch_loops.stack_batches(validation)
   with tf.control_dependencies(
       [b.assign(v) for b, v in zip(best, trainable)]):
-    initial_loss = common.mean_loss(model, validation)
+    initial_loss = optimization.mean_loss(model, validation)
 
   def step(loop_state, batch):
     state, best_loss, since_best, stopped = loop_state
@@ -198,7 +197,7 @@ def early_stopping_finetune(model, weights, optimizer, batches, validation,
     def train():
       new_state, _, _ = optimization.proximal_step(
           model, weights, optimizer, state, batch, center, proximal_strength)
-      loss = common.mean_loss(model, validation)
+      loss = optimization.mean_loss(model, validation)
       improved = loss < best_loss
       for b, v in zip(best, trainable):
         b.assign(tf.where(improved, v, b))
@@ -218,7 +217,7 @@ def early_stopping_finetune(model, weights, optimizer, batches, validation,
 
 
 def build_finetune_family_evaluation(
-    model_fn: common.ModelFn,
+    model_fn: client_data_schema.ModelFn,
     kind: str,
     optimizer: tff.learning.optimizers.Optimizer,
     strength: float = 0.0,
@@ -248,12 +247,14 @@ def build_finetune_family_evaluation(
     raise ValueError(f'strength must be >= 0, got {strength}.')
   if patience < 1:
     raise ValueError(f'patience must be >= 1, got {patience}.')
-  model_weights_type = common.weights_type(model_fn)
-  batches_type = tff.SequenceType(common.element_type(model_fn))
+  model_weights_type = client_data_schema.model_weights_type(model_fn)
+  batches_type = tff.SequenceType(
+      client_data_schema.batch_element_type(model_fn))
   fields = []
   for key in keys:
-    if key == STATE_KEY:
-      fields.append((key, tff.SequenceType(common.ditto.STATE_HANDLE_TYPE)))
+    if key == client_data_schema.STATE_KEY:
+      fields.append(
+          (key, tff.SequenceType(client_data_schema.STATE_HANDLE_TYPE)))
     else:
       fields.append((key, batches_type))
   fields.append((TEST_KEY, batches_type))
@@ -268,19 +269,21 @@ def build_finetune_family_evaluation(
     helper = model_fn() if kind in ('skl', 'early_stopping') else None
     helper_weights = (
         tff.learning.models.ModelWeights.from_model(helper) if helper else None)
-    handle = common.state_handle(client_data) if kind == 'mapper' else None
+    handle = (client_data_schema.state_handle(client_data)
+              if kind == 'mapper' else None)
 
     @tf.function
     def run(model_weights, client_data, handle):
       starts = common.all_variables(model_weights)
       if kind == 'mapper':
-        size = common.num_entries(variables)
-        local_flat, extra = common.read_state(
-            handle['read_path'], size, initial_extra=tf.zeros([1]))
-        lam = extra[0]
+        state = client_states.read_state(
+            handle['read_path'], client_states.num_entries(variables),
+            initial_extra=tf.zeros([1]))
+        lam = state.extra[0]
         starts = [
             lam * v + (1.0 - lam) * w
-            for v, w in zip(common.unflatten(local_flat, variables), starts)
+            for v, w in zip(
+                client_states.unflatten_tensors(state.model, variables), starts)
         ]
       common.assign_all(variables, starts)
       if helper is not None:
@@ -291,14 +294,15 @@ def build_finetune_family_evaluation(
         ewc_finetune(model, weights, optimizer, train, strength)
       elif kind == 'skl':
         trainable = tuple(tf.nest.flatten(weights.trainable))
-        full_train = client_data[FULL_TRAIN_KEY]
+        full_train = client_data[client_data_schema.FULL_TRAIN_KEY]
         finetune(
             model, weights, optimizer, train,
             lambda: tuple(strength * g for g in symmetric_kl_gradient(
                 model, helper, trainable, full_train)))
       elif kind == 'early_stopping':
         early_stopping_finetune(
-            model, weights, optimizer, train, client_data[VALIDATION_KEY],
+            model, weights, optimizer, train,
+            client_data[client_data_schema.VALIDATION_KEY],
             patience, strength, helper_weights)
       else:
         finetune(model, weights, optimizer, train)
@@ -321,7 +325,7 @@ def build_finetune_family_evaluation(
 
 
 def build_interpolated_evaluation(
-    model_fn: common.ModelFn, alpha: Optional[float]
+    model_fn: client_data_schema.ModelFn, alpha: Optional[float]
 ) -> tff.Computation:
   """Evaluates alpha * v_k + (1 - alpha) * w on each client's test data.
 
@@ -334,10 +338,12 @@ def build_interpolated_evaluation(
     A federated computation `(weights@SERVER, OrderedDict(batches=test,
     personal_state=handle)@CLIENTS) -> metrics@CLIENTS`.
   """
-  model_weights_type = common.weights_type(model_fn)
+  model_weights_type = client_data_schema.model_weights_type(model_fn)
   data_type = tff.StructType([
-      (common.BATCHES_KEY, tff.SequenceType(common.element_type(model_fn))),
-      (STATE_KEY, tff.SequenceType(common.ditto.STATE_HANDLE_TYPE)),
+      (client_data_schema.BATCHES_KEY,
+       tff.SequenceType(client_data_schema.batch_element_type(model_fn))),
+      (client_data_schema.STATE_KEY,
+       tff.SequenceType(client_data_schema.STATE_HANDLE_TYPE)),
   ])
 
   @tff.tensorflow.computation(model_weights_type, data_type)
@@ -345,24 +351,25 @@ def build_interpolated_evaluation(
     model = model_fn()
     weights = tff.learning.models.ModelWeights.from_model(model)
     variables = common.all_variables(weights)
-    handle = common.state_handle(client_data)
+    handle = client_data_schema.state_handle(client_data)
 
     @tf.function
     def run(model_weights, batches, read_path):
-      size = common.num_entries(variables)
-      local_flat, extra = common.read_state(
-          read_path, size,
+      state = client_states.read_state(
+          read_path, client_states.num_entries(variables),
           initial_extra=None if alpha is not None else tf.zeros([1]))
-      mix = tf.constant(alpha, tf.float32) if alpha is not None else extra[0]
+      mix = (tf.constant(alpha, tf.float32) if alpha is not None
+             else state.extra[0])
       values = [
           mix * v + (1.0 - mix) * w
-          for v, w in zip(common.unflatten(local_flat, variables),
-                          common.all_variables(model_weights))
+          for v, w in zip(
+              client_states.unflatten_tensors(state.model, variables),
+              common.all_variables(model_weights))
       ]
       with tf.control_dependencies(common.assign_all(variables, values)):
         return evaluation.evaluate_model(model, batches)
 
-    return run(model_weights, client_data[common.BATCHES_KEY],
+    return run(model_weights, client_data[client_data_schema.BATCHES_KEY],
                handle['read_path'])
 
   @tff.federated_computation(

@@ -29,7 +29,10 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_ditto import client_data_schema
+from tff_ditto import client_states
 from tff_ditto import optimization
+from tff_ditto import process_templates
 from tff_ditto.baselines import common
 
 
@@ -43,7 +46,7 @@ def server_learning_rate(
 
 
 def build_l2sgd_process(
-    model_fn: common.ModelFn,
+    model_fn: client_data_schema.ModelFn,
     *,
     client_optimizer: tff.learning.optimizers.Optimizer,
     mean_regularization: float,
@@ -78,25 +81,20 @@ def build_l2sgd_process(
     raise ValueError(
         f'mean_regularization must be >= 0, got {mean_regularization}.'
     )
-  data_type = common.client_data_type(
-      model_fn, stateful=True, simulate_attacks=simulate_attacks,
-      full_train=False,
+  data_type = client_data_schema.client_data_struct_type(
+      model_fn, personal_state=True, attack=simulate_attacks
   )
 
   def make_client_update():
     local_model = model_fn()
     local_weights = tff.learning.models.ModelWeights.from_model(local_model)
-    local_variables = common.all_variables(local_weights)
-    model_size = common.num_entries(local_variables)
 
     @tf.function
     def client_update(initial_weights, client_data):
-      handle = common.state_handle(client_data)
-      flat, _ = common.read_state(handle['read_path'], model_size)
+      handle = client_data_schema.state_handle(client_data)
       with tf.control_dependencies(
-          common.assign_all(
-              local_variables, common.unflatten(flat, local_variables)
-          )
+          client_states.read_personal_weights(
+              handle['read_path'], [local_weights])
       ):
         optimizer_state = optimization.initialize_optimizer(
             client_optimizer, local_weights
@@ -105,30 +103,27 @@ def build_l2sgd_process(
 
       loss_sum, num_batches, num_examples = common.proximal_sgd(
           local_model, local_weights, client_optimizer, optimizer_state,
-          client_data[common.BATCHES_KEY].take(local_steps), center,
+          client_data[client_data_schema.BATCHES_KEY].take(local_steps), center,
           float(mean_regularization),
       )
-      written = tf.io.write_file(
-          handle['write_path'],
-          tf.io.serialize_tensor(common.flatten(local_variables)),
+      written = client_states.write_state(
+          handle['write_path'], client_states.state_variables([local_weights])
       )
-      with tf.control_dependencies([written]):
-        update = tf.nest.map_structure(
-            tf.subtract, initial_weights.trainable,
-            [tf.identity(v) for v in local_weights.trainable],
-        )
-        statistics = common.loss_statistics(
-            global_loss_sum=tf.constant(float('nan')),
-            personal_loss_sum=loss_sum, num_batches=num_batches,
-            num_examples=num_examples,
-        )
+      update = process_templates.model_delta(
+          initial_weights, local_weights.trainable, after=[written]
+      )
+      statistics = process_templates.loss_statistics(
+          global_loss_sum=tf.constant(float('nan')),
+          personal_loss_sum=loss_sum, num_batches=num_batches,
+          num_examples=num_examples,
+      )
       return update, tf.constant(1.0), statistics
 
     return client_update
 
-  client_work = common.build_client_work(
+  client_work = process_templates.build_client_work(
       model_fn, data_type, make_client_update, simulate_attacks
   )
-  return common.compose_process(
+  return process_templates.compose_process(
       model_fn, client_work, model_aggregator, server_optimizer
   )

@@ -36,6 +36,10 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_ditto import batch_loops
+from tff_ditto import client_data_schema
+from tff_ditto import client_states
+from tff_ditto import optimization
+from tff_ditto import process_templates
 from tff_ditto.baselines import common
 
 CANDIDATE_LAMBDAS = (0.25, 0.5, 0.75)
@@ -50,7 +54,7 @@ def batches_per_round(
 
 
 def build_mapper_process(
-    model_fn: common.ModelFn,
+    model_fn: client_data_schema.ModelFn,
     *,
     learning_rate: float,
     local_steps: int,
@@ -86,9 +90,8 @@ def build_mapper_process(
     raise ValueError(f'learning_rate must be > 0, got {learning_rate}.')
   if not candidate_lambdas:
     raise ValueError('candidate_lambdas is empty.')
-  data_type = common.client_data_type(
-      model_fn, stateful=True, simulate_attacks=simulate_attacks,
-      full_train=True,
+  data_type = client_data_schema.client_data_struct_type(
+      model_fn, personal_state=True, attack=simulate_attacks, full_train=True
   )
   block = local_steps + 1
 
@@ -101,15 +104,16 @@ def build_mapper_process(
     mixed_weights = tff.learning.models.ModelWeights.from_model(mixed_model)
     best_model = model_fn()
     best_weights = tff.learning.models.ModelWeights.from_model(best_model)
-    model_size = common.num_entries(common.all_variables(candidate_weights))
+    model_size = client_states.num_entries(
+        common.all_variables(candidate_weights))
 
     @tf.function
     def client_update(initial_weights, client_data):
-      handle = common.state_handle(client_data)
-      local_flat, _ = common.read_state(
+      handle = client_data_schema.state_handle(client_data)
+      state = client_states.read_state(
           handle['read_path'], model_size, initial_extra=tf.zeros([1]))
-      local_values = common.unflatten(
-          local_flat, common.all_variables(candidate_weights))
+      local_values = client_states.unflatten_tensors(
+          state.model, common.all_variables(candidate_weights))
       global_values = common.all_variables(initial_weights)
       # Before any candidate: best = v_k (kept if no score beats the start).
       with tf.control_dependencies(
@@ -124,7 +128,7 @@ def build_mapper_process(
       global_trainable = tuple(tf.nest.flatten(initial_weights.trainable))
       # Read once; every block scores its candidate on it.
       full_train = batch_loops.stack_batches(
-          client_data[common.FULL_TRAIN_KEY])
+          client_data[client_data_schema.FULL_TRAIN_KEY])
 
       def candidate_block(loop_state, batches_of_block):
         (index, best_loss, best_lambda, new_global, loss_sum, num_batches,
@@ -140,7 +144,7 @@ def build_mapper_process(
           for mixed, candidate, glob in zip(
               mixed_trainable, candidate_trainable, global_trainable):
             mixed.assign(lam * candidate + (1.0 - lam) * glob)
-          gradients, loss, examples = common.gradient(
+          gradients, loss, examples = optimization.gradient(
               mixed_model, mixed_trainable, batch)
           for candidate, g in zip(candidate_trainable, gradients):
             candidate.assign(candidate - learning_rate * (lam * g))
@@ -152,7 +156,7 @@ def build_mapper_process(
             (tf.constant(0, tf.int64), tf.constant(0.0), tf.constant(0.0)),
             parallel_iterations=1,
         )
-        score = common.mean_loss(mixed_model, full_train)
+        score = optimization.mean_loss(mixed_model, full_train)
         better = score < best_loss
         for best, candidate in zip(best_trainable, candidate_trainable):
           best.assign(tf.where(better, candidate, best))
@@ -164,7 +168,7 @@ def build_mapper_process(
         for mixed, best, glob in zip(
             mixed_trainable, best_trainable, global_trainable):
           mixed.assign(best_lambda * best + (1.0 - best_lambda) * glob)
-        gradients, _, _ = common.gradient(
+        gradients, _, _ = optimization.gradient(
             mixed_model, mixed_trainable, last_batch)
         new_global = tuple(
             glob - learning_rate * ((1.0 - best_lambda) * g)
@@ -181,7 +185,7 @@ def build_mapper_process(
 
       zero = tf.constant(0.0)
       blocks = (
-          client_data[common.BATCHES_KEY]
+          client_data[client_data_schema.BATCHES_KEY]
           .take(batches_per_round(local_steps, candidate_lambdas))
           .batch(block, drop_remainder=True)
       )
@@ -193,26 +197,26 @@ def build_mapper_process(
               candidate_block,
           )
       )
-      best_flat = tf.concat(
-          [common.flatten(best_trainable),
-           common.flatten(list(best_weights.non_trainable)),
-           tf.reshape(best_lambda, [1])], axis=0)
-      written = tf.io.write_file(
-          handle['write_path'], tf.io.serialize_tensor(best_flat))
-      with tf.control_dependencies([written]):
-        update = tf.nest.map_structure(
-            tf.subtract, initial_weights.trainable, list(new_global))
-        statistics = common.loss_statistics(
-            global_loss_sum=loss_sum, personal_loss_sum=loss_sum,
-            num_batches=num_batches, num_examples=num_examples,
-        )
+      # v_k <- the kept candidate, then lambda_k.
+      written = client_states.write_state(
+          handle['write_path'],
+          list(best_trainable) + list(best_weights.non_trainable)
+          + [tf.reshape(best_lambda, [1])],
+      )
+      update = process_templates.model_delta(
+          initial_weights, list(new_global), after=[written]
+      )
+      statistics = process_templates.loss_statistics(
+          global_loss_sum=loss_sum, personal_loss_sum=loss_sum,
+          num_batches=num_batches, num_examples=num_examples,
+      )
       return update, tf.constant(1.0), statistics
 
     return client_update
 
-  client_work = common.build_client_work(
+  client_work = process_templates.build_client_work(
       model_fn, data_type, make_client_update, simulate_attacks
   )
-  return common.compose_process(
+  return process_templates.compose_process(
       model_fn, client_work, model_aggregator, server_optimizer
   )

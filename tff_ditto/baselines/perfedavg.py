@@ -42,6 +42,9 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_ditto import batch_loops
+from tff_ditto import client_data_schema
+from tff_ditto import optimization
+from tff_ditto import process_templates
 from tff_ditto.baselines import common
 
 FINITE_DIFFERENCE_DELTA = 1e-3
@@ -75,17 +78,17 @@ def finite_difference_hvp(model, trainable, batch, vector, delta: float,
   point = [tf.identity(v) for v in trainable]
   for variable, x, v in zip(trainable, point, vector):
     variable.assign(x + delta * v)
-  plus, _, _ = common.gradient(model, trainable, batch, training)
+  plus, _, _ = optimization.gradient(model, trainable, batch, training)
   for variable, x, v in zip(trainable, point, vector):
     variable.assign(x - delta * v)
-  minus, _, _ = common.gradient(model, trainable, batch, training)
+  minus, _, _ = optimization.gradient(model, trainable, batch, training)
   for variable, x in zip(trainable, point):
     variable.assign(x)
   return tuple((p - m) / (2.0 * delta) for p, m in zip(plus, minus))
 
 
 def build_perfedavg_process(
-    model_fn: common.ModelFn,
+    model_fn: client_data_schema.ModelFn,
     *,
     learning_rate: float,
     local_steps: int,
@@ -123,9 +126,8 @@ def build_perfedavg_process(
                       ('delta', delta)):
     if value <= 0:
       raise ValueError(f'{name} must be > 0, got {value}.')
-  data_type = common.client_data_type(
-      model_fn, stateful=False, simulate_attacks=simulate_attacks,
-      full_train=False,
+  data_type = client_data_schema.client_data_struct_type(
+      model_fn, attack=simulate_attacks
   )
 
   def make_client_update():
@@ -145,10 +147,11 @@ def build_perfedavg_process(
             for i in range(3)
         )
         start = [tf.identity(v) for v in trainable]
-        gradients1, loss, examples = common.gradient(model, trainable, batch1)
+        gradients1, loss, examples = optimization.gradient(
+            model, trainable, batch1)
         for variable, x, g in zip(trainable, start, gradients1):
           variable.assign(x - learning_rate * g)
-        meta_gradients, _, _ = common.gradient(model, trainable, batch2)
+        meta_gradients, _, _ = optimization.gradient(model, trainable, batch2)
         for variable, x in zip(trainable, start):
           variable.assign(x)
         correction = finite_difference_hvp(
@@ -165,17 +168,16 @@ def build_perfedavg_process(
 
       zero = tf.constant(0.0)
       loss_sum, num_batches, num_examples = batch_loops.reduce_batches(
-          client_data[common.BATCHES_KEY]
+          client_data[client_data_schema.BATCHES_KEY]
           .take(BATCHES_PER_ITERATION * local_steps)
           .batch(BATCHES_PER_ITERATION, drop_remainder=True),
           (zero, zero, zero),
           meta_step,
       )
-      update = tf.nest.map_structure(
-          tf.subtract, initial_weights.trainable,
-          [tf.identity(v) for v in weights.trainable],
+      update = process_templates.model_delta(
+          initial_weights, weights.trainable
       )
-      statistics = common.loss_statistics(
+      statistics = process_templates.loss_statistics(
           global_loss_sum=loss_sum, num_batches=num_batches,
           num_examples=num_examples,
       )
@@ -183,9 +185,9 @@ def build_perfedavg_process(
 
     return client_update
 
-  client_work = common.build_client_work(
+  client_work = process_templates.build_client_work(
       model_fn, data_type, make_client_update, simulate_attacks
   )
-  return common.compose_process(
+  return process_templates.compose_process(
       model_fn, client_work, model_aggregator, server_optimizer
   )

@@ -21,11 +21,11 @@ from collections.abc import Hashable, Sequence
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_ditto import client_data_schema
 from tff_ditto import ditto
 from tff_ditto import evaluation
 from tff_ditto import optimization
 from tff_ditto.baselines import apfl
-from tff_ditto.baselines import common
 from tff_ditto.baselines import finetuning
 from tff_ditto.baselines import l2sgd
 from tff_ditto.baselines import mapper
@@ -119,12 +119,13 @@ class BaselineMethod:
           batches=runner.batch_streams.round_batches(
               round_num, int(index), arrays, self.batches_per_round))
       if self.stateful:
-        data[common.STATE_KEY] = training.state_handle_dataset(handle)
+        data[client_data_schema.STATE_KEY] = training.state_handle_dataset(
+            handle)
       if runner.simulate_attacks:
-        data[common.ATTACK_KEY] = runner._attack_instruction(  # pylint: disable=protected-access
+        data[client_data_schema.ATTACK_KEY] = runner._attack_instruction(  # pylint: disable=protected-access
             round_num, int(index))
       if self.full_train:
-        data[common.FULL_TRAIN_KEY] = training.eval_batches(
+        data[client_data_schema.FULL_TRAIN_KEY] = training.eval_batches(
             arrays, config.eval_batch_size)
       client_data.append(data)
     return client_data
@@ -174,7 +175,7 @@ class BaselineMethod:
 
 def build_method(
     config,
-    model_fn: common.ModelFn,
+    model_fn: client_data_schema.ModelFn,
     *,
     num_clients: int,
     model_aggregator,

@@ -27,14 +27,16 @@ import collections
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_ditto import client_data_schema
 from tff_ditto import optimization
+from tff_ditto import process_templates
 from tff_ditto.baselines import common
 
 MAX_EXPONENT = 80.0
 
 
 def build_term_process(
-    model_fn: common.ModelFn,
+    model_fn: client_data_schema.ModelFn,
     *,
     client_optimizer: tff.learning.optimizers.Optimizer,
     tilt: float,
@@ -47,7 +49,7 @@ def build_term_process(
 
   Client data per round: `OrderedDict(batches=training stream,
   [attack=...], full_train=whole training set)`
-  (`common.client_data_type(..., stateful=False, full_train=True)`).
+  (`client_data_schema.client_data_struct_type(..., full_train=True)`).
 
   Args:
     model_fn: No-arg `tff.learning.models.VariableModel` builder.
@@ -71,9 +73,8 @@ def build_term_process(
         'TERM weights client updates by exp(t * loss); it needs a weighted '
         f'aggregator, got {type(model_aggregator).__name__}.'
     )
-  data_type = common.client_data_type(
-      model_fn, stateful=False, simulate_attacks=simulate_attacks,
-      full_train=True,
+  data_type = client_data_schema.client_data_struct_type(
+      model_fn, attack=simulate_attacks, full_train=True
   )
 
   def make_client_update():
@@ -85,7 +86,8 @@ def build_term_process(
       common.assign_all(
           common.all_variables(weights), common.all_variables(initial_weights)
       )
-      round_start_loss = common.mean_loss(model, client_data[common.FULL_TRAIN_KEY])
+      round_start_loss = optimization.mean_loss(
+          model, client_data[client_data_schema.FULL_TRAIN_KEY])
       center = tuple(tf.nest.flatten(initial_weights.trainable))
       optimizer_state = optimization.initialize_optimizer(
           client_optimizer, weights
@@ -93,16 +95,17 @@ def build_term_process(
 
       loss_sum, num_batches, num_examples = common.proximal_sgd(
           model, weights, client_optimizer, optimizer_state,
-          client_data[common.BATCHES_KEY].take(local_steps), center, 0.0,
+          client_data[client_data_schema.BATCHES_KEY].take(local_steps),
+          center, 0.0,
       )
-      update = tf.nest.map_structure(
-          tf.subtract, initial_weights.trainable, weights.trainable
+      update = process_templates.model_delta(
+          initial_weights, weights.trainable
       )
       weight = tf.exp(
           tf.minimum(tf.constant(tilt, tf.float32) * round_start_loss,
                      MAX_EXPONENT)
       )
-      statistics = common.loss_statistics(
+      statistics = process_templates.loss_statistics(
           global_loss_sum=loss_sum, num_batches=num_batches,
           num_examples=num_examples,
       )
@@ -112,9 +115,9 @@ def build_term_process(
 
     return client_update
 
-  client_work = common.build_client_work(
+  client_work = process_templates.build_client_work(
       model_fn, data_type, make_client_update, simulate_attacks
   )
-  return common.compose_process(
+  return process_templates.compose_process(
       model_fn, client_work, model_aggregator, server_optimizer
   )

@@ -2,7 +2,7 @@
 
 A Ditto cell with per-device lambda and report lambdas holds, exactly, the
 results of its column's Global, Local, Ditto (lambda=1) and Ditto (lambda
-auto) cells (`training_config.derived_result`); with
+auto) cells (`config_equivalence.derived_result`); with
 `RunSettings.derive_rows` the grid runs it instead of them
 (`plan_derived_rows`) and reads their rows from it (`derived_result_row`).
 """
@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
-from tff_ditto import training_config
+from tff_ditto import config_equivalence
 from tff_ditto.reproduction.grid import FIGURE6
 from tff_ditto.reproduction.grid import SOLVER_LAMBDAS
 from tff_ditto.reproduction.grid import Cell
@@ -43,7 +43,7 @@ def derived_source_cell(dataset: str, attack: str, ratio: float) -> Cell:
   lambdas `DERIVED_REPORT_LAMBDAS`, plus `SOLVER_LAMBDAS` in Figure 6's
   column: its global model is the Global row, its lambda 0 and 1 models the
   Local and Ditto (lambda=1) rows, its selected models the Ditto (lambda
-  auto) row (`training_config.derived_result`).
+  auto) row (`config_equivalence.derived_result`).
 
   Args:
     dataset: The dataset.
@@ -83,7 +83,7 @@ def _derivation(cell: Cell, settings: RunSettings) -> Optional[DerivedRow]:
   """How `cell` is read from its column's derived Ditto cell, or None.
 
   Only cells with the mean aggregator on a Table 1 column, whose config the
-  source's run holds exactly (`training_config.derived_result`).
+  source's run holds exactly (`config_equivalence.derived_result`).
   """
   if (cell.aggregator != 'mean'
       or (cell.attack, cell.ratio) not in attack_columns(cell.dataset)):
@@ -95,7 +95,7 @@ def _derivation(cell: Cell, settings: RunSettings) -> Optional[DerivedRow]:
   source_config, _ = cell_config(source, settings)
   if target_config is None or source_config is None:
     return None
-  where = training_config.derived_result(target_config, source_config)
+  where = config_equivalence.derived_result(target_config, source_config)
   if where is None:
     return None
   return DerivedRow(cell, source, where.summary_prefix, where.accuracy_column)

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from tff_ditto import experiment_defaults
 from tff_ditto import names
+from tff_ditto import config_equivalence
 from tff_ditto import training_config
 from tff_ditto.reproduction.grid import Cell
 
@@ -158,7 +159,7 @@ _RESUMABLE_CONFIG_FIELDS = ('rounds', 'eval_every', 'checkpoint_every')
 def recorded_config_values(config) -> dict[str, Any]:
   """The JSON form of the config a cell runs with, as its files record it."""
   return json.loads(json.dumps(dataclasses.asdict(
-      training_config.effective_config(config))))
+      config_equivalence.effective_config(config))))
 
 
 def read_record(directory: str, name: str) -> dict[str, Any]:
