@@ -49,6 +49,7 @@ import floor_loops  # noqa: E402  (scripts/floor_loops.py)
 from tff_ditto import batch_loops  # noqa: E402
 from tff_ditto import experiment_defaults  # noqa: E402
 from tff_ditto import models  # noqa: E402
+from tff_ditto import sampling  # noqa: E402
 from tff_ditto import training  # noqa: E402
 from tff_ditto import training_config  # noqa: E402
 from tff_ditto.data import load_dataset  # noqa: E402
@@ -169,7 +170,7 @@ def _round_batches(runner, round_num: int):
   """
   config = runner.config
   streams = copy.deepcopy(runner.batch_streams)
-  clients = training.sample_clients(
+  clients = sampling.sample_clients(
       round_num, runner.dataset.num_train_examples(),
       config.clients_per_round, config.seed, config.sampling)
   ids = runner.dataset.client_ids

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tff_ditto import models
+from tff_ditto import sampling
 from tff_ditto import training
 from tff_ditto.data import load_dataset
 
@@ -36,25 +37,25 @@ ROUND_KEYS = [
 
 def test_sample_clients_is_deterministic_per_seed_and_round():
   sizes = np.array([10, 50, 20, 300, 5, 80, 40, 60])
-  first = training.sample_clients(3, sizes, 4, seed=7)
-  np.testing.assert_array_equal(first, training.sample_clients(3, sizes, 4, seed=7))
+  first = sampling.sample_clients(3, sizes, 4, seed=7)
+  np.testing.assert_array_equal(first, sampling.sample_clients(3, sizes, 4, seed=7))
   assert first.dtype.kind == 'i'
   assert list(first) == sorted(set(first.tolist()))  # sorted, no repeats
   assert len(first) == 4 and first.min() >= 0 and first.max() < len(sizes)
   # Different rounds and seeds give different draws (over several tries).
-  by_round = {tuple(training.sample_clients(r, sizes, 4, seed=7)) for r in range(10)}
-  by_seed = {tuple(training.sample_clients(3, sizes, 4, seed=s)) for s in range(10)}
+  by_round = {tuple(sampling.sample_clients(r, sizes, 4, seed=7)) for r in range(10)}
+  by_seed = {tuple(sampling.sample_clients(3, sizes, 4, seed=s)) for s in range(10)}
   assert len(by_round) > 3 and len(by_seed) > 3
   # It does not depend on earlier calls (no hidden global RNG state).
   np.random.seed(123)
-  np.testing.assert_array_equal(first, training.sample_clients(3, sizes, 4, seed=7))
+  np.testing.assert_array_equal(first, sampling.sample_clients(3, sizes, 4, seed=7))
 
 
 def test_sample_clients_weighted_favours_big_clients():
   sizes = np.array([1000] + [10] * 9)
   counts = np.zeros(10)
   for round_num in range(300):
-    counts[training.sample_clients(round_num, sizes, 2, seed=0)] += 1
+    counts[sampling.sample_clients(round_num, sizes, 2, seed=0)] += 1
   # The big client (p ~ 0.92 for the first pick) is in nearly every round.
   assert counts[0] > 280
   assert counts[1:].max() < 100
@@ -65,7 +66,7 @@ def test_sample_clients_uniform_ignores_sizes():
   sizes = np.array([1000] + [10] * 9)
   counts = np.zeros(10)
   for round_num in range(400):
-    picked = training.sample_clients(round_num, sizes, 3, seed=1, mode='uniform')
+    picked = sampling.sample_clients(round_num, sizes, 3, seed=1, mode='uniform')
     assert len(set(picked.tolist())) == 3
     counts[picked] += 1
   # Each client is in ~30% of the rounds (120 of 400), the big one included.
@@ -76,7 +77,7 @@ def test_sample_clients_is_capped_at_the_client_count():
   sizes = np.array([3, 1, 2])
   for mode in ('weighted', 'uniform'):
     np.testing.assert_array_equal(
-        training.sample_clients(0, sizes, 10, seed=0, mode=mode), [0, 1, 2]
+        sampling.sample_clients(0, sizes, 10, seed=0, mode=mode), [0, 1, 2]
     )
 
 

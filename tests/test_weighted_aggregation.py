@@ -19,6 +19,7 @@ import tensorflow_federated as tff
 
 from tff_ditto import aggregators as agg
 from tff_ditto import ditto
+from tff_ditto import sampling
 from tff_ditto import training
 from tff_ditto import training_config
 from tff_ditto.aggregators import omniscient
@@ -407,7 +408,7 @@ def test_weighted_aggregation_weights_the_global_update_by_train_size(
   process = unweighted.process
   start_state = unweighted.state
   start = _weights_list(process, start_state)
-  clients = training.sample_clients(
+  clients = sampling.sample_clients(
       0, dataset.num_train_examples(), 3, seed=0, mode='uniform'
   )
   sizes = dataset.num_train_examples()[clients].astype(np.float64)

@@ -55,6 +55,7 @@ from tff_ditto import crash_safety
 from tff_ditto import ditto
 from tff_ditto import evaluation
 from tff_ditto import optimization
+from tff_ditto import sampling
 from tff_ditto import split_evaluation
 from tff_ditto import training_config
 from tff_ditto.data import FederatedDataset
@@ -63,37 +64,6 @@ METHODS = training_config.METHODS
 PERSONALIZED_METHODS = training_config.PERSONALIZED_METHODS
 ExperimentConfig = training_config.ExperimentConfig
 ComputationCache = computation_cache_lib.ComputationCache
-
-
-def sample_clients(
-    round_num: int,
-    num_train_examples: np.ndarray,
-    clients_per_round: int,
-    seed: int,
-    mode: str = 'weighted',
-) -> np.ndarray:
-  """The clients of a round, seeded by (seed, round_num) alone.
-
-  Args:
-    round_num: Round index (0-based).
-    num_train_examples: Training examples per client.
-    clients_per_round: How many to draw (capped at the number of clients).
-    seed: Experiment seed.
-    mode: 'weighted' = without replacement with probability proportional to
-      training examples (the reference's default sampling); 'uniform'.
-
-  Returns:
-    Sorted int array of client indices.
-  """
-  num_clients = len(num_train_examples)
-  count = min(clients_per_round, num_clients)
-  rng = np.random.default_rng([seed, round_num, 4])
-  if mode == 'weighted':
-    p = np.asarray(num_train_examples, np.float64)
-    p = p / p.sum()
-  else:
-    p = None
-  return np.sort(rng.choice(num_clients, size=count, replace=False, p=p))
 
 
 def eval_batches(arrays: collections.OrderedDict, batch_size: int):
@@ -657,8 +627,8 @@ class ExperimentRunner:
             code=np.int32(code),
             scale=np.float32(self.config.clients_per_round),
             seed=np.array(
-                [batch_streams.client_seed(
-                    self.config.seed, batch_streams.ATTACK_STREAM, round_num),
+                [sampling.client_seed(
+                    self.config.seed, sampling.ATTACK_STREAM, round_num),
                  client_index],
                 np.int64,
             ),
@@ -716,7 +686,7 @@ class ExperimentRunner:
   def run_round(self, round_num: int) -> collections.OrderedDict:
     """Trains one round; returns its metrics row."""
     start = time.monotonic()
-    client_indices = sample_clients(
+    client_indices = sampling.sample_clients(
         round_num,
         self._num_train_examples,
         self.config.clients_per_round,
