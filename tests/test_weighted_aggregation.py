@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow_federated as tff
 
+from tff_ditto import aggregator_specs
 from tff_ditto import aggregators as agg
 from tff_ditto import ditto
 from tff_ditto import sampling
@@ -349,16 +350,16 @@ def test_spec_builds_the_weighted_factory():
       aggregator='median', weighted_aggregation=True, bucketing_size=2
   )
   config.validate()
-  spec = training.model_aggregator_spec(config, 20, 0)
+  spec = aggregator_specs.model_aggregator_spec(config, 20, 0)
   assert spec.weighted
-  assert spec != training.model_aggregator_spec(
+  assert spec != aggregator_specs.model_aggregator_spec(
       training_config.ExperimentConfig(aggregator='median', bucketing_size=2),
       20, 0,
   )
   factory = spec.build()
   assert isinstance(factory, agg.ExampleWeightedFactory)
   assert isinstance(factory.weighted_rule, agg.BucketingRule)
-  attacked = training.model_aggregator_spec(
+  attacked = aggregator_specs.model_aggregator_spec(
       training_config.ExperimentConfig(
           aggregator='median', weighted_aggregation=True, attack='alie',
           attack_ratio=0.2,

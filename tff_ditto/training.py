@@ -45,6 +45,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_ditto import aggregator_specs
 from tff_ditto import attacks
 from tff_ditto import batch_streams
 from tff_ditto import baselines
@@ -116,133 +117,6 @@ def _build_initial_model_weights(
   return tff.learning.models.ModelWeights(
       trainable=trainable, non_trainable=non_trainable
   )
-
-
-def _client_weighting(config: ExperimentConfig):
-  """What the Ditto-family clients send as their update's weight.
-
-  Args:
-    config: The run's config.
-
-  Returns:
-    `ditto.LOSS_WEIGHTING` for k_loss; with `weighted_aggregation` the
-    size of the client's training set (`ditto.NUM_TRAIN_EXAMPLES_WEIGHTING`;
-    the examples a round processes, local_steps * min(n_k, batch_size), do
-    not tell the clients' sizes apart); else
-    UNIFORM (unweighted aggregators ignore it).
-  """
-  if config.aggregator == 'k_loss':
-    return ditto.LOSS_WEIGHTING
-  if config.weighted_aggregation:
-    return ditto.NUM_TRAIN_EXAMPLES_WEIGHTING
-  return tff.learning.ClientWeighting.UNIFORM
-
-
-@dataclasses.dataclass(frozen=True)
-class AggregatorSpec:
-  """Everything the server aggregation factory of a run is built from.
-
-  Hashable: with the model it keys the processes of a `ComputationCache`.
-
-  Attributes:
-    name: `tff_ditto.aggregators.build_aggregator` name.
-    parameters: Its rule parameters, sorted (name, value) pairs.
-    bucketing_size: Bucketing s (0 = none).
-    bucketing_seed: Seed of the bucketing permutations.
-    omniscient_attack: Canonical name of the omniscient attack simulated in
-      front of the rule, or None.
-    weighted: Run the rule's example-weighted form
-      (`tff_ditto.aggregators.ExampleWeightedFactory`, weights = the
-      clients' training-set sizes), also behind the omniscient hook.
-  """
-
-  name: str
-  parameters: tuple[tuple[str, Any], ...]
-  bucketing_size: int
-  bucketing_seed: int
-  omniscient_attack: Optional[str]
-  weighted: bool = False
-
-  def build(self):
-    """Returns the `tff.aggregators` factory.
-
-    Raises:
-      ValueError: If `weighted` is set for a rule without a weighted form.
-    """
-    from tff_ditto import aggregators  # pylint: disable=g-import-not-at-top
-
-    factory = aggregators.build_aggregator(
-        self.name,
-        bucketing_size=self.bucketing_size,
-        bucketing_seed=self.bucketing_seed,
-        weighted=self.weighted,
-        **dict(self.parameters),
-    )
-    if self.omniscient_attack is not None:
-      from tff_ditto.aggregators import omniscient  # pylint: disable=g-import-not-at-top
-
-      factory = omniscient.OmniscientAttackFactory(
-          factory, self.omniscient_attack
-      )
-    return factory
-
-
-def model_aggregator_spec(
-    config: ExperimentConfig, num_clients: int, num_malicious: int
-) -> AggregatorSpec:
-  """The server aggregation named by `config.aggregator`, as a spec.
-
-  Krum's f, the trimmed mean's b and k-norm's exclusions use the Ditto
-  reference's expected number of attackers per round,
-  E = int(clients_per_round * num_malicious / num_clients); the trimmed
-  mean trims b = E per side, as the bucketing reference's TM(b=f), so it is
-  the mean without attackers. With `config.weighted_aggregation` the spec
-  builds the rule's example-weighted form.
-
-  Args:
-    config: The run's config.
-    num_clients: N, all clients of the dataset.
-    num_malicious: The malicious clients among them.
-
-  Returns:
-    The `AggregatorSpec`.
-  """
-  from tff_ditto import aggregators  # pylint: disable=g-import-not-at-top
-
-  expected = aggregators.expected_byzantine_per_round(
-      config.clients_per_round, num_malicious, num_clients
-  )
-  parameters = {
-      'krum': dict(f=expected),
-      'multi_krum': dict(f=expected),
-      'trimmed_mean': dict(b=expected),
-      'k_norm': dict(num_excluded=expected),
-      'cclip': dict(tau=config.cclip_tau),
-      'k_loss': dict(
-          num_benign=max(config.clients_per_round - expected, 1)
-      ),
-  }.get(config.aggregator, {})
-  attack = attacks.canonical_attack_name(config.attack)
-  return AggregatorSpec(
-      name=config.aggregator,
-      parameters=tuple(sorted(parameters.items())),
-      bucketing_size=config.bucketing_size,
-      bucketing_seed=config.seed,
-      omniscient_attack=(
-          attack if attack in attacks.OMNISCIENT_ATTACKS else None
-      ),
-      weighted=config.weighted_aggregation,
-  )
-
-
-def build_model_aggregator(
-    config: ExperimentConfig, num_clients: int, num_malicious: int
-):
-  """The server aggregation factory named by `config.aggregator`.
-
-  See `model_aggregator_spec`.
-  """
-  return model_aggregator_spec(config, num_clients, num_malicious).build()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,7 +247,8 @@ class ExperimentRunner:
       model_fn: No-arg callable returning a `tff.learning.models.VariableModel`.
       output_dir: Where results, checkpoints and client states go.
       model_aggregator: A `tff.aggregators` factory (default: the one
-        `config.aggregator` names, `model_aggregator_spec`).
+        `config.aggregator` names,
+        `aggregator_specs.model_aggregator_spec`).
       malicious_client_indices: The malicious clients; default: the fixed
         set `attacks.choose_malicious_clients` draws from `config` (empty
         without an attack). They are reported apart from the benign ones.
@@ -419,7 +294,8 @@ class ExperimentRunner:
     self.simulate_attacks = self._malicious_code != 0
     self._num_train_examples = dataset.num_train_examples()
     self.sends_train_size = (
-        _client_weighting(config) == ditto.NUM_TRAIN_EXAMPLES_WEIGHTING
+        aggregator_specs.client_weighting(config)
+        == ditto.NUM_TRAIN_EXAMPLES_WEIGHTING
     )
     _check_validation_data(config, dataset)
     self._prepare_output_dir(resume, overwrite)
@@ -493,7 +369,7 @@ class ExperimentRunner:
         server_optimizer=config.server_optimizer,
         server_lr=config.server_lr,
         global_proximal_strength=config.fedprox_mu,
-        client_weighting=_client_weighting(config),
+        client_weighting=aggregator_specs.client_weighting(config),
         personalize=self.personalize,
         simulate_attacks=self.simulate_attacks,
         select_lambda_per_step=self.select_lambda_per_step,
@@ -510,7 +386,8 @@ class ExperimentRunner:
     """Builds (or takes from `cache`) the process and the evaluations.
 
     Every computation is cached under exactly what its builder receives: the
-    model (by identity), the aggregator (its `AggregatorSpec`, or a given
+    model (by identity), the aggregator (its
+    `aggregator_specs.AggregatorSpec`, or a given
     factory by identity), whether the execution context merges partial
     aggregates (the aggregators' gather is chosen at build time), and the
     builder's own arguments.
@@ -527,7 +404,7 @@ class ExperimentRunner:
     config = self.config
     model = computation_cache_lib.ByIdentity(model_fn)
     if model_aggregator is None:
-      aggregator_key = model_aggregator_spec(
+      aggregator_key = aggregator_specs.model_aggregator_spec(
           config, self.dataset.num_clients, int(self.malicious.sum())
       )
       make_aggregator = aggregator_key.build
@@ -645,7 +522,9 @@ class ExperimentRunner:
         )
         for i in client_indices
     ]
-    sends_loss = _client_weighting(self.config) == ditto.LOSS_WEIGHTING
+    sends_loss = (
+        aggregator_specs.client_weighting(self.config) == ditto.LOSS_WEIGHTING
+    )
     if not (
         self.personalize
         or self.simulate_attacks
