@@ -15,6 +15,8 @@ import shutil
 import numpy as np
 import pytest
 
+from tff_ditto import computation_cache
+from tff_ditto import initial_weights
 from tff_ditto import models
 from tff_ditto import sampling
 from tff_ditto import training
@@ -420,8 +422,6 @@ def test_computation_cache_builds_once_per_key():
 
 
 def test_objects_enter_keys_by_identity():
-  from tff_ditto import computation_cache  # pylint: disable=g-import-not-at-top
-
   def make_model_fn():
     return lambda: None
 
@@ -589,19 +589,19 @@ def test_personal_lr_must_be_positive():
 
 
 def test_initial_model_weights_are_cached_per_seed_and_copied(model_fn):
-  first = training.initial_model_weights(model_fn, 3)
-  again = training.initial_model_weights(model_fn, 3)
+  first = initial_weights.initial_model_weights(model_fn, 3)
+  again = initial_weights.initial_model_weights(model_fn, 3)
   _assert_arrays_equal(first.trainable, again.trainable)
   assert first.trainable[0] is not again.trainable[0]
   # Callers get their own arrays: changing one leaves the next call alone.
   first.trainable[0][...] = 123.0
-  fresh = training.initial_model_weights(model_fn, 3)
+  fresh = initial_weights.initial_model_weights(model_fn, 3)
   _assert_arrays_equal(fresh.trainable, again.trainable)
   assert not np.array_equal(fresh.trainable[0], first.trainable[0])
 
 
 def test_per_object_memo_builds_once_per_owner_and_key():
-  memo = training.computation_cache_lib.PerObjectMemo()
+  memo = computation_cache.PerObjectMemo()
   builds = []
 
   def build(value):

@@ -55,6 +55,7 @@ from tff_ditto import computation_cache as computation_cache_lib
 from tff_ditto import crash_safety
 from tff_ditto import ditto
 from tff_ditto import evaluation
+from tff_ditto import initial_weights
 from tff_ditto import optimization
 from tff_ditto import sampling
 from tff_ditto import split_evaluation
@@ -76,46 +77,6 @@ def state_handle_dataset(handle: client_states.ClientStateHandle):
       collections.OrderedDict(
           read_path=handle.read_path, write_path=handle.write_path
       )
-  )
-
-
-# Initial weights per model_fn and seed; copies are handed out.
-_INITIAL_WEIGHTS = computation_cache_lib.PerObjectMemo()
-
-
-def initial_model_weights(
-    model_fn: ditto.ModelFn, seed: int
-) -> tff.learning.models.ModelWeights:
-  """Seeded initial weights (TFF's own initial-weights computation is not).
-
-  Built in a private graph with a graph-level seed (building Keras models
-  eagerly after TFF has traced them in graphs breaks Sequential models under
-  absl's app.run), once per `model_fn` and seed; every call returns fresh
-  copies of the arrays.
-  """
-  weights = _INITIAL_WEIGHTS.get_or_build(
-      model_fn, seed, lambda: _build_initial_model_weights(model_fn, seed)
-  )
-  return tff.learning.models.ModelWeights(
-      trainable=[np.array(w, copy=True) for w in weights.trainable],
-      non_trainable=[np.array(w, copy=True) for w in weights.non_trainable],
-  )
-
-
-def _build_initial_model_weights(
-    model_fn: ditto.ModelFn, seed: int
-) -> tff.learning.models.ModelWeights:
-  with tf.Graph().as_default() as graph:
-    tf.keras.utils.set_random_seed(seed)  # Python, NumPy and TF seeds
-    model = model_fn()
-    weights = tff.learning.models.ModelWeights.from_model(model)
-    with tf.compat.v1.Session(graph=graph) as session:
-      session.run(tf.compat.v1.global_variables_initializer())
-      trainable, non_trainable = session.run(
-          [list(weights.trainable), list(weights.non_trainable)]
-      )
-  return tff.learning.models.ModelWeights(
-      trainable=trainable, non_trainable=non_trainable
   )
 
 
@@ -320,7 +281,7 @@ class ExperimentRunner:
     self._build_computations(
         model_fn, model_aggregator, per_step_fallback, computation_cache
     )
-    initial = initial_model_weights(model_fn, config.seed)
+    initial = initial_weights.initial_model_weights(model_fn, config.seed)
     self.state = self.process.set_model_weights(
         self.process.initialize(), initial
     )
