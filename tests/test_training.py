@@ -15,11 +15,13 @@ import shutil
 import numpy as np
 import pytest
 
+from tff_ditto import checkpoints
 from tff_ditto import computation_cache
 from tff_ditto import initial_weights
 from tff_ditto import models
 from tff_ditto import sampling
 from tff_ditto import training
+from tff_ditto import training_config
 from tff_ditto.data import load_dataset
 
 NUM_CLIENTS = 6
@@ -104,7 +106,7 @@ def _config(**overrides):
       finetune_steps=3, seed=0,
   )
   values.update(overrides)
-  return training.ExperimentConfig(**values)
+  return training_config.ExperimentConfig(**values)
 
 
 def _runner(config, dataset, model_fn, output_dir, **kwargs):
@@ -238,7 +240,7 @@ def test_output_directory_guard(tmp_path, dataset, model_fn):
   out = tmp_path / 'run'
   out.mkdir()
   (out / 'old_result.txt').write_text('x')
-  with pytest.raises(training.OutputDirectoryError, match='--resume'):
+  with pytest.raises(checkpoints.OutputDirectoryError, match='--resume'):
     _runner(_config(method='global', rounds=1), dataset, model_fn, out)
   assert os.listdir(out) == ['old_result.txt']
   runner = _runner(
@@ -247,7 +249,7 @@ def test_output_directory_guard(tmp_path, dataset, model_fn):
   assert not (out / 'old_result.txt').exists()
   runner.run()
   assert len(_read_csv(out / 'metrics.csv')) == 1
-  with pytest.raises(training.OutputDirectoryError, match='--overwrite'):
+  with pytest.raises(checkpoints.OutputDirectoryError, match='--overwrite'):
     _runner(_config(method='global', rounds=1), dataset, model_fn, out)
   # An empty existing directory is fine.
   (tmp_path / 'empty').mkdir()
@@ -378,7 +380,7 @@ def test_resume_refuses_to_restart_over_unusable_checkpoints(
       os.remove(copy / 'checkpoints' / name)
   before = sorted(os.listdir(copy))
   metrics_before = (copy / 'metrics.csv').read_text()
-  with pytest.raises(training.OutputDirectoryError, match='refusing to restart'):
+  with pytest.raises(checkpoints.OutputDirectoryError, match='refusing to restart'):
     _runner(_config(), dataset, model_fn, copy, resume=True)
   assert sorted(os.listdir(copy)) == before
   assert (copy / 'metrics.csv').read_text() == metrics_before
@@ -404,7 +406,7 @@ def test_evaluating_another_split_leaves_the_run_untouched(resume_runs):
 
 
 def test_computation_cache_builds_once_per_key():
-  cache = training.ComputationCache()
+  cache = computation_cache.ComputationCache()
   built = []
 
   def build(value):
@@ -428,7 +430,7 @@ def test_objects_enter_keys_by_identity():
   a, b = make_model_fn(), make_model_fn()
   assert computation_cache.ByIdentity(a) == computation_cache.ByIdentity(a)
   assert computation_cache.ByIdentity(a) != computation_cache.ByIdentity(b)
-  cache = training.ComputationCache()
+  cache = computation_cache.ComputationCache()
   key_a, key_b = computation_cache.ByIdentity(a), computation_cache.ByIdentity(b)
   first = cache.get_or_build('k', key_a, list)
   assert cache.get_or_build('k', computation_cache.ByIdentity(a), list) is first
@@ -479,7 +481,7 @@ def test_driver_side_differences_reuse_computations_bit_identically(
     runner = _runner(config, dataset, model_fn, tmp_path / 'alone' / name)
     runner.run()
     alone[name] = _run_results(runner)
-  cache = training.ComputationCache()
+  cache = computation_cache.ComputationCache()
   shared = {}
   for name, config in configs.items():
     runner = _runner(config, dataset, model_fn, tmp_path / 'shared' / name,
@@ -489,7 +491,8 @@ def test_driver_side_differences_reuse_computations_bit_identically(
   clean, attacked = shared['clean'], shared['attacked']
   assert attacked.process is clean.process
   assert attacked.global_evaluation is clean.global_evaluation
-  assert attacked.personalized_evaluation is clean.personalized_evaluation
+  assert (attacked.method.personalized_evaluation
+          is clean.method.personalized_evaluation)
   assert cache.builds == {
       'ditto_process': 1, 'global_evaluation': 1, 'personalized_evaluation': 1}
   assert cache.hits == cache.builds
@@ -500,7 +503,7 @@ def test_driver_side_differences_reuse_computations_bit_identically(
 
 def test_builder_inputs_separate_computations(tmp_path, dataset, model_fn):
   """Runs whose builders receive different inputs never share a process."""
-  cache = training.ComputationCache()
+  cache = computation_cache.ComputationCache()
   base = dict(aggregator='k_norm', attack='a1', attack_ratio=0.5)
   # k_norm excludes E = int(3 * malicious / 6) updates: 1 at ratio 0.5, 0 at
   # 0.2; A2 makes clients transform their updates (simulate_attacks).

@@ -394,7 +394,7 @@ def test_weighted_aggregation_weights_the_global_update_by_train_size(
   """One Ditto round of 3 clients, unweighted and weighted, against numpy."""
   runners = {}
   for weighted in (False, True):
-    config = training.ExperimentConfig(
+    config = training_config.ExperimentConfig(
         method='ditto', rounds=1, clients_per_round=3, local_steps=2,
         batch_size=10, lam=0.5, sampling='uniform', seed=0,
         weighted_aggregation=weighted,
@@ -404,8 +404,8 @@ def test_weighted_aggregation_weights_the_global_update_by_train_size(
         log_fn=None,
     )
   unweighted, weighted = runners[False], runners[True]
-  assert unweighted.sends_train_size is False
-  assert weighted.sends_train_size is True
+  assert unweighted.method.client_data_fields.num_train_examples is False
+  assert weighted.method.client_data_fields.num_train_examples is True
   process = unweighted.process
   start_state = unweighted.state
   start = _weights_list(process, start_state)
@@ -419,7 +419,9 @@ def test_weighted_aggregation_weights_the_global_update_by_train_size(
   deltas = []
   for client in clients:
     alone = process.next(
-        start_state, unweighted._round_client_data(0, [client])
+        start_state,
+        unweighted.round_data.client_data(
+            0, [client], unweighted.method.client_data_fields),
     )
     deltas.append(
         [s - w for s, w in zip(start, _weights_list(process, alone.state))]
@@ -448,7 +450,7 @@ def test_weighted_aggregation_runs_behind_an_omniscient_attack(
     tmp_path, dataset, model_fn
 ):
   """Attackers mark themselves with minus their train size (real round)."""
-  config = training.ExperimentConfig(
+  config = training_config.ExperimentConfig(
       method='global', rounds=1, clients_per_round=4, local_steps=1,
       batch_size=10, eval_every=1, seed=0, attack='ipm', attack_ratio=0.5,
       aggregator='median', bucketing_size=2, weighted_aggregation=True,
@@ -456,10 +458,11 @@ def test_weighted_aggregation_runs_behind_an_omniscient_attack(
   runner = training.ExperimentRunner(
       config, dataset, model_fn, str(tmp_path / 'run'), log_fn=None
   )
-  assert runner.sends_train_size and runner.simulate_attacks
+  fields = runner.method.client_data_fields
+  assert fields.num_train_examples and fields.attack
   start = _weights_list(runner.process, runner.state)
   output = runner.process.next(
-      runner.state, runner._round_client_data(0, [0, 1, 2, 3])
+      runner.state, runner.round_data.client_data(0, [0, 1, 2, 3], fields)
   )
   aggregator = output.metrics['aggregator']
   assert aggregator['omniscient_attackers'] == int(runner.malicious[:4].sum())
