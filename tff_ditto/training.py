@@ -17,9 +17,10 @@ The output directory (`tff_ditto.run_outputs`): `metrics.csv` (one row per
 round; with lam_selection 'per_step' the share of the round's personal steps
 that kept each candidate lambda, `step_share_lam_<value>`, or took the
 fallback, `step_share_fallback`; with `curve_split`, that split's summary,
-keys prefixed '<split>_'), `client_metrics.csv` (per-client results of the
-last evaluation), `summary.json` (final summary and configuration),
-`checkpoints/` and `client_states/` (versioned personalized models).
+keys prefixed '<split>_'), `tensorboard/` (the same rows' scalars),
+`client_metrics.csv` (per-client results of the last evaluation),
+`summary.json` (final summary and configuration), `checkpoints/` and
+`client_states/` (versioned personalized models).
 """
 
 from __future__ import annotations
@@ -339,9 +340,11 @@ class ExperimentRunner:
       asyncio.run(metrics.release(row, round_num))
       if self.checkpoints.due(round_num, is_last):
         self.save_checkpoint(round_num)
+        metrics.flush()
       self.history.append(row)
       self.next_round = round_num + 1
       self.log_fn(self._progress_line(row))
+    metrics.flush()
     if self.last_evaluation is None:
       # Resumed after the last round: evaluate the restored state.
       self.last_evaluation = self.evaluate(config.rounds - 1)
