@@ -1,8 +1,9 @@
-"""A run's TFF-native outputs: TensorBoard scalars.
+"""A run's TFF-native outputs: TensorBoard scalars and the curves PNG.
 
 Tiny real runs (the first 6 clients of the embedded Synthetic(1, 1) data):
 the event file under `<output_dir>/tensorboard/` holds every round's finite
-numeric metrics at step = round, equal to `metrics.csv`'s.
+numeric metrics at step = round, equal to `metrics.csv`'s, and
+`<output_dir>/curves.png` is a PNG of the run's curves.
 """
 
 from __future__ import annotations
@@ -13,14 +14,19 @@ import glob
 import math
 import os
 
+from matplotlib import image as image_lib
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
 
+from tff_ditto import run_curves
 from tff_ditto import run_outputs
 from tff_ditto import training
 from tff_ditto import training_config
+
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
 
 def _run(dataset, model_fn, output_dir, **overrides):
   values = dict(
@@ -80,6 +86,17 @@ def test_tensorboard_holds_every_rounds_metrics(runs, method):
     assert 'personal_train_loss' not in events
 
 
+@pytest.mark.parametrize('method', ['global', 'ditto'])
+def test_curves_png_is_written(runs, method):
+  path = os.path.join(runs[method].output_dir, run_outputs.CURVES_FILE)
+  with open(path, 'rb') as f:
+    assert f.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
+  height, width, _ = image_lib.imread(path).shape
+  assert (width, height) == (1000, 380)
+  assert not [name for name in os.listdir(runs[method].output_dir)
+              if '.tmp' in name]
+
+
 def test_a_resumed_run_continues_the_event_steps(
     tmp_path, synthetic_six_clients, synthetic_model_fn):
   first = _run(synthetic_six_clients, synthetic_model_fn, tmp_path / 'run',
@@ -102,3 +119,19 @@ def test_finite_scalars_keeps_numbers_only():
       vector=np.zeros([2]))
   assert run_outputs.finite_scalars(row) == dict(
       seconds=0.5, loss=np.float32(1.5), count=np.int64(2), flag=True)
+
+
+def test_plot_curves_leaves_out_what_a_run_lacks():
+  metrics = pd.DataFrame(dict(
+      round=[0, 1, 2],
+      global_train_loss=[2.0, 1.5, 1.2],
+      personal_train_loss=[math.nan] * 3,
+      benign_mean_accuracy=[math.nan, 0.5, 0.6]))
+  figure = run_curves.plot_curves(metrics, 'title')
+  loss_axes, accuracy_axes = figure.axes
+  assert [line.get_label() for line in loss_axes.get_lines()] == [
+      'global model, train']
+  assert [line.get_label() for line in accuracy_axes.get_lines()] == [
+      'benign, mean over clients']
+  np.testing.assert_array_equal(accuracy_axes.get_lines()[0].get_xdata(),
+                                [2, 3])

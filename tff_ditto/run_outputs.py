@@ -4,7 +4,8 @@
   which also truncates rows past a resumed round);
 * `tensorboard/`: the same rows' finite numeric scalars as TensorBoard
   scalars, step = round (`tff.program.TensorBoardReleaseManager`);
-* `summary.json`: the final summary and the configuration.
+* `summary.json`: the final summary and the configuration;
+* `curves.png`: the run's loss and accuracy curves (`tff_ditto.run_curves`).
 
 The per-client table (`client_metrics.csv`) is the evaluation's
 (`tff_ditto.run_evaluation`), the checkpoints and client states are
@@ -32,6 +33,7 @@ from tff_ditto import crash_safety
 METRICS_FILE = 'metrics.csv'
 TENSORBOARD_DIRECTORY = 'tensorboard'
 SUMMARY_FILE = 'summary.json'
+CURVES_FILE = 'curves.png'
 # The metrics rows' key: the round (0-based), also TensorBoard's step.
 KEY_FIELD = 'round'
 

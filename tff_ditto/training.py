@@ -19,8 +19,9 @@ that kept each candidate lambda, `step_share_lam_<value>`, or took the
 fallback, `step_share_fallback`; with `curve_split`, that split's summary,
 keys prefixed '<split>_'), `tensorboard/` (the same rows' scalars),
 `client_metrics.csv` (per-client results of the last evaluation),
-`summary.json` (final summary and configuration), `checkpoints/` and
-`client_states/` (versioned personalized models).
+`summary.json` (final summary and configuration), `curves.png` (loss and
+accuracy curves), `checkpoints/` and `client_states/` (versioned
+personalized models).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from tff_ditto import ditto
 from tff_ditto import initial_weights
 from tff_ditto import methods
 from tff_ditto import round_data
+from tff_ditto import run_curves
 from tff_ditto import run_evaluation
 from tff_ditto import run_outputs
 from tff_ditto import sampling
@@ -348,6 +350,11 @@ class ExperimentRunner:
     if self.last_evaluation is None:
       # Resumed after the last round: evaluate the restored state.
       self.last_evaluation = self.evaluate(config.rounds - 1)
+    run_curves.write_curves(
+        os.path.join(self.output_dir, run_outputs.METRICS_FILE),
+        os.path.join(self.output_dir, run_outputs.CURVES_FILE),
+        f'{config.method} on {self.dataset.name} ({config.eval_split})',
+    )
     summary = collections.OrderedDict(
         method=config.method,
         dataset=self.dataset.name,
