@@ -4,10 +4,9 @@ A `Method` is everything method-specific the runner needs: its learning
 process, what each sampled client's round data hold (a
 `round_data.ClientDataFields`), whether its clients keep state files, and how
 its models are evaluated on every client. Ditto's family (`ditto`, `local`,
-`global`, `finetune`) is a `DittoFamilyMethod`: one Ditto process
-(`ditto.build_ditto_process`, arguments in a `DittoProcessSpec`) with the
-family's evaluations; the paper's baselines are the
-`tff_ditto.baselines.BaselineMethod`s of their registry.
+`global`, `finetune`) are `tff_ditto.ditto_family.DittoFamilyMethod`s, the
+paper's baselines the `tff_ditto.baselines.BaselineMethod`s of their
+registry. `PersonalModels` are the lambdas of a run's personal models.
 
 `build_method` builds a run's method, and `build_global_evaluation` the
 evaluation of the global model every run reports, taking what earlier runs
@@ -16,9 +15,8 @@ built from the same inputs from a `ComputationCache`.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-from typing import Any, Optional, Protocol
+from typing import Optional, Protocol
 
 import tensorflow_federated as tff
 
@@ -27,8 +25,8 @@ from tff_ditto import attacks
 from tff_ditto import baselines
 from tff_ditto import computation_cache
 from tff_ditto import ditto
+from tff_ditto import ditto_family
 from tff_ditto import evaluation
-from tff_ditto import optimization
 from tff_ditto import round_data
 from tff_ditto import runtime
 from tff_ditto import split_evaluation
@@ -136,159 +134,6 @@ def check_validation_data(
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class DittoProcessSpec:
-  """Every argument of `ditto.build_ditto_process` but model and aggregator.
-
-  Hashable: with the model and the aggregator it keys the Ditto-family
-  processes (ditto, local, global, finetune) of a `ComputationCache`.
-
-  Attributes:
-    client_lr: SGD learning rate of the local (and personal) steps.
-    personal_lr: SGD learning rate of the personal steps if not `client_lr`
-      (None).
-    personal_lambdas: The lambda(s) of the personal model(s): the selection
-      lambdas, then the report-only ones
-      (`training_config.personal_model_lambdas`).
-    local_steps: Mini-batch steps per client per round.
-    server_optimizer: 'sgd' or 'adam'.
-    server_lr: Its learning rate.
-    global_proximal_strength: FedProx mu.
-    client_weighting: A `tff.learning.ClientWeighting` or
-      `ditto.LOSS_WEIGHTING`.
-    personalize: Train personal models.
-    simulate_attacks: Client data carry attack instructions.
-    select_lambda_per_step: Per-step lambda selection.
-    fallback_lambda: Its lambda for clients with too little validation data.
-  """
-
-  client_lr: float
-  personal_lr: Optional[float]
-  personal_lambdas: tuple[float, ...]
-  local_steps: int
-  server_optimizer: str
-  server_lr: float
-  global_proximal_strength: float
-  client_weighting: Any
-  personalize: bool
-  simulate_attacks: bool
-  select_lambda_per_step: bool
-  fallback_lambda: Optional[float]
-
-  def build(
-      self, model_fn: ditto.ModelFn, model_aggregator
-  ) -> tff.learning.templates.LearningProcess:
-    """Returns `ditto.build_ditto_process` of these arguments.
-
-    Args:
-      model_fn: The model builder.
-      model_aggregator: The `tff.aggregators` factory of the deltas.
-
-    Returns:
-      The learning process.
-    """
-    return ditto.build_ditto_process(
-        model_fn,
-        client_optimizer=tff.learning.optimizers.build_sgdm(
-            learning_rate=self.client_lr
-        ),
-        personal_lambda=self.personal_lambdas,
-        local_steps=self.local_steps,
-        model_aggregator=model_aggregator,
-        server_optimizer=optimization.build_server_optimizer(
-            self.server_optimizer, self.server_lr
-        ),
-        personal_optimizer=None
-        if self.personal_lr is None
-        else tff.learning.optimizers.build_sgdm(
-            learning_rate=self.personal_lr
-        ),
-        global_proximal_strength=self.global_proximal_strength,
-        client_weighting=self.client_weighting,
-        personalize=self.personalize,
-        simulate_attacks=self.simulate_attacks,
-        select_lambda_per_step=self.select_lambda_per_step,
-        fallback_lambda=self.fallback_lambda,
-    )
-
-
-def evaluate_global_model(
-    global_evaluation: tff.Computation,
-    model_weights: tff.learning.models.ModelWeights,
-    split: str,
-    inputs: round_data.RoundDataBuilder,
-) -> list:
-  """Per-client metrics of the global model on `split`.
-
-  Args:
-    global_evaluation: `build_global_evaluation`'s computation.
-    model_weights: The global model.
-    split: 'test' or 'validation'.
-    inputs: The run's builder of client inputs.
-
-  Returns:
-    One record (loss_sum, num_correct, num_examples) per client.
-  """
-  return split_evaluation.per_client(
-      global_evaluation(model_weights, inputs.client_split(split).as_argument())
-  )
-
-
-@dataclasses.dataclass
-class DittoFamilyMethod:
-  """`ditto`, `local`, `global` or `finetune`: a Ditto process.
-
-  `global` trains the global model alone (FedAvg/FedProx) and evaluates it;
-  `finetune` trains the same and evaluates each client's fine-tuned global
-  model; `ditto` and `local` (lambda = 0) also train personal models, which
-  they evaluate.
-
-  Attributes:
-    name: The method.
-    process: The Ditto process.
-    client_data_fields: What each sampled client's round data hold.
-    stateful: The clients keep their personal models in state files (ditto,
-      local).
-    global_evaluation: The split evaluation of the global model.
-    personalized_evaluation: The split evaluation of every client's personal
-      models (ditto, local), or None.
-    finetune_evaluation: The fine-tuning evaluation (finetune), or None.
-  """
-
-  name: str
-  process: tff.learning.templates.LearningProcess
-  client_data_fields: round_data.ClientDataFields
-  stateful: bool
-  global_evaluation: tff.Computation
-  personalized_evaluation: Optional[tff.Computation] = None
-  finetune_evaluation: Optional[tff.Computation] = None
-
-  def evaluate_clients(
-      self,
-      model_weights: tff.learning.models.ModelWeights,
-      split: str,
-      inputs: round_data.RoundDataBuilder,
-  ) -> list:
-    """Per-client metrics of the method's models; see `Method`."""
-    if self.personalized_evaluation is not None:
-      read_paths = inputs.state_read_paths()
-      return split_evaluation.per_client(self.personalized_evaluation(
-          inputs.client_split(split).as_argument(), read_paths
-      ))
-    if self.finetune_evaluation is not None:
-      steps = inputs.config.finetune_steps
-      return self.finetune_evaluation(model_weights, [
-          collections.OrderedDict(
-              train=inputs.finetune_batches(index, steps),
-              test=inputs.split_batches(index, split),
-          )
-          for index in range(inputs.dataset.num_clients)
-      ])
-    return evaluate_global_model(
-        self.global_evaluation, model_weights, split, inputs
-    )
-
-
 def build_global_evaluation(
     model_fn: ditto.ModelFn,
     cache: Optional[computation_cache.ComputationCache] = None,
@@ -368,7 +213,7 @@ def build_method(
     )
   personalize = config.method in training_config.PERSONALIZED_METHODS
   weighting = aggregator_specs.client_weighting(config)
-  spec = DittoProcessSpec(
+  spec = ditto_family.DittoProcessSpec(
       client_lr=config.client_lr,
       personal_lr=config.personal_lr if personalize else None,
       personal_lambdas=tuple(personal_models.lambdas),
@@ -387,7 +232,7 @@ def build_method(
       cache, 'ditto_process', (process_inputs, spec),
       lambda: spec.build(model_fn, make_aggregator()),
   )
-  method = DittoFamilyMethod(
+  method = ditto_family.DittoFamilyMethod(
       name=config.method,
       process=process,
       client_data_fields=round_data.ClientDataFields(

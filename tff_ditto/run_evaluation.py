@@ -26,6 +26,7 @@ from tff_ditto import crash_safety
 from tff_ditto import evaluation
 from tff_ditto import methods
 from tff_ditto import round_data
+from tff_ditto import split_evaluation
 from tff_ditto import training_config
 from tff_ditto.training_config import ExperimentConfig
 
@@ -213,12 +214,28 @@ class RunEvaluator:
     Returns:
       `evaluation.summarize` keys prefixed 'benign_'.
     """
-    stacked = evaluation.stack_client_metrics(methods.evaluate_global_model(
-        self.global_evaluation, model_weights, split, self.inputs
-    ))
+    stacked = evaluation.stack_client_metrics(
+        self.global_model_metrics(model_weights, split)
+    )
     return evaluation.summarize_clients(
         stacked, ~self.inputs.malicious, 'benign_'
     )
+
+  def global_model_metrics(
+      self, model_weights: tff.learning.models.ModelWeights, split: str
+  ) -> list:
+    """Per-client metrics of the global model on `split`.
+
+    Args:
+      model_weights: The global model.
+      split: 'test' or 'validation'.
+
+    Returns:
+      One record (loss_sum, num_correct, num_examples) per client.
+    """
+    return split_evaluation.per_client(self.global_evaluation(
+        model_weights, self.inputs.client_split(split).as_argument()
+    ))
 
   def select_personal_models(
       self,
@@ -327,9 +344,7 @@ class RunEvaluator:
     """
     benign = ~self.inputs.malicious
     global_metrics = evaluation.stack_client_metrics(
-        methods.evaluate_global_model(
-            self.global_evaluation, model_weights, split, self.inputs
-        )
+        self.global_model_metrics(model_weights, split)
     )
     summary = collections.OrderedDict()
     if self.config.method == 'ditto':
