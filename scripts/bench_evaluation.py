@@ -41,6 +41,7 @@ import floor_loops  # noqa: E402  (scripts/floor_loops.py)
 from tff_ditto import batch_loops  # noqa: E402
 from tff_ditto import experiment_defaults  # noqa: E402
 from tff_ditto import models  # noqa: E402
+from tff_ditto import round_data  # noqa: E402
 from tff_ditto import training  # noqa: E402
 from tff_ditto import training_config  # noqa: E402
 from tff_ditto.data import load_dataset  # noqa: E402
@@ -100,7 +101,7 @@ def measure(dataset_name: str, data_dir: str, repeats: int):
   runner.run_round(0)
   arrays = runner.dataset.test
   client_batches = [
-      floor_loops.client_batches(training.eval_batches(
+      floor_loops.client_batches(round_data.eval_batches(
           arrays[client], runner.config.eval_batch_size))
       for client in runner.dataset.client_ids]
   loops = [_forward_loop(spec), _forward_loop(spec)]

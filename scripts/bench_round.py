@@ -49,6 +49,7 @@ import floor_loops  # noqa: E402  (scripts/floor_loops.py)
 from tff_ditto import batch_loops  # noqa: E402
 from tff_ditto import experiment_defaults  # noqa: E402
 from tff_ditto import models  # noqa: E402
+from tff_ditto import sampling  # noqa: E402
 from tff_ditto import training  # noqa: E402
 from tff_ditto import training_config  # noqa: E402
 from tff_ditto.data import load_dataset  # noqa: E402
@@ -169,7 +170,7 @@ def _round_batches(runner, round_num: int):
   """
   config = runner.config
   streams = copy.deepcopy(runner.batch_streams)
-  clients = training.sample_clients(
+  clients = sampling.sample_clients(
       round_num, runner.dataset.num_train_examples(),
       config.clients_per_round, config.seed, config.sampling)
   ids = runner.dataset.client_ids
@@ -197,7 +198,7 @@ def measure(setting: Setting, data_dir: str, rounds: int, warmup: int):
           prefix='bench_round_'), log_fn=None)
   floor = None
   if setting.has_floor:
-    lambdas = runner.personal_lambdas if runner.personalize else []
+    lambdas = runner.personal_models.lambdas if runner.personalize else []
     floor = Floor(spec, runner.config, list(lambdas))
   times = collections.defaultdict(list)
   model_steps = 0
@@ -206,7 +207,7 @@ def measure(setting: Setting, data_dir: str, rounds: int, warmup: int):
     if floor is not None:
       client_batches = _round_batches(runner, round_num)
       model_steps = sum(int(sizes.shape[0]) for _, sizes in client_batches) * (
-          1 + (runner.num_personal_models if runner.personalize else 0))
+          1 + (runner.personal_models.count if runner.personalize else 0))
       for variant, run_floor in (('floor_one_loop', floor.one_loop),
                                  ('floor_two_threads', floor.two_threads)):
         start = time.perf_counter()

@@ -109,6 +109,7 @@ def main(argv):
   from tff_ditto import experiment  # pylint: disable=g-import-not-at-top
   from tff_ditto import models  # pylint: disable=g-import-not-at-top
   from tff_ditto import training  # pylint: disable=g-import-not-at-top
+  from tff_ditto import training_config  # pylint: disable=g-import-not-at-top
   from tff_ditto.data import FederatedDataset  # pylint: disable=g-import-not-at-top
   from tff_ditto.data import load_dataset  # pylint: disable=g-import-not-at-top
 
@@ -130,7 +131,7 @@ def main(argv):
       num_classes=femnist.num_classes,
       description=f'{_NUM_CLIENTS.value} clients: FEMNIST writers reused cyclically',
   )
-  config = training.ExperimentConfig(
+  config = training_config.ExperimentConfig(
       method='ditto',
       rounds=_ROUNDS.value,
       clients_per_round=_CLIENTS_PER_ROUND.value,

@@ -193,54 +193,49 @@ def load_partition(data_dir: str, seed: int, validation_fraction: float):
       name='fmnist_label_sorted')
 
 
-def one_batch_runner_class():
-  """`ExperimentRunner` that ships each worker only the batch it trains on.
+def one_batch_round_data_class():
+  """A `RoundDataBuilder` that ships each worker only the batch it trains on.
 
-  The stock runner hands every sampled client its whole training set as a
+  The stock builder hands every sampled client its whole training set as a
   `tf.data` pipeline (shuffle + repeat + batch), which TFF serializes into
   the round's computation: ~8 MB per worker here, 25 workers, every round,
   6-9 s per round on the shared machine. With one local step only the first
-  batch is used, so this runner draws that batch in numpy (32 distinct
+  batch is used, so this builder draws that batch in numpy (32 distinct
   examples of the worker's chunk, seeded by (seed, round, worker)) and sends
   `Dataset.from_tensors(batch)`. Everything else (attack instructions,
-  aggregation, checkpoints, evaluation) is the stock runner's.
+  aggregation, checkpoints, evaluation) is the stock runner's; pass it as
+  the runner's `round_data_class`.
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tff_ditto import training  # pylint: disable=g-import-not-at-top
+  from tff_ditto import round_data  # pylint: disable=g-import-not-at-top
 
-  class OneBatchRunner(training.ExperimentRunner):
+  class OneBatchRoundData(round_data.RoundDataBuilder):
 
-    def _round_client_data(self, round_num, client_indices):
-      if self.personalize or self.config.local_steps != 1:
-        raise ValueError('OneBatchRunner is for one-step global training.')
-      client_ids = self.dataset.client_ids
-      datasets = []
-      for index in client_indices:
-        arrays = self.dataset.train[client_ids[index]]
-        count = int(arrays['y'].shape[0])
-        rng = np.random.default_rng([self.config.seed, round_num, int(index), 11])
-        chosen = rng.choice(count, min(self.config.batch_size, count),
-                            replace=False)
-        datasets.append(tf.data.Dataset.from_tensors(
-            collections.OrderedDict(
-                (key, value[chosen]) for key, value in arrays.items())))
-      if not self.simulate_attacks:
-        return datasets
-      return [
+    def client_data(self, round_num, client_indices, fields):
+      if fields.personal_state or fields.batches_per_round != 1:
+        raise ValueError('OneBatchRoundData is for one-step global training.')
+      return super().client_data(round_num, client_indices, fields)
+
+    def training_batches(self, round_num, client_index, count):
+      arrays = self.dataset.train[self.dataset.client_ids[client_index]]
+      size = int(arrays['y'].shape[0])
+      rng = np.random.default_rng(
+          [self.config.seed, round_num, client_index, 11])
+      chosen = rng.choice(size, min(self.config.batch_size, size),
+                          replace=False)
+      return tf.data.Dataset.from_tensors(
           collections.OrderedDict(
-              batches=batches,
-              attack=self._attack_instruction(round_num, int(index)))
-          for batches, index in zip(datasets, client_indices)
-      ]
+              (key, value[chosen]) for key, value in arrays.items()))
 
-  return OneBatchRunner
+  return OneBatchRoundData
 
 
 def run_cell(cell: str, dataset, model_fn, cell_dir: str) -> dict:
   """Runs (or resumes, or reads back) one cell; returns its result row."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  from tff_ditto import run_outputs  # pylint: disable=g-import-not-at-top
   from tff_ditto import training  # pylint: disable=g-import-not-at-top
+  from tff_ditto import training_config  # pylint: disable=g-import-not-at-top
 
   aggregator, size, attack = parse_cell(cell)
   summary_path = os.path.join(cell_dir, 'summary.json')
@@ -259,7 +254,7 @@ def run_cell(cell: str, dataset, model_fn, cell_dir: str) -> dict:
     else:
       cell_data = dataset
       malicious = list(range(honest, NUM_WORKERS))
-    config = training.ExperimentConfig(
+    config = training_config.ExperimentConfig(
         method='global',
         rounds=_ROUNDS.value,
         clients_per_round=cell_data.num_clients,
@@ -287,12 +282,12 @@ def run_cell(cell: str, dataset, model_fn, cell_dir: str) -> dict:
         print(f'{cell}: {line} ({time.monotonic() - started:.0f}s)',
               flush=True)
 
-    runner = one_batch_runner_class()(
+    runner = training.ExperimentRunner(
         config, cell_data, model_fn, cell_dir,
         malicious_client_indices=malicious, resume=resume, overwrite=not resume,
-        log_fn=log)
+        log_fn=log, round_data_class=one_batch_round_data_class())
     summary = runner.run()
-    summary = json.loads(json.dumps(summary, default=training._json_default))  # pylint: disable=protected-access
+    summary = json.loads(json.dumps(summary, default=run_outputs.json_default))
   final = summary['final']
   paper = PAPER_ACCURACY.get((aggregator, size, attack))
   return collections.OrderedDict(

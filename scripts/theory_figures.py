@@ -8,7 +8,6 @@ Writes <output_dir>/theory_figure1.png, theory_figure2.png and theory.md.
   .venv/bin/python scripts/theory_figures.py --output_dir=results
 """
 
-import dataclasses
 import os
 
 from absl import app

@@ -485,6 +485,7 @@ def synthetic():
 
 def _run_method(synthetic, output_dir, **overrides):
   from tff_ditto import training
+  from tff_ditto import training_config
 
   dataset, model_fn = synthetic
   values = dict(
@@ -492,7 +493,7 @@ def _run_method(synthetic, output_dir, **overrides):
       eval_every=2, checkpoint_every=1, finetune_steps=3, seed=0)
   values.update(overrides)
   runner = training.ExperimentRunner(
-      training.ExperimentConfig(**values), dataset, model_fn,
+      training_config.ExperimentConfig(**values), dataset, model_fn,
       str(output_dir), log_fn=None)
   return runner, runner.run()
 

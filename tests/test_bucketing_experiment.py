@@ -1,4 +1,4 @@
-"""scripts/bucketing_experiment.py: cell names and the one-batch runner."""
+"""scripts/bucketing_experiment.py: cell names and the one-batch round data."""
 
 import importlib.util
 import os
@@ -8,6 +8,7 @@ import pytest
 
 from tff_ditto import models
 from tff_ditto import training
+from tff_ditto import training_config
 from tff_ditto.data import load_dataset
 
 _SCRIPT = os.path.join(
@@ -35,20 +36,22 @@ def test_default_cells_cover_the_grid():
       assert f'{aggregator}_s2_{attack}' in cells
 
 
-def test_one_batch_runner_sends_one_batch_of_own_examples(tmp_path):
+def test_one_batch_round_data_sends_one_batch_of_own_examples(tmp_path):
   full = load_dataset('synthetic')
   dataset = full.subset(full.client_ids[:6])
-  config = training.ExperimentConfig(
+  config = training_config.ExperimentConfig(
       method='global', rounds=2, clients_per_round=6, local_steps=1,
       batch_size=4, eval_every=2, sampling='uniform', attack='ipm',
       attack_ratio=2 / 6, attack_poison_labels=False, aggregator='median',
       bucketing_size=2)
-  runner = bucketing_experiment.one_batch_runner_class()(
+  runner = training.ExperimentRunner(
       config, dataset, models.get_model_spec('synthetic', seed=0).tff_model_fn(),
-      str(tmp_path / 'run'), malicious_client_indices=[4, 5], log_fn=None)
+      str(tmp_path / 'run'), malicious_client_indices=[4, 5], log_fn=None,
+      round_data_class=bucketing_experiment.one_batch_round_data_class())
   clients = np.arange(6)
-  data = runner._round_client_data(0, clients)
-  again = runner._round_client_data(0, clients)
+  fields = runner.method.client_data_fields
+  data = runner.round_data.client_data(0, clients, fields)
+  again = runner.round_data.client_data(0, clients, fields)
   for index, (client, repeat) in enumerate(zip(data, again)):
     batches = list(client['batches'].as_numpy_iterator())
     assert len(batches) == 1

@@ -2,8 +2,8 @@
 
 import pytest
 
+from tff_ditto import aggregator_specs
 from tff_ditto import experiment_defaults
-from tff_ditto import training
 from tff_ditto import training_config
 
 
@@ -31,5 +31,5 @@ def test_trimmed_mean_trims_the_expected_attackers_per_round(
   # without attackers.
   config = training_config.ExperimentConfig(
       aggregator='trimmed_mean', clients_per_round=10)
-  spec = training.model_aggregator_spec(config, 20, num_malicious)
+  spec = aggregator_specs.model_aggregator_spec(config, 20, num_malicious)
   assert dict(spec.parameters) == {'b': expected_b}

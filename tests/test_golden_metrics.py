@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from tff_ditto import training
+from tff_ditto import training_config
 
 GOLDEN_PATH = os.path.join(os.path.dirname(__file__), 'golden_metrics.json')
 WRITE = os.environ.get('TFF_DITTO_WRITE_GOLDEN') == '1'
@@ -61,7 +62,7 @@ def _number(value):
 
 
 def _run_case(name, dataset, model_fn, tmp_path) -> dict:
-  config = training.ExperimentConfig(**COMMON, **CASES[name])
+  config = training_config.ExperimentConfig(**COMMON, **CASES[name])
   runner = training.ExperimentRunner(
       config, dataset, model_fn, str(tmp_path / name), log_fn=None)
   summary = runner.run()

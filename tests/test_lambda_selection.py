@@ -19,7 +19,9 @@ from tff_ditto import client_states
 from tff_ditto import evaluation
 from tff_ditto import lambda_policy
 from tff_ditto import models
+from tff_ditto import round_data
 from tff_ditto import training
+from tff_ditto import training_config
 from tff_ditto.data import load_dataset
 
 LR = 0.1
@@ -130,8 +132,8 @@ def _evaluate_every_client(runner, model_fn, arrays, num_models):
       model_fn, num_personal_models=num_models)
   return evaluation.stack_client_metrics(per_client_evaluation([
       collections.OrderedDict(
-          batches=training.eval_batches(arrays[c], 100),
-          personal_state=training.state_handle_dataset(
+          batches=round_data.eval_batches(arrays[c], 100),
+          personal_state=round_data.state_handle_dataset(
               client_states.ClientStateHandle(runner.store.read_path(i), '')
           ),
       )
@@ -143,14 +145,14 @@ def test_runner_with_auto_lambda_picks_per_client(tmp_path):
   full = load_dataset('synthetic', validation_fraction=0.2)
   dataset = full.subset(full.client_ids[:6])
   model_fn = models.get_model_spec('synthetic', seed=0).tff_model_fn()
-  config = training.ExperimentConfig(
+  config = training_config.ExperimentConfig(
       method='ditto', rounds=3, clients_per_round=3, local_steps=2,
       batch_size=10, lam_selection='auto', eval_every=3, checkpoint_every=1,
   )
   runner = training.ExperimentRunner(
       config, dataset, model_fn, str(tmp_path / 'auto'), log_fn=None
   )
-  assert runner.personal_lambdas == (0.1, 1.0, 2.0)
+  assert runner.personal_models.lambdas == (0.1, 1.0, 2.0)
   summary = runner.run()
   table = pd.read_csv(tmp_path / 'auto' / 'client_metrics.csv')
   assert set(table['lam']) <= {0.1, 1.0, 2.0}
@@ -190,14 +192,14 @@ def test_auto_lambda_is_ignored_by_other_methods(tmp_path):
   full = load_dataset('synthetic')
   dataset = full.subset(full.client_ids[:4])
   model_fn = models.get_model_spec('synthetic', seed=0).tff_model_fn()
-  config = training.ExperimentConfig(
+  config = training_config.ExperimentConfig(
       method='local', rounds=1, clients_per_round=2, local_steps=1,
       lam_selection='auto',
   )
   runner = training.ExperimentRunner(
       config, dataset, model_fn, str(tmp_path / 'local'), log_fn=None
   )
-  assert runner.personal_lambdas == (0.0,)
+  assert runner.personal_models.lambdas == (0.0,)
 
 
 # ------------------------------------------------ per-step selection (A.5)
@@ -343,19 +345,19 @@ def test_per_step_rejects_bad_settings():
         personalize=False,
     )
   with pytest.raises(ValueError, match='strong_attack'):
-    training.ExperimentConfig(strong_attack=True, lam=1.0).validate()
-  training.ExperimentConfig(
+    training_config.ExperimentConfig(strong_attack=True, lam=1.0).validate()
+  training_config.ExperimentConfig(
       strong_attack=True, lam_selection='per_step'
   ).validate()
   with pytest.raises(ValueError, match='lam_selection must be one of'):
-    training.ExperimentConfig(lam_selection='per_round').validate()
+    training_config.ExperimentConfig(lam_selection='per_round').validate()
 
 
 def test_per_step_needs_validation_data(tmp_path):
   full = load_dataset('synthetic', validation_fraction=0.0)
   dataset = full.subset(full.client_ids[:3])
   model_fn = models.get_model_spec('synthetic', seed=0).tff_model_fn()
-  config = training.ExperimentConfig(
+  config = training_config.ExperimentConfig(
       method='ditto', rounds=1, clients_per_round=2, lam_selection='per_step'
   )
   with pytest.raises(ValueError, match='no client of .* has >= 4 validation'):
@@ -369,14 +371,14 @@ def test_runner_with_per_step_lambda(tmp_path):
   full = load_dataset('synthetic', validation_fraction=0.2)
   dataset = full.subset(full.client_ids[:6])
   model_fn = models.get_model_spec('synthetic', seed=0).tff_model_fn()
-  config = training.ExperimentConfig(
+  config = training_config.ExperimentConfig(
       method='ditto', rounds=2, clients_per_round=3, local_steps=2,
       batch_size=10, lam_selection='per_step', eval_every=1,
   )
   runner = training.ExperimentRunner(
       config, dataset, model_fn, str(tmp_path / 'per_step'), log_fn=None
   )
-  assert runner.personal_lambdas == (0.1, 1.0, 2.0)
+  assert runner.personal_models.lambdas == (0.1, 1.0, 2.0)
   summary = runner.run()
   share_keys = [f'step_share_lam_{v:g}' for v in (0.1, 1, 2)]
   share_keys.append('step_share_fallback')

@@ -99,11 +99,11 @@ def test_global_model_evaluation_normalizes_with_the_data_statistics():
   global model never updated them and normalized with mean 0, variance 1).
   """
   from tff_ditto import evaluation  # pylint: disable=g-import-not-at-top
-  from tff_ditto import training  # pylint: disable=g-import-not-at-top
+  from tff_ditto import initial_weights  # pylint: disable=g-import-not-at-top
 
   spec = models.get_model_spec('celeba', seed=0)
   model_fn = spec.tff_model_fn()
-  weights = training.initial_model_weights(model_fn, seed=0)
+  weights = initial_weights.initial_model_weights(model_fn, seed=0)
   rng = np.random.default_rng(1)
   x = rng.normal(5.0, 3.0, (6, 84, 84, 3)).astype(np.float32)
   y = rng.integers(0, 2, 6).astype(np.int32)

@@ -17,7 +17,6 @@ names its files by slot within one sequential fold, which two workers repeat
 import contextlib
 import os
 
-import numpy as np
 import pytest
 import tensorflow_federated as tff
 

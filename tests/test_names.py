@@ -85,24 +85,24 @@ def test_the_aggregator_registry_builds_no_other_name():
 
 
 def test_the_runner_builds_every_aggregator_with_reference_parameters():
-  from tff_ditto import training  # pylint: disable=g-import-not-at-top
+  from tff_ditto import aggregator_specs  # pylint: disable=g-import-not-at-top
   for name in names.AGGREGATOR_NAMES:
     config = training_config.ExperimentConfig(
         aggregator=name, attack='a1', attack_ratio=0.3,
         bucketing_size=0 if name == 'k_loss' else 2)
     config.validate()
-    factory = training.build_model_aggregator(config, 20, 6)
+    factory = aggregator_specs.build_model_aggregator(config, 20, 6)
     assert factory is not None
 
 
 def test_the_runner_builds_every_weighted_aggregator():
-  from tff_ditto import training  # pylint: disable=g-import-not-at-top
+  from tff_ditto import aggregator_specs  # pylint: disable=g-import-not-at-top
   for name in names.WEIGHTED_AGGREGATOR_NAMES:
     config = training_config.ExperimentConfig(
         aggregator=name, attack='a1', attack_ratio=0.3, bucketing_size=2,
         weighted_aggregation=True)
     config.validate()
-    factory = training.build_model_aggregator(config, 20, 6)
+    factory = aggregator_specs.build_model_aggregator(config, 20, 6)
     assert isinstance(factory, aggregators.ExampleWeightedFactory), name
 
 

@@ -1,6 +1,5 @@
 """Omniscient attack hook (ALIE / IPM / mimic) with hand-computed values."""
 
-import collections
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ import tensorflow_federated as tff
 
 from tff_ditto import aggregators
 from tff_ditto import training
+from tff_ditto import training_config
 from tff_ditto.aggregators import omniscient
 from tff_ditto.data import load_dataset
 from tff_ditto import models
@@ -113,7 +113,7 @@ def test_no_marked_rows_is_the_plain_rule():
 def test_runner_runs_an_omniscient_attack(tmp_path):
   dataset = load_dataset('synthetic').subset(
       load_dataset('synthetic').client_ids[:6])
-  config = training.ExperimentConfig(
+  config = training_config.ExperimentConfig(
       method='global', rounds=2, clients_per_round=4, local_steps=2,
       eval_every=2, attack='ipm', attack_ratio=0.5, aggregator='median')
   runner = training.ExperimentRunner(

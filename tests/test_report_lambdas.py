@@ -18,10 +18,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tff_ditto import computation_cache
 from tff_ditto import config_equivalence
 from tff_ditto import lambda_policy
 from tff_ditto import models
 from tff_ditto import training
+from tff_ditto import training_config
 from tff_ditto.data import load_dataset
 
 NUM_CLIENTS = 6
@@ -47,16 +49,17 @@ def model_fn():
   return models.get_model_spec('synthetic', seed=0).tff_model_fn()
 
 
-def _config(**overrides) -> training.ExperimentConfig:
+def _config(**overrides) -> training_config.ExperimentConfig:
   values = dict(
       method='ditto', rounds=3, clients_per_round=3, local_steps=2,
       batch_size=10, lam=1.0, eval_every=3, checkpoint_every=0, seed=0,
   )
   values.update(overrides)
-  return training.ExperimentConfig(**values)
+  return training_config.ExperimentConfig(**values)
 
 
-def _separate_configs(column: dict) -> dict[str, training.ExperimentConfig]:
+def _separate_configs(
+    column: dict) -> dict[str, training_config.ExperimentConfig]:
   """The runs whose rows one multi-lambda run replaces, in one column."""
   auto = dict(column, lam_selection='auto')
   fixed = {k: v for k, v in column.items() if k != 'strong_attack'}
@@ -73,7 +76,7 @@ def _separate_configs(column: dict) -> dict[str, training.ExperimentConfig]:
 def runs(tmp_path_factory, dataset, model_fn):
   """{column: {name: (runner, summary)}} of every run, one shared cache."""
   root = tmp_path_factory.mktemp('report_lambdas')
-  cache = training.ComputationCache()
+  cache = computation_cache.ComputationCache()
   results = {}
   for column_name, column in COLUMNS.items():
     results[column_name] = {}
@@ -102,10 +105,10 @@ def _same(a: dict, b: dict) -> bool:
 
 def test_lambdas_of_the_multi_run(runs):
   clean = runs['clean']['multi'][0]
-  assert clean.selection_lambdas == (0.1, 1.0, 2.0)
-  assert clean.personal_lambdas == (0.1, 1.0, 2.0, 0.0)
+  assert clean.personal_models.selection_lambdas == (0.1, 1.0, 2.0)
+  assert clean.personal_models.lambdas == (0.1, 1.0, 2.0, 0.0)
   strong = runs['strong']['multi'][0]
-  assert strong.personal_lambdas == (0.05, 0.1, 0.2, 0.0, 1.0)
+  assert strong.personal_models.lambdas == (0.05, 0.1, 0.2, 0.0, 1.0)
   assert len(strong.personalized_weights(0)) == 5 * len(
       runs['strong']['local'][0].personalized_weights(0))
 
@@ -160,7 +163,7 @@ def test_fixed_lambda_with_report_lambdas_evaluates_the_fixed_model(
   config = _config(report_lambdas=(0.0, 2.0))
   runner = training.ExperimentRunner(
       config, dataset, model_fn, str(tmp_path / 'fixed'), log_fn=None)
-  assert runner.personal_lambdas == (1.0, 0.0, 2.0)
+  assert runner.personal_models.lambdas == (1.0, 0.0, 2.0)
   final = runner.run()['final']
   plain_runner, plain = runs['clean']['ditto_lam_1']
   assert _same(_renamed(final, 'benign_'), _renamed(plain['final'], 'benign_'))
@@ -195,8 +198,8 @@ def test_default_ditto_rows_keep_their_keys(runs):
 def test_report_lambdas_change_the_process_key(runs):
   clean = runs['clean']
   assert clean['multi'][0].process is not clean['ditto_auto'][0].process
-  assert (clean['multi'][0].personalized_evaluation
-          is not clean['ditto_auto'][0].personalized_evaluation)
+  assert (clean['multi'][0].method.personalized_evaluation
+          is not clean['ditto_auto'][0].method.personalized_evaluation)
 
 
 BAD_REPORT_LAMBDAS = [

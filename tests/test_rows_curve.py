@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from tff_ditto import training
+from tff_ditto import training_config
 
 
 def _load_script(name):
@@ -27,7 +28,7 @@ write_results_doc = _load_script('write_results_doc')
 @pytest.fixture(scope='module')
 def run_dir(tmp_path_factory, synthetic_six_clients, synthetic_model_fn):
   dataset, model_fn = synthetic_six_clients, synthetic_model_fn
-  config = training.ExperimentConfig(
+  config = training_config.ExperimentConfig(
       method='ditto', rounds=4, clients_per_round=3, local_steps=2,
       batch_size=10, lam_selection='auto', report_lambdas=(0.0, 1.0),
       curve_split='validation', eval_every=2, checkpoint_every=0, seed=0)

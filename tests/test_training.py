@@ -15,8 +15,13 @@ import shutil
 import numpy as np
 import pytest
 
+from tff_ditto import checkpoints
+from tff_ditto import computation_cache
+from tff_ditto import initial_weights
 from tff_ditto import models
+from tff_ditto import sampling
 from tff_ditto import training
+from tff_ditto import training_config
 from tff_ditto.data import load_dataset
 
 NUM_CLIENTS = 6
@@ -36,25 +41,25 @@ ROUND_KEYS = [
 
 def test_sample_clients_is_deterministic_per_seed_and_round():
   sizes = np.array([10, 50, 20, 300, 5, 80, 40, 60])
-  first = training.sample_clients(3, sizes, 4, seed=7)
-  np.testing.assert_array_equal(first, training.sample_clients(3, sizes, 4, seed=7))
+  first = sampling.sample_clients(3, sizes, 4, seed=7)
+  np.testing.assert_array_equal(first, sampling.sample_clients(3, sizes, 4, seed=7))
   assert first.dtype.kind == 'i'
   assert list(first) == sorted(set(first.tolist()))  # sorted, no repeats
   assert len(first) == 4 and first.min() >= 0 and first.max() < len(sizes)
   # Different rounds and seeds give different draws (over several tries).
-  by_round = {tuple(training.sample_clients(r, sizes, 4, seed=7)) for r in range(10)}
-  by_seed = {tuple(training.sample_clients(3, sizes, 4, seed=s)) for s in range(10)}
+  by_round = {tuple(sampling.sample_clients(r, sizes, 4, seed=7)) for r in range(10)}
+  by_seed = {tuple(sampling.sample_clients(3, sizes, 4, seed=s)) for s in range(10)}
   assert len(by_round) > 3 and len(by_seed) > 3
   # It does not depend on earlier calls (no hidden global RNG state).
   np.random.seed(123)
-  np.testing.assert_array_equal(first, training.sample_clients(3, sizes, 4, seed=7))
+  np.testing.assert_array_equal(first, sampling.sample_clients(3, sizes, 4, seed=7))
 
 
 def test_sample_clients_weighted_favours_big_clients():
   sizes = np.array([1000] + [10] * 9)
   counts = np.zeros(10)
   for round_num in range(300):
-    counts[training.sample_clients(round_num, sizes, 2, seed=0)] += 1
+    counts[sampling.sample_clients(round_num, sizes, 2, seed=0)] += 1
   # The big client (p ~ 0.92 for the first pick) is in nearly every round.
   assert counts[0] > 280
   assert counts[1:].max() < 100
@@ -65,7 +70,7 @@ def test_sample_clients_uniform_ignores_sizes():
   sizes = np.array([1000] + [10] * 9)
   counts = np.zeros(10)
   for round_num in range(400):
-    picked = training.sample_clients(round_num, sizes, 3, seed=1, mode='uniform')
+    picked = sampling.sample_clients(round_num, sizes, 3, seed=1, mode='uniform')
     assert len(set(picked.tolist())) == 3
     counts[picked] += 1
   # Each client is in ~30% of the rounds (120 of 400), the big one included.
@@ -76,7 +81,7 @@ def test_sample_clients_is_capped_at_the_client_count():
   sizes = np.array([3, 1, 2])
   for mode in ('weighted', 'uniform'):
     np.testing.assert_array_equal(
-        training.sample_clients(0, sizes, 10, seed=0, mode=mode), [0, 1, 2]
+        sampling.sample_clients(0, sizes, 10, seed=0, mode=mode), [0, 1, 2]
     )
 
 
@@ -101,7 +106,7 @@ def _config(**overrides):
       finetune_steps=3, seed=0,
   )
   values.update(overrides)
-  return training.ExperimentConfig(**values)
+  return training_config.ExperimentConfig(**values)
 
 
 def _runner(config, dataset, model_fn, output_dir, **kwargs):
@@ -235,7 +240,7 @@ def test_output_directory_guard(tmp_path, dataset, model_fn):
   out = tmp_path / 'run'
   out.mkdir()
   (out / 'old_result.txt').write_text('x')
-  with pytest.raises(training.OutputDirectoryError, match='--resume'):
+  with pytest.raises(checkpoints.OutputDirectoryError, match='--resume'):
     _runner(_config(method='global', rounds=1), dataset, model_fn, out)
   assert os.listdir(out) == ['old_result.txt']
   runner = _runner(
@@ -244,7 +249,7 @@ def test_output_directory_guard(tmp_path, dataset, model_fn):
   assert not (out / 'old_result.txt').exists()
   runner.run()
   assert len(_read_csv(out / 'metrics.csv')) == 1
-  with pytest.raises(training.OutputDirectoryError, match='--overwrite'):
+  with pytest.raises(checkpoints.OutputDirectoryError, match='--overwrite'):
     _runner(_config(method='global', rounds=1), dataset, model_fn, out)
   # An empty existing directory is fine.
   (tmp_path / 'empty').mkdir()
@@ -375,7 +380,7 @@ def test_resume_refuses_to_restart_over_unusable_checkpoints(
       os.remove(copy / 'checkpoints' / name)
   before = sorted(os.listdir(copy))
   metrics_before = (copy / 'metrics.csv').read_text()
-  with pytest.raises(training.OutputDirectoryError, match='refusing to restart'):
+  with pytest.raises(checkpoints.OutputDirectoryError, match='refusing to restart'):
     _runner(_config(), dataset, model_fn, copy, resume=True)
   assert sorted(os.listdir(copy)) == before
   assert (copy / 'metrics.csv').read_text() == metrics_before
@@ -401,7 +406,7 @@ def test_evaluating_another_split_leaves_the_run_untouched(resume_runs):
 
 
 def test_computation_cache_builds_once_per_key():
-  cache = training.ComputationCache()
+  cache = computation_cache.ComputationCache()
   built = []
 
   def build(value):
@@ -419,15 +424,13 @@ def test_computation_cache_builds_once_per_key():
 
 
 def test_objects_enter_keys_by_identity():
-  from tff_ditto import computation_cache  # pylint: disable=g-import-not-at-top
-
   def make_model_fn():
     return lambda: None
 
   a, b = make_model_fn(), make_model_fn()
   assert computation_cache.ByIdentity(a) == computation_cache.ByIdentity(a)
   assert computation_cache.ByIdentity(a) != computation_cache.ByIdentity(b)
-  cache = training.ComputationCache()
+  cache = computation_cache.ComputationCache()
   key_a, key_b = computation_cache.ByIdentity(a), computation_cache.ByIdentity(b)
   first = cache.get_or_build('k', key_a, list)
   assert cache.get_or_build('k', computation_cache.ByIdentity(a), list) is first
@@ -478,7 +481,7 @@ def test_driver_side_differences_reuse_computations_bit_identically(
     runner = _runner(config, dataset, model_fn, tmp_path / 'alone' / name)
     runner.run()
     alone[name] = _run_results(runner)
-  cache = training.ComputationCache()
+  cache = computation_cache.ComputationCache()
   shared = {}
   for name, config in configs.items():
     runner = _runner(config, dataset, model_fn, tmp_path / 'shared' / name,
@@ -488,7 +491,8 @@ def test_driver_side_differences_reuse_computations_bit_identically(
   clean, attacked = shared['clean'], shared['attacked']
   assert attacked.process is clean.process
   assert attacked.global_evaluation is clean.global_evaluation
-  assert attacked.personalized_evaluation is clean.personalized_evaluation
+  assert (attacked.method.personalized_evaluation
+          is clean.method.personalized_evaluation)
   assert cache.builds == {
       'ditto_process': 1, 'global_evaluation': 1, 'personalized_evaluation': 1}
   assert cache.hits == cache.builds
@@ -499,7 +503,7 @@ def test_driver_side_differences_reuse_computations_bit_identically(
 
 def test_builder_inputs_separate_computations(tmp_path, dataset, model_fn):
   """Runs whose builders receive different inputs never share a process."""
-  cache = training.ComputationCache()
+  cache = computation_cache.ComputationCache()
   base = dict(aggregator='k_norm', attack='a1', attack_ratio=0.5)
   # k_norm excludes E = int(3 * malicious / 6) updates: 1 at ratio 0.5, 0 at
   # 0.2; A2 makes clients transform their updates (simulate_attacks).
@@ -588,19 +592,19 @@ def test_personal_lr_must_be_positive():
 
 
 def test_initial_model_weights_are_cached_per_seed_and_copied(model_fn):
-  first = training.initial_model_weights(model_fn, 3)
-  again = training.initial_model_weights(model_fn, 3)
+  first = initial_weights.initial_model_weights(model_fn, 3)
+  again = initial_weights.initial_model_weights(model_fn, 3)
   _assert_arrays_equal(first.trainable, again.trainable)
   assert first.trainable[0] is not again.trainable[0]
   # Callers get their own arrays: changing one leaves the next call alone.
   first.trainable[0][...] = 123.0
-  fresh = training.initial_model_weights(model_fn, 3)
+  fresh = initial_weights.initial_model_weights(model_fn, 3)
   _assert_arrays_equal(fresh.trainable, again.trainable)
   assert not np.array_equal(fresh.trainable[0], first.trainable[0])
 
 
 def test_per_object_memo_builds_once_per_owner_and_key():
-  memo = training.computation_cache_lib.PerObjectMemo()
+  memo = computation_cache.PerObjectMemo()
   builds = []
 
   def build(value):

@@ -11,14 +11,14 @@ have explicit numpy references. The end-to-end test runs one round of two
 
 from __future__ import annotations
 
-import collections
 
 import numpy as np
 import pytest
 import tensorflow_federated as tff
 
+from tff_ditto import aggregator_specs
 from tff_ditto import aggregators as agg
-from tff_ditto import ditto
+from tff_ditto import sampling
 from tff_ditto import training
 from tff_ditto import training_config
 from tff_ditto.aggregators import omniscient
@@ -348,16 +348,16 @@ def test_spec_builds_the_weighted_factory():
       aggregator='median', weighted_aggregation=True, bucketing_size=2
   )
   config.validate()
-  spec = training.model_aggregator_spec(config, 20, 0)
+  spec = aggregator_specs.model_aggregator_spec(config, 20, 0)
   assert spec.weighted
-  assert spec != training.model_aggregator_spec(
+  assert spec != aggregator_specs.model_aggregator_spec(
       training_config.ExperimentConfig(aggregator='median', bucketing_size=2),
       20, 0,
   )
   factory = spec.build()
   assert isinstance(factory, agg.ExampleWeightedFactory)
   assert isinstance(factory.weighted_rule, agg.BucketingRule)
-  attacked = training.model_aggregator_spec(
+  attacked = aggregator_specs.model_aggregator_spec(
       training_config.ExperimentConfig(
           aggregator='median', weighted_aggregation=True, attack='alie',
           attack_ratio=0.2,
@@ -392,7 +392,7 @@ def test_weighted_aggregation_weights_the_global_update_by_train_size(
   """One Ditto round of 3 clients, unweighted and weighted, against numpy."""
   runners = {}
   for weighted in (False, True):
-    config = training.ExperimentConfig(
+    config = training_config.ExperimentConfig(
         method='ditto', rounds=1, clients_per_round=3, local_steps=2,
         batch_size=10, lam=0.5, sampling='uniform', seed=0,
         weighted_aggregation=weighted,
@@ -402,12 +402,12 @@ def test_weighted_aggregation_weights_the_global_update_by_train_size(
         log_fn=None,
     )
   unweighted, weighted = runners[False], runners[True]
-  assert unweighted.sends_train_size is False
-  assert weighted.sends_train_size is True
+  assert unweighted.method.client_data_fields.num_train_examples is False
+  assert weighted.method.client_data_fields.num_train_examples is True
   process = unweighted.process
   start_state = unweighted.state
   start = _weights_list(process, start_state)
-  clients = training.sample_clients(
+  clients = sampling.sample_clients(
       0, dataset.num_train_examples(), 3, seed=0, mode='uniform'
   )
   sizes = dataset.num_train_examples()[clients].astype(np.float64)
@@ -417,7 +417,9 @@ def test_weighted_aggregation_weights_the_global_update_by_train_size(
   deltas = []
   for client in clients:
     alone = process.next(
-        start_state, unweighted._round_client_data(0, [client])
+        start_state,
+        unweighted.round_data.client_data(
+            0, [client], unweighted.method.client_data_fields),
     )
     deltas.append(
         [s - w for s, w in zip(start, _weights_list(process, alone.state))]
@@ -446,7 +448,7 @@ def test_weighted_aggregation_runs_behind_an_omniscient_attack(
     tmp_path, dataset, model_fn
 ):
   """Attackers mark themselves with minus their train size (real round)."""
-  config = training.ExperimentConfig(
+  config = training_config.ExperimentConfig(
       method='global', rounds=1, clients_per_round=4, local_steps=1,
       batch_size=10, eval_every=1, seed=0, attack='ipm', attack_ratio=0.5,
       aggregator='median', bucketing_size=2, weighted_aggregation=True,
@@ -454,10 +456,11 @@ def test_weighted_aggregation_runs_behind_an_omniscient_attack(
   runner = training.ExperimentRunner(
       config, dataset, model_fn, str(tmp_path / 'run'), log_fn=None
   )
-  assert runner.sends_train_size and runner.simulate_attacks
+  fields = runner.method.client_data_fields
+  assert fields.num_train_examples and fields.attack
   start = _weights_list(runner.process, runner.state)
   output = runner.process.next(
-      runner.state, runner._round_client_data(0, [0, 1, 2, 3])
+      runner.state, runner.round_data.client_data(0, [0, 1, 2, 3], fields)
   )
   aggregator = output.metrics['aggregator']
   assert aggregator['omniscient_attackers'] == int(runner.malicious[:4].sum())

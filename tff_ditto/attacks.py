@@ -37,7 +37,7 @@ from tff_ditto.data import FederatedDataset
 from tff_ditto.names import ATTACK_ALIASES
 from tff_ditto.names import ATTACKS
 from tff_ditto.names import DATA_ATTACKS
-from tff_ditto.names import NO_ATTACK  # pylint: disable=unused-import
+from tff_ditto.names import NO_ATTACK
 from tff_ditto.names import OMNISCIENT_ATTACKS
 from tff_ditto.names import UPDATE_ATTACKS
 
@@ -129,6 +129,41 @@ def poison_training_labels(
         y=_poisoned_labels(arrays['y'], dataset, mode, rng),
     )
   return dataclasses.replace(dataset, train=train)
+
+
+def attacked_dataset(
+    dataset: FederatedDataset,
+    malicious_client_indices: np.ndarray,
+    attack: str,
+    *,
+    poison_labels: bool,
+    seed: int,
+) -> FederatedDataset:
+  """The dataset a run trains on under `attack`.
+
+  Args:
+    dataset: The clean dataset.
+    malicious_client_indices: Indices into `dataset.client_ids`.
+    attack: The run's attack (any name `canonical_attack_name` takes).
+    poison_labels: The reference-compatible mode: the malicious clients of
+      an update or omniscient attack also train on A1-poisoned labels.
+    seed: Seeds the random labels.
+
+  Returns:
+    The dataset with the malicious clients' training labels poisoned by a
+    data attack (or, with `poison_labels`, by A1 under any other attack),
+    else `dataset` itself.
+  """
+  attack = canonical_attack_name(attack)
+  if attack in DATA_ATTACKS:
+    return poison_training_labels(
+        dataset, malicious_client_indices, attack, seed
+    )
+  if attack != NO_ATTACK and poison_labels:
+    return poison_training_labels(
+        dataset, malicious_client_indices, 'label_poison', seed
+    )
+  return dataset
 
 
 def update_attack_code(attack: str) -> int:

@@ -1,4 +1,4 @@
-"""Per-client training batch streams, and the seeds they are drawn with.
+"""Per-client training batch streams (their seeds: `tff_ditto.sampling`).
 
 Two ways to feed a client its mini-batches (`ExperimentConfig.batch_stream`):
 
@@ -27,19 +27,11 @@ from collections.abc import Mapping
 import numpy as np
 import tensorflow as tf
 
+from tff_ditto.sampling import FINETUNE_STREAM
+from tff_ditto.sampling import TRAIN_STREAM
+from tff_ditto.sampling import client_seed
+
 BATCH_STREAMS = ('reference', 'per_round_shuffle')
-
-# Seed streams: independent random draws keyed by purpose.
-TRAIN_STREAM = 1
-FINETUNE_STREAM = 2
-ATTACK_STREAM = 3
-
-
-def client_seed(seed: int, stream: int, *keys: int) -> int:
-  """A seed in [0, 2**31 - 1) determined by the experiment seed and keys."""
-  return int(
-      np.random.default_rng([seed, stream, *keys]).integers(2**31 - 1)
-  )
 
 
 def per_round_shuffle_batches(

@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
+from tff_ditto import checkpoints
 from tff_ditto import experiment_defaults
 from tff_ditto import models
 from tff_ditto import training
@@ -132,7 +133,7 @@ def run_comparison(
           resume=resume,
           log_fn=log_fn,
       )
-    except training.OutputDirectoryError as error:
+    except checkpoints.OutputDirectoryError as error:
       raise ExperimentError(str(error)) from error
     summary = runner.run()
     row = collections.OrderedDict(method=config.method)

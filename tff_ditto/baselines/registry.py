@@ -1,12 +1,14 @@
 """The baselines as methods of `tff_ditto.training.ExperimentRunner`.
 
-`build_method(config, model_fn, ...)` returns a `BaselineMethod`: the
-method's `LearningProcess`, whether it keeps per-client state (the runner then
-keeps a `FileClientStateStore` and commits it every round), how a round's
-client data is built and how clients are evaluated. Everything shared with
-Ditto stays the runner's: sampling, training streams (same seeds, so `term`
-with t = 0 is `global` bit for bit), the malicious set and attack
-instructions, checkpoints and the metrics.
+`build_method(config, model_fn, ...)` returns a `BaselineMethod` (a
+`tff_ditto.methods.Method`): the method's `LearningProcess`, whether it
+keeps per-client state (the runner then keeps a `FileClientStateStore` and
+commits it every round), what a round's client data hold (a
+`round_data.ClientDataFields`) and how clients are evaluated. Everything
+shared with Ditto stays the runner's: sampling, the round data and the
+evaluations' inputs (`round_data.RoundDataBuilder`: training streams with
+the same seeds, so `term` with t = 0 is `global` bit for bit, and the
+malicious set's attack instructions), checkpoints and the metrics.
 
 Methods: term, l2sgd, apfl, ewc, skl, perfedavg, mapper, finetune_es (see
 the modules of `tff_ditto.baselines`).
@@ -16,15 +18,15 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 
-import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_ditto import client_data_schema
 from tff_ditto import ditto
 from tff_ditto import evaluation
 from tff_ditto import optimization
+from tff_ditto import round_data
 from tff_ditto.baselines import apfl
 from tff_ditto.baselines import finetuning
 from tff_ditto.baselines import l2sgd
@@ -75,102 +77,74 @@ def build_key(config, num_clients: int) -> Hashable:
 
 @dataclasses.dataclass
 class BaselineMethod:
-  """One baseline, as `ExperimentRunner` uses it.
+  """One baseline, as `ExperimentRunner` uses it (a `tff_ditto.methods.Method`).
 
   Attributes:
     name: The method name.
     process: Its `tff.learning.templates.LearningProcess`.
+    client_data_fields: What each sampled client's round data hold: the
+      batches (`batches_per_round` of them, what its `reference` batch
+      stream advances by), then the state handle (stateful methods), the
+      attack instruction and the whole training set, as the method needs;
+      the FedAvg-trained methods take Ditto's global-only round data.
     stateful: Keeps per-client state files (runner's store).
-    full_train: The round's client data includes `full_train`.
-    fedavg_data: The process is `ditto.build_ditto_process(personalize=False)`
-      and takes the runner's own round data.
     evaluation_kind: 'global', 'interpolated' or a fine-tuning kind.
-    batches_per_round: Training batches a sampled client takes per round
-      (what its `reference` batch stream advances by).
     evaluation: The evaluation computation.
   """
 
   name: str
   process: tff.learning.templates.LearningProcess
+  client_data_fields: round_data.ClientDataFields
   stateful: bool
-  full_train: bool
-  fedavg_data: bool
   evaluation_kind: str
   evaluation: tff.Computation
-  batches_per_round: int
 
-  def round_client_data(self, runner, round_num: int,
-                        client_indices: Sequence[int]) -> list:
-    """The per-client data of one round, from the runner's streams."""
-    if self.fedavg_data:
-      return runner._round_client_data(round_num, client_indices)  # pylint: disable=protected-access
-    from tff_ditto import training  # pylint: disable=g-import-not-at-top
+  def evaluate_clients(
+      self,
+      model_weights: tff.learning.models.ModelWeights,
+      split: str,
+      inputs: round_data.RoundDataBuilder,
+  ) -> list:
+    """Per-client metrics (loss_sum, num_correct, num_examples) on `split`.
 
-    config = runner.config
-    client_ids = runner.dataset.client_ids
-    handles = (
-        runner.store.handles(client_indices, round_num)
-        if self.stateful else [None] * len(client_indices)
-    )
-    client_data = []
-    for index, handle in zip(client_indices, handles):
-      arrays = runner.dataset.train[client_ids[index]]
-      data = collections.OrderedDict(
-          batches=runner.batch_streams.round_batches(
-              round_num, int(index), arrays, self.batches_per_round))
-      if self.stateful:
-        data[client_data_schema.STATE_KEY] = training.state_handle_dataset(
-            handle)
-      if runner.simulate_attacks:
-        data[client_data_schema.ATTACK_KEY] = runner._attack_instruction(  # pylint: disable=protected-access
-            round_num, int(index))
-      if self.full_train:
-        data[client_data_schema.FULL_TRAIN_KEY] = training.eval_batches(
-            arrays, config.eval_batch_size)
-      client_data.append(data)
-    return client_data
+    Args:
+      model_weights: The global model.
+      split: 'test' or 'validation'.
+      inputs: The run's builder of client inputs (batches, fine-tuning
+        batches, state handles).
 
-  def evaluate_clients(self, runner, model_weights,
-                       test_batches: Sequence[tf.data.Dataset]) -> list:
-    """Per-client metrics (loss_sum, num_correct, num_examples)."""
-    from tff_ditto import client_states  # pylint: disable=g-import-not-at-top
-    from tff_ditto import training  # pylint: disable=g-import-not-at-top
-
+    Returns:
+      One record per client.
+    """
+    clients = range(inputs.dataset.num_clients)
     if self.evaluation_kind == 'global':
-      return self.evaluation(model_weights, list(test_batches))
-    config = runner.config
-    client_ids = runner.dataset.client_ids
-
-    def handle(i):
-      return training.state_handle_dataset(
-          client_states.ClientStateHandle(runner.store.read_path(i), ''))
-
+      return self.evaluation(
+          model_weights, [inputs.split_batches(i, split) for i in clients])
     if self.evaluation_kind == 'interpolated':
       return self.evaluation(model_weights, [
-          collections.OrderedDict(batches=batches, personal_state=handle(i))
-          for i, batches in enumerate(test_batches)
+          collections.OrderedDict(
+              batches=inputs.split_batches(i, split),
+              personal_state=inputs.evaluation_state_handle(i))
+          for i in clients
       ])
-    steps = config.finetune_steps
+    steps = inputs.config.finetune_steps
     if self.evaluation_kind == 'ewc':
       steps += finetuning.FISHER_BATCHES
-    inputs = []
-    for i, (client_id, batches) in enumerate(zip(client_ids, test_batches)):
-      arrays = runner.dataset.train[client_id]
+    client_inputs = []
+    for i in clients:
       available = collections.OrderedDict(
-          train=runner.batch_streams.finetune_batches(i, arrays, steps),
-          full_train=lambda arrays=arrays: training.eval_batches(
-              arrays, config.eval_batch_size),
-          personal_state=lambda i=i: handle(i),
-          validation=lambda client_id=client_id: training.eval_batches(
-              runner.dataset.validation[client_id], config.eval_batch_size),
+          train=inputs.finetune_batches(i, steps),
+          full_train=lambda i=i: inputs.split_batches(i, 'train'),
+          personal_state=lambda i=i: inputs.evaluation_state_handle(i),
+          validation=lambda i=i: inputs.split_batches(i, 'validation'),
       )
       data = collections.OrderedDict()
       for key in finetuning.finetune_data_keys(self.evaluation_kind):
         value = available[key]
         data[key] = value() if callable(value) else value
-      data[finetuning.TEST_KEY] = batches
-      inputs.append(data)
-    return self.evaluation(model_weights, inputs)
+      data[finetuning.TEST_KEY] = inputs.split_batches(i, split)
+      client_inputs.append(data)
+    return self.evaluation(model_weights, client_inputs)
 
 
 def build_method(
@@ -277,13 +251,19 @@ def build_method(
     evaluation_computation = finetuning.build_finetune_family_evaluation(
         model_fn, kind, client_optimizer, strength=strength,
         patience=config.finetune_patience)
+  stateful = method in STATEFUL_METHODS
+  if fedavg_data:  # Ditto's round data, global model only.
+    fields = round_data.ClientDataFields(
+        batches_per_round=batches_per_round, attack=simulate_attacks)
+  else:
+    fields = round_data.ClientDataFields(
+        batches_per_round=batches_per_round, personal_state=stateful,
+        attack=simulate_attacks, full_train=full_train, always_struct=True)
   return BaselineMethod(
       name=method,
       process=process,
-      stateful=method in STATEFUL_METHODS,
-      full_train=full_train,
-      fedavg_data=fedavg_data,
+      client_data_fields=fields,
+      stateful=stateful,
       evaluation_kind=kind,
       evaluation=evaluation_computation,
-      batches_per_round=batches_per_round,
   )

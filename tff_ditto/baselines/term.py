@@ -22,7 +22,6 @@ Deviations from the reference:
 
 from __future__ import annotations
 
-import collections
 
 import tensorflow as tf
 import tensorflow_federated as tff

@@ -39,7 +39,8 @@ class RunSettings:
       (they are large: one model per client).
     reuse_computations: Cells whose process or evaluation builders receive
       the same inputs share the built computations (one
-      `training.ComputationCache` per grid); False builds them per cell.
+      `computation_cache.ComputationCache` per grid); False builds them per
+      cell.
     config_overrides: `ExperimentConfig` fields set in every cell (over the
       dataset preset, under the cell's own options), e.g.
       `QUICK_CONFIG_OVERRIDES`.

@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
+from tff_ditto import computation_cache
 from tff_ditto import models
 from tff_ditto import runtime
 from tff_ditto import training
@@ -48,7 +49,7 @@ class _GridResources:
   """What a grid's cells share: TFF runtime, datasets, model_fns and cache.
 
   One dataset and one model_fn per dataset name (the cache keys models by
-  identity), and one `training.ComputationCache` unless
+  identity), and one `computation_cache.ComputationCache` unless
   `settings.reuse_computations` is False.
   """
 
@@ -66,7 +67,7 @@ class _GridResources:
     runtime.set_quiet_logs(0)
     runtime.configure_local_execution(2)
     if self.settings.reuse_computations:
-      self.cache = training.ComputationCache()
+      self.cache = computation_cache.ComputationCache()
     self._started = True
 
   def runner(self, cell: Cell, config, directory: str, resume: bool):
