@@ -1,4 +1,5 @@
-"""Tests for tff_ditto.ditto: Ditto's round as a composed TFF LearningProcess.
+"""Tests for tff_ditto.ditto and tff_ditto.ditto_client: Ditto's round as a
+composed TFF LearningProcess.
 
 Everything runs real TFF computations on the toy linear model of `toy.py`;
 the expected values come from an independent numpy (float64) implementation
@@ -16,6 +17,7 @@ import toy
 from tff_ditto import client_data_schema
 from tff_ditto import client_states
 from tff_ditto import ditto
+from tff_ditto import ditto_client
 
 LR = 0.1
 LAM = 0.5
@@ -495,7 +497,7 @@ def test_loss_weighting_sends_the_whole_training_set_loss_to_k_loss(
 
   process = toy.build_process(
       lr=LR, personal_lambda=LAM, local_steps=STEPS,
-      client_weighting=ditto.LOSS_WEIGHTING,
+      client_weighting=ditto_client.LOSS_WEIGHTING,
       model_aggregator=aggregators.KLossFactory(num_benign=1),
   )
   # Each client has 6 batches; only the first STEPS = 3 are trained on, so

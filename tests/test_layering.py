@@ -30,6 +30,7 @@ TF_PACKAGES = ('tensorflow', 'tensorflow_federated')
 TF_FREE_MODULES = (
     'tff_ditto.names',
     'tff_ditto.training_config',
+    'tff_ditto.config_validation',
     'tff_ditto.lambda_policy',
     'tff_ditto.config_equivalence',
     'tff_ditto.reproduction.grid',

@@ -167,6 +167,7 @@ def _run_experiment_flags():
 
 def test_every_config_field_has_a_flag_with_its_help_text():
   from tff_ditto import experiment_defaults  # pylint: disable=g-import-not-at-top
+  from tff_ditto import names  # pylint: disable=g-import-not-at-top
   from tff_ditto import training_config  # pylint: disable=g-import-not-at-top
 
   fields = dataclasses.fields(training_config.ExperimentConfig)
@@ -210,9 +211,9 @@ def test_every_config_field_has_a_flag_with_its_help_text():
   # The enum choices are exactly the values the config accepts.
   attack = [f for f in fields if f.name == 'attack'][0]
   assert sorted(attack.metadata['choices']) == sorted(
-      training_config.ATTACK_NAMES)
+      names.ATTACK_NAMES)
   aggregator = [f for f in fields if f.name == 'aggregator'][0]
-  assert aggregator.metadata['choices'] == training_config.AGGREGATOR_NAMES
+  assert aggregator.metadata['choices'] == names.AGGREGATOR_NAMES
 
 
 # --------------------------------------------------------------- bad flags

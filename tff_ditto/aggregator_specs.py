@@ -18,7 +18,7 @@ import tensorflow_federated as tff
 
 from tff_ditto import aggregators
 from tff_ditto import attacks
-from tff_ditto import ditto
+from tff_ditto import ditto_client
 from tff_ditto.aggregators import omniscient
 from tff_ditto.training_config import ExperimentConfig
 
@@ -32,16 +32,16 @@ def client_weighting(
     config: The run's config.
 
   Returns:
-    `ditto.LOSS_WEIGHTING` for k_loss; with `weighted_aggregation` the
-    size of the client's training set (`ditto.NUM_TRAIN_EXAMPLES_WEIGHTING`;
-    the examples a round processes, local_steps * min(n_k, batch_size), do
-    not tell the clients' sizes apart); else
-    UNIFORM (unweighted aggregators ignore it).
+    `ditto_client.LOSS_WEIGHTING` for k_loss; with `weighted_aggregation`
+    the size of the client's training set
+    (`ditto_client.NUM_TRAIN_EXAMPLES_WEIGHTING`; the examples a round
+    processes, local_steps * min(n_k, batch_size), do not tell the clients'
+    sizes apart); else UNIFORM (unweighted aggregators ignore it).
   """
   if config.aggregator == 'k_loss':
-    return ditto.LOSS_WEIGHTING
+    return ditto_client.LOSS_WEIGHTING
   if config.weighted_aggregation:
-    return ditto.NUM_TRAIN_EXAMPLES_WEIGHTING
+    return ditto_client.NUM_TRAIN_EXAMPLES_WEIGHTING
   return tff.learning.ClientWeighting.UNIFORM
 
 

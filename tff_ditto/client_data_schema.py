@@ -161,9 +161,9 @@ def client_data_type(
     validation: Include the client's validation batches (per-step lambda
       selection).
     full_train: Include the client's whole training set (round-start loss
-      of `tff_ditto.ditto.LOSS_WEIGHTING`).
+      of `tff_ditto.ditto_client.LOSS_WEIGHTING`).
     num_train_examples: Include the size of the client's training set
-      (`tff_ditto.ditto.NUM_TRAIN_EXAMPLES_WEIGHTING`).
+      (`tff_ditto.ditto_client.NUM_TRAIN_EXAMPLES_WEIGHTING`).
 
   Returns:
     A sequence of batches when none is set; otherwise the struct of

@@ -40,7 +40,7 @@ class DittoProcessSpec:
     server_lr: Its learning rate.
     global_proximal_strength: FedProx mu.
     client_weighting: A `tff.learning.ClientWeighting` or
-      `ditto.LOSS_WEIGHTING`.
+      `tff_ditto.ditto_client.LOSS_WEIGHTING`.
     personalize: Train personal models.
     simulate_attacks: Client data carry attack instructions.
     select_lambda_per_step: Per-step lambda selection.

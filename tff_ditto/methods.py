@@ -25,7 +25,7 @@ from tff_ditto import attacks
 from tff_ditto import baselines
 from tff_ditto import client_data_schema
 from tff_ditto import computation_cache
-from tff_ditto import ditto
+from tff_ditto import ditto_client
 from tff_ditto import ditto_family
 from tff_ditto import evaluation
 from tff_ditto import lambda_policy
@@ -242,9 +242,9 @@ def build_method(
           personal_state=personalize,
           attack=simulate_attacks,
           validation=personal_models.select_per_step,
-          full_train=weighting == ditto.LOSS_WEIGHTING,
+          full_train=weighting == ditto_client.LOSS_WEIGHTING,
           num_train_examples=(
-              weighting == ditto.NUM_TRAIN_EXAMPLES_WEIGHTING
+              weighting == ditto_client.NUM_TRAIN_EXAMPLES_WEIGHTING
           ),
       ),
       stateful=personalize,

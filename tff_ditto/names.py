@@ -1,6 +1,6 @@
 """The names of the methods, server aggregators and attacks (no TF import).
 
-Defined once, here: `training_config` validates settings with them without
+Defined once, here: `config_validation` validates settings with them without
 importing TensorFlow, and the registries that build them
 (`tff_ditto.baselines`, `tff_ditto.aggregators`, `tff_ditto.attacks`)
 implement exactly these (tests/test_names.py checks).

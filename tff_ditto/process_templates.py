@@ -1,8 +1,9 @@
 """The TFF templates every learning process of this project is composed from.
 
-Ditto (`tff_ditto.ditto`) and each baseline (`tff_ditto.baselines`) differ
-only in their client update: a `tf.function` `(initial weights w_t, client
-data) -> (update, weight, statistics)` run by each sampled client, with
+Ditto (`tff_ditto.ditto`; its client update in `tff_ditto.ditto_client`) and
+each baseline (`tff_ditto.baselines`) differ only in their client update: a
+`tf.function` `(initial weights w_t, client data) -> (update, weight,
+statistics)` run by each sampled client, with
 update = w_t - w_k (TFF's sign convention; `model_delta`), weight its
 aggregation weight and statistics from `loss_statistics`. The rest is shared:
 

@@ -1,7 +1,8 @@
 """The configuration of one experiment run (no TensorFlow import).
 
 `ExperimentConfig` and the description of each field's command-line flag
-(`field_help`). Which lambdas a config trains and selects among:
+(`field_help`). The rules a valid config follows: `tff_ditto.config_validation`.
+Which lambdas a config trains and selects among:
 `tff_ditto.lambda_policy`; the config a run actually uses and which runs give
 the same results: `tff_ditto.config_equivalence`.
 """
@@ -11,19 +12,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-# The names are defined in `tff_ditto.names`; `METHODS`,
-# `BASELINE_METHODS` and `PERSONALIZED_METHODS` stay importable from here.
+# The names are defined in `tff_ditto.names`; `PERSONALIZED_METHODS` stays
+# importable from here.
 from tff_ditto.names import AGGREGATOR_NAMES
 from tff_ditto.names import ATTACK_ALIASES
-from tff_ditto.names import ATTACK_NAMES
 from tff_ditto.names import ATTACKS
-from tff_ditto.names import BASELINE_METHODS
-from tff_ditto.names import METHODS
 from tff_ditto.names import NO_ATTACK
-from tff_ditto.names import NO_WEIGHTED_FORM
-from tff_ditto.names import OMNISCIENT_ATTACKS
 from tff_ditto.names import PERSONALIZED_METHODS  # pylint: disable=unused-import
-from tff_ditto.names import WEIGHTED_AGGREGATOR_NAMES
 
 SAMPLING_MODES = ('weighted', 'uniform')
 # 'auto': the paper's choice among per-candidate personal models at
@@ -93,7 +88,7 @@ class ExperimentConfig:
   and how the flag is made (`FLAG_FROM_FIELD`, ...; `field_help`).
 
   Attributes:
-    method: One of METHODS. `local` is Ditto with lambda = 0.
+    method: One of `tff_ditto.names.METHODS`. `local` is Ditto with lambda = 0.
     rounds: Communication rounds.
     clients_per_round: Clients sampled per round (capped at the client count).
     local_steps: Mini-batch steps per client per round (reference
@@ -423,133 +418,15 @@ class ExperimentConfig:
     )
 
   def validate(self) -> None:
-    """Raises ValueError with a one-line message on an invalid setting."""
-    checks = [
-        (self.method in METHODS, f'method must be one of {METHODS}'),
-        (self.rounds >= 1, 'rounds must be >= 1'),
-        (self.clients_per_round >= 1, 'clients_per_round must be >= 1'),
-        (self.local_steps >= 1, 'local_steps must be >= 1'),
-        (self.batch_size >= 1, 'batch_size must be >= 1'),
-        (self.client_lr > 0, 'client_lr must be > 0'),
-        (
-            self.personal_lr is None or self.personal_lr > 0,
-            'personal_lr must be > 0',
-        ),
-        (self.server_lr > 0, 'server_lr must be > 0'),
-        (
-            self.server_optimizer in SERVER_OPTIMIZERS,
-            f'server_optimizer must be one of {SERVER_OPTIMIZERS}',
-        ),
-        (self.lam >= 0, 'lam must be >= 0'),
-        (
-            self.lam_selection in LAMBDA_SELECTIONS,
-            f'lam_selection must be one of {LAMBDA_SELECTIONS}',
-        ),
-        (
-            not self.strong_attack or self.lam_selection != 'fixed',
-            'strong_attack picks the candidate lambdas of lam_selection auto '
-            'or per_step; it has no effect with lam_selection fixed',
-        ),
-        (self.fedprox_mu >= 0, 'fedprox_mu must be >= 0'),
-        (self.finetune_steps >= 0, 'finetune_steps must be >= 0'),
-        (self.finetune_lam >= 0, 'finetune_lam must be >= 0'),
-        (self.eval_every >= 1, 'eval_every must be >= 1'),
-        (self.eval_batch_size >= 1, 'eval_batch_size must be >= 1'),
-        (self.sampling in SAMPLING_MODES, f'sampling must be in {SAMPLING_MODES}'),
-        (
-            self.batch_stream in BATCH_STREAMS,
-            f'batch_stream must be one of {BATCH_STREAMS}',
-        ),
-        (self.checkpoint_every >= 0, 'checkpoint_every must be >= 0'),
-        (self.eval_split in ('test', 'validation'), 'eval_split must be test or validation'),
-        (self.attack.lower() in ATTACK_NAMES, f'attack must be one of {ATTACK_NAMES}'),
-        (0.0 <= self.attack_ratio < 1.0, 'attack_ratio must be in [0, 1)'),
-        (self.aggregator in AGGREGATOR_NAMES, f'aggregator must be one of {AGGREGATOR_NAMES}'),
-        (self.bucketing_size >= 0, 'bucketing_size must be >= 0'),
-        (
-            not self.weighted_aggregation
-            or self.aggregator not in NO_WEIGHTED_FORM,
-            f'aggregator {self.aggregator} has no example-weighted form ('
-            f'{NO_WEIGHTED_FORM.get(self.aggregator)}): '
-            'weighted_aggregation needs one of '
-            f'{WEIGHTED_AGGREGATOR_NAMES}',
-        ),
-        (
-            self.aggregator not in ('krum', 'multi_krum')
-            or self.clients_per_round
-            - int(self.clients_per_round * self.attack_ratio) - 2 >= 1,
-            f'aggregator {self.aggregator} needs clients_per_round - f - 2 >= 1 '
-            f'with f = int(clients_per_round * attack_ratio) = '
-            f'{int(self.clients_per_round * self.attack_ratio)}',
-        ),
-        (self.cclip_tau > 0, 'cclip_tau must be > 0'),
-        (self.term_t >= 0, 'term_t must be >= 0'),
-        (0.0 <= self.apfl_alpha <= 1.0, 'apfl_alpha must be in [0, 1]'),
-        (
-            self.perfedavg_alpha is None or self.perfedavg_alpha > 0,
-            'perfedavg_alpha must be > 0',
-        ),
-        (self.ewc_lam >= 0, 'ewc_lam must be >= 0'),
-        (self.skl_lam >= 0, 'skl_lam must be >= 0'),
-        (self.finetune_patience >= 1, 'finetune_patience must be >= 1'),
-        (
-            all(value >= 0 for value in self.report_lambdas),
-            'report_lambdas must all be >= 0',
-        ),
-        (
-            not self.report_lambdas or self.method == 'ditto',
-            'report_lambdas trains extra personal models of method ditto '
-            f'only (method {self.method})',
-        ),
-        (
-            not self.report_lambdas or self.lam_selection != 'per_step',
-            'report_lambdas needs one personal model per lambda: not with '
-            'lam_selection per_step (a single model chooses at every step)',
-        ),
-        (
-            self.curve_split in (None, 'test', 'validation')
-            and self.curve_split != self.eval_split,
-            'curve_split must be None, test or validation, and not '
-            f'eval_split ({self.eval_split})',
-        ),
-        (
-            self.aggregator != 'k_loss' or self.bucketing_size < 2,
-            'bucketing_size must be 0 with aggregator k_loss (bucket means '
-            'have no client loss)',
-        ),
-        (
-            self.aggregator != 'k_loss'
-            or self.attack.lower() not in OMNISCIENT_ATTACKS,
-            'aggregator k_loss cannot run under the omniscient attacks '
-            f'{OMNISCIENT_ATTACKS} (their hook marks attackers by weight)',
-        ),
-        (
-            self.attack.lower() == 'none' or self.attack_ratio > 0,
-            'an attack needs attack_ratio > 0',
-        ),
-        (
-            self.method not in BASELINE_METHODS
-            or (self.aggregator != 'k_loss' and not self.weighted_aggregation),
-            f'method {self.method} sends unweighted updates (as the reference):'
-            ' no k_loss aggregator, no weighted_aggregation',
-        ),
-        (
-            self.method != 'term'
-            or (
-                self.aggregator == 'mean'
-                and self.bucketing_size == 0
-                and self.attack.lower() not in OMNISCIENT_ATTACKS
-            ),
-            'method term weights updates by exp(t * loss): it needs '
-            'aggregator mean, no bucketing and no omniscient attack',
-        ),
-    ]
-    for ok, message in checks:
-      if not ok:
-        name = message.split()[0]
-        value = getattr(self, name, None)
-        got = f' (got {value!r})' if hasattr(self, name) else ''
-        raise ValueError(f'{message}{got}')
+    """Raises ValueError with a one-line message on an invalid setting.
+
+    The rules: `tff_ditto.config_validation.validate_config`.
+    """
+    # Imported here, not at the top: config_validation reads this module.
+    # pylint: disable-next=g-import-not-at-top
+    from tff_ditto import config_validation
+
+    config_validation.validate_config(self)
 
 
 def field_help(name: str) -> str:
