@@ -10,7 +10,7 @@ guaranteed, and checked here:
   a zero row (robust rules see it as one more, harmless, vote; weighted means
   ignore it), so their own `non_finite_clients` stays 0 here; when
   non-finite rows do reach a robust rule (used outside this process), it
-  drops and counts them (`tests/test_aggregators.py`). The global model `w`
+  drops and counts them (`tests/aggregators/test_aggregators.py`). The global model `w`
   stays finite under every aggregator.
 * 1e30 (finite but huge): passes the client check. Every robust rule keeps
   `w` bounded (here within 10 of the start; honest updates are ~0.1).

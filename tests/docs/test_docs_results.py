@@ -15,7 +15,9 @@ import textwrap
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import repo_paths
+
+REPO = repo_paths.REPO
 
 
 def _load_script():

@@ -6,14 +6,13 @@ import os
 import numpy as np
 import pytest
 
+import repo_paths
 from tff_ditto import models
 from tff_ditto import training
 from tff_ditto import training_config
 from tff_ditto.data import load_dataset
 
-_SCRIPT = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    'scripts', 'bucketing_experiment.py')
+_SCRIPT = os.path.join(repo_paths.SCRIPTS, 'bucketing_experiment.py')
 _spec = importlib.util.spec_from_file_location('bucketing_experiment', _SCRIPT)
 bucketing_experiment = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bucketing_experiment)

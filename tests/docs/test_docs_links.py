@@ -15,7 +15,9 @@ import re
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import repo_paths
+
+REPO = repo_paths.REPO
 PAGES = ['README.md'] + sorted(
     os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, 'docs', '*.md')))
 

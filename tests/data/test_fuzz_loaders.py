@@ -29,7 +29,7 @@ flaky) and kept small so the whole file runs in well under 90 s. For a deeper
 local run with fresh random examples:
 
     FUZZ_RANDOM=1 FUZZ_SCALE=10 .venv/bin/python -m pytest \
-        tests/test_fuzz_loaders.py -q
+        tests/data/test_fuzz_loaders.py -q
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import repo_paths
 from tff_ditto.data import DATASET_NAMES
 from tff_ditto.data import DataError
 from tff_ditto.data import load_dataset
@@ -14,7 +15,7 @@ from tff_ditto.data import registry
 from tff_ditto.data import synthetic
 from tff_ditto.data.leaf_json import write_leaf_split
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = repo_paths.REPO
 SAMPLES = os.path.join(REPO, 'leaf_data', 'samples')
 SHARED = '/work/shared/data'
 

@@ -34,7 +34,7 @@ FLOAT = tff.TensorType(np.float32)
 WEIGHTABLE = tuple(
     name for name in agg.AGGREGATOR_NAMES if name not in agg.NO_WEIGHTED_FORM
 )
-# name -> build_aggregator parameters, as in tests/test_aggregators.py.
+# name -> build_aggregator parameters, as in tests/aggregators/test_aggregators.py.
 PARAMETERS = {
     'mean': {},
     'median': {},
@@ -114,7 +114,7 @@ def _reference(name, rows, weights):
   if name == 'trimmed_mean':
     return _weighted_trimmed_mean(rows, weights, b=1)
   if name == 'multi_krum':
-    # f=1, m=3 on X selects rows 1, 0, 2 (tests/test_aggregators.py).
+    # f=1, m=3 on X selects rows 1, 0, 2 (tests/aggregators/test_aggregators.py).
     return _weighted_mean(rows[[1, 0, 2]], weights[[1, 0, 2]])
   if name == 'norm_clip':
     return _weighted_mean(_median_norm_clipped(rows), weights)

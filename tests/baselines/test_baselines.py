@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
+import repo_paths
 import toy
 from tff_ditto import evaluation
 from tff_ditto.baselines import apfl
@@ -398,7 +399,7 @@ def test_hvp_check_script_finds_finite_differences_exact_on_a_smooth_model(
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   import pandas as pd  # pylint: disable=g-import-not-at-top
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = repo_paths.REPO
   output = tmp_path / 'hvp.csv'
   completed = subprocess.run(
       [sys.executable,

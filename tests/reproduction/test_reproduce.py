@@ -8,6 +8,7 @@ import os
 import pandas as pd
 import pytest
 
+import repo_paths
 from tff_ditto.data import registry
 from tff_ditto.reproduction import availability
 from tff_ditto.reproduction import comparisons
@@ -225,7 +226,7 @@ def test_cells_take_the_grid_evaluation_period_and_curve_split():
 def test_selected_report_marks_the_rest_pending(tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = repo_paths.REPO
   completed = subprocess.run(
       [sys.executable, os.path.join(root, 'scripts', 'reproduce.py'),
        '--datasets=synthetic', '--report_only', '--skip_theory',
@@ -388,7 +389,7 @@ def test_evaluate_run_reads_a_finished_cell(tmp_path):
   import json  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = repo_paths.REPO
   kept, dropped = (grid.make_cell('synthetic', 'ditto'),
                    grid.make_cell('synthetic', 'global'))
   for cell, keep in ((kept, True), (dropped, False)):

@@ -8,13 +8,13 @@ import os
 import pandas as pd
 import pytest
 
+import repo_paths
 from tff_ditto import training
 from tff_ditto import training_config
 
 
 def _load_script(name):
-  path = os.path.join(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))), 'scripts', f'{name}.py')
+  path = os.path.join(repo_paths.SCRIPTS, f'{name}.py')
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

@@ -10,9 +10,9 @@ import os
 import pandas as pd
 import pytest
 
-_SCRIPT = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts',
-    'budget_curve.py')
+import repo_paths
+
+_SCRIPT = os.path.join(repo_paths.SCRIPTS, 'budget_curve.py')
 
 
 def _load(name):

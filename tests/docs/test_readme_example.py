@@ -14,9 +14,10 @@ import tempfile
 
 import numpy as np
 
+import repo_paths
 from tff_ditto import runtime
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = repo_paths.REPO
 HEADING = '## Using the pieces in your own TFF code'
 
 

@@ -7,10 +7,11 @@ import time
 import numpy as np
 import pytest
 
+import repo_paths
 from tff_ditto.data import DataError
 from tff_ditto.data import leaf
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = repo_paths.REPO
 REAL_FEMNIST = '/work/shared/data/femnist'
 REAL_VEHICLE = '/work/shared/data/vehicle'
 
