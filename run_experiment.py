@@ -30,45 +30,61 @@ from tff_ditto import runtime  # noqa: E402
 from tff_ditto import training_config  # noqa: E402
 
 _DATASET = flags.DEFINE_string(
-    'dataset', 'synthetic',
+    'dataset',
+    'synthetic',
     'Dataset: synthetic (embedded Synthetic(1,1) generator; also '
     'synthetic_<alpha>_<beta>), femnist, vehicle, celeba, leaf_synthetic '
     '(LEAF JSON), fmnist (Fashion-MNIST, 500-device partition), emnist, '
-    'tff_celeba (TFF SQLite files).')
+    'tff_celeba (TFF SQLite files).',
+)
 _DATA_DIR = flags.DEFINE_string(
-    'data_dir', None,
+    'data_dir',
+    None,
     'Directory holding the dataset (or its parent, e.g. ../shared/data). '
-    'Not needed for synthetic.')
+    'Not needed for synthetic.',
+)
 
 # The flags of the ExperimentConfig fields. Their help texts live beside the
 # fields (tff_ditto/training_config.py), as does how each flag is made: most
 # are generated from the field's type and default (`_define_config_flags`);
 # these take a list or a text that is parsed here.
 _METHOD = flags.DEFINE_list(
-    'method', ['ditto', 'global', 'local'],
-    training_config.field_help('method'))
+    'method', ['ditto', 'global', 'local'], training_config.field_help('method')
+)
 _LAM = flags.DEFINE_string('lam', None, training_config.field_help('lam'))
 _REPORT_LAMBDAS = flags.DEFINE_list(
-    'report_lambdas', [], training_config.field_help('report_lambdas'))
+    'report_lambdas', [], training_config.field_help('report_lambdas')
+)
 
 _VALIDATION_FRACTION = flags.DEFINE_float(
-    'validation_fraction', 0.1,
-    "Fraction of each client's training data held out for validation.")
+    'validation_fraction',
+    0.1,
+    "Fraction of each client's training data held out for validation.",
+)
 _MAX_CLIENTS = flags.DEFINE_integer(
-    'max_clients', None, 'Use only the first N clients (quick runs).')
+    'max_clients', None, 'Use only the first N clients (quick runs).'
+)
 _OUTPUT_DIR = flags.DEFINE_string(
-    'output_dir', None,
-    'Results directory (default: runs/<dataset>-seed<seed>-<time>).')
+    'output_dir',
+    None,
+    'Results directory (default: runs/<dataset>-seed<seed>-<time>).',
+)
 _RESUME = flags.DEFINE_bool(
-    'resume', False,
-    'Continue the run in --output_dir from its latest checkpoints.')
+    'resume',
+    False,
+    'Continue the run in --output_dir from its latest checkpoints.',
+)
 _OVERWRITE = flags.DEFINE_bool(
-    'overwrite', False, 'Replace existing results in --output_dir.')
+    'overwrite', False, 'Replace existing results in --output_dir.'
+)
 _MAX_CONCURRENT_CLIENTS = flags.DEFINE_integer(
-    'max_concurrent_clients', 2,
-    'Client computations the local TFF worker runs at once (-1 = no limit).')
+    'max_concurrent_clients',
+    2,
+    'Client computations the local TFF worker runs at once (-1 = no limit).',
+)
 _WORKERS = flags.DEFINE_string(
-    'workers', None,
+    'workers',
+    None,
     'Comma-separated host:port of running TFF worker_binary processes (see '
     'scripts/start_local_workers.py). One address: every computation runs on '
     "that worker. Several: TFF's mergeable context splits each round's "
@@ -76,7 +92,8 @@ _WORKERS = flags.DEFINE_string(
     'aggregates here (robust aggregators then gather by concatenation). '
     'Client data and state paths must be readable on the workers. The '
     'workers speak unauthenticated gRPC: use only trusted, firewalled '
-    'addresses. Default: a worker this process starts on 127.0.0.1.')
+    'addresses. Default: a worker this process starts on 127.0.0.1.',
+)
 
 _DEFINE_BY_TYPE = {
     int: flags.DEFINE_integer,
@@ -116,23 +133,29 @@ def _define_config_flags() -> dict[str, flags.FlagHolder]:
     if 'flag' not in field.metadata:
       raise TypeError(
           f'ExperimentConfig.{field.name} does not describe its flag (define '
-          'it with training_config._field)')
+          'it with training_config._field)'
+      )
     how = field.metadata['flag']
-    if how not in (training_config.FLAG_FROM_FIELD,
-                   training_config.FLAG_PRESET):
+    if how not in (
+        training_config.FLAG_FROM_FIELD,
+        training_config.FLAG_PRESET,
+    ):
       continue
     default = None if how == training_config.FLAG_PRESET else field.default
     help_text = field.metadata['help']
     if field.metadata['choices'] is not None:
       holders[field.name] = flags.DEFINE_enum(
-          field.name, default, list(field.metadata['choices']), help_text)
+          field.name, default, list(field.metadata['choices']), help_text
+      )
       continue
     value_type = _value_type(types[field.name])
     if value_type not in _DEFINE_BY_TYPE:
       raise TypeError(
-          f'ExperimentConfig.{field.name}: no flag type for {value_type}')
+          f'ExperimentConfig.{field.name}: no flag type for {value_type}'
+      )
     holders[field.name] = _DEFINE_BY_TYPE[value_type](
-        field.name, default, help_text)
+        field.name, default, help_text
+    )
   return holders
 
 
@@ -142,16 +165,50 @@ _CONFIG_FLAGS = _define_config_flags()
 # definitions before the config flags were generated (flags added since
 # follow, in definition order).
 _RECORDED_FLAG_ORDER = (
-    'dataset', 'data_dir', 'method', 'rounds', 'clients_per_round',
-    'local_steps', 'batch_size', 'client_lr', 'personal_lr', 'server_lr',
-    'server_optimizer', 'lam', 'report_lambdas', 'curve_split',
-    'strong_attack', 'fedprox_mu', 'finetune_steps', 'finetune_lam',
-    'aggregator', 'bucketing_size', 'term_t', 'apfl_alpha', 'perfedavg_alpha',
-    'ewc_lam', 'skl_lam', 'finetune_patience', 'cclip_tau', 'attack',
-    'attack_ratio', 'attack_poison_labels', 'eval_every', 'eval_split',
-    'sampling', 'batch_stream', 'weighted_aggregation', 'seed',
-    'validation_fraction', 'max_clients', 'output_dir', 'resume', 'overwrite',
-    'checkpoint_every', 'max_concurrent_clients', 'workers',
+    'dataset',
+    'data_dir',
+    'method',
+    'rounds',
+    'clients_per_round',
+    'local_steps',
+    'batch_size',
+    'client_lr',
+    'personal_lr',
+    'server_lr',
+    'server_optimizer',
+    'lam',
+    'report_lambdas',
+    'curve_split',
+    'strong_attack',
+    'fedprox_mu',
+    'finetune_steps',
+    'finetune_lam',
+    'aggregator',
+    'bucketing_size',
+    'term_t',
+    'apfl_alpha',
+    'perfedavg_alpha',
+    'ewc_lam',
+    'skl_lam',
+    'finetune_patience',
+    'cclip_tau',
+    'attack',
+    'attack_ratio',
+    'attack_poison_labels',
+    'eval_every',
+    'eval_split',
+    'sampling',
+    'batch_stream',
+    'weighted_aggregation',
+    'seed',
+    'validation_fraction',
+    'max_clients',
+    'output_dir',
+    'resume',
+    'overwrite',
+    'checkpoint_every',
+    'max_concurrent_clients',
+    'workers',
 )
 
 
@@ -190,8 +247,13 @@ def _config_values() -> dict:
 
 # Flags that may differ between a run and its --resume.
 _RESUME_MAY_CHANGE = frozenset({
-    'output_dir', 'resume', 'rounds', 'verbosity', 'max_concurrent_clients',
-    'overwrite', 'workers',
+    'output_dir',
+    'resume',
+    'rounds',
+    'verbosity',
+    'max_concurrent_clients',
+    'overwrite',
+    'workers',
 })
 
 
@@ -225,15 +287,18 @@ def main(argv):
   # Validate everything before any TF/TFF work starts.
   try:
     configs = experiment_defaults.build_configs(
-        _DATASET.value, _METHOD.value, _config_values())
+        _DATASET.value, _METHOD.value, _config_values()
+    )
   except ValueError as error:
     _fail(str(error))
   if _VALIDATION_FRACTION.value == 0 and any(
       config.method == 'ditto' and config.lam_selection != 'fixed'
       for config in configs
   ):
-    _fail(f'--lam={configs[0].lam_selection} chooses lambda by validation '
-          'loss: it needs --validation_fraction > 0')
+    _fail(
+        f'--lam={configs[0].lam_selection} chooses lambda by validation '
+        'loss: it needs --validation_fraction > 0'
+    )
   if _RESUME.value and not _OUTPUT_DIR.value:
     _fail('--resume needs the --output_dir of the run to continue')
   worker_addresses = None
@@ -247,7 +312,8 @@ def main(argv):
   output_dir = _OUTPUT_DIR.value or os.path.join(
       'runs',
       f'{_DATASET.value}-seed{_CONFIG_FLAGS["seed"].value}-'
-      f'{datetime.datetime.now():%Y%m%d-%H%M%S}')
+      f'{datetime.datetime.now():%Y%m%d-%H%M%S}',
+  )
   settings = dict(
       dataset_name=_DATASET.value,
       data_dir=_DATA_DIR.value,
@@ -258,7 +324,8 @@ def main(argv):
   if _RESUME.value:
     try:
       settings = experiment_defaults.recorded_settings(
-          output_dir, _explicit_flags(), rounds=_CONFIG_FLAGS['rounds'].value)
+          output_dir, _explicit_flags(), rounds=_CONFIG_FLAGS['rounds'].value
+      )
     except ValueError as error:
       _fail(str(error))
 

@@ -39,13 +39,19 @@ def _femnist_user(rng, n):
 
 def make_femnist(rng):
   root = os.path.join(SAMPLES, 'femnist')
-  train = {u: _femnist_user(rng, n)
-           for u, n in (('f0000_00', 4), ('f0001_01', 3), ('f0002_02', 3))}
+  train = {
+      u: _femnist_user(rng, n)
+      for u, n in (('f0000_00', 4), ('f0001_01', 3), ('f0002_02', 3))
+  }
   test = {u: _femnist_user(rng, 1) for u in train}
-  _dump(os.path.join(root, 'train', 'sample_0_train_9.json'),
-        {u: train[u] for u in ('f0000_00', 'f0001_01')})
-  _dump(os.path.join(root, 'train', 'sample_1_train_9.json'),
-        {'f0002_02': train['f0002_02']})
+  _dump(
+      os.path.join(root, 'train', 'sample_0_train_9.json'),
+      {u: train[u] for u in ('f0000_00', 'f0001_01')},
+  )
+  _dump(
+      os.path.join(root, 'train', 'sample_1_train_9.json'),
+      {'f0002_02': train['f0002_02']},
+  )
   _dump(os.path.join(root, 'test', 'sample_0_test_9.json'), test)
 
 
@@ -58,13 +64,19 @@ def make_vehicle(rng):
   sizes = {'f_00000': (8, 3), 'f_00001': (5, 2), 'f_00002': (6, 2)}
 
   def user(n):
-    return {'x': _features(rng, n, 100, 2),
-            'y': [[int(v)] for v in rng.choice([-1, 1], n)]}
+    return {
+        'x': _features(rng, n, 100, 2),
+        'y': [[int(v)] for v in rng.choice([-1, 1], n)],
+    }
 
-  _dump(os.path.join(root, 'train', 'mytrain.json'),
-        {u: user(n) for u, (n, _) in sizes.items()})
-  _dump(os.path.join(root, 'test', 'mytest.json'),
-        {u: user(m) for u, (_, m) in sizes.items()})
+  _dump(
+      os.path.join(root, 'train', 'mytrain.json'),
+      {u: user(n) for u, (n, _) in sizes.items()},
+  )
+  _dump(
+      os.path.join(root, 'test', 'mytest.json'),
+      {u: user(m) for u, (_, m) in sizes.items()},
+  )
 
 
 def make_synthetic(rng):
@@ -74,10 +86,14 @@ def make_synthetic(rng):
   def user(n):
     return {'x': _features(rng, n, 60), 'y': rng.integers(0, 10, n).tolist()}
 
-  _dump(os.path.join(root, 'train', 'mytrain.json'),
-        {u: user(n) for u, (n, _) in sizes.items()})
-  _dump(os.path.join(root, 'test', 'mytest.json'),
-        {u: user(m) for u, (_, m) in sizes.items()})
+  _dump(
+      os.path.join(root, 'train', 'mytrain.json'),
+      {u: user(n) for u, (n, _) in sizes.items()},
+  )
+  _dump(
+      os.path.join(root, 'test', 'mytest.json'),
+      {u: user(m) for u, (_, m) in sizes.items()},
+  )
 
 
 def main():

@@ -99,9 +99,17 @@ def aggregator_factories(n: int, gather: str, gather_dir=None):
 # Extra memory of each rule, in copies of the [n, d] matrix (transpose,
 # difference or clipped matrices), rough.
 RULE_COPIES = {
-    'tff_mean': 0.0, 'mean': 0.0, 'median': 1.5, 'trimmed_mean': 2.5,
-    'krum': 1.0, 'multi_krum': 1.0, 'rfa': 1.0, 'cclip': 1.5,
-    'norm_clip': 1.0, 'k_norm': 0.5, 'bucketing2_rfa': 2.0,
+    'tff_mean': 0.0,
+    'mean': 0.0,
+    'median': 1.5,
+    'trimmed_mean': 2.5,
+    'krum': 1.0,
+    'multi_krum': 1.0,
+    'rfa': 1.0,
+    'cclip': 1.5,
+    'norm_clip': 1.0,
+    'k_norm': 0.5,
+    'bucketing2_rfa': 2.0,
     'bucketing2_krum': 2.0,
 }
 
@@ -225,7 +233,10 @@ def run_one(config: dict) -> dict:
       [tf.TensorSpec(s, tf.float32) for s in shapes]
   )
   n, name, gather, feed = (
-      config['n'], config['aggregator'], config['gather'], config['feed']
+      config['n'],
+      config['aggregator'],
+      config['gather'],
+      config['feed'],
   )
   if feed == 'python':
     values = make_values(n, shapes)
@@ -265,7 +276,12 @@ def run_in_subprocess(config: dict, limit_gb: float, timeout_s: float) -> dict:
   import subprocess  # pylint: disable=g-import-not-at-top
 
   child = subprocess.Popen(
-      [sys.executable, os.path.abspath(__file__), '--run_one', json.dumps(config)],
+      [
+          sys.executable,
+          os.path.abspath(__file__),
+          '--run_one',
+          json.dumps(config),
+      ],
       stdout=subprocess.PIPE,
       stderr=subprocess.DEVNULL,
       start_new_session=True,  # own process group: the child and its worker
@@ -292,8 +308,10 @@ def run_in_subprocess(config: dict, limit_gb: float, timeout_s: float) -> dict:
     return dict(status='skipped', peak_gb=peak, note=reason)
   lines = [l for l in out.splitlines() if l.startswith('RESULT ')]
   if child.returncode != 0 or not lines:
-    return dict(status='failed', peak_gb=peak, note=f'exit code {child.returncode}')
-  result = json.loads(lines[-1][len('RESULT '):])
+    return dict(
+        status='failed', peak_gb=peak, note=f'exit code {child.returncode}'
+    )
+  result = json.loads(lines[-1][len('RESULT ') :])
   result.update(status='ok', peak_gb=peak, note='')
   return result
 
@@ -303,13 +321,16 @@ def main(argv=None):
   parser.add_argument('--sizes', default='10,100,1000')
   parser.add_argument('--gather_sizes', default='10,100,1000')
   parser.add_argument(
-      '--worker_sizes', default='100,1000',
+      '--worker_sizes',
+      default='100,1000',
       help='sizes also run with the updates generated inside the worker',
   )
   parser.add_argument(
       '--aggregators',
-      default='tff_mean,mean,median,trimmed_mean,krum,multi_krum,rfa,cclip,'
-      'norm_clip,k_norm,bucketing2_rfa,bucketing2_krum',
+      default=(
+          'tff_mean,mean,median,trimmed_mean,krum,multi_krum,rfa,cclip,'
+          'norm_clip,k_norm,bucketing2_rfa,bucketing2_krum'
+      ),
   )
   parser.add_argument('--gather_aggregators', default='mean,median,krum')
   parser.add_argument('--reps', type=int, default=3)
@@ -317,14 +338,17 @@ def main(argv=None):
   parser.add_argument('--memory_limit_gb', type=float, default=12.0)
   parser.add_argument('--timeout_s', type=float, default=1200.0)
   parser.add_argument(
-      '--max_concat_memcpy_gb', type=float, default=50.0,
+      '--max_concat_memcpy_gb',
+      type=float,
+      default=50.0,
       help='skip concat gathers whose O(n^2 d) copying exceeds this',
   )
   parser.add_argument(
       '--output', default=os.path.join(REPO, 'results', 'bench_aggregators.csv')
   )
   parser.add_argument(
-      '--update', action='store_true',
+      '--update',
+      action='store_true',
       help='replace only the rows of the configurations run now in --output',
   )
   parser.add_argument('--run_one', help=argparse.SUPPRESS)
@@ -351,13 +375,17 @@ def main(argv=None):
   configs = []  # (feed, n, name, gather)
   for n in sizes:
     for name in names:
-      configs.append(('python', n, name, 'none' if name == 'tff_mean' else 'file'))
+      configs.append(
+          ('python', n, name, 'none' if name == 'tff_mean' else 'file')
+      )
     if n in gather_sizes:
       for name in gather_names:
         configs.append(('python', n, name, 'concat'))
   for n in worker_sizes:
     for name in names:
-      configs.append(('worker', n, name, 'none' if name == 'tff_mean' else 'file'))
+      configs.append(
+          ('worker', n, name, 'none' if name == 'tff_mean' else 'file')
+      )
 
   old_rows = []
   if args.update and os.path.exists(args.output):
@@ -366,16 +394,31 @@ def main(argv=None):
   rows = []
   for index, (feed, n, name, gather) in enumerate(configs):
     row = dict(
-        date=date, machine=machine, feed=feed, n=n, d=dim, aggregator=name,
-        gather=gather, status='', median_s='', min_s='', first_s='', reps='',
-        peak_gb='', load_avg=f'{os.getloadavg()[0]:.1f}', note='',
+        date=date,
+        machine=machine,
+        feed=feed,
+        n=n,
+        d=dim,
+        aggregator=name,
+        gather=gather,
+        status='',
+        median_s='',
+        min_s='',
+        first_s='',
+        reps='',
+        peak_gb='',
+        load_avg=f'{os.getloadavg()[0]:.1f}',
+        note='',
     )
     predicted = predicted_gb(n, dim, name, gather, feed)
     reps = args.reps_large if n >= 1000 else args.reps
     if predicted > args.memory_limit_gb:
       row.update(
           status='skipped',
-          note=f'predicted memory {predicted:.1f} GB > {args.memory_limit_gb:g} GB',
+          note=(
+              f'predicted memory {predicted:.1f} GB >'
+              f' {args.memory_limit_gb:g} GB'
+          ),
       )
     elif (
         gather == 'concat'
@@ -384,13 +427,17 @@ def main(argv=None):
       row.update(
           status='skipped',
           note=(
-              f'concat gather copies {predicted_concat_memcpy_gb(n, dim):.0f} GB '
-              f'(O(n^2 d)) per round, > {args.max_concat_memcpy_gb:g} GB'
+              f'concat gather copies {predicted_concat_memcpy_gb(n, dim):.0f}'
+              f' GB (O(n^2 d)) per round, > {args.max_concat_memcpy_gb:g} GB'
           ),
       )
     else:
       config = dict(
-          feed=feed, n=n, aggregator=name, gather=gather, reps=reps,
+          feed=feed,
+          n=n,
+          aggregator=name,
+          gather=gather,
+          reps=reps,
           gather_dir=os.path.join(bench_root, str(index)),
       )
       result = run_in_subprocess(config, args.memory_limit_gb, args.timeout_s)
@@ -449,9 +496,7 @@ def markdown_table(rows, sizes) -> str:
       value = f"skipped ({row['note']})"
     cell[(row['aggregator'], row['gather'], int(row['n']))] = value
   header = (
-      '| aggregator | gather | '
-      + ' | '.join(f'n={n}' for n in sizes)
-      + ' |'
+      '| aggregator | gather | ' + ' | '.join(f'n={n}' for n in sizes) + ' |'
   )
   lines = [header, '|' + '---|' * (len(sizes) + 2)]
   for name, gather in keys:

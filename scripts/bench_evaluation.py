@@ -33,6 +33,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
+
 # Imported before app.run: Keras 2.14 fails to build Sequential models eagerly
 # when TensorFlow is first imported inside an absl main.
 import tensorflow as tf  # noqa: E402
@@ -47,28 +48,40 @@ from tff_ditto import training_config  # noqa: E402
 from tff_ditto.data import load_dataset  # noqa: E402
 
 _DATA_DIR = flags.DEFINE_string(
-    'data_dir', '../shared/data', 'Parent of the datasets (femnist/, ...).')
-_DATASETS = flags.DEFINE_list('datasets', ['femnist', 'synthetic'],
-                              'Datasets to measure.')
+    'data_dir', '../shared/data', 'Parent of the datasets (femnist/, ...).'
+)
+_DATASETS = flags.DEFINE_list(
+    'datasets', ['femnist', 'synthetic'], 'Datasets to measure.'
+)
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Measured repeats per variant.')
-_OUTPUT = flags.DEFINE_string('output', 'results/bench_evaluation.csv',
-                              'CSV written with the results.')
+_OUTPUT = flags.DEFINE_string(
+    'output', 'results/bench_evaluation.csv', 'CSV written with the results.'
+)
 
 
 def _runner(dataset_name: str, data_dir: str):
   values = experiment_defaults.preset_for(dataset_name)
-  values.update(method='ditto', rounds=1, eval_every=10**9,
-                checkpoint_every=0, seed=0)
-  fields = {field.name for field in dataclasses.fields(
-      training_config.ExperimentConfig)}
+  values.update(
+      method='ditto', rounds=1, eval_every=10**9, checkpoint_every=0, seed=0
+  )
+  fields = {
+      field.name
+      for field in dataclasses.fields(training_config.ExperimentConfig)
+  }
   config = training_config.ExperimentConfig(
-      **{key: value for key, value in values.items() if key in fields})
-  dataset = load_dataset(dataset_name, data_dir, validation_fraction=0.1,
-                         seed=config.seed)
+      **{key: value for key, value in values.items() if key in fields}
+  )
+  dataset = load_dataset(
+      dataset_name, data_dir, validation_fraction=0.1, seed=config.seed
+  )
   spec = models.get_model_spec(dataset_name, seed=config.seed)
   runner = training.ExperimentRunner(
-      config, dataset, spec.tff_model_fn(),
-      tempfile.mkdtemp(prefix='bench_evaluation_'), log_fn=None)
+      config,
+      dataset,
+      spec.tff_model_fn(),
+      tempfile.mkdtemp(prefix='bench_evaluation_'),
+      log_fn=None,
+  )
   return runner, spec
 
 
@@ -101,9 +114,11 @@ def measure(dataset_name: str, data_dir: str, repeats: int):
   runner.run_round(0)
   arrays = runner.dataset.test
   client_batches = [
-      floor_loops.client_batches(round_data.eval_batches(
-          arrays[client], runner.config.eval_batch_size))
-      for client in runner.dataset.client_ids]
+      floor_loops.client_batches(
+          round_data.eval_batches(arrays[client], runner.config.eval_batch_size)
+      )
+      for client in runner.dataset.client_ids
+  ]
   loops = [_forward_loop(spec), _forward_loop(spec)]
 
   def one_loop():
@@ -117,17 +132,21 @@ def measure(dataset_name: str, data_dir: str, repeats: int):
 
   times = collections.defaultdict(list)
   for repeat in range(repeats + 1):
-    for variant, function in (('forward_pass_one_loop', one_loop),
-                              ('forward_pass_two_threads', two_threads),
-                              ('tff_ditto', evaluate)):
+    for variant, function in (
+        ('forward_pass_one_loop', one_loop),
+        ('forward_pass_two_threads', two_threads),
+        ('tff_ditto', evaluate),
+    ):
       start = time.perf_counter()
       function()
       if repeat:  # The first repeat warms up (tracing, first TFF calls).
         times[variant].append(time.perf_counter() - start)
-  medians = {variant: float(np.median(values))
-             for variant, values in times.items()}
-  medians['forward_pass'] = min(medians['forward_pass_one_loop'],
-                                medians['forward_pass_two_threads'])
+  medians = {
+      variant: float(np.median(values)) for variant, values in times.items()
+  }
+  medians['forward_pass'] = min(
+      medians['forward_pass_one_loop'], medians['forward_pass_two_threads']
+  )
   examples = int(sum(int(np.sum(sizes)) for _, sizes in client_batches))
   return medians, runner.dataset.num_clients, examples
 
@@ -137,20 +156,36 @@ def main(argv):
   commit = floor_loops.prepare()
   rows = []
   for name in _DATASETS.value:
-    medians, clients, examples = measure(name, _DATA_DIR.value,
-                                         _REPEATS.value)
+    medians, clients, examples = measure(name, _DATA_DIR.value, _REPEATS.value)
     for variant, seconds in medians.items():
-      rows.append(collections.OrderedDict(
-          dataset=name, variant=variant, median_seconds=seconds,
-          ratio_to_forward_pass=seconds / medians['forward_pass'],
-          clients=clients, test_examples=examples, models=2,
-          repeats=_REPEATS.value, date=datetime.date.today().isoformat(),
-          commit=commit, cores=os.cpu_count()))
+      rows.append(
+          collections.OrderedDict(
+              dataset=name,
+              variant=variant,
+              median_seconds=seconds,
+              ratio_to_forward_pass=seconds / medians['forward_pass'],
+              clients=clients,
+              test_examples=examples,
+              models=2,
+              repeats=_REPEATS.value,
+              date=datetime.date.today().isoformat(),
+              commit=commit,
+              cores=os.cpu_count(),
+          )
+      )
     floor_loops.print_medians(name, medians)
   floor_loops.write_results(
-      rows, _OUTPUT.value,
-      ['dataset', 'variant', 'median_seconds', 'ratio_to_forward_pass',
-       'clients', 'test_examples'])
+      rows,
+      _OUTPUT.value,
+      [
+          'dataset',
+          'variant',
+          'median_seconds',
+          'ratio_to_forward_pass',
+          'clients',
+          'test_examples',
+      ],
+  )
 
 
 if __name__ == '__main__':

@@ -41,6 +41,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
+
 # Imported before app.run: Keras 2.14 fails to build Sequential models eagerly
 # when TensorFlow is first imported inside an absl main.
 import tensorflow as tf  # noqa: E402
@@ -71,8 +72,12 @@ SETTINGS = {
     for setting in (
         Setting('femnist_ditto', 'femnist', 'ditto'),
         Setting('femnist_global', 'femnist', 'global'),
-        Setting('femnist_ditto_per_device', 'femnist', 'ditto',
-                (('lam_selection', 'auto'),)),
+        Setting(
+            'femnist_ditto_per_device',
+            'femnist',
+            'ditto',
+            (('lam_selection', 'auto'),),
+        ),
         Setting('fmnist_ditto', 'fmnist', 'ditto'),
         Setting('vehicle_global', 'vehicle', 'global', has_floor=False),
         Setting('vehicle_ditto', 'vehicle', 'ditto', has_floor=False),
@@ -82,26 +87,35 @@ SETTINGS = {
 }
 
 _DATA_DIR = flags.DEFINE_string(
-    'data_dir', '../shared/data', 'Parent of the datasets (femnist/, ...).')
+    'data_dir', '../shared/data', 'Parent of the datasets (femnist/, ...).'
+)
 _SETTINGS = flags.DEFINE_list(
-    'settings', list(SETTINGS), f'Settings to measure, of {list(SETTINGS)}.')
+    'settings', list(SETTINGS), f'Settings to measure, of {list(SETTINGS)}.'
+)
 _ROUNDS = flags.DEFINE_integer('rounds', 12, 'Measured rounds per setting.')
 _WARMUP = flags.DEFINE_integer('warmup', 3, 'Unmeasured warm-up rounds.')
-_OUTPUT = flags.DEFINE_string('output', 'results/bench_round.csv',
-                              'CSV written with the results.')
+_OUTPUT = flags.DEFINE_string(
+    'output', 'results/bench_round.csv', 'CSV written with the results.'
+)
 
 
 def _config(setting: Setting, rounds: int) -> training_config.ExperimentConfig:
   values = experiment_defaults.preset_for(setting.dataset)
   values.update(
-      method=setting.method, rounds=rounds, eval_every=10**9,
-      checkpoint_every=0, seed=0,
+      method=setting.method,
+      rounds=rounds,
+      eval_every=10**9,
+      checkpoint_every=0,
+      seed=0,
   )
   values.update(dict(setting.overrides))
-  fields = {field.name for field in dataclasses.fields(
-      training_config.ExperimentConfig)}
+  fields = {
+      field.name
+      for field in dataclasses.fields(training_config.ExperimentConfig)
+  }
   return training_config.ExperimentConfig(
-      **{key: value for key, value in values.items() if key in fields})
+      **{key: value for key, value in values.items() if key in fields}
+  )
 
 
 class Floor:
@@ -131,7 +145,8 @@ class Floor:
         loss = loss_fn(batch['y'], model(batch['x'], training=True))
       gradients = tape.gradient(loss, model.trainable_variables)
       for variable, gradient, anchor in zip(
-          model.trainable_variables, gradients, center):
+          model.trainable_variables, gradients, center
+      ):
         if strength:
           gradient = gradient + strength * (variable - anchor)
         variable.assign_sub(learning_rate * gradient)
@@ -171,14 +186,24 @@ def _round_batches(runner, round_num: int):
   config = runner.config
   streams = copy.deepcopy(runner.batch_streams)
   clients = sampling.sample_clients(
-      round_num, runner.dataset.num_train_examples(),
-      config.clients_per_round, config.seed, config.sampling)
+      round_num,
+      runner.dataset.num_train_examples(),
+      config.clients_per_round,
+      config.seed,
+      config.sampling,
+  )
   ids = runner.dataset.client_ids
   return [
-      floor_loops.client_batches(streams.round_batches(
-          round_num, int(i), runner.dataset.train[ids[i]],
-          config.local_steps).take(config.local_steps))
-      for i in clients]
+      floor_loops.client_batches(
+          streams.round_batches(
+              round_num,
+              int(i),
+              runner.dataset.train[ids[i]],
+              config.local_steps,
+          ).take(config.local_steps)
+      )
+      for i in clients
+  ]
 
 
 def _checkpoint_seconds(runner, round_num: int) -> float:
@@ -190,12 +215,17 @@ def _checkpoint_seconds(runner, round_num: int) -> float:
 def measure(setting: Setting, data_dir: str, rounds: int, warmup: int):
   """Median seconds per variant of one setting."""
   config = _config(setting, warmup + rounds)
-  dataset = load_dataset(setting.dataset, data_dir, validation_fraction=0.1,
-                         seed=config.seed)
+  dataset = load_dataset(
+      setting.dataset, data_dir, validation_fraction=0.1, seed=config.seed
+  )
   spec = models.get_model_spec(setting.dataset, seed=config.seed)
   runner = training.ExperimentRunner(
-      config, dataset, spec.tff_model_fn(), tempfile.mkdtemp(
-          prefix='bench_round_'), log_fn=None)
+      config,
+      dataset,
+      spec.tff_model_fn(),
+      tempfile.mkdtemp(prefix='bench_round_'),
+      log_fn=None,
+  )
   floor = None
   if setting.has_floor:
     lambdas = runner.personal_models.lambdas if runner.personalize else []
@@ -207,9 +237,12 @@ def measure(setting: Setting, data_dir: str, rounds: int, warmup: int):
     if floor is not None:
       client_batches = _round_batches(runner, round_num)
       model_steps = sum(int(sizes.shape[0]) for _, sizes in client_batches) * (
-          1 + (runner.personal_models.count if runner.personalize else 0))
-      for variant, run_floor in (('floor_one_loop', floor.one_loop),
-                                 ('floor_two_threads', floor.two_threads)):
+          1 + (runner.personal_models.count if runner.personalize else 0)
+      )
+      for variant, run_floor in (
+          ('floor_one_loop', floor.one_loop),
+          ('floor_two_threads', floor.two_threads),
+      ):
         start = time.perf_counter()
         run_floor(client_batches)
         if measured:
@@ -221,11 +254,13 @@ def measure(setting: Setting, data_dir: str, rounds: int, warmup: int):
     if measured:
       times['tff_ditto'].append(seconds)
       times['checkpoint'].append(checkpoint)
-  medians = {variant: float(np.median(values))
-             for variant, values in times.items()}
+  medians = {
+      variant: float(np.median(values)) for variant, values in times.items()
+  }
   if floor is not None:
-    medians['floor'] = min(medians['floor_one_loop'],
-                           medians['floor_two_threads'])
+    medians['floor'] = min(
+        medians['floor_one_loop'], medians['floor_two_threads']
+    )
   return medians, model_steps
 
 
@@ -235,22 +270,37 @@ def main(argv):
   rows = []
   for name in _SETTINGS.value:
     setting = SETTINGS[name]
-    medians, model_steps = measure(setting, _DATA_DIR.value, _ROUNDS.value,
-                                   _WARMUP.value)
+    medians, model_steps = measure(
+        setting, _DATA_DIR.value, _ROUNDS.value, _WARMUP.value
+    )
     floor = medians.get('floor')
     for variant, seconds in medians.items():
-      rows.append(collections.OrderedDict(
-          setting=name, variant=variant, median_round_seconds=seconds,
-          ratio_to_floor=(seconds / floor if floor else float('nan')),
-          model_steps_per_round=model_steps if floor else float('nan'),
-          rounds=_ROUNDS.value, warmup=_WARMUP.value,
-          date=datetime.date.today().isoformat(), commit=commit,
-          cores=os.cpu_count()))
+      rows.append(
+          collections.OrderedDict(
+              setting=name,
+              variant=variant,
+              median_round_seconds=seconds,
+              ratio_to_floor=(seconds / floor if floor else float('nan')),
+              model_steps_per_round=model_steps if floor else float('nan'),
+              rounds=_ROUNDS.value,
+              warmup=_WARMUP.value,
+              date=datetime.date.today().isoformat(),
+              commit=commit,
+              cores=os.cpu_count(),
+          )
+      )
     floor_loops.print_medians(name, medians)
   floor_loops.write_results(
-      rows, _OUTPUT.value,
-      ['setting', 'variant', 'median_round_seconds',
-       'ratio_to_floor', 'model_steps_per_round'])
+      rows,
+      _OUTPUT.value,
+      [
+          'setting',
+          'variant',
+          'median_round_seconds',
+          'ratio_to_floor',
+          'model_steps_per_round',
+      ],
+  )
 
 
 if __name__ == '__main__':

@@ -31,30 +31,41 @@ import time  # noqa: E402
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+
 # Imported before app.run: Keras 2.14 fails to build Sequential models eagerly
 # when TensorFlow is first imported inside an absl main.
 import tensorflow as tf  # noqa: E402,F401
 
 _DATA_DIR = flags.DEFINE_string(
-    'data_dir', '../shared/data', 'Parent of the femnist/ LEAF folder.')
+    'data_dir', '../shared/data', 'Parent of the femnist/ LEAF folder.'
+)
 _NUM_CLIENTS = flags.DEFINE_integer(
-    'num_clients', 1000, 'Clients in total (FEMNIST writers reused cyclically).')
+    'num_clients', 1000, 'Clients in total (FEMNIST writers reused cyclically).'
+)
 _CLIENTS_PER_ROUND = flags.DEFINE_integer(
-    'clients_per_round', 100, 'Clients sampled per round.')
+    'clients_per_round', 100, 'Clients sampled per round.'
+)
 _ROUNDS = flags.DEFINE_integer('rounds', 200, 'Rounds to run.')
 _WARMUP = flags.DEFINE_integer(
-    'warmup', 5, 'Rounds left out of the medians and of the memory slope.')
+    'warmup', 5, 'Rounds left out of the medians and of the memory slope.'
+)
 _LOCAL_STEPS = flags.DEFINE_integer('local_steps', 10, 'Local steps.')
 _MAX_CONCURRENT_CLIENTS = flags.DEFINE_integer(
-    'max_concurrent_clients', 2,
-    'Client computations the local TFF worker runs at once.')
+    'max_concurrent_clients',
+    2,
+    'Client computations the local TFF worker runs at once.',
+)
 _OUTPUT_PREFIX = flags.DEFINE_string(
-    'output_prefix', 'results/bench_scale',
-    'Writes <prefix>_rounds.csv (per round) and <prefix>.csv (summary).')
+    'output_prefix',
+    'results/bench_scale',
+    'Writes <prefix>_rounds.csv (per round) and <prefix>.csv (summary).',
+)
 _WORK_DIR = flags.DEFINE_string(
-    'work_dir', None,
+    'work_dir',
+    None,
     'Where client states and checkpoints go (default: a temporary directory, '
-    'deleted at the end).')
+    'deleted at the end).',
+)
 
 
 def resident_megabytes(pid: int) -> float:
@@ -129,7 +140,9 @@ def main(argv):
       validation=cyclic(femnist.validation),
       test=cyclic(femnist.test),
       num_classes=femnist.num_classes,
-      description=f'{_NUM_CLIENTS.value} clients: FEMNIST writers reused cyclically',
+      description=(
+          f'{_NUM_CLIENTS.value} clients: FEMNIST writers reused cyclically'
+      ),
   )
   config = training_config.ExperimentConfig(
       method='ditto',
@@ -197,8 +210,9 @@ def main(argv):
           rounds=config.rounds,
           median_round_seconds=float(measured['seconds'].median()),
           median_checkpoint_seconds=float(
-              (measured['seconds_with_checkpoint'] - measured['seconds'])
-              .median()
+              (
+                  measured['seconds_with_checkpoint'] - measured['seconds']
+              ).median()
           ),
           peak_driver_rss_mb=float(per_round['driver_rss_mb'].max()),
           peak_worker_rss_mb=float(per_round['worker_rss_mb'].max()),

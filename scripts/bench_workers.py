@@ -41,16 +41,20 @@ _ROUNDS = flags.DEFINE_integer('rounds', 8, 'Rounds per mode.', lower_bound=2)
 _WARMUP_ROUNDS = flags.DEFINE_integer(
     'warmup_rounds', 2, 'Rounds excluded from the median.', lower_bound=0
 )
-_CLIENTS_PER_ROUND = flags.DEFINE_integer('clients_per_round', 10, 'Clients per round.')
+_CLIENTS_PER_ROUND = flags.DEFINE_integer(
+    'clients_per_round', 10, 'Clients per round.'
+)
 _LOCAL_STEPS = flags.DEFINE_integer('local_steps', 10, 'Local steps.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 10, 'Batch size.')
 _MAX_CONCURRENT = flags.DEFINE_integer(
-    'max_concurrent_computation_calls', 2,
+    'max_concurrent_computation_calls',
+    2,
     'Client computations each worker runs at once.',
 )
 _MODES = flags.DEFINE_list(
-    'modes', ['owned', 'one_loopback', 'two_loopback', 'two_loopback'],
-    'Modes to run, in order (a repeated mode checks its own reproducibility).'
+    'modes',
+    ['owned', 'one_loopback', 'two_loopback', 'two_loopback'],
+    'Modes to run, in order (a repeated mode checks its own reproducibility).',
 )
 _OUTPUT = flags.DEFINE_string(
     'output', 'results/bench_workers.csv', 'CSV file to write.'
@@ -81,7 +85,11 @@ def _run_mode(mode, dataset, spec, config, directory):
 
   _configure(mode)
   runner = training.ExperimentRunner(
-      config, dataset, spec.tff_model_fn(), directory, log_fn=None,
+      config,
+      dataset,
+      spec.tff_model_fn(),
+      directory,
+      log_fn=None,
       overwrite=True,
   )
   seconds = []
@@ -91,7 +99,8 @@ def _run_mode(mode, dataset, spec, config, directory):
     seconds.append(time.monotonic() - start)
     print(f'{mode}: round {round_num} {seconds[-1]:.2f} s', flush=True)
   weights = [
-      np.asarray(w) for w in runner.process.get_model_weights(runner.state).trainable
+      np.asarray(w)
+      for w in runner.process.get_model_weights(runner.state).trainable
   ]
   runtime.stop_started_workers()
   return seconds, weights
@@ -112,7 +121,8 @@ def main(argv):
   from tff_ditto.data import load_dataset  # pylint: disable=g-import-not-at-top
 
   (config,) = experiment_defaults.build_configs(
-      'femnist', ['ditto'],
+      'femnist',
+      ['ditto'],
       dict(
           rounds=_ROUNDS.value,
           clients_per_round=_CLIENTS_PER_ROUND.value,
@@ -134,36 +144,40 @@ def main(argv):
           mode, dataset, spec, config, os.path.join(scratch, mode)
       )
       load_after = os.getloadavg()[0]
-      median = statistics.median(seconds[_WARMUP_ROUNDS.value:])
+      median = statistics.median(seconds[_WARMUP_ROUNDS.value :])
       if reference is None:
         reference = weights
       difference = max(
-          float(np.max(np.abs(a.astype(np.float64) - b))) for a, b in zip(weights, reference)
+          float(np.max(np.abs(a.astype(np.float64) - b)))
+          for a, b in zip(weights, reference)
       )
       identical = all(np.array_equal(a, b) for a, b in zip(weights, reference))
       same_mode = first_run_of_mode.setdefault(mode, weights)
       repeat_identical = (
-          '' if same_mode is weights else
-          all(np.array_equal(a, b) for a, b in zip(weights, same_mode))
+          ''
+          if same_mode is weights
+          else all(np.array_equal(a, b) for a, b in zip(weights, same_mode))
       )
-      rows.append(dict(
-          mode=mode,
-          workers=_WORKER_COUNTS[mode],
-          rounds=_ROUNDS.value,
-          warmup_rounds=_WARMUP_ROUNDS.value,
-          clients_per_round=_CLIENTS_PER_ROUND.value,
-          local_steps=_LOCAL_STEPS.value,
-          batch_size=_BATCH_SIZE.value,
-          median_round_seconds=round(median, 3),
-          rounds_per_second=round(1.0 / median, 4),
-          round_seconds=' '.join(f'{s:.2f}' for s in seconds),
-          max_abs_weight_difference_vs_first_mode=difference,
-          identical_to_first_mode=identical,
-          identical_to_earlier_run_of_same_mode=repeat_identical,
-          load_average_1m_before=round(load_before, 2),
-          load_average_1m_after=round(load_after, 2),
-          cpu_count=os.cpu_count(),
-      ))
+      rows.append(
+          dict(
+              mode=mode,
+              workers=_WORKER_COUNTS[mode],
+              rounds=_ROUNDS.value,
+              warmup_rounds=_WARMUP_ROUNDS.value,
+              clients_per_round=_CLIENTS_PER_ROUND.value,
+              local_steps=_LOCAL_STEPS.value,
+              batch_size=_BATCH_SIZE.value,
+              median_round_seconds=round(median, 3),
+              rounds_per_second=round(1.0 / median, 4),
+              round_seconds=' '.join(f'{s:.2f}' for s in seconds),
+              max_abs_weight_difference_vs_first_mode=difference,
+              identical_to_first_mode=identical,
+              identical_to_earlier_run_of_same_mode=repeat_identical,
+              load_average_1m_before=round(load_before, 2),
+              load_average_1m_after=round(load_after, 2),
+              cpu_count=os.cpu_count(),
+          )
+      )
       print(rows[-1], flush=True)
   first = rows[0]['median_round_seconds']
   for row in rows:

@@ -71,28 +71,40 @@ BUCKETING_SIZES = (0, 2)
 # The paper's exp3 logs, beta = 0, final top-1 (%), mean over 3 seeds
 # (reference_implementations.md B.5); 'mean' under mimic is exp2's Avg.
 PAPER_ACCURACY = {
-    ('median', 0, 'mimic'): 68.7, ('median', 0, 'ipm'): 49.8,
+    ('median', 0, 'mimic'): 68.7,
+    ('median', 0, 'ipm'): 49.8,
     ('median', 0, 'alie'): 75.3,
-    ('median', 2, 'mimic'): 79.3, ('median', 2, 'ipm'): 65.4,
+    ('median', 2, 'mimic'): 79.3,
+    ('median', 2, 'ipm'): 65.4,
     ('median', 2, 'alie'): 89.0,
-    ('rfa', 0, 'mimic'): 79.5, ('rfa', 0, 'ipm'): 16.3, ('rfa', 0, 'alie'): 63.1,
-    ('rfa', 2, 'mimic'): 91.6, ('rfa', 2, 'ipm'): 90.9, ('rfa', 2, 'alie'): 91.7,
+    ('rfa', 0, 'mimic'): 79.5,
+    ('rfa', 0, 'ipm'): 16.3,
+    ('rfa', 0, 'alie'): 63.1,
+    ('rfa', 2, 'mimic'): 91.6,
+    ('rfa', 2, 'ipm'): 90.9,
+    ('rfa', 2, 'alie'): 91.7,
     ('mean', 0, 'mimic'): 93.1,
 }
 
 DEVIATIONS = (
     'Fashion-MNIST (pflib pool: 59,160 train / 9,680 test) instead of MNIST',
-    '10% of each worker\'s chunk held out as validation (lr selection only)',
+    "10% of each worker's chunk held out as validation (lr selection only)",
     'MLP 784-64-10 (50,890 params) instead of the 1.2M-param CNN',
-    'fewer rounds and a larger lr than 600 / 0.01 (see Settings; lr = best '
-    'of 0.05 / 0.1 / 0.2 on validation for the clean mean: 80.6 / 82.1 / '
-    '82.5%)',
-    'each round a worker\'s batch is 32 distinct examples drawn afresh from '
-    'its chunk, not the next batch of a shuffled epoch',
+    (
+        'fewer rounds and a larger lr than 600 / 0.01 (see Settings; lr = best '
+        'of 0.05 / 0.1 / 0.2 on validation for the clean mean: 80.6 / 82.1 / '
+        '82.5%)'
+    ),
+    (
+        "each round a worker's batch is 32 distinct examples drawn afresh from "
+        'its chunk, not the next batch of a shuffled epoch'
+    ),
     'one seed instead of three',
-    'clean reference = mean of the 20 honest workers only (no Byzantine '
-    'workers at all)',
-    'mimic\'s seeded start vector is TF\'s stateless normal, not torch randn',
+    (
+        'clean reference = mean of the 20 honest workers only (no Byzantine '
+        'workers at all)'
+    ),
+    "mimic's seeded start vector is TF's stateless normal, not torch randn",
 )
 
 
@@ -107,26 +119,39 @@ def default_cells() -> list[str]:
 
 
 _DATA_DIR = flags.DEFINE_string(
-    'data_dir', '../shared/data/fmnist',
-    'Folder with fashion_mnist_70k_from_pflib60.npz (or the idx files).')
+    'data_dir',
+    '../shared/data/fmnist',
+    'Folder with fashion_mnist_70k_from_pflib60.npz (or the idx files).',
+)
 _OUTPUT_DIR = flags.DEFINE_string(
-    'output_dir', 'results/bucketing', 'Cells, bucketing.csv and bucketing.md.')
+    'output_dir', 'results/bucketing', 'Cells, bucketing.csv and bucketing.md.'
+)
 _CELLS = flags.DEFINE_list(
-    'cells', default_cells(),
-    'Cells <aggregator>_s<bucketing size>_<attack>; attack none|alie|ipm|mimic.')
-_ROUNDS = flags.DEFINE_integer('rounds', 100, 'Rounds (SGD iterations) per cell.')
+    'cells',
+    default_cells(),
+    'Cells <aggregator>_s<bucketing size>_<attack>; attack'
+    ' none|alie|ipm|mimic.',
+)
+_ROUNDS = flags.DEFINE_integer(
+    'rounds', 100, 'Rounds (SGD iterations) per cell.'
+)
 _CLIENT_LR = flags.DEFINE_float('client_lr', 0.2, 'SGD step size.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Mini-batch per worker.')
 _HIDDEN_UNITS = flags.DEFINE_integer('hidden_units', 64, 'MLP hidden units.')
 _EVAL_EVERY = flags.DEFINE_integer('eval_every', 50, 'Evaluation period.')
 _CHECKPOINT_EVERY = flags.DEFINE_integer(
-    'checkpoint_every', 25, 'Checkpoint period in rounds (resume granularity).')
+    'checkpoint_every', 25, 'Checkpoint period in rounds (resume granularity).'
+)
 _EVAL_SPLIT = flags.DEFINE_enum(
-    'eval_split', 'test', ['test', 'validation'],
-    'validation for tuning (never tune on test).')
+    'eval_split',
+    'test',
+    ['test', 'validation'],
+    'validation for tuning (never tune on test).',
+)
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of everything.')
 _VALIDATION_FRACTION = flags.DEFINE_float(
-    'validation_fraction', 0.1, 'Held out from every worker\'s chunk.')
+    'validation_fraction', 0.1, "Held out from every worker's chunk."
+)
 
 
 def parse_cell(cell: str) -> tuple[str, int, str]:
@@ -136,11 +161,15 @@ def parse_cell(cell: str) -> tuple[str, int, str]:
     ValueError: On a malformed cell name.
   """
   parts = cell.split('_')
-  if (len(parts) != 3 or not parts[1].startswith('s')
+  if (
+      len(parts) != 3
+      or not parts[1].startswith('s')
       or not parts[1][1:].isdigit()
-      or parts[2] not in ('none',) + ATTACKS):
+      or parts[2] not in ('none',) + ATTACKS
+  ):
     raise ValueError(
-        f'cell {cell!r} is not <aggregator>_s<size>_<none|alie|ipm|mimic>')
+        f'cell {cell!r} is not <aggregator>_s<size>_<none|alie|ipm|mimic>'
+    )
   return parts[0], int(parts[1][1:]), parts[2]
 
 
@@ -152,24 +181,35 @@ def mlp_spec(hidden_units: int, seed: int):
 
   def keras_model_fn():
     init = architectures.KernelInitializers(seed)
-    return tf.keras.Sequential([
-        tf.keras.layers.InputLayer(input_shape=(28, 28, 1), dtype=tf.float32),
-        tf.keras.layers.Flatten(),
-        tf.keras.layers.Dense(hidden_units, activation='relu',
-                              kernel_initializer=init.kernel()),
-        tf.keras.layers.Dense(10, kernel_initializer=init.kernel()),
-    ], name='mlp')
+    return tf.keras.Sequential(
+        [
+            tf.keras.layers.InputLayer(
+                input_shape=(28, 28, 1), dtype=tf.float32
+            ),
+            tf.keras.layers.Flatten(),
+            tf.keras.layers.Dense(
+                hidden_units,
+                activation='relu',
+                kernel_initializer=init.kernel(),
+            ),
+            tf.keras.layers.Dense(10, kernel_initializer=init.kernel()),
+        ],
+        name='mlp',
+    )
 
   return models.ModelSpec(
       name='bucketing_mlp',
       keras_model_fn=keras_model_fn,
       loss_fn=lambda: tf.keras.losses.SparseCategoricalCrossentropy(
-          from_logits=True),
+          from_logits=True
+      ),
       metrics_fn=lambda: [
-          tf.keras.metrics.SparseCategoricalAccuracy(name='accuracy')],
+          tf.keras.metrics.SparseCategoricalAccuracy(name='accuracy')
+      ],
       input_spec=collections.OrderedDict(
           x=tf.TensorSpec((None, 28, 28, 1), tf.float32),
-          y=tf.TensorSpec((None,), tf.int32)),
+          y=tf.TensorSpec((None,), tf.int32),
+      ),
       num_parameters=784 * hidden_units + hidden_units + hidden_units * 10 + 10,
   )
 
@@ -187,10 +227,16 @@ def load_partition(data_dir: str, seed: int, validation_fraction: float):
   train_x = ((train_x - mean) / std)[..., None]
   test_x = ((test_x - mean) / std)[..., None]
   return label_sorted.label_sorted_partition(
-      train_x, train_y, test_x, test_y,
-      num_honest=NUM_WORKERS - NUM_BYZANTINE, num_byzantine=NUM_BYZANTINE,
-      validation_fraction=validation_fraction, seed=seed,
-      name='fmnist_label_sorted')
+      train_x,
+      train_y,
+      test_x,
+      test_y,
+      num_honest=NUM_WORKERS - NUM_BYZANTINE,
+      num_byzantine=NUM_BYZANTINE,
+      validation_fraction=validation_fraction,
+      seed=seed,
+      name='fmnist_label_sorted',
+  )
 
 
 def one_batch_round_data_class():
@@ -221,12 +267,16 @@ def one_batch_round_data_class():
       arrays = self.dataset.train[self.dataset.client_ids[client_index]]
       size = int(arrays['y'].shape[0])
       rng = np.random.default_rng(
-          [self.config.seed, round_num, client_index, 11])
-      chosen = rng.choice(size, min(self.config.batch_size, size),
-                          replace=False)
+          [self.config.seed, round_num, client_index, 11]
+      )
+      chosen = rng.choice(
+          size, min(self.config.batch_size, size), replace=False
+      )
       return tf.data.Dataset.from_tensors(
           collections.OrderedDict(
-              (key, value[chosen]) for key, value in arrays.items()))
+              (key, value[chosen]) for key, value in arrays.items()
+          )
+      )
 
   return OneBatchRoundData
 
@@ -279,13 +329,19 @@ def run_cell(cell: str, dataset, model_fn, cell_dir: str) -> dict:
 
     def log(line):
       if ' | benign acc' in line or 'resumed' in line:
-        print(f'{cell}: {line} ({time.monotonic() - started:.0f}s)',
-              flush=True)
+        print(f'{cell}: {line} ({time.monotonic() - started:.0f}s)', flush=True)
 
     runner = training.ExperimentRunner(
-        config, cell_data, model_fn, cell_dir,
-        malicious_client_indices=malicious, resume=resume, overwrite=not resume,
-        log_fn=log, round_data_class=one_batch_round_data_class())
+        config,
+        cell_data,
+        model_fn,
+        cell_dir,
+        malicious_client_indices=malicious,
+        resume=resume,
+        overwrite=not resume,
+        log_fn=log,
+        round_data_class=one_batch_round_data_class(),
+    )
     summary = runner.run()
     summary = json.loads(json.dumps(summary, default=run_outputs.json_default))
   final = summary['final']
@@ -310,7 +366,9 @@ def write_tables(rows: list[dict], output_dir: str, settings: dict) -> None:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-  by_key = {(r['aggregator'], r['bucketing_size'], r['attack']): r for r in rows}
+  by_key = {
+      (r['aggregator'], r['bucketing_size'], r['attack']): r for r in rows
+  }
 
   def ours(key):
     row = by_key.get(key)
@@ -323,11 +381,16 @@ def write_tables(rows: list[dict], output_dir: str, settings: dict) -> None:
   lines = [
       '# Bucketing on non-IID data (bucketing paper exp3, beta = 0)',
       '',
-      'Global-model test accuracy (%) at the last round; ours on '
-      'Fashion-MNIST, paper on MNIST (exp3 logs, beta = 0, mean of 3 seeds).',
+      (
+          'Global-model test accuracy (%) at the last round; ours on'
+          ' Fashion-MNIST, paper on MNIST (exp3 logs, beta = 0, mean of 3'
+          ' seeds).'
+      ),
       '',
-      '| aggregator | attack | ours s=0 | ours s=2 | ours s=2 - s=0 |'
-      ' paper s=0 | paper s=2 |',
+      (
+          '| aggregator | attack | ours s=0 | ours s=2 | ours s=2 - s=0 |'
+          ' paper s=0 | paper s=2 |'
+      ),
       '|---|---|---|---|---|---|---|',
   ]
   wins, pairs = 0, 0
@@ -345,17 +408,36 @@ def write_tables(rows: list[dict], output_dir: str, settings: dict) -> None:
           f'| {aggregator} | {attack} | {ours((aggregator, 0, attack))} | '
           f'{ours((aggregator, 2, attack))} | {gain} | '
           f'{paper((aggregator, 0, attack))} | '
-          f'{paper((aggregator, 2, attack))} |')
-  lines += ['', f'Check: s=2 beats s=0 in {wins} of {pairs} finished pairs '
-            '(paper: 6 of 6).']
-  lines += ['', '| reference | ours | paper |', '|---|---|---|',
-            f"| mean, no attack (20 honest workers) | {ours(('mean', 0, 'none'))}"
-            ' | n/a (exp1 Avg, other setup: 98.8) |']
+          f'{paper((aggregator, 2, attack))} |'
+      )
+  lines += [
+      '',
+      (
+          f'Check: s=2 beats s=0 in {wins} of {pairs} finished pairs '
+          '(paper: 6 of 6).'
+      ),
+  ]
+  lines += [
+      '',
+      '| reference | ours | paper |',
+      '|---|---|---|',
+      (
+          f"| mean, no attack (20 honest workers) | {ours(('mean', 0, 'none'))}"
+          ' | n/a (exp1 Avg, other setup: 98.8) |'
+      ),
+  ]
   for attack in ATTACKS:
-    lines.append(f"| mean under {attack} | {ours(('mean', 0, attack))} | "
-                 f"{paper(('mean', 0, attack))} |")
-  lines += ['', 'Settings: ' + ', '.join(f'{k}={v}' for k, v in settings.items()),
-            '', 'Deviations from the paper:', '']
+    lines.append(
+        f"| mean under {attack} | {ours(('mean', 0, attack))} | "
+        f"{paper(('mean', 0, attack))} |"
+    )
+  lines += [
+      '',
+      'Settings: ' + ', '.join(f'{k}={v}' for k, v in settings.items()),
+      '',
+      'Deviations from the paper:',
+      '',
+  ]
   lines += [f'- {d}' for d in DEVIATIONS]
   with open(os.path.join(output_dir, 'bucketing.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
@@ -370,18 +452,30 @@ def main(argv):
 
   runtime.set_quiet_logs(0)
   runtime.configure_local_execution()
-  dataset = load_partition(_DATA_DIR.value, _SEED.value,
-                           _VALIDATION_FRACTION.value)
+  dataset = load_partition(
+      _DATA_DIR.value, _SEED.value, _VALIDATION_FRACTION.value
+  )
   model_fn = mlp_spec(_HIDDEN_UNITS.value, _SEED.value).tff_model_fn()
   settings = collections.OrderedDict(
-      rounds=_ROUNDS.value, client_lr=_CLIENT_LR.value,
-      batch_size=_BATCH_SIZE.value, hidden_units=_HIDDEN_UNITS.value,
-      seed=_SEED.value, eval_split=_EVAL_SPLIT.value,
-      n=NUM_WORKERS, f=NUM_BYZANTINE)
+      rounds=_ROUNDS.value,
+      client_lr=_CLIENT_LR.value,
+      batch_size=_BATCH_SIZE.value,
+      hidden_units=_HIDDEN_UNITS.value,
+      seed=_SEED.value,
+      eval_split=_EVAL_SPLIT.value,
+      n=NUM_WORKERS,
+      f=NUM_BYZANTINE,
+  )
   rows = []
   for cell in _CELLS.value:
-    rows.append(run_cell(cell, dataset, model_fn,
-                         os.path.join(_OUTPUT_DIR.value, 'cells', cell)))
+    rows.append(
+        run_cell(
+            cell,
+            dataset,
+            model_fn,
+            os.path.join(_OUTPUT_DIR.value, 'cells', cell),
+        )
+    )
     print(json.dumps(rows[-1]), flush=True)
     write_tables(rows, _OUTPUT_DIR.value, settings)
 

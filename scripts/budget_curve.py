@@ -61,8 +61,11 @@ def validation_curve(metrics: pd.DataFrame) -> pd.DataFrame:
   Raises:
     ValueError: If the metrics hold no evaluation.
   """
-  prefix = ('validation_benign_'
-            if 'validation_benign_mean_accuracy' in metrics else 'benign_')
+  prefix = (
+      'validation_benign_'
+      if 'validation_benign_mean_accuracy' in metrics
+      else 'benign_'
+  )
   key = prefix + 'mean_accuracy'
   if key not in metrics or metrics[key].isna().all():
     raise ValueError('the metrics hold no evaluated round')
@@ -97,12 +100,18 @@ def level_round(curve: pd.DataFrame, level: Optional[float]) -> Optional[int]:
 def paper_local(dataset: str) -> Optional[float]:
   """The paper's Table 1 clean `local` accuracy of the dataset, if printed."""
   number = paper_tables.paper_numbers().get(
-      ('table1', dataset, 'local') + grid.CLEAN)
+      ('table1', dataset, 'local') + grid.CLEAN
+  )
   return None if number is None else number.mean
 
 
-def write_budget(dataset: str, metrics_path: str, output_dir: str,
-                 tolerance: float, window: int = 5) -> dict:
+def write_budget(
+    dataset: str,
+    metrics_path: str,
+    output_dir: str,
+    tolerance: float,
+    window: int = 5,
+) -> dict:
   """Writes the curve CSV, its plot and the budget JSON; returns the JSON."""
   curve = validation_curve(pd.read_csv(metrics_path))
   os.makedirs(output_dir, exist_ok=True)
@@ -126,27 +135,45 @@ def write_budget(dataset: str, metrics_path: str, output_dir: str,
       paper_local_test_accuracy=paper,
       paper_level_round=paper_level,
       budget_rounds=min(reached) if reached else None,
-      rule=('budget = the earlier of the plateau (the curve rose by less '
-            'than tolerance over its last window evaluations; then the first '
-            'round within tolerance of its best) and the first round at the '
-            "paper's local level; none when neither is reached"),
+      rule=(
+          'budget = the earlier of the plateau (the curve rose by less '
+          'than tolerance over its last window evaluations; then the first '
+          'round within tolerance of its best) and the first round at the '
+          "paper's local level; none when neither is reached"
+      ),
   )
   with open(os.path.join(output_dir, f'{dataset}_budget.json'), 'w') as f:
     json.dump(budget, f, indent=2)
     f.write('\n')
   figure, axes = plt.subplots(figsize=(6, 3.5))
-  axes.plot(curve['round'], curve['mean_accuracy'], marker='o', markersize=3,
-            label='local: mean validation accuracy')
-  axes.fill_between(curve['round'],
-                    curve['mean_accuracy'] - curve['std_accuracy'],
-                    curve['mean_accuracy'] + curve['std_accuracy'],
-                    alpha=0.2, label='+- std over clients')
+  axes.plot(
+      curve['round'],
+      curve['mean_accuracy'],
+      marker='o',
+      markersize=3,
+      label='local: mean validation accuracy',
+  )
+  axes.fill_between(
+      curve['round'],
+      curve['mean_accuracy'] - curve['std_accuracy'],
+      curve['mean_accuracy'] + curve['std_accuracy'],
+      alpha=0.2,
+      label='+- std over clients',
+  )
   if paper is not None:
-    axes.axhline(paper, color='gray', linestyle='--',
-                 label=f'paper local (test) {paper:.3f}')
+    axes.axhline(
+        paper,
+        color='gray',
+        linestyle='--',
+        label=f'paper local (test) {paper:.3f}',
+    )
   if budget['budget_rounds'] is not None:
-    axes.axvline(budget['budget_rounds'], color='black', linestyle=':',
-                 label=f'budget: round {budget["budget_rounds"]}')
+    axes.axvline(
+        budget['budget_rounds'],
+        color='black',
+        linestyle=':',
+        label=f'budget: round {budget["budget_rounds"]}',
+    )
   axes.set_xlabel('round')
   axes.set_ylabel('accuracy')
   axes.set_title(f'{dataset}: local training, validation')
@@ -160,18 +187,35 @@ def write_budget(dataset: str, metrics_path: str, output_dir: str,
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--dataset', required=True)
-  parser.add_argument('--metrics', required=True,
-                      help="The local run's metrics.csv.")
+  parser.add_argument(
+      '--metrics', required=True, help="The local run's metrics.csv."
+  )
   parser.add_argument('--output_dir', default='results/budget')
-  parser.add_argument('--tolerance', type=float, default=0.01,
-                      help='Plateau: a rise below this over the window.')
-  parser.add_argument('--window', type=int, default=5,
-                      help='Plateau: over this many last evaluations.')
+  parser.add_argument(
+      '--tolerance',
+      type=float,
+      default=0.01,
+      help='Plateau: a rise below this over the window.',
+  )
+  parser.add_argument(
+      '--window',
+      type=int,
+      default=5,
+      help='Plateau: over this many last evaluations.',
+  )
   arguments = parser.parse_args()
-  print(json.dumps(write_budget(arguments.dataset, arguments.metrics,
-                                arguments.output_dir, arguments.tolerance,
-                                arguments.window),
-                   indent=2))
+  print(
+      json.dumps(
+          write_budget(
+              arguments.dataset,
+              arguments.metrics,
+              arguments.output_dir,
+              arguments.tolerance,
+              arguments.window,
+          ),
+          indent=2,
+      )
+  )
 
 
 if __name__ == '__main__':

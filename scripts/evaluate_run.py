@@ -34,26 +34,37 @@ import json  # noqa: E402
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+
 # Imported before app.run: Keras 2.14 fails to build Sequential models eagerly
 # when TensorFlow is first imported inside an absl main.
 import tensorflow as tf  # noqa: E402,F401
 
 _RUN_DIR = flags.DEFINE_string(
-    'run_dir', None, "One method's folder of a run_experiment.py output "
-    'directory (e.g. runs/x/ditto).', required=True)
+    'run_dir',
+    None,
+    "One method's folder of a run_experiment.py output "
+    'directory (e.g. runs/x/ditto).',
+    required=True,
+)
 _SPLITS = flags.DEFINE_list(
-    'splits', ['validation', 'test'], 'Splits to evaluate: validation, test.')
+    'splits', ['validation', 'test'], 'Splits to evaluate: validation, test.'
+)
 _EVALUATION_OVERRIDES = flags.DEFINE_list(
-    'evaluation_overrides', [],
+    'evaluation_overrides',
+    [],
     'name=value settings of the evaluation only, to tune them on validation '
     'without retraining (the trained models do not depend on them): '
     'skl_lam, ewc_lam, finetune_lam, finetune_steps, finetune_patience. '
-    'E.g. --evaluation_overrides=skl_lam=0.001.')
+    'E.g. --evaluation_overrides=skl_lam=0.001.',
+)
 
 # Config fields that only the evaluation reads (fine-tuning at evaluation).
 EVALUATION_ONLY_FIELDS = {
-    'skl_lam': float, 'ewc_lam': float, 'finetune_lam': float,
-    'finetune_steps': int, 'finetune_patience': int,
+    'skl_lam': float,
+    'ewc_lam': float,
+    'finetune_lam': float,
+    'finetune_steps': int,
+    'finetune_patience': int,
 }
 
 
@@ -69,19 +80,22 @@ def parse_evaluation_overrides(texts) -> dict:
     if not separator or name not in EVALUATION_ONLY_FIELDS:
       raise app.UsageError(
           f'--evaluation_overrides: {text!r} is not name=value with name in '
-          f'{sorted(EVALUATION_ONLY_FIELDS)}')
+          f'{sorted(EVALUATION_ONLY_FIELDS)}'
+      )
     try:
       overrides[name] = EVALUATION_ONLY_FIELDS[name](value)
     except ValueError:
       raise app.UsageError(
           f'--evaluation_overrides: {name} needs a '
-          f'{EVALUATION_ONLY_FIELDS[name].__name__}, got {value!r}') from None
+          f'{EVALUATION_ONLY_FIELDS[name].__name__}, got {value!r}'
+      ) from None
   return overrides
 
 
 def _reproduce_cell_settings(run_dir: str):
   """(method, config, load_dataset kwargs) of a finished reproduce.py cell."""
   from tff_ditto import training_config  # pylint: disable=g-import-not-at-top
+
   with open(os.path.join(run_dir, 'cell.json')) as f:
     cell = json.load(f)
   if 'dataset_settings' not in cell:
@@ -102,6 +116,7 @@ def _reproduce_cell_settings(run_dir: str):
 def _run_experiment_settings(run_dir: str):
   """(method, config, load_dataset kwargs) of a run_experiment.py method."""
   from tff_ditto import experiment_defaults  # pylint: disable=g-import-not-at-top
+
   method = os.path.basename(run_dir)
   try:
     settings = experiment_defaults.recorded_settings(
@@ -114,12 +129,16 @@ def _run_experiment_settings(run_dir: str):
     raise app.UsageError(
         f'{run_dir}: no method {method!r} recorded in its flags.json'
     )
-  return method, configs[0], dict(
-      name=settings['dataset_name'],
-      data_dir=settings['data_dir'],
-      validation_fraction=settings['validation_fraction'],
-      seed=configs[0].seed,
-      max_clients=settings['max_clients'],
+  return (
+      method,
+      configs[0],
+      dict(
+          name=settings['dataset_name'],
+          data_dir=settings['data_dir'],
+          validation_fraction=settings['validation_fraction'],
+          seed=configs[0].seed,
+          max_clients=settings['max_clients'],
+      ),
   )
 
 
@@ -149,6 +168,7 @@ def main(argv):
         'only with --keep_checkpoints)'
     )
   from tff_ditto import runtime  # pylint: disable=g-import-not-at-top
+
   runtime.set_quiet_logs(0)
   runtime.configure_local_execution()
   from tff_ditto import experiment  # pylint: disable=g-import-not-at-top
@@ -161,8 +181,9 @@ def main(argv):
   runner = training.ExperimentRunner(
       config,
       dataset,
-      models.get_model_spec(dataset_settings['name'], seed=config.seed)
-      .tff_model_fn(),
+      models.get_model_spec(
+          dataset_settings['name'], seed=config.seed
+      ).tff_model_fn(),
       run_dir,
       resume=True,
       log_fn=print,
@@ -179,16 +200,24 @@ def main(argv):
     )
     global_summary = runner.evaluate_global_model(split)
     record = collections.OrderedDict(
-        method=method, split=split, round=round_num,
-        evaluation_overrides=overrides, models=summary,
+        method=method,
+        split=split,
+        round=round_num,
+        evaluation_overrides=overrides,
+        models=summary,
         global_model=global_summary,
     )
     with open(
-        os.path.join(run_dir,
-                     f'evaluation_{split}_round{round_num}{suffix}.json'), 'w'
+        os.path.join(
+            run_dir, f'evaluation_{split}_round{round_num}{suffix}.json'
+        ),
+        'w',
     ) as f:
       json.dump(record, f, indent=2)
-    for label, values in (('method', summary), ('global model', global_summary)):
+    for label, values in (
+        ('method', summary),
+        ('global model', global_summary),
+    ):
       rows.append(
           collections.OrderedDict(
               split=split,
@@ -199,8 +228,10 @@ def main(argv):
               worst10_accuracy=values['benign_worst10_accuracy'],
           )
       )
-  print(f'{run_dir}: after round {round_num + 1}'
-        + (f', evaluation overrides {overrides}' if overrides else ''))
+  print(
+      f'{run_dir}: after round {round_num + 1}'
+      + (f', evaluation overrides {overrides}' if overrides else '')
+  )
   print(experiment.markdown_table(pd.DataFrame(rows)))
 
 

@@ -39,11 +39,13 @@ def concatenate(clients: Sequence[ClientBatches]) -> ClientBatches:
 
   def pad(tensor):
     padding = [[0, 0], [0, largest - int(tensor.shape[1])]] + [[0, 0]] * (
-        len(tensor.shape) - 2)
+        len(tensor.shape) - 2
+    )
     return tf.pad(tensor, padding)
 
-  stacked = {key: tf.concat([pad(s[key]) for s, _ in clients], 0)
-             for key in ('x', 'y')}
+  stacked = {
+      key: tf.concat([pad(s[key]) for s, _ in clients], 0) for key in ('x', 'y')
+  }
   return stacked, tf.concat([sizes for _, sizes in clients], 0)
 
 
@@ -52,8 +54,9 @@ def one_loop(loop: Loop, clients: Sequence[ClientBatches]) -> None:
   loop(*concatenate(clients)).numpy()
 
 
-def two_threads(loops: Sequence[Loop],
-                clients: Sequence[ClientBatches]) -> None:
+def two_threads(
+    loops: Sequence[Loop], clients: Sequence[ClientBatches]
+) -> None:
   """`loops[k]` over clients k, k + 2, ... on thread k, both at once.
 
   The two loops must own separate models (they run concurrently).
@@ -77,18 +80,24 @@ def prepare() -> str:
   """
   runtime.set_quiet_logs(0)
   runtime.configure_local_execution(max_concurrent_computation_calls=2)
-  return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
-                        capture_output=True, text=True).stdout.strip()
+  return subprocess.run(
+      ['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True
+  ).stdout.strip()
 
 
 def print_medians(name: str, medians: dict[str, float]) -> None:
-  print(f'{name}: ' + ', '.join(
-      f'{variant} {seconds:.3f} s' for variant, seconds in medians.items()),
-        flush=True)
+  print(
+      f'{name}: '
+      + ', '.join(
+          f'{variant} {seconds:.3f} s' for variant, seconds in medians.items()
+      ),
+      flush=True,
+  )
 
 
-def write_results(rows: Sequence[dict], output: str,
-                  shown: Sequence[str]) -> None:
+def write_results(
+    rows: Sequence[dict], output: str, shown: Sequence[str]
+) -> None:
   """Writes the rows to the CSV `output` and prints columns `shown`."""
   frame = pd.DataFrame(rows)
   os.makedirs(os.path.dirname(output) or '.', exist_ok=True)

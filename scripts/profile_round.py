@@ -34,6 +34,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
 # Imported before app.run: Keras 2.14 fails to build Sequential models eagerly
 # when TensorFlow is first imported inside an absl main.
 import tensorflow as tf  # noqa: E402,F401  pylint: disable=unused-import
@@ -47,15 +48,18 @@ from tff_ditto import training_config  # noqa: E402
 from tff_ditto.data import load_dataset  # noqa: E402
 
 _DATA_DIR = flags.DEFINE_string(
-    'data_dir', '../shared/data', 'Parent of the datasets (femnist/, ...).')
+    'data_dir', '../shared/data', 'Parent of the datasets (femnist/, ...).'
+)
 _DATASET = flags.DEFINE_string('dataset', 'femnist', 'Dataset.')
 _METHOD = flags.DEFINE_string('method', 'ditto', 'Method.')
-_STEPS = flags.DEFINE_list('local_steps', ['1', '10', '20'],
-                           'Local steps per round to measure.')
+_STEPS = flags.DEFINE_list(
+    'local_steps', ['1', '10', '20'], 'Local steps per round to measure.'
+)
 _ROUNDS = flags.DEFINE_integer('rounds', 10, 'Measured rounds per setting.')
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Unmeasured warm-up rounds.')
-_OUTPUT = flags.DEFINE_string('output', 'results/profile_round.csv',
-                              'CSV written with the results.')
+_OUTPUT = flags.DEFINE_string(
+    'output', 'results/profile_round.csv', 'CSV written with the results.'
+)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -68,16 +72,28 @@ def _cpu_seconds(pid: int) -> float:
 def measure(dataset, spec, local_steps: int, worker_pid: int):
   """(wall, driver CPU, worker CPU) seconds per round at `local_steps`."""
   values = experiment_defaults.preset_for(_DATASET.value)
-  values.update(method=_METHOD.value, local_steps=local_steps,
-                rounds=_WARMUP.value + _ROUNDS.value, eval_every=10**9,
-                checkpoint_every=0, seed=0)
-  fields = {field.name for field in dataclasses.fields(
-      training_config.ExperimentConfig)}
+  values.update(
+      method=_METHOD.value,
+      local_steps=local_steps,
+      rounds=_WARMUP.value + _ROUNDS.value,
+      eval_every=10**9,
+      checkpoint_every=0,
+      seed=0,
+  )
+  fields = {
+      field.name
+      for field in dataclasses.fields(training_config.ExperimentConfig)
+  }
   config = training_config.ExperimentConfig(
-      **{key: value for key, value in values.items() if key in fields})
+      **{key: value for key, value in values.items() if key in fields}
+  )
   runner = training.ExperimentRunner(
-      config, dataset, spec.tff_model_fn(),
-      tempfile.mkdtemp(prefix='profile_round_'), log_fn=None)
+      config,
+      dataset,
+      spec.tff_model_fn(),
+      tempfile.mkdtemp(prefix='profile_round_'),
+      log_fn=None,
+  )
   for round_num in range(_WARMUP.value):
     runner.run_round(round_num)
   worker, driver = _cpu_seconds(worker_pid), _cpu_seconds(os.getpid())
@@ -85,9 +101,11 @@ def measure(dataset, spec, local_steps: int, worker_pid: int):
   for round_num in range(_WARMUP.value, _WARMUP.value + _ROUNDS.value):
     runner.run_round(round_num)
   rounds = _ROUNDS.value
-  return ((time.perf_counter() - start) / rounds,
-          (_cpu_seconds(os.getpid()) - driver) / rounds,
-          (_cpu_seconds(worker_pid) - worker) / rounds)
+  return (
+      (time.perf_counter() - start) / rounds,
+      (_cpu_seconds(os.getpid()) - driver) / rounds,
+      (_cpu_seconds(worker_pid) - worker) / rounds,
+  )
 
 
 def main(argv):
@@ -95,23 +113,33 @@ def main(argv):
   runtime.set_quiet_logs(0)
   runtime.configure_local_execution(max_concurrent_computation_calls=2)
   worker_pid = runtime.started_worker_pids()[-1]
-  dataset = load_dataset(_DATASET.value, _DATA_DIR.value,
-                         validation_fraction=0.1, seed=0)
+  dataset = load_dataset(
+      _DATASET.value, _DATA_DIR.value, validation_fraction=0.1, seed=0
+  )
   spec = models.get_model_spec(_DATASET.value, seed=0)
-  commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
-                          capture_output=True, text=True).stdout.strip()
+  commit = subprocess.run(
+      ['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True
+  ).stdout.strip()
   rows = []
   for steps in [int(value) for value in _STEPS.value]:
     wall, driver, worker = measure(dataset, spec, steps, worker_pid)
-    rows.append(collections.OrderedDict(
-        dataset=_DATASET.value, method=_METHOD.value, local_steps=steps,
-        round_seconds=wall, driver_cpu_seconds=driver,
-        worker_cpu_seconds=worker))
-    print(f'{steps} local steps: {wall:.3f} s per round (CPU: driver '
-          f'{driver:.3f} s, worker {worker:.3f} s)', flush=True)
+    rows.append(
+        collections.OrderedDict(
+            dataset=_DATASET.value,
+            method=_METHOD.value,
+            local_steps=steps,
+            round_seconds=wall,
+            driver_cpu_seconds=driver,
+            worker_cpu_seconds=worker,
+        )
+    )
+    print(
+        f'{steps} local steps: {wall:.3f} s per round (CPU: driver '
+        f'{driver:.3f} s, worker {worker:.3f} s)',
+        flush=True,
+    )
   frame = pd.DataFrame(rows)
-  slope, intercept = np.polyfit(frame['local_steps'], frame['round_seconds'],
-                                1)
+  slope, intercept = np.polyfit(frame['local_steps'], frame['round_seconds'], 1)
   frame['fit_fixed_seconds'] = intercept
   frame['fit_seconds_per_local_step'] = slope
   frame['date'] = datetime.date.today().isoformat()
@@ -119,9 +147,16 @@ def main(argv):
   frame['cores'] = os.cpu_count()
   os.makedirs(os.path.dirname(_OUTPUT.value) or '.', exist_ok=True)
   frame.to_csv(_OUTPUT.value, index=False)
-  print(experiment.markdown_table(frame[[
-      'local_steps', 'round_seconds', 'driver_cpu_seconds',
-      'worker_cpu_seconds']]))
+  print(
+      experiment.markdown_table(
+          frame[[
+              'local_steps',
+              'round_seconds',
+              'driver_cpu_seconds',
+              'worker_cpu_seconds',
+          ]]
+      )
+  )
   print(f'\nfixed {intercept:.3f} s per round + {slope:.4f} s per local step')
 
 

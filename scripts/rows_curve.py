@@ -58,22 +58,28 @@ def rows_curve(metrics: pd.DataFrame) -> pd.DataFrame:
   missing = [key for key in ROW_KEYS.values() if key not in metrics]
   if missing:
     raise ValueError(
-        f'not a Ditto run with report lambdas 0 and 1: no {missing}')
+        f'not a Ditto run with report lambdas 0 and 1: no {missing}'
+    )
   frames = []
   for split, prefix in SPLITS.items():
     if prefix + ROW_KEYS['global'] not in metrics:
       continue
     evaluated = metrics[metrics[prefix + ROW_KEYS['global']].notna()]
-    frame = pd.DataFrame({'split': split,
-                          'round': evaluated['round'].astype(int) + 1})
+    frame = pd.DataFrame(
+        {'split': split, 'round': evaluated['round'].astype(int) + 1}
+    )
     for row, key in ROW_KEYS.items():
       frame[row] = evaluated[prefix + key].to_numpy()
     frames.append(frame)
   return pd.concat(frames, ignore_index=True)
 
 
-def write_rows_curve(metrics_path: str, name: str, output_dir: str,
-                     paper_gap: Optional[float] = None) -> pd.DataFrame:
+def write_rows_curve(
+    metrics_path: str,
+    name: str,
+    output_dir: str,
+    paper_gap: Optional[float] = None,
+) -> pd.DataFrame:
   """Writes `<name>_rows_curve.csv` and `.png`; returns the curve."""
   curve = rows_curve(pd.read_csv(metrics_path))
   os.makedirs(output_dir, exist_ok=True)
@@ -81,14 +87,25 @@ def write_rows_curve(metrics_path: str, name: str, output_dir: str,
   curve.to_csv(f'{stem}.csv', index=False, float_format='%.4f')
   test = curve[curve['split'] == 'test']
   figure, axes = plt.subplots(figsize=(6, 3.5))
-  for row, label in (('ditto_per_device', 'Ditto (per-device lambda)'),
-                     ('ditto_lambda_1', 'Ditto (lambda = 1)'),
-                     ('local', 'local')):
-    axes.plot(test['round'], test[row] - test['global'], marker='o',
-              markersize=3, label=f'{label} - global')
+  for row, label in (
+      ('ditto_per_device', 'Ditto (per-device lambda)'),
+      ('ditto_lambda_1', 'Ditto (lambda = 1)'),
+      ('local', 'local'),
+  ):
+    axes.plot(
+        test['round'],
+        test[row] - test['global'],
+        marker='o',
+        markersize=3,
+        label=f'{label} - global',
+    )
   if paper_gap is not None:
-    axes.axhline(paper_gap, color='gray', linestyle='--',
-                 label=f'paper: Ditto - global = {paper_gap:+.3f}')
+    axes.axhline(
+        paper_gap,
+        color='gray',
+        linestyle='--',
+        label=f'paper: Ditto - global = {paper_gap:+.3f}',
+    )
   axes.axhline(0.0, color='black', linewidth=0.5)
   axes.set_xlabel('round')
   axes.set_ylabel('benign mean accuracy difference (test)')
@@ -102,16 +119,26 @@ def write_rows_curve(metrics_path: str, name: str, output_dir: str,
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--metrics', required=True,
-                      help="The Ditto run's metrics.csv.")
-  parser.add_argument('--name', required=True,
-                      help='Output file stem, e.g. femnist_a3_20.')
+  parser.add_argument(
+      '--metrics', required=True, help="The Ditto run's metrics.csv."
+  )
+  parser.add_argument(
+      '--name', required=True, help='Output file stem, e.g. femnist_a3_20.'
+  )
   parser.add_argument('--output_dir', default='results/paper_budget')
-  parser.add_argument('--paper_gap', type=float, default=None,
-                      help="The paper's Ditto - global of the column.")
+  parser.add_argument(
+      '--paper_gap',
+      type=float,
+      default=None,
+      help="The paper's Ditto - global of the column.",
+  )
   arguments = parser.parse_args()
-  curve = write_rows_curve(arguments.metrics, arguments.name,
-                           arguments.output_dir, arguments.paper_gap)
+  curve = write_rows_curve(
+      arguments.metrics,
+      arguments.name,
+      arguments.output_dir,
+      arguments.paper_gap,
+  )
   print(curve.to_string(index=False))
 
 

@@ -38,23 +38,28 @@ _NUM_WORKERS = flags.DEFINE_integer(
     'num_workers', 2, 'Number of worker processes to start.', lower_bound=1
 )
 _BASE_PORT = flags.DEFINE_integer(
-    'base_port', None,
+    'base_port',
+    None,
     'First port (worker i listens on base_port + i); default: free ports.',
-    lower_bound=1, upper_bound=65535,
+    lower_bound=1,
+    upper_bound=65535,
 )
 _MAX_CONCURRENT_COMPUTATION_CALLS = flags.DEFINE_integer(
-    'max_concurrent_computation_calls', 2,
-    "Client computations each worker runs at once (-1 = no limit); the "
+    'max_concurrent_computation_calls',
+    2,
+    'Client computations each worker runs at once (-1 = no limit); the '
     "binary's --max_concurrent_computation_calls.",
 )
 _BIND_ADDRESS = flags.DEFINE_string(
-    'bind_address', '127.0.0.1',
+    'bind_address',
+    '127.0.0.1',
     'IPv4 address the workers listen on. The default keeps them on loopback '
     '(the gRPC service has no authentication). Anything else, including '
     '0.0.0.0 (all interfaces), needs --i_understand_no_authentication.',
 )
 _I_UNDERSTAND = flags.DEFINE_bool(
-    'i_understand_no_authentication', False,
+    'i_understand_no_authentication',
+    False,
     'Allow a non-loopback --bind_address: anyone who can reach the port can '
     'run any TensorFlow computation as this user.',
 )
@@ -116,12 +121,15 @@ def main(argv):
           process, port, _READY_TIMEOUT_SECONDS.value
       )
       exposed = [
-          found for found in sockets if loopback and not
-          loopback_bind.is_loopback(found[0])
+          found
+          for found in sockets
+          if loopback and not loopback_bind.is_loopback(found[0])
       ]
       if exposed:
         _fail(f'worker {process.pid} listens on non-loopback {exposed}.')
-      print(f'worker {i}: pid {process.pid}, listening on {sockets}', flush=True)
+      print(
+          f'worker {i}: pid {process.pid}, listening on {sockets}', flush=True
+      )
       host = '127.0.0.1' if address == '0.0.0.0' else address
       addresses.append(f'{host}:{port}')
     print(f'--workers={",".join(addresses)}', flush=True)

@@ -73,8 +73,12 @@ class Source:
       with open(os.path.join(self.repo_dir, path)) as f:
         return f.read()
     return subprocess.run(
-        ['git', 'show', f'{self.rev}:{path}'], cwd=self.repo_dir,
-        capture_output=True, text=True, check=True).stdout
+        ['git', 'show', f'{self.rev}:{path}'],
+        cwd=self.repo_dir,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
   def csv_rows(self, path: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(self.text(path))))
@@ -133,8 +137,9 @@ def render_report(source: Source) -> list[str]:
   return lines
 
 
-def render_paper_table(source: Source, table: str, dataset: str,
-                       report: str = 'results') -> list[str]:
+def render_paper_table(
+    source: Source, table: str, dataset: str, report: str = 'results'
+) -> list[str]:
   """One paper table: rows = methods, columns = attack columns.
 
   Rows and columns without any result are left out; `–` marks a cell not
@@ -151,14 +156,24 @@ def render_paper_table(source: Source, table: str, dataset: str,
     paper = _number(r['paper_mean'])
     if paper is not None:
       text += f'; paper {paper:.3f}'
-    cells[r['method'], r['column']] = (text, _number(r['ours_mean']) is not None)
+    cells[r['method'], r['column']] = (
+        text,
+        _number(r['ours_mean']) is not None,
+    )
   methods = [m for m in methods if any(cells[m, c][1] for c in columns)]
   columns = [c for c in columns if any(cells[m, c][1] for m in methods)]
-  lines = _table(['method'] + columns,
-                 [[m] + [cells[m, c][0] for c in columns] for m in methods])
-  return lines + ['', f'Benign mean (std) of per-device test accuracy; '
-                  f'{MISSING} = not run (reason in the report). From '
-                  f'{source.cite(path)}.']
+  lines = _table(
+      ['method'] + columns,
+      [[m] + [cells[m, c][0] for c in columns] for m in methods],
+  )
+  return lines + [
+      '',
+      (
+          'Benign mean (std) of per-device test accuracy; '
+          f'{MISSING} = not run (reason in the report). From '
+          f'{source.cite(path)}.'
+      ),
+  ]
 
 
 def render_comparison(source: Source, table: str, dataset: str) -> list[str]:
@@ -170,28 +185,36 @@ def render_comparison(source: Source, table: str, dataset: str) -> list[str]:
   lines = source.text('results/REPORT.md').splitlines()
   start = lines.index(f'## {dataset}')
   position = lines.index(headings[table], start)
-  following = [i for i, line in enumerate(lines)
-               if i > start and line.startswith('## ')]
+  following = [
+      i for i, line in enumerate(lines) if i > start and line.startswith('## ')
+  ]
   if following and position > following[0]:
     raise ValueError(f'REPORT.md: no {headings[table]!r} under {dataset}.')
   rows = []
-  for line in lines[position + 1:]:
+  for line in lines[position + 1 :]:
     if line.startswith('|'):
       rows.append(line)
     elif rows:
       break
-  return rows + ['', f'Per benign device: how many score higher with Ditto, '
-                 f'lower, or the same (exact sign test). From '
-                 f'{source.cite("results/REPORT.md")}.']
+  return rows + [
+      '',
+      (
+          'Per benign device: how many score higher with Ditto, '
+          'lower, or the same (exact sign test). From '
+          f'{source.cite("results/REPORT.md")}.'
+      ),
+  ]
 
 
 # --------------------------------------------------------- single runs
 
 
-_METRIC_COLUMNS = (('benign_mean_accuracy', 'benign mean acc'),
-                   ('benign_std_accuracy', 'std (fairness)'),
-                   ('benign_pooled_accuracy', 'pooled acc'),
-                   ('benign_worst10_accuracy', 'worst-10% mean'))
+_METRIC_COLUMNS = (
+    ('benign_mean_accuracy', 'benign mean acc'),
+    ('benign_std_accuracy', 'std (fairness)'),
+    ('benign_pooled_accuracy', 'pooled acc'),
+    ('benign_worst10_accuracy', 'worst-10% mean'),
+)
 
 
 def _metric_cells(record: dict) -> list[str]:
@@ -202,22 +225,38 @@ def render_default_run(source: Source) -> list[str]:
   path = 'results/default_run/comparison.csv'
   rows = [[r['method']] + _metric_cells(r) for r in source.csv_rows(path)]
   return _table(['method'] + [name for _, name in _METRIC_COLUMNS], rows) + [
-      '', f'From {source.cite(path)}.']
+      '',
+      f'From {source.cite(path)}.',
+  ]
 
 
 def render_femnist_clean(source: Source) -> list[str]:
   runs = (
-      ('ditto (lambda = 1)', 'results/femnist_clean/ditto/summary.json',
-       ('final',)),
-      ('global (FedAvg)', 'results/femnist_clean/global/summary.json',
-       ('final',)),
-      ('ditto (lambda = 1)', 'results/femnist_clean_1000/ditto/summary.json',
-       ('final',)),
-      ('global (FedAvg; the Ditto run\'s global model)',
-       'results/femnist_clean_1000/ditto/evaluation_test_round999.json',
-       ('global_model',)),
-      ('local (lr 0.03)', 'results/femnist_clean_1000/local/summary.json',
-       ('final',)),
+      (
+          'ditto (lambda = 1)',
+          'results/femnist_clean/ditto/summary.json',
+          ('final',),
+      ),
+      (
+          'global (FedAvg)',
+          'results/femnist_clean/global/summary.json',
+          ('final',),
+      ),
+      (
+          'ditto (lambda = 1)',
+          'results/femnist_clean_1000/ditto/summary.json',
+          ('final',),
+      ),
+      (
+          "global (FedAvg; the Ditto run's global model)",
+          'results/femnist_clean_1000/ditto/evaluation_test_round999.json',
+          ('global_model',),
+      ),
+      (
+          'local (lr 0.03)',
+          'results/femnist_clean_1000/local/summary.json',
+          ('final',),
+      ),
   )
   rows = []
   for label, path, keys in runs:
@@ -225,56 +264,90 @@ def render_femnist_clean(source: Source) -> list[str]:
     rounds = record.get('rounds', record.get('round', -1) + 1)
     for key in keys:
       record = record[key]
-    rows.append([label, str(rounds)] + _metric_cells(record)
-                + [source.cite(path)])
+    rows.append(
+        [label, str(rounds)] + _metric_cells(record) + [source.cite(path)]
+    )
   path = 'results/femnist_clean_1000/ditto/evaluation_validation_round999.json'
   validation = source.json(path)
-  return _table(['method', 'rounds']
-                + [name for _, name in _METRIC_COLUMNS] + ['file'], rows) + [
-      '', 'Validation split at round 1000: Ditto '
-      f'{validation["models"]["benign_mean_accuracy"]:.3f}, global '
-      f'{validation["global_model"]["benign_mean_accuracy"]:.3f} (benign mean; '
-      f'{source.cite(path)}).']
+  return _table(
+      ['method', 'rounds'] + [name for _, name in _METRIC_COLUMNS] + ['file'],
+      rows,
+  ) + [
+      '',
+      (
+          'Validation split at round 1000: Ditto'
+          f' {validation["models"]["benign_mean_accuracy"]:.3f}, global'
+          f' {validation["global_model"]["benign_mean_accuracy"]:.3f} (benign'
+          f' mean; {source.cite(path)}).'
+      ),
+  ]
 
 
 def render_femnist_lam_auto(source: Source) -> list[str]:
   candidates = ('0.1', '1', '2')
-  header = (['split, round 1000', 'Ditto auto']
-            + [f'lambda = {c}' for c in candidates] + ['global'])
+  header = (
+      ['split, round 1000', 'Ditto auto']
+      + [f'lambda = {c}' for c in candidates]
+      + ['global']
+  )
   rows, shares, record = [], None, None
   for split in ('validation', 'test'):
     path = f'results/femnist_lam_auto/evaluation_{split}_round999.json'
     record = source.json(path)
     models, global_model = record['models'], record['global_model']
-    row = [f'{split}, mean (std)',
-           _mean_std(models['benign_mean_accuracy'],
-                     models['benign_std_accuracy'])]
-    row += [_mean_std(models[f'benign_lam_{c}_mean_accuracy'],
-                      models[f'benign_lam_{c}_std_accuracy'])
-            for c in candidates]
-    row.append(_mean_std(global_model['benign_mean_accuracy'],
-                         global_model['benign_std_accuracy']))
+    row = [
+        f'{split}, mean (std)',
+        _mean_std(
+            models['benign_mean_accuracy'], models['benign_std_accuracy']
+        ),
+    ]
+    row += [
+        _mean_std(
+            models[f'benign_lam_{c}_mean_accuracy'],
+            models[f'benign_lam_{c}_std_accuracy'],
+        )
+        for c in candidates
+    ]
+    row.append(
+        _mean_std(
+            global_model['benign_mean_accuracy'],
+            global_model['benign_std_accuracy'],
+        )
+    )
     rows.append(row)
     record = (models, global_model)
-    shares = ' / '.join(f'{models[f"benign_share_lam_{c}"]:.2f}'
-                        for c in candidates)
+    shares = ' / '.join(
+        f'{models[f"benign_share_lam_{c}"]:.2f}' for c in candidates
+    )
   models, global_model = record
-  rows.append(['test, worst-10% mean',
-               f'{models["benign_worst10_accuracy"]:.3f}']
-              + [f'{models[f"benign_lam_{c}_worst10_accuracy"]:.3f}'
-                 for c in candidates]
-              + [f'{global_model["benign_worst10_accuracy"]:.3f}'])
+  rows.append(
+      ['test, worst-10% mean', f'{models["benign_worst10_accuracy"]:.3f}']
+      + [
+          f'{models[f"benign_lam_{c}_worst10_accuracy"]:.3f}'
+          for c in candidates
+      ]
+      + [f'{global_model["benign_worst10_accuracy"]:.3f}']
+  )
   metrics_path = 'results/femnist_lam_auto/metrics.csv'
-  first = next(r for r in source.csv_rows(metrics_path)
-               if _number(r.get('benign_share_lam_1')) is not None)
-  early = ' / '.join(f'{float(first[f"benign_share_lam_{c}"]):.2f}'
-                     for c in candidates)
+  first = next(
+      r
+      for r in source.csv_rows(metrics_path)
+      if _number(r.get('benign_share_lam_1')) is not None
+  )
+  early = ' / '.join(
+      f'{float(first[f"benign_share_lam_{c}"]):.2f}' for c in candidates
+  )
   return _table(header, rows) + [
-      '', f'Shares of clients choosing 0.1 / 1 / 2 at round 1000: {shares} '
+      '',
+      f'Shares of clients choosing 0.1 / 1 / 2 at round 1000: {shares} '
       f'(at round {int(first["round"]) + 1}: {early}, '
-      f'{source.cite(metrics_path)}). From ' + ', '.join(
+      f'{source.cite(metrics_path)}). From '
+      + ', '.join(
           source.cite(f'results/femnist_lam_auto/evaluation_{s}_round999.json')
-          for s in ('validation', 'test')) + '.']
+          for s in ('validation', 'test')
+      )
+      + '.',
+  ]
 
 
 def _percent(text: str) -> str:
@@ -283,28 +356,49 @@ def _percent(text: str) -> str:
 
 def render_bucketing(source: Source) -> list[str]:
   path = 'results/bucketing/bucketing.csv'
-  records = {(r['aggregator'], r['bucketing_size'], r['attack']): r
-             for r in source.csv_rows(path)}
+  records = {
+      (r['aggregator'], r['bucketing_size'], r['attack']): r
+      for r in source.csv_rows(path)
+  }
   names = {'rfa': 'RFA', 'median': 'CM'}
   rows = []
   for aggregator in ('rfa', 'median'):
     for attack in ('ipm', 'alie', 'mimic'):
       s0 = records[aggregator, '0', attack]
       s2 = records[aggregator, '2', attack]
-      rows.append([names[aggregator],
-                   attack if attack == 'mimic' else attack.upper(),
-                   _percent(s0['accuracy']), _percent(s2['accuracy']),
-                   s0['paper_accuracy_beta0'], s2['paper_accuracy_beta0']])
-  means = ' / '.join(_percent(records['mean', '0', a]['accuracy'])
-                     for a in ('alie', 'ipm', 'mimic'))
+      rows.append([
+          names[aggregator],
+          attack if attack == 'mimic' else attack.upper(),
+          _percent(s0['accuracy']),
+          _percent(s2['accuracy']),
+          s0['paper_accuracy_beta0'],
+          s2['paper_accuracy_beta0'],
+      ])
+  means = ' / '.join(
+      _percent(records['mean', '0', a]['accuracy'])
+      for a in ('alie', 'ipm', 'mimic')
+  )
   clean = _percent(records['mean', '0', 'none']['accuracy'])
   paper_mimic = records['mean', '0', 'mimic']['paper_accuracy_beta0']
-  return _table(['aggregator', 'attack', 'ours s=0', 'ours s=2', 'paper s=0',
-                 'paper s=2'], rows) + [
-      '', f'References (ours): mean of the 20 honest workers without attack '
-      f'{clean}; mean under ALIE / IPM / mimic {means} (paper, mean under '
-      f'mimic: {paper_mimic}). From {source.cite(path)} (per-cell outputs '
-      'and `bucketing.md` beside it).']
+  return _table(
+      [
+          'aggregator',
+          'attack',
+          'ours s=0',
+          'ours s=2',
+          'paper s=0',
+          'paper s=2',
+      ],
+      rows,
+  ) + [
+      '',
+      (
+          'References (ours): mean of the 20 honest workers without attack '
+          f'{clean}; mean under ALIE / IPM / mimic {means} (paper, mean under '
+          f'mimic: {paper_mimic}). From {source.cite(path)} (per-cell outputs '
+          'and `bucketing.md` beside it).'
+      ),
+  ]
 
 
 def render_budget(source: Source, dataset: str) -> list[str]:
@@ -312,39 +406,68 @@ def render_budget(source: Source, dataset: str) -> list[str]:
   budget_path = f'results/budget/{dataset}_budget.json'
   curve_path = f'results/budget/{dataset}_local_curve.csv'
   budget = source.json(budget_path)
-  rows = [[row['round'], f'{float(row["mean_accuracy"]):.3f}',
-           f'{float(row["std_accuracy"]):.3f}',
-           f'{float(row["pooled_accuracy"]):.3f}']
-          for row in source.csv_rows(curve_path)]
+  rows = [
+      [
+          row['round'],
+          f'{float(row["mean_accuracy"]):.3f}',
+          f'{float(row["std_accuracy"]):.3f}',
+          f'{float(row["pooled_accuracy"]):.3f}',
+      ]
+      for row in source.csv_rows(curve_path)
+  ]
   paper = budget.get('paper_local_test_accuracy')
   if budget['budget_rounds'] is None:
     verdict = (
         f'No budget yet: after {budget["rounds_run"]} rounds the curve still '
         f'rose by {budget["rise_over_window"]:.3f} over its last '
         f'{budget["window"]} evaluations (plateau: less than '
-        f'{budget["tolerance"]:g}) and is below the paper\'s local level.')
+        f'{budget["tolerance"]:g}) and is below the paper\'s local level.'
+    )
   else:
-    verdict = (f'Budget: **{budget["budget_rounds"]} rounds** (plateau round: '
-               f'{budget["plateau_round"]}; first round at the paper\'s local '
-               f'level: {budget["paper_level_round"]}).')
-  return _table(['round', 'local: mean validation accuracy', 'std',
-                 'pooled'], rows) + [
-      '', verdict + ' The paper\'s local test accuracy (Table 1, clean): '
+    verdict = (
+        f'Budget: **{budget["budget_rounds"]} rounds** (plateau round: '
+        f'{budget["plateau_round"]}; first round at the paper\'s local '
+        f'level: {budget["paper_level_round"]}).'
+    )
+  return _table(
+      ['round', 'local: mean validation accuracy', 'std', 'pooled'], rows
+  ) + [
+      '',
+      verdict
+      + " The paper's local test accuracy (Table 1, clean): "
       + (MISSING if paper is None else f'{paper:.3f}')
-      + f'. From {source.cite(budget_path)} and {source.cite(curve_path)}.']
+      + f'. From {source.cite(budget_path)} and {source.cite(curve_path)}.',
+  ]
 
 
 def render_rows_curve(source: Source, name: str) -> list[str]:
   """Table 1's rows against rounds of one multi-lambda Ditto run."""
   path = f'results/paper_budget/{name}_rows_curve.csv'
-  rows = [[row['split'], row['round']]
-          + [f'{float(row[key]):.3f}' for key in (
-              'global', 'local', 'ditto_lambda_1', 'ditto_per_device')]
-          for row in source.csv_rows(path)]
-  return _table(['split', 'round', 'global', 'local (lambda = 0)',
-                 'Ditto lambda = 1', 'Ditto per-device lambda'], rows) + [
-      '', f'Benign mean per-device accuracy. From {source.cite(path)} '
-      '(`scripts/rows_curve.py`).']
+  rows = [
+      [row['split'], row['round']]
+      + [
+          f'{float(row[key]):.3f}'
+          for key in ('global', 'local', 'ditto_lambda_1', 'ditto_per_device')
+      ]
+      for row in source.csv_rows(path)
+  ]
+  return _table(
+      [
+          'split',
+          'round',
+          'global',
+          'local (lambda = 0)',
+          'Ditto lambda = 1',
+          'Ditto per-device lambda',
+      ],
+      rows,
+  ) + [
+      '',
+      (
+          f'Benign mean per-device accuracy. From {source.cite(path)} '
+          '(`scripts/rows_curve.py`).'
+      ),
+  ]
 
 
 RENDERERS: dict[str, Callable[..., list[str]]] = {
@@ -367,8 +490,10 @@ def render_block(spec: str, repo_dir: str) -> list[str]:
   """The lines of one generated block, from its 'KIND key=value ...' spec."""
   kind, *arguments = shlex.split(spec)
   if kind not in RENDERERS:
-    raise ValueError(f'Unknown generated block kind {kind!r} in {spec!r}; '
-                     f'known: {sorted(RENDERERS)}.')
+    raise ValueError(
+        f'Unknown generated block kind {kind!r} in {spec!r}; '
+        f'known: {sorted(RENDERERS)}.'
+    )
   options = dict(argument.split('=', 1) for argument in arguments)
   source = Source(repo_dir, options.pop('rev', None))
   return RENDERERS[kind](source, **options)
@@ -395,8 +520,11 @@ def render(text: str, repo_dir: str = REPO_DIR) -> str:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--check', action='store_true',
-                      help='exit 1 (and write nothing) if the page is stale')
+  parser.add_argument(
+      '--check',
+      action='store_true',
+      help='exit 1 (and write nothing) if the page is stale',
+  )
   parser.add_argument('--repo_dir', default=REPO_DIR)
   args = parser.parse_args(argv)
   path = os.path.join(args.repo_dir, DOC_PATH)

@@ -26,8 +26,9 @@ def _order_sensitive_body(state, batch):
   total, count = state
   size = tf.cast(tf.shape(batch['y'])[0], tf.float32)
   return (
-      total * 1.5 + tf.reduce_sum(batch['x']) + tf.reduce_sum(
-          tf.cast(batch['y'], tf.float32)),
+      total * 1.5
+      + tf.reduce_sum(batch['x'])
+      + tf.reduce_sum(tf.cast(batch['y'], tf.float32)),
       count + size,
   )
 
@@ -38,8 +39,14 @@ def _initial():
 
 @pytest.mark.parametrize(
     'num_examples,batch_size,max_batches',
-    [(23, 5, None), (23, 5, 3), (23, 5, 10), (4, 10, None), (0, 5, None),
-     (0, 5, 2)],
+    [
+        (23, 5, None),
+        (23, 5, 3),
+        (23, 5, 10),
+        (4, 10, None),
+        (0, 5, None),
+        (0, 5, 2),
+    ],
 )
 def test_reduce_batches_equals_dataset_reduce(
     num_examples, batch_size, max_batches
@@ -166,8 +173,11 @@ def test_sliced_batches_equal_the_dataset_batches():
   def in_graph():
     return batch_loops.reduce_batches(
         batch_loops.SlicedBatches(
-            arrays, tf.constant(starts), tf.constant(sizes)),
-        _initial(), _order_sensitive_body)
+            arrays, tf.constant(starts), tf.constant(sizes)
+        ),
+        _initial(),
+        _order_sensitive_body,
+    )
 
   np.testing.assert_array_equal(
       np.array([t.numpy() for t in in_graph()]),

@@ -22,7 +22,8 @@ def _labels(dataset):
 def test_reference_batches_are_full_batches_within_one_pass():
   n, size = 25, 10
   batches = batch_streams.reference_batch_indices(
-      n, size, start=0, count=6, seed=3, stream=1, client_index=7)
+      n, size, start=0, count=6, seed=3, stream=1, client_index=7
+  )
   assert [len(b) for b in batches] == [size] * 6
   # Two full batches per pass (the partial remainder of 5 is skipped), so
   # batches 2k and 2k + 1 come from one pass: disjoint, no repeats.
@@ -51,8 +52,9 @@ def test_per_round_shuffle_repeats_examples_of_small_clients():
 def test_a_client_stream_continues_across_rounds():
   arrays = _arrays(23)
   continued = batch_streams.ClientBatchStreams('reference', 4, 5, seed=1)
-  rounds = (_labels(continued.round_batches(0, 2, arrays, count=3))
-            + _labels(continued.round_batches(5, 2, arrays, count=4)))
+  rounds = _labels(continued.round_batches(0, 2, arrays, count=3)) + _labels(
+      continued.round_batches(5, 2, arrays, count=4)
+  )
   at_once = batch_streams.ClientBatchStreams('reference', 4, 5, seed=1)
   assert rounds == _labels(at_once.round_batches(0, 2, arrays, count=7))
   # Only the client that drew batches moved.

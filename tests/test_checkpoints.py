@@ -34,9 +34,12 @@ def _positions(value):
 
 def _checkpoints(output_dir, logs=None, checkpoint_every=1, store=None):
   return checkpoints.RunCheckpoints(
-      str(output_dir), _state(0.0), NUM_CLIENTS,
+      str(output_dir),
+      _state(0.0),
+      NUM_CLIENTS,
       (logs if logs is not None else []).append,
-      checkpoint_every=checkpoint_every, store=store,
+      checkpoint_every=checkpoint_every,
+      store=store,
   )
 
 
@@ -62,14 +65,19 @@ def _assert_restored(restored, round_num):
     assert got.dtype == np.float32
   assert int(restored.state['step']) == 10 * round_num
   np.testing.assert_array_equal(
-      restored.batch_stream_positions, _positions(round_num))
+      restored.batch_stream_positions, _positions(round_num)
+  )
   assert restored.batch_stream_positions.dtype == np.int64
 
 
 def test_save_then_restore_round_trips(tmp_path):
   _saved(tmp_path, [0, 1])
   assert _files(tmp_path) == [
-      'complete_0', 'complete_1', 'program_state_0', 'program_state_1']
+      'complete_0',
+      'complete_1',
+      'program_state_0',
+      'program_state_1',
+  ]
   logs = []
   restored = _checkpoints(tmp_path, logs).restore_latest()
   _assert_restored(restored, 1)
@@ -80,7 +88,11 @@ def test_only_the_two_newest_checkpoints_and_their_markers_are_kept(tmp_path):
   saved = _saved(tmp_path, [0, 1, 2, 3])
   assert saved.versions() == [2, 3]
   assert _files(tmp_path) == [
-      'complete_2', 'complete_3', 'program_state_2', 'program_state_3']
+      'complete_2',
+      'complete_3',
+      'program_state_2',
+      'program_state_3',
+  ]
 
 
 def test_a_checkpoint_without_its_marker_is_skipped(tmp_path):
@@ -98,7 +110,8 @@ def test_a_checkpoint_without_its_marker_is_skipped(tmp_path):
 
 
 def test_a_kill_between_checkpoint_and_marker_leaves_it_torn(
-    tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
   class Killed(Exception):
     pass
 
@@ -111,7 +124,10 @@ def test_a_kill_between_checkpoint_and_marker_leaves_it_torn(
   with pytest.raises(Killed):
     saved.save(1, _state(1.0), _positions(1))
   assert _files(tmp_path) == [
-      'complete_0', 'program_state_0', 'program_state_1']
+      'complete_0',
+      'program_state_0',
+      'program_state_1',
+  ]
   logs = []
   _assert_restored(_checkpoints(tmp_path, logs).restore_latest(), 0)
   assert 'checkpoint 1 is incomplete (torn write); skipped' in logs
@@ -145,7 +161,8 @@ def test_refuses_to_restart_over_unusable_checkpoints(tmp_path):
   with pytest.raises(
       checkpoints.OutputDirectoryError,
       match=r'has checkpoints \[0, 1\] but none is complete and readable; '
-      'refusing to restart over them'):
+      'refusing to restart over them',
+  ):
     _checkpoints(tmp_path, logs).restore_latest()
   assert _files(tmp_path) == before  # nothing deleted
   assert logs == [
@@ -159,7 +176,9 @@ def test_a_torn_first_checkpoint_starts_the_run_over(tmp_path):
   _saved(tmp_path, [4], checkpoint_every=5)
   os.remove(tmp_path / 'checkpoints' / 'complete_4')
   logs = []
-  assert _checkpoints(tmp_path, logs, checkpoint_every=5).restore_latest() is None
+  assert (
+      _checkpoints(tmp_path, logs, checkpoint_every=5).restore_latest() is None
+  )
   assert logs[-1] == 'no checkpoint found; starting from round 0'
   # The same torn checkpoint is not the first one with checkpoint_every=2.
   with pytest.raises(checkpoints.OutputDirectoryError):
@@ -174,7 +193,11 @@ def test_no_checkpoint_starts_the_run_over(tmp_path):
 
 def test_due_every_n_rounds_and_after_the_last(tmp_path):
   every_three = _checkpoints(tmp_path, checkpoint_every=3)
-  assert [r for r in range(8) if every_three.due(r, is_last=r == 7)] == [2, 5, 7]
+  assert [r for r in range(8) if every_three.due(r, is_last=r == 7)] == [
+      2,
+      5,
+      7,
+  ]
   every_round = _checkpoints(tmp_path, checkpoint_every=1)
   assert all(every_round.due(r, is_last=False) for r in range(8))
   never = _checkpoints(tmp_path, checkpoint_every=0)
@@ -186,14 +209,17 @@ def test_due_every_n_rounds_and_after_the_last(tmp_path):
 
 def _store(output_dir):
   return client_states.FileClientStateStore(
-      os.path.join(output_dir, 'client_states'), NUM_CLIENTS,
-      [np.zeros([2], np.float32)])
+      os.path.join(output_dir, 'client_states'),
+      NUM_CLIENTS,
+      [np.zeros([2], np.float32)],
+  )
 
 
 def _train(store, client, round_num):
   (handle,) = store.handles([client], round_num)
   client_states.write_flat_state(
-      handle.write_path, np.full([2], round_num, np.float32))
+      handle.write_path, np.full([2], round_num, np.float32)
+  )
   store.commit([client], round_num)
 
 
@@ -210,7 +236,10 @@ def test_client_state_versions_are_saved_restored_and_pruned(tmp_path):
       _train(store, 2, round_num)
     saved.save(round_num, _state(float(round_num)), _positions(round_num))
   # Kept checkpoints 1 and 2 name client 0's versions 1 and 2: version 0 goes.
-  assert _client_files(store, 0) == ['round_000001.tensor', 'round_000002.tensor']
+  assert _client_files(store, 0) == [
+      'round_000001.tensor',
+      'round_000002.tensor',
+  ]
   assert _client_files(store, 2) == ['round_000001.tensor']
 
   fresh = _store(tmp_path)

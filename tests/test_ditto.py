@@ -105,7 +105,9 @@ def test_one_round_matches_algorithm_1(process, tmp_path):
       )[0]
       for i, b in enumerate(batches)
   ])
-  np.testing.assert_allclose(train['global_train_loss'], expected_global_loss, rtol=1e-5)
+  np.testing.assert_allclose(
+      train['global_train_loss'], expected_global_loss, rtol=1e-5
+  )
   np.testing.assert_allclose(
       train['personal_train_loss'], expected_personal_loss, rtol=1e-5
   )
@@ -161,7 +163,9 @@ def test_unsampled_client_keeps_its_state_file(process, tmp_path):
 
   state = toy.with_global_weights(process, W_T)
   state = run_round(state, 0, [0, 1])
-  np.testing.assert_array_equal(store.versions, [0, 0, client_states.INITIAL_VERSION])
+  np.testing.assert_array_equal(
+      store.versions, [0, 0, client_states.INITIAL_VERSION]
+  )
   path_1 = store.read_path(1)
   bytes_1 = open(path_1, 'rb').read()
   weights_0_round_0 = store.read(0)
@@ -259,9 +263,13 @@ def test_type_signature_keeps_personal_models_on_clients(process):
   clients_inputs = [m for p, m in inputs if p is tff.CLIENTS]
   assert len(clients_inputs) == 1
   (client_data,) = clients_inputs
-  assert client_data == client_data_schema.client_data_type(toy.model_fn, personalize=True)
+  assert client_data == client_data_schema.client_data_type(
+      toy.model_fn, personalize=True
+  )
   # The personal state crossing TFF is only file paths: strings, no weights.
-  assert set(_tensor_dtypes(client_data[client_data_schema.STATE_KEY])) == {np.dtype(np.str_)}
+  assert set(_tensor_dtypes(client_data[client_data_schema.STATE_KEY])) == {
+      np.dtype(np.str_)
+  }
   assert [p for p, _ in inputs if p is not tff.CLIENTS] == [tff.SERVER]
 
   outputs = _placements(signature.result)
@@ -287,7 +295,10 @@ def test_global_model_ignores_personal_models(process, tmp_path):
   train_normal = normal.metrics['client_work']['train']
   train_garbage = garbled.metrics['client_work']['train']
   assert train_normal['global_train_loss'] == train_garbage['global_train_loss']
-  assert train_normal['personal_train_loss'] != train_garbage['personal_train_loss']
+  assert (
+      train_normal['personal_train_loss']
+      != train_garbage['personal_train_loss']
+  )
 
 
 # ------------------------------------------------------------------ lambda
@@ -324,10 +335,13 @@ def test_lambda_zero_is_local_training(tmp_path):
       written_a, toy.sgd_reference(V_K, toy.split_batches(ARRAYS, BATCH), LR)
   )
   # Sanity: the global models did differ.
-  assert toy.distance(
-      toy.global_weights(process, out_a.state),
-      toy.global_weights(process, out_b.state),
-  ) > 1.0
+  assert (
+      toy.distance(
+          toy.global_weights(process, out_a.state),
+          toy.global_weights(process, out_b.state),
+      )
+      > 1.0
+  )
 
 
 # -------------------------------------------------- swappable global solver
@@ -336,7 +350,9 @@ def test_lambda_zero_is_local_training(tmp_path):
 def test_fedprox_shrinks_the_update(process, tmp_path):
   mu = 2.0
   fedprox = toy.build_process(
-      lr=LR, personal_lambda=LAM, local_steps=STEPS,
+      lr=LR,
+      personal_lambda=LAM,
+      local_steps=STEPS,
       global_proximal_strength=mu,
   )
   far_w = toy.random_weights(11, scale=2.0)  # large gradients: clear effect
@@ -359,7 +375,9 @@ def test_fedprox_shrinks_the_update(process, tmp_path):
 def test_server_adam_differs_from_sgd(process, tmp_path):
   server_lr = 0.01
   adam = toy.build_process(
-      lr=LR, personal_lambda=LAM, local_steps=STEPS,
+      lr=LR,
+      personal_lambda=LAM,
+      local_steps=STEPS,
       server_optimizer=tff.learning.optimizers.build_adam(
           learning_rate=server_lr
       ),
@@ -383,7 +401,9 @@ def test_server_adam_differs_from_sgd(process, tmp_path):
 
 def test_unweighted_and_mean_aggregators_agree_under_uniform(process, tmp_path):
   unweighted = toy.build_process(
-      lr=LR, personal_lambda=LAM, local_steps=STEPS,
+      lr=LR,
+      personal_lambda=LAM,
+      local_steps=STEPS,
       model_aggregator=tff.aggregators.UnweightedMeanFactory(),
   )
   clients = [(ARRAYS, V_K), (OTHER_ARRAYS, toy.random_weights(3))]
@@ -404,7 +424,9 @@ def test_unweighted_and_mean_aggregators_agree_under_uniform(process, tmp_path):
 
 def test_num_examples_weighting(tmp_path):
   weighted = toy.build_process(
-      lr=LR, personal_lambda=LAM, local_steps=STEPS,
+      lr=LR,
+      personal_lambda=LAM,
+      local_steps=STEPS,
       client_weighting=tff.learning.ClientWeighting.NUM_EXAMPLES,
   )
   clients = [(ARRAYS, V_K), (OTHER_ARRAYS, toy.random_weights(3))]
@@ -421,8 +443,11 @@ def test_non_finite_client_update_is_dropped(process, tmp_path):
   bad = collections.OrderedDict(x=ARRAYS['x'].copy(), y=ARRAYS['y'].copy())
   bad['x'][1, 2] = np.nan
   out, _ = _run(
-      process, W_T, [(bad, V_K), (OTHER_ARRAYS, toy.random_weights(3))],
-      tmp_path, 'mixed',
+      process,
+      W_T,
+      [(bad, V_K), (OTHER_ARRAYS, toy.random_weights(3))],
+      tmp_path,
+      'mixed',
   )
   train = out.metrics['client_work']['train']
   assert train['non_finite_updates'] == 1.0
@@ -448,7 +473,8 @@ def test_non_finite_client_update_is_dropped(process, tmp_path):
 
 def test_global_only_process_has_plain_batches(global_only_process):
   (client_data,) = [
-      m for p, m in _placements(global_only_process.next.type_signature.parameter)
+      m
+      for p, m in _placements(global_only_process.next.type_signature.parameter)
       if p is tff.CLIENTS
   ]
   assert client_data == tff.SequenceType(
@@ -460,8 +486,10 @@ def test_global_trajectory_is_the_same_without_personalization(
     process, global_only_process, tmp_path
 ):
   rounds = [
-      [(toy.client_arrays(20 + r, 3 * BATCH), None),
-       (toy.client_arrays(30 + r, 2 * BATCH, label_shift=2), None)]
+      [
+          (toy.client_arrays(20 + r, 3 * BATCH), None),
+          (toy.client_arrays(30 + r, 2 * BATCH, label_shift=2), None),
+      ]
       for r in range(3)
   ]
   state_p = toy.with_global_weights(process, W_T)
@@ -469,8 +497,12 @@ def test_global_trajectory_is_the_same_without_personalization(
   personal = [V_K, toy.random_weights(3)]
   for r, clients in enumerate(rounds):
     out_p, personal = _run(
-        process, None, [(a, v) for (a, _), v in zip(clients, personal)],
-        tmp_path, f'p{r}', state=state_p,
+        process,
+        None,
+        [(a, v) for (a, _), v in zip(clients, personal)],
+        tmp_path,
+        f'p{r}',
+        state=state_p,
     )
     out_g, written = _run(
         global_only_process, None, clients, tmp_path, f'g{r}', state=state_g
@@ -478,7 +510,9 @@ def test_global_trajectory_is_the_same_without_personalization(
     assert written == []
     state_p, state_g = out_p.state, out_g.state
     w_p = toy.global_weights(process, state_p)
-    toy.assert_weights_equal(w_p, toy.global_weights(global_only_process, state_g))
+    toy.assert_weights_equal(
+        w_p, toy.global_weights(global_only_process, state_g)
+    )
     assert toy.distance(w_p, W_T) > 1e-2
     train_p = out_p.metrics['client_work']['train']
     train_g = out_g.metrics['client_work']['train']
@@ -490,13 +524,14 @@ def test_global_trajectory_is_the_same_without_personalization(
 # ------------------------------------------- loss as the weight (k-loss)
 
 
-def test_loss_weighting_sends_the_whole_training_set_loss_to_k_loss(
-    tmp_path):
+def test_loss_weighting_sends_the_whole_training_set_loss_to_k_loss(tmp_path):
   """As the reference's k_loss: F_k(w_t) over all of the client's data."""
   from tff_ditto import aggregators  # pylint: disable=g-import-not-at-top
 
   process = toy.build_process(
-      lr=LR, personal_lambda=LAM, local_steps=STEPS,
+      lr=LR,
+      personal_lambda=LAM,
+      local_steps=STEPS,
       client_weighting=ditto_client.LOSS_WEIGHTING,
       model_aggregator=aggregators.KLossFactory(num_benign=1),
   )
@@ -508,16 +543,15 @@ def test_loss_weighting_sends_the_whole_training_set_loss_to_k_loss(
   easy = toy.client_arrays(5, 3 * BATCH)
   hard = toy.client_arrays(6, 3 * BATCH, label_shift=1)
   second = collections.OrderedDict(
-      (key, np.concatenate([easy[key], hard[key]])) for key in easy)
+      (key, np.concatenate([easy[key], hard[key]])) for key in easy
+  )
   clients = (first, second)
 
   def batch_mean_loss(arrays):
     batches = toy.split_batches(arrays, BATCH)[:STEPS]
     return np.mean([toy.loss_and_grad(W_T, b)[0] for b in batches])
 
-  whole_losses = [
-      toy.loss_and_grad(W_T, a)[0] for a in clients
-  ]
+  whole_losses = [toy.loss_and_grad(W_T, a)[0] for a in clients]
   batch_losses = [batch_mean_loss(a) for a in clients]
   assert np.argmin(whole_losses) != np.argmin(batch_losses)
 
@@ -527,8 +561,10 @@ def test_loss_weighting_sends_the_whole_training_set_loss_to_k_loss(
     read_path = os.path.join(tmp_path, f'read_{k}.tensor')
     toy.write_state(read_path, V_K)
     client = toy.personal_client_data(
-        toy.fixed_batches(arrays, BATCH), read_path,
-        os.path.join(tmp_path, f'write_{k}.tensor'))
+        toy.fixed_batches(arrays, BATCH),
+        read_path,
+        os.path.join(tmp_path, f'write_{k}.tensor'),
+    )
     client[client_data_schema.FULL_TRAIN_KEY] = toy.fixed_batches(arrays, 7)
     data.append(client)
   output = process.next(state, data)
@@ -556,8 +592,11 @@ def test_model_types_are_built_once_per_model_fn():
 
   def build():
     return ditto.build_ditto_process(
-        counting_model_fn, client_optimizer=toy.sgd(LR), personal_lambda=LAM,
-        local_steps=STEPS)
+        counting_model_fn,
+        client_optimizer=toy.sgd(LR),
+        personal_lambda=LAM,
+        local_steps=STEPS,
+    )
 
   build()
   first_build_calls = len(calls)
@@ -566,7 +605,9 @@ def test_model_types_are_built_once_per_model_fn():
   assert len(calls) - first_build_calls < first_build_calls
   weights_type = client_data_schema.model_weights_type(counting_model_fn)
   calls.clear()
-  assert client_data_schema.model_weights_type(counting_model_fn) is weights_type
+  assert (
+      client_data_schema.model_weights_type(counting_model_fn) is weights_type
+  )
   assert not calls
   # Another model_fn gets its own (equal) types.
   other = lambda: toy.model_fn()  # pylint: disable=unnecessary-lambda

@@ -42,9 +42,13 @@ def test_summarize_hand_made_numbers():
   )
   # Client 2 has no examples and is left out; accuracies 0.8, 0.5, 1.0, 0.0.
   assert list(summary) == [
-      'benign_pooled_accuracy', 'benign_mean_accuracy', 'benign_std_accuracy',
-      'benign_variance_accuracy', 'benign_worst10_accuracy',
-      'benign_pooled_loss', 'benign_num_clients',
+      'benign_pooled_accuracy',
+      'benign_mean_accuracy',
+      'benign_std_accuracy',
+      'benign_variance_accuracy',
+      'benign_worst10_accuracy',
+      'benign_pooled_loss',
+      'benign_num_clients',
   ]
   assert summary['benign_pooled_accuracy'] == pytest.approx(14 / 21)
   assert summary['benign_mean_accuracy'] == pytest.approx(0.575)
@@ -59,7 +63,8 @@ def test_summarize_worst_ten_percent_rounds_up():
   # 11 clients: ceil(1.1) = 2 worst clients; accuracies 0.0, 0.1, ..., 1.0.
   accuracies = np.arange(11) / 10
   summary = evaluation.summarize(
-      num_correct=accuracies * 10, num_examples=np.full(11, 10),
+      num_correct=accuracies * 10,
+      num_examples=np.full(11, 10),
       loss_sum=np.ones(11),
   )
   assert summary['worst10_accuracy'] == pytest.approx(0.05)
@@ -83,17 +88,23 @@ def test_summarize_without_examples():
 def test_client_metrics_table_and_stacking():
   records = [
       collections.OrderedDict(
-          loss_sum=np.float32(3.0), num_correct=np.float32(2.0),
+          loss_sum=np.float32(3.0),
+          num_correct=np.float32(2.0),
           num_examples=np.float32(4.0),
       ),
       collections.OrderedDict(
-          loss_sum=np.float32(0.0), num_correct=np.float32(0.0),
+          loss_sum=np.float32(0.0),
+          num_correct=np.float32(0.0),
           num_examples=np.float32(0.0),
       ),
   ]
   table = evaluation.client_metrics_table(records, ['a', 'b'])
   assert list(table.columns) == [
-      'client_id', 'num_examples', 'num_correct', 'accuracy', 'loss'
+      'client_id',
+      'num_examples',
+      'num_correct',
+      'accuracy',
+      'loss',
   ]
   assert table['accuracy'][0] == 0.5 and table['loss'][0] == 0.75
   assert math.isnan(table['accuracy'][1])
@@ -136,7 +147,8 @@ def test_global_evaluation_matches_keras(global_evaluation):
     assert float(record['num_examples']) == n
     np.testing.assert_allclose(
         float(record['num_correct']) / n,
-        float(keras_accuracy.result()), rtol=1e-6,
+        float(keras_accuracy.result()),
+        rtol=1e-6,
     )
     np.testing.assert_allclose(
         float(record['loss_sum']) / n, float(keras_loss), rtol=1e-5
@@ -221,7 +233,9 @@ def _baseline_evaluate_fn():
 
     totals = dataset.batch(7).reduce(tf.zeros([2], tf.float32), accumulate)
     correct, count = tf.unstack(
-        tf.cast(model.report_local_unfinalized_metrics()['accuracy'], tf.float32)
+        tf.cast(
+            model.report_local_unfinalized_metrics()['accuracy'], tf.float32
+        )
     )
     return collections.OrderedDict(
         accuracy=correct / count, loss=totals[0] / totals[1]
@@ -253,8 +267,10 @@ def test_finetune_personalize_fn_improves_clients_with_different_labels():
   )
   # Same features, a different label map per client: no global model fits all.
   clients = [
-      (toy.client_arrays(k, 60, label_shift=k),
-       toy.client_arrays(100 + k, 30, label_shift=k))
+      (
+          toy.client_arrays(k, 60, label_shift=k),
+          toy.client_arrays(100 + k, 30, label_shift=k),
+      )
       for k in range(3)
   ]
   global_weights = _perfect_weights(0)
@@ -290,7 +306,9 @@ def test_finetune_personalize_fn_takes_num_steps_sgd_steps():
               learning_rate=lr, num_steps=steps, batch_size=10
           ),
           prox=evaluation.build_finetune_personalize_fn(
-              learning_rate=lr, num_steps=steps, batch_size=10,
+              learning_rate=lr,
+              num_steps=steps,
+              batch_size=10,
               proximal_strength=lam,
           ),
       ),
@@ -311,5 +329,7 @@ def test_finetune_personalize_fn_takes_num_steps_sgd_steps():
     np.testing.assert_allclose(result[name]['loss'][0], loss, rtol=1e-4)
     np.testing.assert_allclose(result[name]['accuracy'][0], accuracy, atol=1e-6)
   loss, accuracy = toy.evaluate_reference(start, test)
-  np.testing.assert_allclose(result['baseline_metrics']['loss'][0], loss, rtol=1e-5)
+  np.testing.assert_allclose(
+      result['baseline_metrics']['loss'][0], loss, rtol=1e-5
+  )
   assert result['prox']['loss'][0] != result['plain']['loss'][0]

@@ -30,21 +30,40 @@ WRITE = os.environ.get('TFF_DITTO_WRITE_GOLDEN') == '1'
 
 # Settings of every case, then each case's own.
 COMMON = dict(
-    rounds=3, clients_per_round=3, local_steps=2, batch_size=10,
-    eval_every=3, checkpoint_every=0, finetune_steps=3, seed=0,
+    rounds=3,
+    clients_per_round=3,
+    local_steps=2,
+    batch_size=10,
+    eval_every=3,
+    checkpoint_every=0,
+    finetune_steps=3,
+    seed=0,
 )
 CASES = {
     'ditto': dict(method='ditto', lam=0.5),
     'global': dict(method='global'),
     'local': dict(method='local'),
     'term': dict(method='term', term_t=1.0),
-    'ditto_a3_median': dict(method='ditto', lam=0.5, attack='a3',
-                            attack_ratio=0.34, aggregator='median'),
+    'ditto_a3_median': dict(
+        method='ditto',
+        lam=0.5,
+        attack='a3',
+        attack_ratio=0.34,
+        aggregator='median',
+    ),
 }
-ROUND_KEYS = ('global_train_loss', 'personal_train_loss',
-              'sampled_malicious', 'non_finite_updates')
-SUMMARY_KEYS = ('benign_pooled_accuracy', 'benign_mean_accuracy',
-                'benign_std_accuracy', 'benign_pooled_loss')
+ROUND_KEYS = (
+    'global_train_loss',
+    'personal_train_loss',
+    'sampled_malicious',
+    'non_finite_updates',
+)
+SUMMARY_KEYS = (
+    'benign_pooled_accuracy',
+    'benign_mean_accuracy',
+    'benign_std_accuracy',
+    'benign_pooled_loss',
+)
 
 
 def _weights_digest(runner) -> str:
@@ -64,11 +83,14 @@ def _number(value):
 def _run_case(name, dataset, model_fn, tmp_path) -> dict:
   config = training_config.ExperimentConfig(**COMMON, **CASES[name])
   runner = training.ExperimentRunner(
-      config, dataset, model_fn, str(tmp_path / name), log_fn=None)
+      config, dataset, model_fn, str(tmp_path / name), log_fn=None
+  )
   summary = runner.run()
   return dict(
-      rounds=[{key: _number(row[key]) for key in ROUND_KEYS}
-              for row in runner.history],
+      rounds=[
+          {key: _number(row[key]) for key in ROUND_KEYS}
+          for row in runner.history
+      ],
       summary={key: _number(summary['final'][key]) for key in SUMMARY_KEYS},
       global_weights_sha256=_weights_digest(runner),
   )
@@ -77,8 +99,12 @@ def _run_case(name, dataset, model_fn, tmp_path) -> dict:
 def _commit() -> str:
   try:
     return subprocess.run(
-        ['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
-        text=True, check=True, cwd=os.path.dirname(__file__)).stdout.strip()
+        ['git', 'rev-parse', '--short', 'HEAD'],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(__file__),
+    ).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return 'unknown'
 
@@ -102,13 +128,13 @@ def written(golden):
 
 
 @pytest.mark.parametrize('name', sorted(CASES))
-def test_run_matches_its_golden_metrics(name, synthetic_six_clients,
-                                        synthetic_model_fn, tmp_path, golden,
-                                        written):
-  result = _run_case(name, synthetic_six_clients, synthetic_model_fn,
-                     tmp_path)
+def test_run_matches_its_golden_metrics(
+    name, synthetic_six_clients, synthetic_model_fn, tmp_path, golden, written
+):
+  result = _run_case(name, synthetic_six_clients, synthetic_model_fn, tmp_path)
   if WRITE:
     written[name] = result
     return
-  assert result == golden['cases'][name], (
-      f'{name} differs from the golden metrics of commit {golden["commit"]}')
+  assert (
+      result == golden['cases'][name]
+  ), f'{name} differs from the golden metrics of commit {golden["commit"]}'

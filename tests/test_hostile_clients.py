@@ -45,7 +45,9 @@ from tff_ditto import client_states
 NUM_CLIENTS = 5
 BATCH = 4
 INITIAL = toy.random_weights(3)
-CLIENT_ARRAYS = [toy.client_arrays(40 + k, 2 * BATCH) for k in range(NUM_CLIENTS)]
+CLIENT_ARRAYS = [
+    toy.client_arrays(40 + k, 2 * BATCH) for k in range(NUM_CLIENTS)
+]
 MODEL_REPLACEMENT = 2  # tff_ditto.attacks update-attack code: update * scale
 HOSTILE_SCALES = {'nan': np.nan, 'inf': np.inf, '1e30': 1e30}
 BOUND = 10.0
@@ -81,11 +83,13 @@ def _find(metrics, key):
 
 
 def _attack(scale):
-  return tf.data.Dataset.from_tensors(collections.OrderedDict(
-      code=np.int32(MODEL_REPLACEMENT if scale is not None else 0),
-      scale=np.float32(1.0 if scale is None else scale),
-      seed=np.array([0, 0], np.int64),
-  ))
+  return tf.data.Dataset.from_tensors(
+      collections.OrderedDict(
+          code=np.int32(MODEL_REPLACEMENT if scale is not None else 0),
+          scale=np.float32(1.0 if scale is None else scale),
+          seed=np.array([0, 0], np.int64),
+      )
+  )
 
 
 def _client_data(store, round_num, scale):
@@ -199,6 +203,4 @@ def test_wrong_shaped_inputs_are_rejected_by_tff_types(tmp_path):
   vector = tff.TensorType(np.float32, [3])
   aggregation = aggregators.build_aggregator('median').create(vector)
   with pytest.raises(TypeError):
-    aggregation.next(
-        aggregation.initialize(), [np.zeros([4], np.float32)] * 3
-    )
+    aggregation.next(aggregation.initialize(), [np.zeros([4], np.float32)] * 3)

@@ -62,7 +62,7 @@ def test_each_candidate_model_equals_its_single_lambda_run(tmp_path):
         single, starts[i], tmp_path, f'single{i}'
     )
     np.testing.assert_allclose(
-        joint_state[i * size:(i + 1) * size], single_state, rtol=0, atol=1e-6
+        joint_state[i * size : (i + 1) * size], single_state, rtol=0, atol=1e-6
     )
     # The global model does not depend on the personal models.
     toy.assert_weights_close(
@@ -74,7 +74,7 @@ def test_each_candidate_model_equals_its_single_lambda_run(tmp_path):
   batches = toy.split_batches(ARRAYS, BATCH)
   expected = toy.sgd_reference(starts[2], batches, LR, center=W_T, lam=4.0)
   np.testing.assert_allclose(
-      joint_state[2 * size:],
+      joint_state[2 * size :],
       client_states.flatten_weights(expected),
       atol=1e-5,
   )
@@ -91,11 +91,11 @@ def test_select_personal_models_by_validation_loss():
   validation = dict(
       # clients x lambdas (0.1, 1, 2)
       loss_sum=np.array([
-          [3.0, 2.0, 4.0],   # 10 examples: mean loss lowest at lambda 1
-          [9.0, 8.0, 1.0],   # lowest at lambda 2
-          [0.1, 9.0, 9.0],   # only 3 examples: fallback lambda 1
-          [5.0, 5.0, 5.0],   # tie: the first lambda
-          [0.0, 0.0, 0.0],   # no validation data: fallback
+          [3.0, 2.0, 4.0],  # 10 examples: mean loss lowest at lambda 1
+          [9.0, 8.0, 1.0],  # lowest at lambda 2
+          [0.1, 9.0, 9.0],  # only 3 examples: fallback lambda 1
+          [5.0, 5.0, 5.0],  # tie: the first lambda
+          [0.0, 0.0, 0.0],  # no validation data: fallback
       ]),
       num_examples=np.array(
           [[10.0] * 3, [10.0] * 3, [3.0] * 3, [4.0] * 3, [0.0] * 3]
@@ -103,7 +103,9 @@ def test_select_personal_models_by_validation_loss():
       num_correct=np.zeros([5, 3]),
   )
   chosen = evaluation.select_personal_models(
-      validation, (0.1, 1.0, 2.0), fallback_lambda=1.0,
+      validation,
+      (0.1, 1.0, 2.0),
+      fallback_lambda=1.0,
       min_validation_examples=4,
   )
   np.testing.assert_array_equal(chosen, [1, 2, 1, 0, 1])
@@ -113,7 +115,9 @@ def test_select_personal_models_by_validation_loss():
       loss_sum=np.ones([5, 3]),
   )
   taken = evaluation.take_personal_model(test, chosen)
-  np.testing.assert_array_equal(taken['num_correct'], [1.0, 5.0, 7.0, 9.0, 13.0])
+  np.testing.assert_array_equal(
+      taken['num_correct'], [1.0, 5.0, 7.0, 9.0, 13.0]
+  )
   with pytest.raises(ValueError, match='not in'):
     evaluation.select_personal_models(validation, (0.1, 2.0), 1.0, 4)
 
@@ -129,16 +133,19 @@ def _evaluate_every_client(runner, model_fn, arrays, num_models):
   """Every client's personal models on `arrays`, through the per-client
   evaluation (independent of the runner's all-clients computation)."""
   per_client_evaluation = evaluation.build_personalized_evaluation(
-      model_fn, num_personal_models=num_models)
-  return evaluation.stack_client_metrics(per_client_evaluation([
-      collections.OrderedDict(
-          batches=round_data.eval_batches(arrays[c], 100),
-          personal_state=round_data.state_handle_dataset(
-              client_states.ClientStateHandle(runner.store.read_path(i), '')
-          ),
-      )
-      for i, c in enumerate(runner.dataset.client_ids)
-  ]))
+      model_fn, num_personal_models=num_models
+  )
+  return evaluation.stack_client_metrics(
+      per_client_evaluation([
+          collections.OrderedDict(
+              batches=round_data.eval_batches(arrays[c], 100),
+              personal_state=round_data.state_handle_dataset(
+                  client_states.ClientStateHandle(runner.store.read_path(i), '')
+              ),
+          )
+          for i, c in enumerate(runner.dataset.client_ids)
+      ])
+  )
 
 
 def test_runner_with_auto_lambda_picks_per_client(tmp_path):
@@ -146,8 +153,14 @@ def test_runner_with_auto_lambda_picks_per_client(tmp_path):
   dataset = full.subset(full.client_ids[:6])
   model_fn = models.get_model_spec('synthetic', seed=0).tff_model_fn()
   config = training_config.ExperimentConfig(
-      method='ditto', rounds=3, clients_per_round=3, local_steps=2,
-      batch_size=10, lam_selection='auto', eval_every=3, checkpoint_every=1,
+      method='ditto',
+      rounds=3,
+      clients_per_round=3,
+      local_steps=2,
+      batch_size=10,
+      lam_selection='auto',
+      eval_every=3,
+      checkpoint_every=1,
   )
   runner = training.ExperimentRunner(
       config, dataset, model_fn, str(tmp_path / 'auto'), log_fn=None
@@ -193,7 +206,10 @@ def test_auto_lambda_is_ignored_by_other_methods(tmp_path):
   dataset = full.subset(full.client_ids[:4])
   model_fn = models.get_model_spec('synthetic', seed=0).tff_model_fn()
   config = training_config.ExperimentConfig(
-      method='local', rounds=1, clients_per_round=2, local_steps=1,
+      method='local',
+      rounds=1,
+      clients_per_round=2,
+      local_steps=1,
       lam_selection='auto',
   )
   runner = training.ExperimentRunner(
@@ -249,8 +265,10 @@ def _numpy_per_step(start, batches, validation, lambdas, lr):
   for batch in batches:
     _, grads = toy.loss_and_grad(v, batch)
     tentative = [
-        [x - lr * (g + lam * (x - c))
-         for x, g, c in zip(v, grads, PER_STEP_W_T)]
+        [
+            x - lr * (g + lam * (x - c))
+            for x, g, c in zip(v, grads, PER_STEP_W_T)
+        ]
         for lam in lambdas
     ]
     losses = [toy.loss_and_grad(t, validation)[0] for t in tentative]
@@ -263,7 +281,9 @@ def _numpy_per_step(start, batches, validation, lambdas, lr):
 def test_per_step_with_one_candidate_is_fixed_lambda_ditto(tmp_path):
   fixed = toy.build_process(lr=LR, personal_lambda=0.5, local_steps=STEPS)
   per_step = toy.build_process(
-      lr=LR, personal_lambda=(0.5,), local_steps=STEPS,
+      lr=LR,
+      personal_lambda=(0.5,),
+      local_steps=STEPS,
       select_lambda_per_step=True,
   )
   train = toy.client_arrays(0, STEPS * BATCH)
@@ -288,15 +308,21 @@ def test_per_step_with_one_candidate_is_fixed_lambda_ditto(tmp_path):
 
 def test_per_step_keeps_the_lowest_validation_loss_step(tmp_path):
   process = toy.build_process(
-      lr=LR, personal_lambda=CANDIDATES, local_steps=2,
-      select_lambda_per_step=True, fallback_lambda=1.0,
+      lr=LR,
+      personal_lambda=CANDIDATES,
+      local_steps=2,
+      select_lambda_per_step=True,
+      fallback_lambda=1.0,
   )
   few = toy.client_arrays(3, 3)  # below the 4 examples needed to select
   output, (selected, fallback) = _per_step_round(
       process,
-      [(PER_STEP_V_K, PER_STEP_TRAIN, PER_STEP_VALIDATION),
-       (PER_STEP_V_K, PER_STEP_TRAIN, few)],
-      tmp_path, 'per_step',
+      [
+          (PER_STEP_V_K, PER_STEP_TRAIN, PER_STEP_VALIDATION),
+          (PER_STEP_V_K, PER_STEP_TRAIN, few),
+      ],
+      tmp_path,
+      'per_step',
   )
   batches = toy.split_batches(PER_STEP_TRAIN, BATCH)
   expected, kept, gap = _numpy_per_step(
@@ -334,14 +360,16 @@ def test_per_step_keeps_the_lowest_validation_loss_step(tmp_path):
 def test_per_step_rejects_bad_settings():
   with pytest.raises(ValueError, match='fallback_lambda 0.5 must be one of'):
     toy.build_process(
-        personal_lambda=CANDIDATES, select_lambda_per_step=True,
+        personal_lambda=CANDIDATES,
+        select_lambda_per_step=True,
         fallback_lambda=0.5,
     )
   with pytest.raises(ValueError, match='fallback_lambda None'):
     toy.build_process(personal_lambda=CANDIDATES, select_lambda_per_step=True)
   with pytest.raises(ValueError, match='personalize=True'):
     toy.build_process(
-        personal_lambda=(1.0,), select_lambda_per_step=True,
+        personal_lambda=(1.0,),
+        select_lambda_per_step=True,
         personalize=False,
     )
   with pytest.raises(ValueError, match='strong_attack'):
@@ -372,8 +400,13 @@ def test_runner_with_per_step_lambda(tmp_path):
   dataset = full.subset(full.client_ids[:6])
   model_fn = models.get_model_spec('synthetic', seed=0).tff_model_fn()
   config = training_config.ExperimentConfig(
-      method='ditto', rounds=2, clients_per_round=3, local_steps=2,
-      batch_size=10, lam_selection='per_step', eval_every=1,
+      method='ditto',
+      rounds=2,
+      clients_per_round=3,
+      local_steps=2,
+      batch_size=10,
+      lam_selection='per_step',
+      eval_every=1,
   )
   runner = training.ExperimentRunner(
       config, dataset, model_fn, str(tmp_path / 'per_step'), log_fn=None

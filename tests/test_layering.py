@@ -55,7 +55,7 @@ def module_files(root: str, package: str) -> dict[str, str]:
       if not name.endswith('.py'):
         continue
       path = os.path.join(directory, name)
-      parts = os.path.relpath(path, root)[:-len('.py')].split(os.sep)
+      parts = os.path.relpath(path, root)[: -len('.py')].split(os.sep)
       if parts[-1] == '__init__':
         parts = parts[:-1]
       found['.'.join(parts)] = path
@@ -85,12 +85,13 @@ def _base_module(node: ast.ImportFrom, module: str, is_package: bool) -> str:
   parts = module.split('.')
   if not is_package:
     parts = parts[:-1]
-  parts = parts[:len(parts) - (node.level - 1)]
+  parts = parts[: len(parts) - (node.level - 1)]
   return '.'.join(parts + ([node.module] if node.module else []))
 
 
-def _imported(node, module: str, is_package: bool,
-              modules: set[str]) -> list[tuple[str, str]]:
+def _imported(
+    node, module: str, is_package: bool, modules: set[str]
+) -> list[tuple[str, str]]:
   """(module imported, name taken from it or '') of one import node.
 
   `from a import b` imports the module a.b when there is one, else the name
@@ -102,8 +103,9 @@ def _imported(node, module: str, is_package: bool,
   found = []
   for alias in node.names:
     submodule = f'{base}.{alias.name}'
-    found.append((submodule, '') if submodule in modules
-                 else (base, alias.name))
+    found.append(
+        (submodule, '') if submodule in modules else (base, alias.name)
+    )
   return found
 
 
@@ -192,8 +194,12 @@ class Package:
       for node in ast.walk(tree):
         if isinstance(node, ast.Attribute):
           owner = self._module_of(node.value, aliases)
-          if (owner is not None and owner != name and _is_private(node.attr)
-              and f'{owner}.{node.attr}' not in self.modules):
+          if (
+              owner is not None
+              and owner != name
+              and _is_private(node.attr)
+              and f'{owner}.{node.attr}' not in self.modules
+          ):
             found.add(f'{name} -> {owner}.{node.attr}')
     return sorted(found)
 
@@ -245,16 +251,19 @@ def test_no_import_cycles(package):
   cycles = set(package.cycles())
   assert cycles - ALLOWED_CYCLES == set(), (
       'import cycles between tff_ditto modules (module-level imports); '
-      'break them, or import inside the function that needs it')
+      'break them, or import inside the function that needs it'
+  )
   assert ALLOWED_CYCLES - cycles == set(), 'allow-listed cycles are gone'
 
 
 def test_no_private_names_across_modules(package):
   found = set(package.private_imports())
-  assert found - ALLOWED_PRIVATE_IMPORTS == set(), (
-      'a module uses another module\'s private name: make it public there')
-  assert ALLOWED_PRIVATE_IMPORTS - found == set(), (
-      'allow-listed private imports are gone')
+  assert (
+      found - ALLOWED_PRIVATE_IMPORTS == set()
+  ), "a module uses another module's private name: make it public there"
+  assert (
+      ALLOWED_PRIVATE_IMPORTS - found == set()
+  ), 'allow-listed private imports are gone'
 
 
 @pytest.mark.parametrize('module', TF_FREE_MODULES)
@@ -266,12 +275,18 @@ def test_tf_free_modules_import_no_tensorflow(package, module):
 @pytest.mark.parametrize('module', TF_FREE_MODULES)
 def test_tf_free_modules_load_no_tensorflow(module):
   """The same, imported in a fresh interpreter (third-party imports too)."""
-  check = ('import importlib, sys; importlib.import_module(sys.argv[1]); '
-           f'print(sorted(set({TF_PACKAGES!r}) & set(sys.modules)))')
+  check = (
+      'import importlib, sys; importlib.import_module(sys.argv[1]); '
+      f'print(sorted(set({TF_PACKAGES!r}) & set(sys.modules)))'
+  )
   completed = subprocess.run(
-      [sys.executable, '-c', check, module], cwd=REPO, capture_output=True,
-      text=True, timeout=300,
-      env=dict(os.environ, PYTHONPATH=REPO))
+      [sys.executable, '-c', check, module],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      env=dict(os.environ, PYTHONPATH=REPO),
+  )
   assert completed.returncode == 0, completed.stderr[-2000:]
   assert completed.stdout.strip() == '[]'
 
@@ -287,41 +302,54 @@ def _write_package(root, files):
 
 
 def test_checker_finds_cycles_private_names_and_tensorflow(tmp_path):
-  _write_package(tmp_path, {
-      'pkg/__init__.py': '',
-      'pkg/a.py': """
+  _write_package(
+      tmp_path,
+      {
+          'pkg/__init__.py': '',
+          'pkg/a.py': (
+              """
           from pkg import b
           import numpy as np
 
           def late():
             from pkg import c  # inside a function: no edge
             return c._hidden   # but a private name all the same
-          """,
-      'pkg/b.py': """
+          """
+          ),
+          'pkg/b.py': (
+              """
           import pkg.a
           from pkg.c import _helper
-          """,
-      'pkg/c.py': """
+          """
+          ),
+          'pkg/c.py': (
+              """
           import tensorflow as tf
           _hidden = 1
 
           def _helper():
             return _hidden
-          """,
-      'pkg/sub/__init__.py': 'from pkg import c\n',
-      'pkg/sub/d.py': """
+          """
+          ),
+          'pkg/sub/__init__.py': 'from pkg import c\n',
+          'pkg/sub/d.py': (
+              """
           import pkg.sub.e as e
           value = e._private
-          """,
-      'pkg/sub/e.py': 'from pkg.sub import d\n',
-      'pkg/free.py': 'import os\nfrom pkg import names\n',
-      'pkg/names.py': 'NAMES = ()\n',
-  })
+          """
+          ),
+          'pkg/sub/e.py': 'from pkg.sub import d\n',
+          'pkg/free.py': 'import os\nfrom pkg import names\n',
+          'pkg/names.py': 'NAMES = ()\n',
+      },
+  )
   checked = Package(str(tmp_path), 'pkg')
   assert checked.cycles() == [('pkg.a', 'pkg.b'), ('pkg.sub.d', 'pkg.sub.e')]
   assert checked.private_imports() == [
-      'pkg.a -> pkg.c._hidden', 'pkg.b -> pkg.c._helper',
-      'pkg.sub.d -> pkg.sub.e._private']
+      'pkg.a -> pkg.c._hidden',
+      'pkg.b -> pkg.c._helper',
+      'pkg.sub.d -> pkg.sub.e._private',
+  ]
   assert checked.imports_of('pkg.c') == {'tensorflow'}
   assert checked.imports_of('pkg.a') == {'numpy', 'tensorflow'}  # via b, c
   assert checked.imports_of('pkg.sub.e') == {'tensorflow'}  # via pkg.sub
@@ -329,11 +357,14 @@ def test_checker_finds_cycles_private_names_and_tensorflow(tmp_path):
 
 
 def test_checker_accepts_a_clean_package(tmp_path):
-  _write_package(tmp_path, {
-      'pkg/__init__.py': 'from pkg.a import VALUE\n',
-      'pkg/a.py': 'from pkg import b\nVALUE = b.public\n',
-      'pkg/b.py': 'public = 1\n__all__ = ["public"]\n',
-  })
+  _write_package(
+      tmp_path,
+      {
+          'pkg/__init__.py': 'from pkg.a import VALUE\n',
+          'pkg/a.py': 'from pkg import b\nVALUE = b.public\n',
+          'pkg/b.py': 'public = 1\n__all__ = ["public"]\n',
+      },
+  )
   checked = Package(str(tmp_path), 'pkg')
   assert checked.cycles() == []
   assert checked.private_imports() == []

@@ -190,7 +190,8 @@ def test_bad_worker_addresses_are_rejected():
   with pytest.raises(ValueError, match='at least one'):
     runtime.parse_worker_addresses(' , ')
   assert runtime.parse_worker_addresses('127.0.0.1:1,127.0.0.1:2') == [
-      '127.0.0.1:1', '127.0.0.1:2'
+      '127.0.0.1:1',
+      '127.0.0.1:2',
   ]
   assert os.path.isfile(runtime.worker_binary_path())
 
@@ -206,8 +207,12 @@ def _run_experiment(*args, timeout=600):
 
   environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   return subprocess.run(
-      [sys.executable, 'run_experiment.py', *args], cwd=REPO, env=environment,
-      capture_output=True, text=True, timeout=timeout,
+      [sys.executable, 'run_experiment.py', *args],
+      cwd=REPO,
+      env=environment,
+      capture_output=True,
+      text=True,
+      timeout=timeout,
   )
 
 
@@ -222,9 +227,14 @@ def test_run_experiment_on_two_workers(two_workers, tmp_path):
   _, addresses = two_workers
   output_dir = str(tmp_path / 'run')
   result = _run_experiment(
-      '--method=ditto', '--rounds=2', '--eval_every=2', '--max_clients=6',
-      '--clients_per_round=4', '--aggregator=median',
-      f'--workers={",".join(addresses)}', f'--output_dir={output_dir}',
+      '--method=ditto',
+      '--rounds=2',
+      '--eval_every=2',
+      '--max_clients=6',
+      '--clients_per_round=4',
+      '--aggregator=median',
+      f'--workers={",".join(addresses)}',
+      f'--output_dir={output_dir}',
   )
   assert result.returncode == 0, result.stderr[-3000:]
   with open(os.path.join(output_dir, 'ditto', 'metrics.csv')) as file:
@@ -241,9 +251,16 @@ def test_start_local_workers_script_binds_loopback_and_stops_on_ctrl_c():
   import sys  # pylint: disable=g-import-not-at-top
 
   script = subprocess.Popen(
-      [sys.executable, 'scripts/start_local_workers.py', '--num_workers=2',
-       '--max_concurrent_computation_calls=1'],
-      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+      [
+          sys.executable,
+          'scripts/start_local_workers.py',
+          '--num_workers=2',
+          '--max_concurrent_computation_calls=1',
+      ],
+      cwd=REPO,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.DEVNULL,
+      text=True,
   )
   try:
     lines = []
@@ -251,20 +268,24 @@ def test_start_local_workers_script_binds_loopback_and_stops_on_ctrl_c():
       lines.append(line)
       if line.startswith('--workers='):
         break
-    pids = [int(l.split()[3].rstrip(',')) for l in lines if l.startswith('worker ')]
-    addresses = lines[-1].strip()[len('--workers='):].split(',')
+    pids = [
+        int(l.split()[3].rstrip(',')) for l in lines if l.startswith('worker ')
+    ]
+    addresses = lines[-1].strip()[len('--workers=') :].split(',')
     assert len(pids) == len(addresses) == 2, lines
     for pid, address in zip(pids, addresses):
       host, port = address.rsplit(':', 1)
       assert host == '127.0.0.1'
       sockets = loopback_bind.listening_addresses(pid)
-      assert (int(port) in [p for _, p in sockets]), sockets
+      assert int(port) in [p for _, p in sockets], sockets
       assert all(loopback_bind.is_loopback(a) for a, _ in sockets), sockets
     script.send_signal(signal.SIGINT)
     assert script.wait(timeout=60) == 0
     for pid in pids:
-      assert not os.path.exists(f'/proc/{pid}') or open(
-          f'/proc/{pid}/stat').read().split()[2] == 'Z'
+      assert (
+          not os.path.exists(f'/proc/{pid}')
+          or open(f'/proc/{pid}/stat').read().split()[2] == 'Z'
+      )
   finally:
     if script.poll() is None:
       script.kill()
@@ -276,8 +297,15 @@ def test_start_local_workers_refuses_non_loopback_without_consent():
   import sys  # pylint: disable=g-import-not-at-top
 
   result = subprocess.run(
-      [sys.executable, 'scripts/start_local_workers.py', '--bind_address=0.0.0.0'],
-      cwd=REPO, capture_output=True, text=True, timeout=60,
+      [
+          sys.executable,
+          'scripts/start_local_workers.py',
+          '--bind_address=0.0.0.0',
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=60,
   )
   assert result.returncode == 2
   assert 'i_understand_no_authentication' in result.stderr

@@ -23,7 +23,8 @@ def test_names_are_consistent():
   assert set(names.PERSONALIZED_METHODS) < set(names.METHODS)
   assert set(names.NO_WEIGHTED_FORM) < set(names.AGGREGATOR_NAMES)
   assert set(names.WEIGHTED_AGGREGATOR_NAMES) == (
-      set(names.AGGREGATOR_NAMES) - set(names.NO_WEIGHTED_FORM))
+      set(names.AGGREGATOR_NAMES) - set(names.NO_WEIGHTED_FORM)
+  )
   assert set(names.ATTACK_ALIASES.values()) < set(names.ATTACKS)
 
 
@@ -32,25 +33,31 @@ def test_names_are_consistent():
 
 def _build_baseline(method, model_fn):
   return baselines.build_method(
-      training_config.ExperimentConfig(method=method), model_fn,
+      training_config.ExperimentConfig(method=method),
+      model_fn,
       num_clients=NUM_CLIENTS,
       model_aggregator=aggregators.build_aggregator('mean'),
-      simulate_attacks=False)
+      simulate_attacks=False,
+  )
 
 
 @pytest.mark.parametrize('method', names.BASELINE_METHODS)
-def test_the_baseline_registry_builds_every_baseline(method,
-                                                     synthetic_model_fn):
+def test_the_baseline_registry_builds_every_baseline(
+    method, synthetic_model_fn
+):
   built = _build_baseline(method, synthetic_model_fn)
   assert built.name == method
   assert built.stateful == (method in baselines.STATEFUL_METHODS)
 
 
 @pytest.mark.parametrize(
-    'method', [m for m in names.METHODS if m not in names.BASELINE_METHODS]
-    + ['no_such_method'])
-def test_the_baseline_registry_builds_no_other_method(method,
-                                                      synthetic_model_fn):
+    'method',
+    [m for m in names.METHODS if m not in names.BASELINE_METHODS]
+    + ['no_such_method'],
+)
+def test_the_baseline_registry_builds_no_other_method(
+    method, synthetic_model_fn
+):
   with pytest.raises(ValueError, match='method must be one of'):
     _build_baseline(method, synthetic_model_fn)
 
@@ -76,7 +83,8 @@ def test_the_aggregator_registry_builds_every_aggregator(name):
   else:
     assert isinstance(
         aggregators.build_aggregator(name, weighted=True, **arguments),
-        aggregators.ExampleWeightedFactory)
+        aggregators.ExampleWeightedFactory,
+    )
 
 
 def test_the_aggregator_registry_builds_no_other_name():
@@ -86,10 +94,14 @@ def test_the_aggregator_registry_builds_no_other_name():
 
 def test_the_runner_builds_every_aggregator_with_reference_parameters():
   from tff_ditto import aggregator_specs  # pylint: disable=g-import-not-at-top
+
   for name in names.AGGREGATOR_NAMES:
     config = training_config.ExperimentConfig(
-        aggregator=name, attack='a1', attack_ratio=0.3,
-        bucketing_size=0 if name == 'k_loss' else 2)
+        aggregator=name,
+        attack='a1',
+        attack_ratio=0.3,
+        bucketing_size=0 if name == 'k_loss' else 2,
+    )
     config.validate()
     factory = aggregator_specs.build_model_aggregator(config, 20, 6)
     assert factory is not None
@@ -97,10 +109,15 @@ def test_the_runner_builds_every_aggregator_with_reference_parameters():
 
 def test_the_runner_builds_every_weighted_aggregator():
   from tff_ditto import aggregator_specs  # pylint: disable=g-import-not-at-top
+
   for name in names.WEIGHTED_AGGREGATOR_NAMES:
     config = training_config.ExperimentConfig(
-        aggregator=name, attack='a1', attack_ratio=0.3, bucketing_size=2,
-        weighted_aggregation=True)
+        aggregator=name,
+        attack='a1',
+        attack_ratio=0.3,
+        bucketing_size=2,
+        weighted_aggregation=True,
+    )
     config.validate()
     factory = aggregator_specs.build_model_aggregator(config, 20, 6)
     assert isinstance(factory, aggregators.ExampleWeightedFactory), name
@@ -129,6 +146,7 @@ def test_the_attacks_know_no_other_name():
 
 def test_the_omniscient_hook_runs_exactly_the_omniscient_attacks():
   from tff_ditto.aggregators import omniscient  # pylint: disable=g-import-not-at-top
+
   inner = aggregators.MeanRule()
   for attack in names.OMNISCIENT_ATTACKS:
     omniscient.OmniscientAttackRule(inner, attack)
@@ -150,8 +168,10 @@ def test_configs_accept_exactly_the_names():
     _validate(attack=attack, attack_ratio=0 if attack == 'none' else 0.2)
   for aggregator in names.AGGREGATOR_NAMES:
     _validate(aggregator=aggregator)
-  for field, value in (('method', 'no_such_method'),
-                       ('attack', 'no_such_attack'),
-                       ('aggregator', 'no_such_aggregator')):
+  for field, value in (
+      ('method', 'no_such_method'),
+      ('attack', 'no_such_attack'),
+      ('aggregator', 'no_such_aggregator'),
+  ):
     with pytest.raises(ValueError, match=f'{field} must be one of'):
       _validate(**{field: value})

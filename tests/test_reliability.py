@@ -34,8 +34,13 @@ BASE_FLAGS = [
 
 
 def _command(output_dir, *extra):
-  return [sys.executable, 'run_experiment.py', *BASE_FLAGS,
-          f'--output_dir={output_dir}', *extra]
+  return [
+      sys.executable,
+      'run_experiment.py',
+      *BASE_FLAGS,
+      f'--output_dir={output_dir}',
+      *extra,
+  ]
 
 
 def _run(output_dir, *extra, fault=None):
@@ -44,8 +49,13 @@ def _run(output_dir, *extra, fault=None):
   if fault:
     environment['TFF_DITTO_FAULT'] = fault
   return subprocess.run(
-      _command(output_dir, *extra), cwd=REPO_ROOT, env=environment,
-      capture_output=True, text=True, timeout=600)
+      _command(output_dir, *extra),
+      cwd=REPO_ROOT,
+      env=environment,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
 
 
 def _worker_children(pid):
@@ -69,7 +79,8 @@ def _worker_children(pid):
 def _final_state(output_dir):
   run_dir = os.path.join(output_dir, 'ditto')
   metrics = pd.read_csv(os.path.join(run_dir, 'metrics.csv')).drop(
-      columns=['seconds'])
+      columns=['seconds']
+  )
   clients = pd.read_csv(os.path.join(run_dir, 'client_metrics.csv'))
   with open(os.path.join(run_dir, 'summary.json')) as f:
     final = json.load(f)['final']
@@ -104,15 +115,19 @@ def reference_run(tmp_path_factory):
   return output_dir
 
 
-@pytest.mark.parametrize('fault,extra', [
-    ('mid_round:2', ()),
-    ('mid_checkpoint:3', ()),
-    # Checkpoints after rounds 2 and 4 only: the resumed run redoes rounds 3
-    # and 4, whose metrics rows and client states the killed run had written.
-    ('mid_round:4', ('--checkpoint_every=3',)),
-])
+@pytest.mark.parametrize(
+    'fault,extra',
+    [
+        ('mid_round:2', ()),
+        ('mid_checkpoint:3', ()),
+        # Checkpoints after rounds 2 and 4 only: the resumed run redoes rounds 3
+        # and 4, whose metrics rows and client states the killed run had written.
+        ('mid_round:4', ('--checkpoint_every=3',)),
+    ],
+)
 def test_sigkill_at_injected_points_then_resume_is_bit_identical(
-    reference_run, tmp_path, fault, extra):
+    reference_run, tmp_path, fault, extra
+):
   output_dir = str(tmp_path / 'run')
   killed = _run(output_dir, *extra, fault=fault)
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
@@ -124,7 +139,8 @@ def test_sigkill_at_injected_points_then_resume_is_bit_identical(
 
 
 def test_sigkill_at_random_moments_then_resume_is_bit_identical(
-    reference_run, tmp_path):
+    reference_run, tmp_path
+):
   output_dir = str(tmp_path / 'run')
   rng = random.Random(20261121)
   for attempt in range(2):
@@ -132,8 +148,12 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(
     # the run's recorded flags.json).
     extra = ('--resume',) if attempt else ()
     process = subprocess.Popen(
-        _command(output_dir, *extra), cwd=REPO_ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        _command(output_dir, *extra),
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     # Wait until training has started, then kill at a random moment.
     deadline = time.monotonic() + 300
     for line in process.stdout:
@@ -144,8 +164,9 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(
     process.kill()
     process.wait()
     time.sleep(0.5)  # PR_SET_PDEATHSIG delivery
-    assert not [w for w in workers if os.path.exists(f'/proc/{w}')
-                and _is_live(w)], 'worker outlived its killed parent'
+    assert not [
+        w for w in workers if os.path.exists(f'/proc/{w}') and _is_live(w)
+    ], 'worker outlived its killed parent'
   resumed = _run(output_dir, '--resume')
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   _assert_same_run(reference_run, output_dir)
@@ -165,11 +186,15 @@ def test_torn_checkpoint_files_are_detected(reference_run, tmp_path):
   killed = _run(output_dir, fault='mid_round:4')
   assert killed.returncode == -signal.SIGKILL
   checkpoints = os.path.join(output_dir, 'ditto', 'checkpoints')
-  newest = max(int(n.rsplit('_', 1)[1]) for n in os.listdir(checkpoints)
-               if n.startswith('program_state_'))
+  newest = max(
+      int(n.rsplit('_', 1)[1])
+      for n in os.listdir(checkpoints)
+      if n.startswith('program_state_')
+  )
   damaged = 0
   for root, _, files in os.walk(
-      os.path.join(checkpoints, f'program_state_{newest}')):
+      os.path.join(checkpoints, f'program_state_{newest}')
+  ):
     for name in files:
       path = os.path.join(root, name)
       with open(path, 'r+b') as f:
@@ -190,9 +215,17 @@ def test_output_directory_is_not_overwritten(reference_run):
 
 def test_flag_errors_are_one_line_before_tensorflow(tmp_path):
   result = subprocess.run(
-      [sys.executable, 'run_experiment.py', '--clients_per_round=0',
-       f'--output_dir={tmp_path}/x'],
-      cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+      [
+          sys.executable,
+          'run_experiment.py',
+          '--clients_per_round=0',
+          f'--output_dir={tmp_path}/x',
+      ],
+      cwd=REPO_ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert result.returncode != 0
   error_lines = [l for l in result.stderr.splitlines() if l.strip()]
   assert len(error_lines) == 1, result.stderr
@@ -203,6 +236,7 @@ def test_flag_errors_are_one_line_before_tensorflow(tmp_path):
 def test_numpy_state_files_are_plain_tensors(reference_run):
   """Personalized-model files are readable without TFF (flat float32)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   _, _, _, states = _final_state(reference_run)
   for newest, data in states.values():
     flat = tf.io.parse_tensor(data, tf.float32).numpy()

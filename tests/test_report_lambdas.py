@@ -28,8 +28,13 @@ from tff_ditto.data import load_dataset
 
 NUM_CLIENTS = 6
 SUMMARY_NAMES = (
-    'pooled_accuracy', 'mean_accuracy', 'std_accuracy', 'variance_accuracy',
-    'worst10_accuracy', 'pooled_loss', 'num_clients',
+    'pooled_accuracy',
+    'mean_accuracy',
+    'std_accuracy',
+    'variance_accuracy',
+    'worst10_accuracy',
+    'pooled_loss',
+    'num_clients',
 )
 # Columns: clean; A1 at 50 % with the devices' strong-attack decision.
 COLUMNS = dict(
@@ -51,15 +56,23 @@ def model_fn():
 
 def _config(**overrides) -> training_config.ExperimentConfig:
   values = dict(
-      method='ditto', rounds=3, clients_per_round=3, local_steps=2,
-      batch_size=10, lam=1.0, eval_every=3, checkpoint_every=0, seed=0,
+      method='ditto',
+      rounds=3,
+      clients_per_round=3,
+      local_steps=2,
+      batch_size=10,
+      lam=1.0,
+      eval_every=3,
+      checkpoint_every=0,
+      seed=0,
   )
   values.update(overrides)
   return training_config.ExperimentConfig(**values)
 
 
 def _separate_configs(
-    column: dict) -> dict[str, training_config.ExperimentConfig]:
+    column: dict,
+) -> dict[str, training_config.ExperimentConfig]:
   """The runs whose rows one multi-lambda run replaces, in one column."""
   auto = dict(column, lam_selection='auto')
   fixed = {k: v for k, v in column.items() if k != 'strong_attack'}
@@ -82,8 +95,12 @@ def runs(tmp_path_factory, dataset, model_fn):
     results[column_name] = {}
     for name, config in _separate_configs(column).items():
       runner = training.ExperimentRunner(
-          config, dataset, model_fn, str(root / column_name / name),
-          log_fn=None, computation_cache=cache,
+          config,
+          dataset,
+          model_fn,
+          str(root / column_name / name),
+          log_fn=None,
+          computation_cache=cache,
       )
       results[column_name][name] = (runner, runner.run())
   return results
@@ -110,19 +127,22 @@ def test_lambdas_of_the_multi_run(runs):
   strong = runs['strong']['multi'][0]
   assert strong.personal_models.lambdas == (0.05, 0.1, 0.2, 0.0, 1.0)
   assert len(strong.personalized_weights(0)) == 5 * len(
-      runs['strong']['local'][0].personalized_weights(0))
+      runs['strong']['local'][0].personalized_weights(0)
+  )
 
 
 @pytest.mark.parametrize('column', list(COLUMNS))
 def test_global_model_summary_equals_a_global_run(runs, column):
   multi = runs[column]['multi'][1]['final']
   global_run = runs[column]['global_run'][1]['final']
-  assert _same(_renamed(multi, 'global_model_benign_'),
-               _renamed(global_run, 'benign_'))
+  assert _same(
+      _renamed(multi, 'global_model_benign_'), _renamed(global_run, 'benign_')
+  )
   multi_table = _table(runs[column]['multi'][0])
   global_table = _table(runs[column]['global_run'][0])
   assert multi_table['global_model_accuracy'].tolist() == (
-      global_table['accuracy'].tolist())
+      global_table['accuracy'].tolist()
+  )
 
 
 @pytest.mark.parametrize('column', list(COLUMNS))
@@ -130,12 +150,14 @@ def test_global_model_summary_equals_a_global_run(runs, column):
 def test_report_lambda_equals_its_separate_run(runs, column, name, lam):
   multi = runs[column]['multi'][1]['final']
   separate = runs[column][name][1]['final']
-  assert _same(_renamed(multi, f'benign_lam_{lam}_'),
-               _renamed(separate, 'benign_'))
+  assert _same(
+      _renamed(multi, f'benign_lam_{lam}_'), _renamed(separate, 'benign_')
+  )
   multi_table = _table(runs[column]['multi'][0])
   separate_table = _table(runs[column][name][0])
   assert multi_table[f'lam_{lam}_accuracy'].tolist() == (
-      separate_table['accuracy'].tolist())
+      separate_table['accuracy'].tolist()
+  )
 
 
 @pytest.mark.parametrize('column', list(COLUMNS))
@@ -144,31 +166,37 @@ def test_selected_models_equal_a_plain_auto_run(runs, column):
   auto_runner, auto = runs[column]['ditto_auto']
   # Every key of the plain run, with its value, bit for bit: the selected
   # models, the candidates on their own and the shares of each choice.
-  assert _same({key: multi['final'][key] for key in auto['final']},
-               auto['final'])
+  assert _same(
+      {key: multi['final'][key] for key in auto['final']}, auto['final']
+  )
   extras = set(multi['final']) - set(auto['final'])
   assert {key for key in extras if key.startswith('benign_share_')} == set()
   multi_table, auto_table = _table(multi_runner), _table(auto_runner)
   assert multi_table[list(auto_table)].equals(auto_table)
   # The global model trained identically in all runs.
   for runner, _ in runs[column].values():
-    for a, b in zip(runner.process.get_model_weights(runner.state).trainable,
-                    auto_runner.process.get_model_weights(
-                        auto_runner.state).trainable):
+    for a, b in zip(
+        runner.process.get_model_weights(runner.state).trainable,
+        auto_runner.process.get_model_weights(auto_runner.state).trainable,
+    ):
       np.testing.assert_array_equal(a, b)
 
 
 def test_fixed_lambda_with_report_lambdas_evaluates_the_fixed_model(
-    tmp_path, dataset, model_fn, runs):
+    tmp_path, dataset, model_fn, runs
+):
   config = _config(report_lambdas=(0.0, 2.0))
   runner = training.ExperimentRunner(
-      config, dataset, model_fn, str(tmp_path / 'fixed'), log_fn=None)
+      config, dataset, model_fn, str(tmp_path / 'fixed'), log_fn=None
+  )
   assert runner.personal_models.lambdas == (1.0, 0.0, 2.0)
   final = runner.run()['final']
   plain_runner, plain = runs['clean']['ditto_lam_1']
   assert _same(_renamed(final, 'benign_'), _renamed(plain['final'], 'benign_'))
-  assert _same(_renamed(final, 'benign_lam_0_'),
-               _renamed(runs['clean']['local'][1]['final'], 'benign_'))
+  assert _same(
+      _renamed(final, 'benign_lam_0_'),
+      _renamed(runs['clean']['local'][1]['final'], 'benign_'),
+  )
   assert not [key for key in final if key.startswith('benign_share_')]
   table = _table(runner)
   assert 'lam' not in table
@@ -181,33 +209,45 @@ def test_default_ditto_rows_keep_their_keys(runs):
   runner, summary = runs['clean']['ditto_lam_1']
   table = _table(runner)
   assert list(table) == [
-      'client_id', 'num_examples', 'num_correct', 'accuracy', 'loss',
-      'malicious', 'global_model_accuracy']
+      'client_id',
+      'num_examples',
+      'num_correct',
+      'accuracy',
+      'loss',
+      'malicious',
+      'global_model_accuracy',
+  ]
   final = summary['final']
   assert not [key for key in final if key.startswith('benign_lam_')]
   # The pooled accuracy is the one Ditto runs always reported.
   assert final['global_model_benign_pooled_accuracy'] == (
-      runs['clean']['global_run'][1]['final']['benign_pooled_accuracy'])
+      runs['clean']['global_run'][1]['final']['benign_pooled_accuracy']
+  )
   # local (another method) keeps only the pooled accuracy of its global model.
   local_final = runs['clean']['local'][1]['final']
   assert [k for k in local_final if k.startswith('global_model_')] == [
-      'global_model_benign_pooled_accuracy']
+      'global_model_benign_pooled_accuracy'
+  ]
   assert 'global_model_accuracy' not in _table(runs['clean']['local'][0])
 
 
 def test_report_lambdas_change_the_process_key(runs):
   clean = runs['clean']
   assert clean['multi'][0].process is not clean['ditto_auto'][0].process
-  assert (clean['multi'][0].method.personalized_evaluation
-          is not clean['ditto_auto'][0].method.personalized_evaluation)
+  assert (
+      clean['multi'][0].method.personalized_evaluation
+      is not clean['ditto_auto'][0].method.personalized_evaluation
+  )
 
 
 BAD_REPORT_LAMBDAS = [
     (dict(report_lambdas=(0.0, -1.0)), 'report_lambdas must all be >= 0'),
     (dict(method='global', report_lambdas=(0.0,)), 'method ditto only'),
     (dict(method='local', report_lambdas=(1.0,)), 'method ditto only'),
-    (dict(lam_selection='per_step', report_lambdas=(0.0,)),
-     'not with lam_selection per_step'),
+    (
+        dict(lam_selection='per_step', report_lambdas=(0.0,)),
+        'not with lam_selection per_step',
+    ),
     (dict(curve_split='test'), 'curve_split must be'),
     (dict(curve_split='train'), 'curve_split must be'),
 ]
@@ -225,26 +265,31 @@ def test_report_lambdas_are_a_tuple_of_floats():
   hash(config)
   # Extras follow the selection lambdas in ascending order, once each.
   assert lambda_policy.personal_model_lambdas(
-      dataclasses.replace(config, lam_selection='auto')) == (0.1, 1.0, 2.0,
-                                                             0.0)
+      dataclasses.replace(config, lam_selection='auto')
+  ) == (0.1, 1.0, 2.0, 0.0)
   assert lambda_policy.personal_model_lambdas(
-      _config(lam=0.5, report_lambdas=(2.0, 0.5, 0.0))) == (0.5, 0.0, 2.0)
+      _config(lam=0.5, report_lambdas=(2.0, 0.5, 0.0))
+  ) == (0.5, 0.0, 2.0)
   assert lambda_policy.personal_model_lambdas(_config()) == (1.0,)
 
 
 def test_curve_split_adds_validation_columns_and_changes_nothing_else(
-    tmp_path, dataset, model_fn, runs):
+    tmp_path, dataset, model_fn, runs
+):
   plain_runner, plain = runs['clean']['multi']
-  config = dataclasses.replace(plain_runner.config, curve_split='validation',
-                               eval_every=1)
+  config = dataclasses.replace(
+      plain_runner.config, curve_split='validation', eval_every=1
+  )
   runner = training.ExperimentRunner(
-      config, dataset, model_fn, str(tmp_path / 'curve'), log_fn=None)
+      config, dataset, model_fn, str(tmp_path / 'curve'), log_fn=None
+  )
   summary = runner.run()
   assert _same(summary['final'], plain['final'])
   assert _table(runner).equals(_table(plain_runner))
   metrics = pd.read_csv(os.path.join(runner.output_dir, 'metrics.csv'))
   plain_metrics = pd.read_csv(
-      os.path.join(plain_runner.output_dir, 'metrics.csv'))
+      os.path.join(plain_runner.output_dir, 'metrics.csv')
+  )
   curve_columns = [c for c in metrics if c.startswith('validation_')]
   assert 'validation_benign_mean_accuracy' in curve_columns
   assert 'validation_global_model_benign_mean_accuracy' in curve_columns
@@ -254,8 +299,10 @@ def test_curve_split_adds_validation_columns_and_changes_nothing_else(
   shared = [c for c in plain_metrics if c != 'seconds']
   pd.testing.assert_frame_equal(
       metrics[shared].tail(1).reset_index(drop=True),
-      plain_metrics[shared].tail(1).reset_index(drop=True), check_exact=True,
-      check_dtype=False)
+      plain_metrics[shared].tail(1).reset_index(drop=True),
+      check_exact=True,
+      check_dtype=False,
+  )
   validation = runner.evaluate(2, split='validation', client_metrics_path=None)
   last = metrics.iloc[-1]
   for key, value in validation.items():
@@ -265,15 +312,24 @@ def test_curve_split_adds_validation_columns_and_changes_nothing_else(
 def test_derived_result_names_where_each_run_is():
   source = _config(lam_selection='auto', report_lambdas=(0.0, 1.0))
   where = lambda **overrides: config_equivalence.derived_result(
-      _config(**overrides), source)
+      _config(**overrides), source
+  )
   assert where(method='global') == config_equivalence.DerivedResult(
-      'global_model_benign_', 'global_model_accuracy')
+      'global_model_benign_', 'global_model_accuracy'
+  )
   assert where(method='global', personal_lr=0.3) is not None  # unread
   assert where(method='local').accuracy_column == 'lam_0_accuracy'
   assert where(lam=2.0).summary_prefix == 'benign_lam_2_'
   assert where(lam_selection='auto').summary_prefix == 'benign_'
-  assert where(lam_selection='auto', eval_every=1, checkpoint_every=1,
-               curve_split='validation') is not None
+  assert (
+      where(
+          lam_selection='auto',
+          eval_every=1,
+          checkpoint_every=1,
+          curve_split='validation',
+      )
+      is not None
+  )
   # Not there: another lambda, setting, selection or method.
   assert where(lam=0.5) is None
   assert where(method='local', client_lr=0.5) is None
@@ -281,5 +337,9 @@ def test_derived_result_names_where_each_run_is():
   assert where(method='finetune') is None
   assert where(report_lambdas=(0.0,)) is None
   # A source without report lambdas serves nothing.
-  assert config_equivalence.derived_result(
-      _config(method='global'), _config(lam_selection='auto')) is None
+  assert (
+      config_equivalence.derived_result(
+          _config(method='global'), _config(lam_selection='auto')
+      )
+      is None
+  )

@@ -20,7 +20,10 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = 'run_experiment.py'
 TINY = [
-    '--rounds=2', '--eval_every=1', '--max_clients=6', '--clients_per_round=3'
+    '--rounds=2',
+    '--eval_every=1',
+    '--max_clients=6',
+    '--clients_per_round=3',
 ]
 RUN_TIMEOUT_S = 400
 
@@ -33,8 +36,12 @@ def _env():
 
 def _run(*args, timeout=60):
   return subprocess.run(
-      [sys.executable, SCRIPT, *args], cwd=REPO, env=_env(),
-      capture_output=True, text=True, timeout=timeout,
+      [sys.executable, SCRIPT, *args],
+      cwd=REPO,
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=timeout,
   )
 
 
@@ -79,7 +86,9 @@ def _alive_worker(worker):
   pid, start_time = worker
   stat = _stat(pid)
   return (
-      stat is not None and stat[1] != 'Z' and stat[2] == start_time
+      stat is not None
+      and stat[1] != 'Z'
+      and stat[2] == start_time
       and _is_worker(pid)
   )
 
@@ -88,10 +97,16 @@ class TrackedRun:
   """A run_experiment.py subprocess whose worker_binary children are recorded."""
 
   def __init__(self, *args, timeout=RUN_TIMEOUT_S):
-    with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile('w+') as err:
+    with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile(
+        'w+'
+    ) as err:
       process = subprocess.Popen(
-          [sys.executable, SCRIPT, *args], cwd=REPO, env=_env(),
-          stdout=out, stderr=err, text=True,
+          [sys.executable, SCRIPT, *args],
+          cwd=REPO,
+          env=_env(),
+          stdout=out,
+          stderr=err,
+          text=True,
       )
       self.pid = process.pid
       self.workers = set()
@@ -109,14 +124,18 @@ class TrackedRun:
       self.stdout, self.stderr = out.read(), err.read()
 
   def describe(self):
-    return f'rc={self.returncode}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}'
+    return (
+        f'rc={self.returncode}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}'
+    )
 
 
 def _assert_workers_stopped(run):
   # The parent stops its worker before it exits; allow a moment for the
   # kernel to reap it.
   deadline = time.monotonic() + 5.0
-  while time.monotonic() < deadline and any(_alive_worker(p) for p in run.workers):
+  while time.monotonic() < deadline and any(
+      _alive_worker(p) for p in run.workers
+  ):
     time.sleep(0.1)
   assert not [w for w in run.workers if _alive_worker(w)], run.describe()
   assert not _workers_with_parent(run.pid)
@@ -128,8 +147,16 @@ def _assert_workers_stopped(run):
 def test_help_lists_the_flags():
   result = _run('--help')
   text = result.stdout
-  for flag in ('dataset', 'method', 'lam', 'attack_ratio', 'rounds',
-               'output_dir', 'resume', 'overwrite'):
+  for flag in (
+      'dataset',
+      'method',
+      'lam',
+      'attack_ratio',
+      'rounds',
+      'output_dir',
+      'resume',
+      'overwrite',
+  ):
     assert re.search(rf'--(\[no\])?{flag}:', text), flag
   assert 'Traceback' not in result.stderr
 
@@ -159,7 +186,11 @@ def _run_experiment_flags():
   """{name: help, default, type, choices} of run_experiment.py's flags."""
   result = subprocess.run(
       [sys.executable, '-c', _FLAG_DUMP.format(script=SCRIPT)],
-      cwd=REPO, env=_env(), capture_output=True, text=True, timeout=60,
+      cwd=REPO,
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=60,
   )
   assert result.returncode == 0, result.stderr
   return json.loads(result.stdout)
@@ -179,8 +210,9 @@ def test_every_config_field_has_a_flag_with_its_help_text():
     assert training_config.field_help(field.name) == help_text
   # lam_selection is set through --lam; eval_batch_size never was a flag. A
   # new field gets a flag.
-  no_flag = {f.name for f in fields
-             if f.metadata['flag'] == training_config.NO_FLAG}
+  no_flag = {
+      f.name for f in fields if f.metadata['flag'] == training_config.NO_FLAG
+  }
   assert no_flag == {'lam_selection', 'eval_batch_size'}
   for field in fields:
     if field.name in no_flag:
@@ -210,8 +242,7 @@ def test_every_config_field_has_a_flag_with_its_help_text():
       assert flag['type'] == _FLAG_TYPES[value_type[0]], field.name
   # The enum choices are exactly the values the config accepts.
   attack = [f for f in fields if f.name == 'attack'][0]
-  assert sorted(attack.metadata['choices']) == sorted(
-      names.ATTACK_NAMES)
+  assert sorted(attack.metadata['choices']) == sorted(names.ATTACK_NAMES)
   aggregator = [f for f in fields if f.name == 'aggregator'][0]
   assert aggregator.metadata['choices'] == names.AGGREGATOR_NAMES
 
@@ -225,20 +256,30 @@ BAD_FLAGS = [
     (['--clients_per_round=0'], 'clients_per_round must be >= 1'),
     (['--lam=-1'], 'lam must be >= 0'),
     (['--lam=sometimes'], "--lam must be a number >= 0, 'auto' or 'per_step'"),
-    (['--lam=per_step', '--validation_fraction=0'],
-     '--lam=per_step chooses lambda by validation loss'),
+    (
+        ['--lam=per_step', '--validation_fraction=0'],
+        '--lam=per_step chooses lambda by validation loss',
+    ),
     (['--strong_attack', '--lam=1'], 'no effect with lam_selection fixed'),
     (['--attack_ratio=1.5'], 'attack_ratio'),
-    (['--method=ditto', '--report_lambdas=0,-1'],
-     'report_lambdas must all be >= 0'),
-    (['--method=ditto', '--report_lambdas=0,x'],
-     '--report_lambdas must be numbers'),
+    (
+        ['--method=ditto', '--report_lambdas=0,-1'],
+        'report_lambdas must all be >= 0',
+    ),
+    (
+        ['--method=ditto', '--report_lambdas=0,x'],
+        '--report_lambdas must be numbers',
+    ),
     (['--method=global', '--report_lambdas=0'], 'method ditto only'),
-    (['--method=ditto', '--lam=per_step', '--report_lambdas=0'],
-     'not with lam_selection per_step'),
+    (
+        ['--method=ditto', '--lam=per_step', '--report_lambdas=0'],
+        'not with lam_selection per_step',
+    ),
     (['--curve_split=test'], 'curve_split must be'),
-    (['--weighted_aggregation', '--aggregator=krum'],
-     'aggregator krum has no example-weighted form'),
+    (
+        ['--weighted_aggregation', '--aggregator=krum'],
+        'aggregator krum has no example-weighted form',
+    ),
     (['--resume'], '--resume needs the --output_dir'),
     (['--resume', '--overwrite', '--output_dir=OUT'], 'exclude each other'),
     (['positional_argument'], 'unexpected arguments'),
@@ -249,7 +290,10 @@ BAD_FLAGS = [
 def test_bad_flags_fail_fast_with_one_line(tmp_path, args, message):
   out = tmp_path / 'out'
   args = [a.replace('OUT', str(out)) for a in args]
-  if not any(a.startswith('--output_dir') for a in args) and '--resume' not in args:
+  if (
+      not any(a.startswith('--output_dir') for a in args)
+      and '--resume' not in args
+  ):
     args.append(f'--output_dir={out}')
   # A seed of its own names the default output directory runs/<..>-seed<N>-*.
   seed = random.randrange(10**8, 10**9)
@@ -273,11 +317,17 @@ _NO_TF_WRAPPER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize('args', [['--method=nope'], ['--rounds=0'], ['--resume']])
+@pytest.mark.parametrize(
+    'args', [['--method=nope'], ['--rounds=0'], ['--resume']]
+)
 def test_bad_flags_are_rejected_before_tensorflow_is_imported(args):
   result = subprocess.run(
       [sys.executable, '-c', _NO_TF_WRAPPER.format(script=SCRIPT), *args],
-      cwd=REPO, env=_env(), capture_output=True, text=True, timeout=60,
+      cwd=REPO,
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=60,
   )
   assert result.returncode == 2, result.stderr
   assert 'run_experiment.py: error:' in result.stderr
@@ -316,7 +366,11 @@ def test_tiny_run_writes_the_comparison(tiny_run):
   with open(out / 'flags.json') as f:
     recorded = json.load(f)
   assert recorded['dataset'] == 'synthetic'
-  assert [c['method'] for c in recorded['configs']] == ['ditto', 'global', 'local']
+  assert [c['method'] for c in recorded['configs']] == [
+      'ditto',
+      'global',
+      'local',
+  ]
   for config in recorded['configs']:
     assert config['rounds'] == 2 and config['clients_per_round'] == 3
     assert config['eval_every'] == 1
@@ -404,7 +458,8 @@ def test_skl_strength_defaults_to_the_dataset_preset():
   vehicle = experiment_defaults.build_configs('vehicle', ['skl'], {})[0]
   assert vehicle.skl_lam == 0.01
   given = experiment_defaults.build_configs(
-      'femnist', ['skl'], {'skl_lam': 0.05})[0]
+      'femnist', ['skl'], {'skl_lam': 0.05}
+  )[0]
   assert given.skl_lam == 0.05
   defined = _run_experiment_flags()
   assert defined['skl_lam']['default'] is None

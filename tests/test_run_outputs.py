@@ -30,12 +30,22 @@ PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 def _run(dataset, model_fn, output_dir, **overrides):
   values = dict(
-      rounds=3, clients_per_round=3, local_steps=2, batch_size=10,
-      eval_every=2, checkpoint_every=0, seed=0)
+      rounds=3,
+      clients_per_round=3,
+      local_steps=2,
+      batch_size=10,
+      eval_every=2,
+      checkpoint_every=0,
+      seed=0,
+  )
   values.update(overrides)
   runner = training.ExperimentRunner(
-      training_config.ExperimentConfig(**values), dataset, model_fn,
-      str(output_dir), log_fn=None)
+      training_config.ExperimentConfig(**values),
+      dataset,
+      model_fn,
+      str(output_dir),
+      log_fn=None,
+  )
   runner.run()
   return runner
 
@@ -43,8 +53,11 @@ def _run(dataset, model_fn, output_dir, **overrides):
 def _scalar_events(output_dir) -> dict[str, dict[int, float]]:
   """{tag: {step: value}} of every event file under `tensorboard/`."""
   found = collections.defaultdict(dict)
-  paths = glob.glob(os.path.join(
-      output_dir, run_outputs.TENSORBOARD_DIRECTORY, 'events.out.tfevents.*'))
+  paths = glob.glob(
+      os.path.join(
+          output_dir, run_outputs.TENSORBOARD_DIRECTORY, 'events.out.tfevents.*'
+      )
+  )
   assert paths, 'no event file'
   for path in paths:
     for event in tf.compat.v1.train.summary_iterator(path):
@@ -57,8 +70,12 @@ def _scalar_events(output_dir) -> dict[str, dict[int, float]]:
 def runs(tmp_path_factory, synthetic_six_clients, synthetic_model_fn):
   root = tmp_path_factory.mktemp('run_outputs')
   return {
-      method: _run(synthetic_six_clients, synthetic_model_fn, root / method,
-                   method=method)
+      method: _run(
+          synthetic_six_clients,
+          synthetic_model_fn,
+          root / method,
+          method=method,
+      )
       for method in ('global', 'ditto')
   }
 
@@ -74,8 +91,10 @@ def test_tensorboard_holds_every_rounds_metrics(runs, method):
     if not present.any():  # e.g. a global run's personal train loss
       assert column not in events, column
       continue
-    expected = {int(r): float(np.float32(v)) for r, v in
-                zip(metrics['round'][present], metrics[column][present])}
+    expected = {
+        int(r): float(np.float32(v))
+        for r, v in zip(metrics['round'][present], metrics[column][present])
+    }
     assert events[column] == expected, column
   assert set(events['global_train_loss']) == {0, 1, 2}
   assert set(events['benign_mean_accuracy']) == {1, 2}  # evaluated rounds
@@ -93,18 +112,31 @@ def test_curves_png_is_written(runs, method):
     assert f.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
   height, width, _ = image_lib.imread(path).shape
   assert (width, height) == (1000, 380)
-  assert not [name for name in os.listdir(runs[method].output_dir)
-              if '.tmp' in name]
+  assert not [
+      name for name in os.listdir(runs[method].output_dir) if '.tmp' in name
+  ]
 
 
 def test_a_resumed_run_continues_the_event_steps(
-    tmp_path, synthetic_six_clients, synthetic_model_fn):
-  first = _run(synthetic_six_clients, synthetic_model_fn, tmp_path / 'run',
-               method='global', rounds=2, checkpoint_every=1)
+    tmp_path, synthetic_six_clients, synthetic_model_fn
+):
+  first = _run(
+      synthetic_six_clients,
+      synthetic_model_fn,
+      tmp_path / 'run',
+      method='global',
+      rounds=2,
+      checkpoint_every=1,
+  )
   config = dataclasses.replace(first.config, rounds=4)
   resumed = training.ExperimentRunner(
-      config, synthetic_six_clients, synthetic_model_fn, first.output_dir,
-      resume=True, log_fn=None)
+      config,
+      synthetic_six_clients,
+      synthetic_model_fn,
+      first.output_dir,
+      resume=True,
+      log_fn=None,
+  )
   resumed.run()
   events = _scalar_events(first.output_dir)
   assert set(events['global_train_loss']) == {0, 1, 2, 3}
@@ -114,24 +146,38 @@ def test_a_resumed_run_continues_the_event_steps(
 
 def test_finite_scalars_keeps_numbers_only():
   row = collections.OrderedDict(
-      round=3, seconds=0.5, loss=np.float32(1.5), count=np.int64(2),
-      flag=True, missing=math.nan, infinite=-math.inf, name='ditto',
-      vector=np.zeros([2]))
+      round=3,
+      seconds=0.5,
+      loss=np.float32(1.5),
+      count=np.int64(2),
+      flag=True,
+      missing=math.nan,
+      infinite=-math.inf,
+      name='ditto',
+      vector=np.zeros([2]),
+  )
   assert run_outputs.finite_scalars(row) == dict(
-      seconds=0.5, loss=np.float32(1.5), count=np.int64(2), flag=True)
+      seconds=0.5, loss=np.float32(1.5), count=np.int64(2), flag=True
+  )
 
 
 def test_plot_curves_leaves_out_what_a_run_lacks():
-  metrics = pd.DataFrame(dict(
-      round=[0, 1, 2],
-      global_train_loss=[2.0, 1.5, 1.2],
-      personal_train_loss=[math.nan] * 3,
-      benign_mean_accuracy=[math.nan, 0.5, 0.6]))
+  metrics = pd.DataFrame(
+      dict(
+          round=[0, 1, 2],
+          global_train_loss=[2.0, 1.5, 1.2],
+          personal_train_loss=[math.nan] * 3,
+          benign_mean_accuracy=[math.nan, 0.5, 0.6],
+      )
+  )
   figure = run_curves.plot_curves(metrics, 'title')
   loss_axes, accuracy_axes = figure.axes
   assert [line.get_label() for line in loss_axes.get_lines()] == [
-      'global model, train']
+      'global model, train'
+  ]
   assert [line.get_label() for line in accuracy_axes.get_lines()] == [
-      'benign, mean over clients']
-  np.testing.assert_array_equal(accuracy_axes.get_lines()[0].get_xdata(),
-                                [2, 3])
+      'benign, mean over clients'
+  ]
+  np.testing.assert_array_equal(
+      accuracy_axes.get_lines()[0].get_xdata(), [2, 3]
+  )

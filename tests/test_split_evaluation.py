@@ -28,7 +28,8 @@ def test_client_split_batches_each_client_as_dataset_batch():
   assert split.examples['x'].shape[0] == 26
   # Client 3's second batch is its examples 5..9.
   np.testing.assert_array_equal(
-      split.examples['y'][21:26], CLIENTS[3]['y'][5:10])
+      split.examples['y'][21:26], CLIENTS[3]['y'][5:10]
+  )
 
 
 def _records_equal(actual, expected):
@@ -38,16 +39,19 @@ def _records_equal(actual, expected):
     assert list(got) == list(split_evaluation.METRIC_KEYS)
     for key in split_evaluation.METRIC_KEYS:
       np.testing.assert_array_equal(
-          np.asarray(got[key], np.float32), np.asarray(want[key], np.float32))
+          np.asarray(got[key], np.float32), np.asarray(want[key], np.float32)
+      )
 
 
 def test_global_split_evaluation_equals_per_client_evaluation():
   weights = toy.model_weights(toy.random_weights(5, scale=1.0))
   per_client = evaluation.build_global_evaluation(toy.model_fn)(
-      weights, [toy.eval_dataset(a, BATCH_SIZE) for a in CLIENTS])
+      weights, [toy.eval_dataset(a, BATCH_SIZE) for a in CLIENTS]
+  )
   split = split_evaluation.client_split(list(CLIENTS), BATCH_SIZE)
   together = split_evaluation.build_global_split_evaluation(toy.model_fn)(
-      weights, split.as_argument())
+      weights, split.as_argument()
+  )
   assert np.asarray(together['loss_sum']).shape == (4, 1)
   _records_equal(split_evaluation.per_client(together), per_client)
   # Not trivially equal: the clients' losses differ.
@@ -57,7 +61,8 @@ def test_global_split_evaluation_equals_per_client_evaluation():
 
 @pytest.mark.parametrize('num_models', [1, 3])
 def test_personalized_split_evaluation_equals_per_client_evaluation(
-    tmp_path, num_models):
+    tmp_path, num_models
+):
   paths = []
   for client in range(len(CLIENTS)):
     weights = []
@@ -67,30 +72,35 @@ def test_personalized_split_evaluation_equals_per_client_evaluation(
     toy.write_state(path, weights)
     paths.append(path)
   per_client = evaluation.build_personalized_evaluation(
-      toy.model_fn, num_personal_models=num_models)([
-          toy.personal_client_data(toy.eval_dataset(a, BATCH_SIZE), p, '')
-          for a, p in zip(CLIENTS, paths)])
+      toy.model_fn, num_personal_models=num_models
+  )([
+      toy.personal_client_data(toy.eval_dataset(a, BATCH_SIZE), p, '')
+      for a, p in zip(CLIENTS, paths)
+  ])
   split = split_evaluation.client_split(list(CLIENTS), BATCH_SIZE)
   together = split_evaluation.build_personalized_split_evaluation(
-      toy.model_fn, num_personal_models=num_models)(
-          split.as_argument(), np.array(paths, dtype=object))
+      toy.model_fn, num_personal_models=num_models
+  )(split.as_argument(), np.array(paths, dtype=object))
   _records_equal(split_evaluation.per_client(together), per_client)
   # Each client read its own file: the swapped order gives other numbers.
   swapped = split_evaluation.build_personalized_split_evaluation(
-      toy.model_fn, num_personal_models=num_models)(
-          split.as_argument(), np.array(paths[::-1], dtype=object))
-  assert not np.array_equal(np.asarray(swapped['loss_sum'])[0],
-                            np.asarray(together['loss_sum'])[0])
+      toy.model_fn, num_personal_models=num_models
+  )(split.as_argument(), np.array(paths[::-1], dtype=object))
+  assert not np.array_equal(
+      np.asarray(swapped['loss_sum'])[0], np.asarray(together['loss_sum'])[0]
+  )
 
 
 def test_per_client_keeps_vectors_with_several_models():
   metrics = collections.OrderedDict(
       (key, np.arange(6, dtype=np.float32).reshape(2, 3))
-      for key in split_evaluation.METRIC_KEYS)
+      for key in split_evaluation.METRIC_KEYS
+  )
   records = split_evaluation.per_client(metrics)
   np.testing.assert_array_equal(records[1]['num_correct'], [3, 4, 5])
   single = split_evaluation.per_client(
-      {key: value[:, :1] for key, value in metrics.items()})
+      {key: value[:, :1] for key, value in metrics.items()}
+  )
   assert single[1]['loss_sum'] == 3.0
 
 

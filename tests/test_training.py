@@ -26,13 +26,21 @@ from tff_ditto.data import load_dataset
 
 NUM_CLIENTS = 6
 SUMMARY_KEYS = [
-    'benign_pooled_accuracy', 'benign_mean_accuracy', 'benign_std_accuracy',
-    'benign_variance_accuracy', 'benign_worst10_accuracy',
-    'benign_pooled_loss', 'benign_num_clients',
+    'benign_pooled_accuracy',
+    'benign_mean_accuracy',
+    'benign_std_accuracy',
+    'benign_variance_accuracy',
+    'benign_worst10_accuracy',
+    'benign_pooled_loss',
+    'benign_num_clients',
 ]
 ROUND_KEYS = [
-    'round', 'seconds', 'global_train_loss', 'personal_train_loss',
-    'sampled_malicious', 'non_finite_updates',
+    'round',
+    'seconds',
+    'global_train_loss',
+    'personal_train_loss',
+    'sampled_malicious',
+    'non_finite_updates',
 ]
 
 
@@ -42,17 +50,25 @@ ROUND_KEYS = [
 def test_sample_clients_is_deterministic_per_seed_and_round():
   sizes = np.array([10, 50, 20, 300, 5, 80, 40, 60])
   first = sampling.sample_clients(3, sizes, 4, seed=7)
-  np.testing.assert_array_equal(first, sampling.sample_clients(3, sizes, 4, seed=7))
+  np.testing.assert_array_equal(
+      first, sampling.sample_clients(3, sizes, 4, seed=7)
+  )
   assert first.dtype.kind == 'i'
   assert list(first) == sorted(set(first.tolist()))  # sorted, no repeats
   assert len(first) == 4 and first.min() >= 0 and first.max() < len(sizes)
   # Different rounds and seeds give different draws (over several tries).
-  by_round = {tuple(sampling.sample_clients(r, sizes, 4, seed=7)) for r in range(10)}
-  by_seed = {tuple(sampling.sample_clients(3, sizes, 4, seed=s)) for s in range(10)}
+  by_round = {
+      tuple(sampling.sample_clients(r, sizes, 4, seed=7)) for r in range(10)
+  }
+  by_seed = {
+      tuple(sampling.sample_clients(3, sizes, 4, seed=s)) for s in range(10)
+  }
   assert len(by_round) > 3 and len(by_seed) > 3
   # It does not depend on earlier calls (no hidden global RNG state).
   np.random.seed(123)
-  np.testing.assert_array_equal(first, sampling.sample_clients(3, sizes, 4, seed=7))
+  np.testing.assert_array_equal(
+      first, sampling.sample_clients(3, sizes, 4, seed=7)
+  )
 
 
 def test_sample_clients_weighted_favours_big_clients():
@@ -70,7 +86,9 @@ def test_sample_clients_uniform_ignores_sizes():
   sizes = np.array([1000] + [10] * 9)
   counts = np.zeros(10)
   for round_num in range(400):
-    picked = sampling.sample_clients(round_num, sizes, 3, seed=1, mode='uniform')
+    picked = sampling.sample_clients(
+        round_num, sizes, 3, seed=1, mode='uniform'
+    )
     assert len(set(picked.tolist())) == 3
     counts[picked] += 1
   # Each client is in ~30% of the rounds (120 of 400), the big one included.
@@ -101,9 +119,16 @@ def model_fn():
 
 def _config(**overrides):
   values = dict(
-      method='ditto', rounds=4, clients_per_round=3, local_steps=2,
-      batch_size=10, lam=0.5, eval_every=2, checkpoint_every=1,
-      finetune_steps=3, seed=0,
+      method='ditto',
+      rounds=4,
+      clients_per_round=3,
+      local_steps=2,
+      batch_size=10,
+      lam=0.5,
+      eval_every=2,
+      checkpoint_every=1,
+      finetune_steps=3,
+      seed=0,
   )
   values.update(overrides)
   return training_config.ExperimentConfig(**values)
@@ -140,7 +165,7 @@ def _checkpoint_versions(output_dir):
   root = os.path.join(output_dir, 'checkpoints')
   prefix = 'program_state_'
   return sorted(
-      int(n[len(prefix):]) for n in os.listdir(root) if n.startswith(prefix)
+      int(n[len(prefix) :]) for n in os.listdir(root) if n.startswith(prefix)
   )
 
 
@@ -160,7 +185,11 @@ def resume_runs(tmp_path_factory, dataset, model_fn):
 
   logs = []
   resumed = _runner(
-      _config(), dataset, model_fn, root / 'split', resume=True,
+      _config(),
+      dataset,
+      model_fn,
+      root / 'split',
+      resume=True,
       log_fn=logs.append,
   )
   assert resumed.next_round == 2
@@ -168,14 +197,20 @@ def resume_runs(tmp_path_factory, dataset, model_fn):
 
   # Tear the newest checkpoint (round 1): truncate its variable data.
   torn_dir = root / 'torn' / 'checkpoints' / 'program_state_1' / 'variables'
-  (data_file,) = [n for n in os.listdir(torn_dir) if n.startswith('variables.data')]
+  (data_file,) = [
+      n for n in os.listdir(torn_dir) if n.startswith('variables.data')
+  ]
   path = torn_dir / data_file
   size = os.path.getsize(path)
   with open(path, 'r+b') as f:
     f.truncate(size // 2)
   logs = []
   torn = _runner(
-      _config(), dataset, model_fn, root / 'torn', resume=True,
+      _config(),
+      dataset,
+      model_fn,
+      root / 'torn',
+      resume=True,
       log_fn=logs.append,
   )
   assert torn.next_round == 1
@@ -192,9 +227,12 @@ def test_resume_is_bit_identical_to_a_straight_run(resume_runs, name):
   trained = 0
   for client in range(NUM_CLIENTS):
     _assert_arrays_equal(
-        runner.personalized_weights(client), straight.personalized_weights(client)
+        runner.personalized_weights(client),
+        straight.personalized_weights(client),
     )
-    np.testing.assert_array_equal(runner.store.versions, straight.store.versions)
+    np.testing.assert_array_equal(
+        runner.store.versions, straight.store.versions
+    )
     trained += int(straight.store.versions[client] >= 0)
   assert trained >= 3
   assert summary['final'] == straight_summary['final']
@@ -210,7 +248,9 @@ def test_resume_is_bit_identical_to_a_straight_run(resume_runs, name):
       os.path.join(ref, 'client_metrics.csv')
   )
   with open(os.path.join(out, 'summary.json')) as f:
-    assert json.load(f)['final'] == json.loads(json.dumps(straight_summary['final']))
+    assert json.load(f)['final'] == json.loads(
+        json.dumps(straight_summary['final'])
+    )
   assert _checkpoint_versions(out) == [2, 3]
 
 
@@ -219,7 +259,9 @@ def test_resume_falls_back_past_a_torn_checkpoint(resume_runs):
   assert any('checkpoint 1 unreadable' in line for line in logs), logs
   assert any('resumed from checkpoint after round 0' in line for line in logs)
   _, _, split_logs = resume_runs['split']
-  assert any('resumed from checkpoint after round 1' in line for line in split_logs)
+  assert any(
+      'resumed from checkpoint after round 1' in line for line in split_logs
+  )
 
 
 def test_resume_after_the_last_round_only_evaluates(
@@ -253,7 +295,9 @@ def test_output_directory_guard(tmp_path, dataset, model_fn):
     _runner(_config(method='global', rounds=1), dataset, model_fn, out)
   # An empty existing directory is fine.
   (tmp_path / 'empty').mkdir()
-  _runner(_config(method='global', rounds=1), dataset, model_fn, tmp_path / 'empty')
+  _runner(
+      _config(method='global', rounds=1), dataset, model_fn, tmp_path / 'empty'
+  )
 
 
 def test_invalid_config_is_rejected(tmp_path, dataset, model_fn):
@@ -275,7 +319,9 @@ def method_runs(tmp_path_factory, dataset, model_fn):
   for method in METHODS:
     runner = _runner(
         _config(method=method, rounds=2, eval_every=1, lam=1.0),
-        dataset, model_fn, root / method,
+        dataset,
+        model_fn,
+        root / method,
     )
     runs[method] = (runner, runner.run())
   return runs
@@ -294,7 +340,8 @@ def test_each_method_writes_its_results(method_runs, method):
   if method == 'ditto':
     # A Ditto run reports its global model as a global run does.
     expected_columns.update(
-        key.replace('benign_', 'global_model_benign_') for key in SUMMARY_KEYS)
+        key.replace('benign_', 'global_model_benign_') for key in SUMMARY_KEYS
+    )
   assert set(rows[0]) == expected_columns
   for row in rows:
     assert 0.0 <= float(row['benign_mean_accuracy']) <= 1.0
@@ -315,14 +362,20 @@ def test_each_method_writes_its_results(method_runs, method):
   clients = _read_csv(os.path.join(out, 'client_metrics.csv'))
   assert [c['client_id'] for c in clients] == runner.dataset.client_ids
   assert set(clients[0]) == {
-      'client_id', 'num_examples', 'num_correct', 'accuracy', 'loss',
+      'client_id',
+      'num_examples',
+      'num_correct',
+      'accuracy',
+      'loss',
       'malicious',
   } | ({'global_model_accuracy'} if method == 'ditto' else set())
   assert [float(c['num_examples']) for c in clients] == [
       float(n) for n in runner.dataset.num_test_examples()
   ]
   accuracies = np.array([float(c['accuracy']) for c in clients])
-  assert np.mean(accuracies) == pytest.approx(saved['final']['benign_mean_accuracy'])
+  assert np.mean(accuracies) == pytest.approx(
+      saved['final']['benign_mean_accuracy']
+  )
   assert os.path.isdir(os.path.join(out, 'client_states')) == personalized
 
 
@@ -331,13 +384,18 @@ def test_local_forces_lambda_zero(method_runs):
   ditto_runner, _ = method_runs['ditto']
   assert local.config.lam == 0.0
   assert ditto_runner.config.lam == 1.0
-  assert local.config == dataclasses.replace(ditto_runner.config, method='local', lam=0.0)
+  assert local.config == dataclasses.replace(
+      ditto_runner.config, method='local', lam=0.0
+  )
 
 
 def test_methods_share_the_global_trajectory(method_runs):
   """Sampling, batches and the global solver are common to all methods."""
   losses = {
-      m: [r['global_train_loss'] for r in _read_csv(os.path.join(runner.output_dir, 'metrics.csv'))]
+      m: [
+          r['global_train_loss']
+          for r in _read_csv(os.path.join(runner.output_dir, 'metrics.csv'))
+      ]
       for m, (runner, _) in method_runs.items()
   }
   for method in METHODS:
@@ -352,14 +410,19 @@ def test_methods_share_the_global_trajectory(method_runs):
       'personal_train_loss'
   ]
   assert personal(ditto_runner) != personal(local)
-  trained = [i for i in range(NUM_CLIENTS) if ditto_runner.store.versions[i] == 1]
+  trained = [
+      i for i in range(NUM_CLIENTS) if ditto_runner.store.versions[i] == 1
+  ]
   assert trained
   for i in trained:
     assert not np.array_equal(
-        ditto_runner.personalized_weights(i)[0], local.personalized_weights(i)[0]
+        ditto_runner.personalized_weights(i)[0],
+        local.personalized_weights(i)[0],
     )
   # The finetune method evaluates fine-tuned models, not the global one.
-  assert method_runs['finetune'][1]['final'] != method_runs['global'][1]['final']
+  assert (
+      method_runs['finetune'][1]['final'] != method_runs['global'][1]['final']
+  )
 
 
 def test_global_method_keeps_no_client_state(method_runs):
@@ -380,7 +443,9 @@ def test_resume_refuses_to_restart_over_unusable_checkpoints(
       os.remove(copy / 'checkpoints' / name)
   before = sorted(os.listdir(copy))
   metrics_before = (copy / 'metrics.csv').read_text()
-  with pytest.raises(checkpoints.OutputDirectoryError, match='refusing to restart'):
+  with pytest.raises(
+      checkpoints.OutputDirectoryError, match='refusing to restart'
+  ):
     _runner(_config(), dataset, model_fn, copy, resume=True)
   assert sorted(os.listdir(copy)) == before
   assert (copy / 'metrics.csv').read_text() == metrics_before
@@ -390,7 +455,9 @@ def test_evaluating_another_split_leaves_the_run_untouched(resume_runs):
   straight, straight_summary, _ = resume_runs['straight']
   table_path = os.path.join(straight.output_dir, 'client_metrics.csv')
   before = open(table_path).read()
-  validation = straight.evaluate(3, split='validation', client_metrics_path=None)
+  validation = straight.evaluate(
+      3, split='validation', client_metrics_path=None
+  )
   assert open(table_path).read() == before
   assert validation['benign_num_clients'] == NUM_CLIENTS
   # Same split as the run: the same numbers as its final evaluation.
@@ -431,7 +498,9 @@ def test_objects_enter_keys_by_identity():
   assert computation_cache.ByIdentity(a) == computation_cache.ByIdentity(a)
   assert computation_cache.ByIdentity(a) != computation_cache.ByIdentity(b)
   cache = computation_cache.ComputationCache()
-  key_a, key_b = computation_cache.ByIdentity(a), computation_cache.ByIdentity(b)
+  key_a, key_b = computation_cache.ByIdentity(a), computation_cache.ByIdentity(
+      b
+  )
   first = cache.get_or_build('k', key_a, list)
   assert cache.get_or_build('k', computation_cache.ByIdentity(a), list) is first
   assert cache.get_or_build('k', key_b, list) is not first
@@ -440,9 +509,14 @@ def test_objects_enter_keys_by_identity():
 def _run_results(runner):
   """What a finished run produced: rows, summary, models, client table."""
   out = runner.output_dir
-  personal = [
-      runner.personalized_weights(i) for i in range(runner.dataset.num_clients)
-  ] if runner.store is not None else []
+  personal = (
+      [
+          runner.personalized_weights(i)
+          for i in range(runner.dataset.num_clients)
+      ]
+      if runner.store is not None
+      else []
+  )
   return dict(
       rows=_without_seconds(_read_csv(os.path.join(out, 'metrics.csv'))),
       final=runner.last_evaluation,
@@ -484,17 +558,27 @@ def test_driver_side_differences_reuse_computations_bit_identically(
   cache = computation_cache.ComputationCache()
   shared = {}
   for name, config in configs.items():
-    runner = _runner(config, dataset, model_fn, tmp_path / 'shared' / name,
-                     computation_cache=cache)
+    runner = _runner(
+        config,
+        dataset,
+        model_fn,
+        tmp_path / 'shared' / name,
+        computation_cache=cache,
+    )
     runner.run()
     shared[name] = runner
   clean, attacked = shared['clean'], shared['attacked']
   assert attacked.process is clean.process
   assert attacked.global_evaluation is clean.global_evaluation
-  assert (attacked.method.personalized_evaluation
-          is clean.method.personalized_evaluation)
+  assert (
+      attacked.method.personalized_evaluation
+      is clean.method.personalized_evaluation
+  )
   assert cache.builds == {
-      'ditto_process': 1, 'global_evaluation': 1, 'personalized_evaluation': 1}
+      'ditto_process': 1,
+      'global_evaluation': 1,
+      'personalized_evaluation': 1,
+  }
   assert cache.hits == cache.builds
   assert attacked.malicious.sum() == 3 and attacked.history[-1]['round'] == 2
   for name, runner in shared.items():
@@ -513,12 +597,18 @@ def test_builder_inputs_separate_computations(tmp_path, dataset, model_fn):
       update_attack=dict(base, attack='a2'),
       other_lambda=dict(base, lam=1.0),
       tilted=dict(method='term', term_t=1.0, attack='a1', attack_ratio=0.5),
-      other_tilt=dict(method='term', term_t=2.0, attack='a1',
-                      attack_ratio=0.5),
+      other_tilt=dict(method='term', term_t=2.0, attack='a1', attack_ratio=0.5),
   )
   processes = {
-      name: _runner(_config(**overrides), dataset, model_fn,
-                    tmp_path / name, computation_cache=cache).process
+      name: (
+          _runner(
+              _config(**overrides),
+              dataset,
+              model_fn,
+              tmp_path / name,
+              computation_cache=cache,
+          ).process
+      )
       for name, overrides in variants.items()
   }
   assert len({id(p) for p in processes.values()}) == len(variants)
@@ -526,12 +616,21 @@ def test_builder_inputs_separate_computations(tmp_path, dataset, model_fn):
   assert not cache.hits['ditto_process'] and not cache.hits['baseline']
   # Controls: a driver-side difference (rounds; for TERM also the ratio)
   # reuses the same process.
-  again = _runner(_config(**base, rounds=7), dataset, model_fn,
-                  tmp_path / 'again', computation_cache=cache)
+  again = _runner(
+      _config(**base, rounds=7),
+      dataset,
+      model_fn,
+      tmp_path / 'again',
+      computation_cache=cache,
+  )
   assert again.process is processes['base']
   term_again = _runner(
-      _config(**dict(variants['tilted'], attack_ratio=0.2)), dataset,
-      model_fn, tmp_path / 'term_again', computation_cache=cache)
+      _config(**dict(variants['tilted'], attack_ratio=0.2)),
+      dataset,
+      model_fn,
+      tmp_path / 'term_again',
+      computation_cache=cache,
+  )
   assert term_again.process is processes['tilted']
 
 
@@ -554,34 +653,42 @@ def test_baseline_builders_read_no_field_left_out_of_their_key(model_fn):
   for method in baselines.BASELINE_METHODS:
     recorder = _ReadRecorder(_config(method=method))
     baselines.build_method(
-        recorder, model_fn, num_clients=NUM_CLIENTS,
+        recorder,
+        model_fn,
+        num_clients=NUM_CLIENTS,
         model_aggregator=aggregators.build_aggregator('mean'),
-        simulate_attacks=False)
+        simulate_attacks=False,
+    )
     assert 'method' in recorder.read
     unread = recorder.read & set(baselines.UNREAD_CONFIG_FIELDS)
     assert not unread, (method, unread)
 
 
-def test_personal_lr_moves_only_the_personal_models(tmp_path, dataset,
-                                                     model_fn):
+def test_personal_lr_moves_only_the_personal_models(
+    tmp_path, dataset, model_fn
+):
   results = {}
-  for name, personal_lr in (('default', None), ('same', 0.05),
-                            ('larger', 0.5)):
-    runner = _runner(_config(rounds=2, client_lr=0.05,
-                             personal_lr=personal_lr),
-                     dataset, model_fn, tmp_path / name)
+  for name, personal_lr in (('default', None), ('same', 0.05), ('larger', 0.5)):
+    runner = _runner(
+        _config(rounds=2, client_lr=0.05, personal_lr=personal_lr),
+        dataset,
+        model_fn,
+        tmp_path / name,
+    )
     runner.run()
     results[name] = _run_results(runner)
   # personal_lr equal to client_lr is the default, bit for bit.
   _assert_same_results(results['default'], results['same'])
   # Another personal_lr leaves the global model alone ...
-  _assert_arrays_equal(results['default']['global_weights'],
-                       results['larger']['global_weights'])
+  _assert_arrays_equal(
+      results['default']['global_weights'], results['larger']['global_weights']
+  )
   # ... and changes the personal models of the sampled clients.
   changed = [
       not all(np.array_equal(x, y) for x, y in zip(a, b))
-      for a, b in zip(results['default']['personal'],
-                      results['larger']['personal'])
+      for a, b in zip(
+          results['default']['personal'], results['larger']['personal']
+      )
   ]
   assert any(changed)
 

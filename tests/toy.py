@@ -166,7 +166,11 @@ def evaluate_reference(weights, arrays):
 
 def distance(a, b) -> float:
   return float(
-      np.sqrt(sum(np.sum((np.asarray(x, np.float64) - y) ** 2) for x, y in zip(a, b)))
+      np.sqrt(
+          sum(
+              np.sum((np.asarray(x, np.float64) - y) ** 2) for x, y in zip(a, b)
+          )
+      )
   )
 
 

@@ -119,9 +119,7 @@ def model_aggregator_spec(
       'trimmed_mean': dict(b=expected),
       'k_norm': dict(num_excluded=expected),
       'cclip': dict(tau=config.cclip_tau),
-      'k_loss': dict(
-          num_benign=max(config.clients_per_round - expected, 1)
-      ),
+      'k_loss': dict(num_benign=max(config.clients_per_round - expected, 1)),
   }.get(config.aggregator, {})
   attack = attacks.canonical_attack_name(config.attack)
   return AggregatorSpec(

@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from tff_ditto.data import FederatedDataset
+
 # The attack names (defined in `tff_ditto.names`).
 from tff_ditto.names import ATTACK_ALIASES
 from tff_ditto.names import ATTACKS

@@ -83,7 +83,7 @@ def reference_batch_indices(
           [seed, stream, client_index, pass_index]
       ).permutation(num_examples)
       order_pass = pass_index
-    batches.append(order[slot * size:(slot + 1) * size])
+    batches.append(order[slot * size : (slot + 1) * size])
   return batches
 
 
@@ -130,8 +130,9 @@ class ClientBatchStreams:
       ValueError: On an unknown mode.
     """
     if mode not in BATCH_STREAMS:
-      raise ValueError(f'batch_stream must be one of {BATCH_STREAMS}, got '
-                       f'{mode!r}.')
+      raise ValueError(
+          f'batch_stream must be one of {BATCH_STREAMS}, got {mode!r}.'
+      )
     self.mode = mode
     self.batch_size = batch_size
     self.seed = seed
@@ -167,8 +168,13 @@ class ClientBatchStreams:
     return batches_from_indices(
         arrays,
         reference_batch_indices(
-            int(arrays['y'].shape[0]), self.batch_size, start, count,
-            self.seed, TRAIN_STREAM, client_index,
+            int(arrays['y'].shape[0]),
+            self.batch_size,
+            start,
+            count,
+            self.seed,
+            TRAIN_STREAM,
+            client_index,
         ),
     )
 
@@ -188,7 +194,12 @@ class ClientBatchStreams:
     return batches_from_indices(
         arrays,
         reference_batch_indices(
-            int(arrays['y'].shape[0]), self.batch_size, 0, count,
-            self.seed, FINETUNE_STREAM, client_index,
+            int(arrays['y'].shape[0]),
+            self.batch_size,
+            0,
+            count,
+            self.seed,
+            FINETUNE_STREAM,
+            client_index,
         ),
     )

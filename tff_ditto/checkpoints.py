@@ -176,7 +176,7 @@ class RunCheckpoints:
     crash_safety.write_atomically(self.marker_path(round_num), 'complete\n')
     kept = set(self.versions())
     for name in os.listdir(self.directory):
-      suffix = name[len(_MARKER_PREFIX):]
+      suffix = name[len(_MARKER_PREFIX) :]
       if (
           name.startswith(_MARKER_PREFIX)
           and suffix.isdigit()
@@ -184,9 +184,9 @@ class RunCheckpoints:
       ):
         os.remove(os.path.join(self.directory, name))
     if self.store is not None:
-      self._kept_client_versions = (
-          self._kept_client_versions + [versions]
-      )[-_KEEP_TOTAL:]
+      self._kept_client_versions = (self._kept_client_versions + [versions])[
+          -_KEEP_TOTAL:
+      ]
       self.store.prune(self._kept_client_versions[0])
 
   def restore_latest(self) -> Optional[RestoredCheckpoint]:

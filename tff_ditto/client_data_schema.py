@@ -72,13 +72,16 @@ def _build_model_types(model_fn: ModelFn) -> tuple[tff.StructType, tff.Type]:
   """(weights type, batch element type) of `model_fn`'s model."""
   with tf.Graph().as_default():
     model = model_fn()
-    return (tff.learning.models.weights_type_from_model(model),
-            tff.types.tensorflow_to_type(model.input_spec))
+    return (
+        tff.learning.models.weights_type_from_model(model),
+        tff.types.tensorflow_to_type(model.input_spec),
+    )
 
 
 def _model_types(model_fn: ModelFn) -> tuple[tff.StructType, tff.Type]:
-  return _MODEL_TYPES.get_or_build(model_fn, (),
-                                   lambda: _build_model_types(model_fn))
+  return _MODEL_TYPES.get_or_build(
+      model_fn, (), lambda: _build_model_types(model_fn)
+  )
 
 
 def model_weights_type(model_fn: ModelFn) -> tff.StructType:
@@ -169,8 +172,13 @@ def client_data_type(
     A sequence of batches when none is set; otherwise the struct of
     `client_data_struct_type` with the fields set.
   """
-  if not (personalize or simulate_attacks or validation or full_train
-          or num_train_examples):
+  if not (
+      personalize
+      or simulate_attacks
+      or validation
+      or full_train
+      or num_train_examples
+  ):
     return tff.SequenceType(batch_element_type(model_fn))
   return client_data_struct_type(
       model_fn,
@@ -188,7 +196,7 @@ def state_handle(client_data: Mapping[str, Any]) -> collections.OrderedDict:
 
 
 def attack_instruction(
-    client_data: Mapping[str, Any]
+    client_data: Mapping[str, Any],
 ) -> collections.OrderedDict:
   """The `OrderedDict(code, scale, seed)` attack instruction of a client."""
   return batch_loops.single_element(client_data[ATTACK_KEY])

@@ -251,9 +251,7 @@ def read_personal_weights(
   sizes = [int(np.prod(v.shape)) for v in variables]
   flat = tf.ensure_shape(flat, [sum(sizes)])
   pieces = tf.split(flat, sizes)
-  return [
-      v.assign(tf.reshape(p, v.shape)) for v, p in zip(variables, pieces)
-  ]
+  return [v.assign(tf.reshape(p, v.shape)) for v, p in zip(variables, pieces)]
 
 
 class StateParts(NamedTuple):

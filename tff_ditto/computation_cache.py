@@ -143,8 +143,9 @@ class PerObjectMemo:
   def __init__(self):
     self._values: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-  def get_or_build(self, owner: Any, key: Hashable,
-                   build: Callable[[], T]) -> T:
+  def get_or_build(
+      self, owner: Any, key: Hashable, build: Callable[[], T]
+  ) -> T:
     """The value of `owner` under `key`, built by `build()` if absent.
 
     Args:

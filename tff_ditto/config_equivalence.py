@@ -15,7 +15,6 @@ from typing import Optional
 from tff_ditto import lambda_policy
 from tff_ditto import training_config
 
-
 # Fields only one method reads, so a dataset preset may set them for every
 # method; every other method records the field's default instead.
 _METHOD_ONLY_FIELDS = {
@@ -46,10 +45,11 @@ def effective_config(
     config = dataclasses.replace(config, lam=0.0)
   if config.method != 'ditto':
     config = dataclasses.replace(config, lam_selection='fixed')
-  unused = {field.name: field.default
-            for field in dataclasses.fields(training_config.ExperimentConfig)
-            if _METHOD_ONLY_FIELDS.get(field.name, config.method)
-            != config.method}
+  unused = {
+      field.name: field.default
+      for field in dataclasses.fields(training_config.ExperimentConfig)
+      if _METHOD_ONLY_FIELDS.get(field.name, config.method) != config.method
+  }
   return dataclasses.replace(config, **unused)
 
 
@@ -73,7 +73,11 @@ class DerivedResult:
 _FIELDS_NOT_CHANGING_RESULTS = ('eval_every', 'checkpoint_every', 'curve_split')
 # Fields in which the runs a multi-lambda Ditto run serves differ from it.
 _LAMBDA_FIELDS = (
-    'method', 'lam', 'lam_selection', 'strong_attack', 'report_lambdas',
+    'method',
+    'lam',
+    'lam_selection',
+    'strong_attack',
+    'report_lambdas',
 )
 
 

@@ -59,8 +59,10 @@ def validate_config(config: ExperimentConfig) -> None:
       ),
       (
           not config.strong_attack or config.lam_selection != 'fixed',
-          'strong_attack picks the candidate lambdas of lam_selection auto '
-          'or per_step; it has no effect with lam_selection fixed',
+          (
+              'strong_attack picks the candidate lambdas of lam_selection auto '
+              'or per_step; it has no effect with lam_selection fixed'
+          ),
       ),
       (config.fedprox_mu >= 0, 'fedprox_mu must be >= 0'),
       (config.finetune_steps >= 0, 'finetune_steps must be >= 0'),
@@ -93,18 +95,24 @@ def validate_config(config: ExperimentConfig) -> None:
       (
           not config.weighted_aggregation
           or config.aggregator not in NO_WEIGHTED_FORM,
-          f'aggregator {config.aggregator} has no example-weighted form ('
-          f'{NO_WEIGHTED_FORM.get(config.aggregator)}): '
-          'weighted_aggregation needs one of '
-          f'{WEIGHTED_AGGREGATOR_NAMES}',
+          (
+              f'aggregator {config.aggregator} has no example-weighted form ('
+              f'{NO_WEIGHTED_FORM.get(config.aggregator)}): '
+              'weighted_aggregation needs one of '
+              f'{WEIGHTED_AGGREGATOR_NAMES}'
+          ),
       ),
       (
           config.aggregator not in ('krum', 'multi_krum')
           or config.clients_per_round
-          - int(config.clients_per_round * config.attack_ratio) - 2 >= 1,
-          f'aggregator {config.aggregator} needs clients_per_round - f - 2 '
-          '>= 1 with f = int(clients_per_round * attack_ratio) = '
-          f'{int(config.clients_per_round * config.attack_ratio)}',
+          - int(config.clients_per_round * config.attack_ratio)
+          - 2
+          >= 1,
+          (
+              f'aggregator {config.aggregator} needs clients_per_round - f - 2 '
+              '>= 1 with f = int(clients_per_round * attack_ratio) = '
+              f'{int(config.clients_per_round * config.attack_ratio)}'
+          ),
       ),
       (config.cclip_tau > 0, 'cclip_tau must be > 0'),
       (config.term_t >= 0, 'term_t must be >= 0'),
@@ -122,30 +130,40 @@ def validate_config(config: ExperimentConfig) -> None:
       ),
       (
           not config.report_lambdas or config.method == 'ditto',
-          'report_lambdas trains extra personal models of method ditto '
-          f'only (method {config.method})',
+          (
+              'report_lambdas trains extra personal models of method ditto '
+              f'only (method {config.method})'
+          ),
       ),
       (
           not config.report_lambdas or config.lam_selection != 'per_step',
-          'report_lambdas needs one personal model per lambda: not with '
-          'lam_selection per_step (a single model chooses at every step)',
+          (
+              'report_lambdas needs one personal model per lambda: not with '
+              'lam_selection per_step (a single model chooses at every step)'
+          ),
       ),
       (
           config.curve_split in (None, 'test', 'validation')
           and config.curve_split != config.eval_split,
-          'curve_split must be None, test or validation, and not '
-          f'eval_split ({config.eval_split})',
+          (
+              'curve_split must be None, test or validation, and not '
+              f'eval_split ({config.eval_split})'
+          ),
       ),
       (
           config.aggregator != 'k_loss' or config.bucketing_size < 2,
-          'bucketing_size must be 0 with aggregator k_loss (bucket means '
-          'have no client loss)',
+          (
+              'bucketing_size must be 0 with aggregator k_loss (bucket means '
+              'have no client loss)'
+          ),
       ),
       (
           config.aggregator != 'k_loss'
           or config.attack.lower() not in OMNISCIENT_ATTACKS,
-          'aggregator k_loss cannot run under the omniscient attacks '
-          f'{OMNISCIENT_ATTACKS} (their hook marks attackers by weight)',
+          (
+              'aggregator k_loss cannot run under the omniscient attacks '
+              f'{OMNISCIENT_ATTACKS} (their hook marks attackers by weight)'
+          ),
       ),
       (
           config.attack.lower() == 'none' or config.attack_ratio > 0,
@@ -153,10 +171,13 @@ def validate_config(config: ExperimentConfig) -> None:
       ),
       (
           config.method not in BASELINE_METHODS
-          or (config.aggregator != 'k_loss'
-              and not config.weighted_aggregation),
-          f'method {config.method} sends unweighted updates (as the reference):'
-          ' no k_loss aggregator, no weighted_aggregation',
+          or (
+              config.aggregator != 'k_loss' and not config.weighted_aggregation
+          ),
+          (
+              f'method {config.method} sends unweighted updates (as the'
+              ' reference): no k_loss aggregator, no weighted_aggregation'
+          ),
       ),
       (
           config.method != 'term'
@@ -165,8 +186,10 @@ def validate_config(config: ExperimentConfig) -> None:
               and config.bucketing_size == 0
               and config.attack.lower() not in OMNISCIENT_ATTACKS
           ),
-          'method term weights updates by exp(t * loss): it needs '
-          'aggregator mean, no bucketing and no omniscient attack',
+          (
+              'method term weights updates by exp(t * loss): it needs '
+              'aggregator mean, no bucketing and no omniscient attack'
+          ),
       ),
   ]
   for ok, message in checks:

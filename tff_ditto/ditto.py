@@ -154,7 +154,8 @@ def build_ditto_process(
     )
   if global_proximal_strength < 0:
     raise ValueError(
-        f'global_proximal_strength must be >= 0, got {global_proximal_strength}.'
+        'global_proximal_strength must be >= 0, got'
+        f' {global_proximal_strength}.'
     )
   if local_steps < 1:
     raise ValueError(f'local_steps must be >= 1, got {local_steps}.')
@@ -163,7 +164,10 @@ def build_ditto_process(
 
   loss_weighting = client_weighting == ditto_client.LOSS_WEIGHTING
   data_type = client_data_schema.client_data_type(
-      model_fn, personalize, simulate_attacks, select_lambda_per_step,
+      model_fn,
+      personalize,
+      simulate_attacks,
+      select_lambda_per_step,
       loss_weighting,
       client_weighting == ditto_client.NUM_TRAIN_EXAMPLES_WEIGHTING,
   )
@@ -193,7 +197,8 @@ def build_ditto_process(
       rejected_weight=float('nan') if loss_weighting else 0.0,
       shares_of_batches=(
           {ditto_client.LAMBDA_CHOICES_KEY: LAMBDA_STEP_SHARES_KEY}
-          if select_lambda_per_step else None
+          if select_lambda_per_step
+          else None
       ),
   )
   return process_templates.compose_process(

@@ -153,7 +153,9 @@ def client_init(
 
 
 def fixed_lambda_personal_step(
-    client: DittoClient, loop_state: LoopState, batch: Any,
+    client: DittoClient,
+    loop_state: LoopState,
+    batch: Any,
     center: tuple[tf.Tensor, ...],
 ) -> LoopState:
   """The step of every personal model v at its own lambda, towards w_t.
@@ -180,8 +182,13 @@ def fixed_lambda_personal_step(
       client.lambdas,
   ):
     optimizer_state, personal_loss, _ = optimization.proximal_step(
-        model, weights, client.personal_optimizer, optimizer_state, batch,
-        center, strength,
+        model,
+        weights,
+        client.personal_optimizer,
+        optimizer_state,
+        batch,
+        center,
+        strength,
     )
     new_optimizer_states.append(optimizer_state)
     # Reported: the mean over the personal models.
@@ -191,8 +198,11 @@ def fixed_lambda_personal_step(
 
 
 def lambda_selecting_personal_step(
-    client: DittoClient, loop_state: LoopState, batch: Any,
-    center: tuple[tf.Tensor, ...], selection: PerStepSelection,
+    client: DittoClient,
+    loop_state: LoopState,
+    batch: Any,
+    center: tuple[tf.Tensor, ...],
+    selection: PerStepSelection,
 ) -> LoopState:
   """The step of the one personal model, its lambda chosen at this step.
 
@@ -230,7 +240,9 @@ def lambda_selecting_personal_step(
 
 
 def global_step(
-    client: DittoClient, loop_state: LoopState, batch: Any,
+    client: DittoClient,
+    loop_state: LoopState,
+    batch: Any,
     center: tuple[tf.Tensor, ...],
 ) -> LoopState:
   """The global solver's local step on w_k (FedAvg; FedProx with mu > 0).
@@ -283,8 +295,11 @@ def client_final(
   """
   written = []
   if client.personal_weights:
-    written.append(client_states.write_state(
-        write_path, client_states.state_variables(client.personal_weights)))
+    written.append(
+        client_states.write_state(
+            write_path, client_states.state_variables(client.personal_weights)
+        )
+    )
   update = process_templates.model_delta(
       initial_weights, client.global_weights.trainable, after=written
   )
@@ -354,13 +369,16 @@ def build_ditto_client_update(
   num_personal_models = 1 if select_lambda_per_step else len(lambdas)
   global_model = model_fn()
   personal_models = tuple(
-      model_fn() for _ in range(num_personal_models if personalize else 0))
+      model_fn() for _ in range(num_personal_models if personalize else 0)
+  )
   client = DittoClient(
       global_model=global_model,
       global_weights=tff.learning.models.ModelWeights.from_model(global_model),
       personal_models=personal_models,
-      personal_weights=tuple(tff.learning.models.ModelWeights.from_model(model)
-                             for model in personal_models),
+      personal_weights=tuple(
+          tff.learning.models.ModelWeights.from_model(model)
+          for model in personal_models
+      ),
       client_optimizer=client_optimizer,
       personal_optimizer=personal_optimizer,
       lambdas=lambdas,
@@ -370,10 +388,11 @@ def build_ditto_client_update(
   @tf.function
   def client_update(initial_weights, client_data):
     center = tuple(tf.nest.flatten(initial_weights.trainable))
-    handle = (client_data_schema.state_handle(client_data)
-              if personalize else {})
+    handle = client_data_schema.state_handle(client_data) if personalize else {}
     loop_state = client_init(
-        client, initial_weights, handle.get('read_path'),
+        client,
+        initial_weights,
+        handle.get('read_path'),
         len(lambdas) + 1 if select_lambda_per_step else 0,
     )
     if client_weighting == LOSS_WEIGHTING:
@@ -384,7 +403,8 @@ def build_ditto_client_update(
     if select_lambda_per_step:
       # Read once; every personal step evaluates its candidates on it.
       validation = batch_loops.stack_batches(
-          client_data[client_data_schema.VALIDATION_KEY])
+          client_data[client_data_schema.VALIDATION_KEY]
+      )
       selection = PerStepSelection(
           validation,
           tf.reduce_sum(validation.sizes) >= min_validation_examples,
@@ -395,22 +415,27 @@ def build_ditto_client_update(
       # Personal step(s) first, at v_k, with the proximal pull towards w_t.
       if select_lambda_per_step:
         loop_state = lambda_selecting_personal_step(
-            client, loop_state, batch, center, selection)
+            client, loop_state, batch, center, selection
+        )
       elif personalize:
         loop_state = fixed_lambda_personal_step(
-            client, loop_state, batch, center)
+            client, loop_state, batch, center
+        )
       # Then the global solver's step on the client's copy of w, same batch.
       return global_step(client, loop_state, batch, center)
 
     loop_state = batch_loops.reduce_batches(
-        client_data[client_data_schema.BATCHES_KEY], loop_state,
-        train_on_batch, max_batches=local_steps,
+        client_data[client_data_schema.BATCHES_KEY],
+        loop_state,
+        train_on_batch,
+        max_batches=local_steps,
     )
     if client_weighting == tff.learning.ClientWeighting.NUM_EXAMPLES:
       weight = loop_state['num_examples']
     elif client_weighting == NUM_TRAIN_EXAMPLES_WEIGHTING:
       weight = tf.cast(
-          client_data_schema.num_train_examples(client_data), tf.float32)
+          client_data_schema.num_train_examples(client_data), tf.float32
+      )
     elif client_weighting == LOSS_WEIGHTING:
       weight = start_loss
     else:

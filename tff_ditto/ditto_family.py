@@ -85,9 +85,7 @@ class DittoProcessSpec:
         ),
         personal_optimizer=None
         if self.personal_lr is None
-        else tff.learning.optimizers.build_sgdm(
-            learning_rate=self.personal_lr
-        ),
+        else tff.learning.optimizers.build_sgdm(learning_rate=self.personal_lr),
         global_proximal_strength=self.global_proximal_strength,
         client_weighting=self.client_weighting,
         personalize=self.personalize,
@@ -147,18 +145,25 @@ class DittoFamilyMethod:
     """
     if self.personalized_evaluation is not None:
       read_paths = inputs.state_read_paths()
-      return split_evaluation.per_client(self.personalized_evaluation(
-          inputs.client_split(split).as_argument(), read_paths
-      ))
+      return split_evaluation.per_client(
+          self.personalized_evaluation(
+              inputs.client_split(split).as_argument(), read_paths
+          )
+      )
     if self.finetune_evaluation is not None:
       steps = inputs.config.finetune_steps
-      return self.finetune_evaluation(model_weights, [
-          collections.OrderedDict(
-              train=inputs.finetune_batches(index, steps),
-              test=inputs.split_batches(index, split),
-          )
-          for index in range(inputs.dataset.num_clients)
-      ])
-    return split_evaluation.per_client(self.global_evaluation(
-        model_weights, inputs.client_split(split).as_argument()
-    ))
+      return self.finetune_evaluation(
+          model_weights,
+          [
+              collections.OrderedDict(
+                  train=inputs.finetune_batches(index, steps),
+                  test=inputs.split_batches(index, split),
+              )
+              for index in range(inputs.dataset.num_clients)
+          ],
+      )
+    return split_evaluation.per_client(
+        self.global_evaluation(
+            model_weights, inputs.client_split(split).as_argument()
+        )
+    )

@@ -127,7 +127,8 @@ def build_global_evaluation(
   """
   weights_type = client_data_schema.model_weights_type(model_fn)
   batches_type = tff.SequenceType(
-      client_data_schema.batch_element_type(model_fn))
+      client_data_schema.batch_element_type(model_fn)
+  )
 
   @tff.tensorflow.computation(weights_type, batches_type)
   def evaluate_client(model_weights, batches):
@@ -189,8 +190,11 @@ def build_finetune_evaluation(
   """
   weights_type = client_data_schema.model_weights_type(model_fn)
   batches_type = tff.SequenceType(
-      client_data_schema.batch_element_type(model_fn))
-  data_type = tff.StructType([(TRAIN_KEY, batches_type), (TEST_KEY, batches_type)])
+      client_data_schema.batch_element_type(model_fn)
+  )
+  data_type = tff.StructType(
+      [(TRAIN_KEY, batches_type), (TEST_KEY, batches_type)]
+  )
 
   @tff.tensorflow.computation(weights_type, data_type)
   def evaluate_client(model_weights, client_data):
@@ -322,8 +326,12 @@ def summarize(
   summary = collections.OrderedDict()
   if accuracy.size == 0:
     for key in (
-        'pooled_accuracy', 'mean_accuracy', 'std_accuracy',
-        'variance_accuracy', 'worst10_accuracy', 'pooled_loss',
+        'pooled_accuracy',
+        'mean_accuracy',
+        'std_accuracy',
+        'variance_accuracy',
+        'worst10_accuracy',
+        'pooled_loss',
     ):
       summary[prefix + key] = float('nan')
     summary[prefix + 'num_clients'] = 0
@@ -343,7 +351,6 @@ def summarize(
   )
   summary[prefix + 'num_clients'] = int(accuracy.size)
   return summary
-
 
 
 def summarize_clients(
@@ -367,6 +374,7 @@ def summarize_clients(
       stacked['loss_sum'][selection],
       prefix=prefix,
   )
+
 
 def stack_client_metrics(
     client_metrics: Sequence[Mapping[str, np.ndarray]],
@@ -425,4 +433,3 @@ def take_personal_model(
   """Per-client metrics of the chosen personal model ([clients, K] -> [clients])."""
   rows = np.arange(len(chosen))
   return {k: np.asarray(v)[rows, chosen] for k, v in stacked.items()}
-

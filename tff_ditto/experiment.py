@@ -108,7 +108,9 @@ def run_comparison(
   spec = models.get_model_spec(dataset_name, seed=seed)
   os.makedirs(output_dir, exist_ok=True)
   if not resume:
-    with open(os.path.join(output_dir, experiment_defaults.FLAGS_FILE), 'w') as f:
+    with open(
+        os.path.join(output_dir, experiment_defaults.FLAGS_FILE), 'w'
+    ) as f:
       json.dump(
           collections.OrderedDict(
               dataset=dataset_name,

@@ -20,8 +20,14 @@ from tff_ditto import training_config
 
 DATASET_PRESETS: dict[str, dict[str, Any]] = {
     'synthetic': dict(
-        rounds=100, clients_per_round=10, local_steps=10, batch_size=10,
-        client_lr=0.05, lam=1.0, eval_every=10, finetune_steps=20,
+        rounds=100,
+        clients_per_round=10,
+        local_steps=10,
+        batch_size=10,
+        client_lr=0.05,
+        lam=1.0,
+        eval_every=10,
+        finetune_steps=20,
         skl_lam=0.01,
     ),
     # client_lr from {0.03, 0.1, 0.3} on validation (docs/results.md, 'Real
@@ -30,13 +36,26 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
     # diverges); SKL's strength from {0.01, 0.001} on validation (0.01
     # collapses 36 writers).
     'femnist': dict(
-        rounds=500, clients_per_round=10, local_steps=10, batch_size=10,
-        client_lr=0.1, lam=1.0, eval_every=50, finetune_steps=50,
-        perfedavg_alpha=0.01, skl_lam=0.001,
+        rounds=500,
+        clients_per_round=10,
+        local_steps=10,
+        batch_size=10,
+        client_lr=0.1,
+        lam=1.0,
+        eval_every=50,
+        finetune_steps=50,
+        perfedavg_alpha=0.01,
+        skl_lam=0.001,
     ),
     'emnist': dict(
-        rounds=300, clients_per_round=10, local_steps=10, batch_size=10,
-        client_lr=0.05, lam=1.0, eval_every=20, finetune_steps=50,
+        rounds=300,
+        clients_per_round=10,
+        local_steps=10,
+        batch_size=10,
+        client_lr=0.05,
+        lam=1.0,
+        eval_every=20,
+        finetune_steps=50,
         skl_lam=0.01,
     ),
     # The reference's run_fashion_*.sh: 5,000 rounds, lr 0.05, batch 16,
@@ -44,18 +63,36 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
     # evaluate every 10 rounds; 50 here, as evaluating 500 devices costs
     # more than 10 rounds).
     'fmnist': dict(
-        rounds=5000, clients_per_round=10, local_steps=2, batch_size=16,
-        client_lr=0.05, lam=1.0, eval_every=50, finetune_steps=40,
+        rounds=5000,
+        clients_per_round=10,
+        local_steps=2,
+        batch_size=16,
+        client_lr=0.05,
+        lam=1.0,
+        eval_every=50,
+        finetune_steps=40,
         skl_lam=0.01,
     ),
     'vehicle': dict(
-        rounds=600, clients_per_round=10, local_steps=1, batch_size=32,
-        client_lr=0.01, lam=1.0, eval_every=10, finetune_steps=40,
+        rounds=600,
+        clients_per_round=10,
+        local_steps=1,
+        batch_size=32,
+        client_lr=0.01,
+        lam=1.0,
+        eval_every=10,
+        finetune_steps=40,
         skl_lam=0.01,
     ),
     'celeba': dict(
-        rounds=300, clients_per_round=10, local_steps=10, batch_size=10,
-        client_lr=0.05, lam=1.0, eval_every=20, finetune_steps=40,
+        rounds=300,
+        clients_per_round=10,
+        local_steps=10,
+        batch_size=10,
+        client_lr=0.05,
+        lam=1.0,
+        eval_every=20,
+        finetune_steps=40,
         skl_lam=0.01,
     ),
 }
@@ -84,14 +121,14 @@ def build_configs(
     raise ValueError('--method is empty')
   unknown = [m for m in methods if m not in names.METHODS]
   if unknown:
-    raise ValueError(
-        f'unknown --method {unknown}; choose from {names.METHODS}'
-    )
+    raise ValueError(f'unknown --method {unknown}; choose from {names.METHODS}')
   if len(set(methods)) != len(methods):
     raise ValueError(f'--method lists a method twice: {list(methods)}')
   values = preset_for(dataset_name)
   values.update({k: v for k, v in overrides.items() if v is not None})
-  field_names = {f.name for f in dataclasses.fields(training_config.ExperimentConfig)}
+  field_names = {
+      f.name for f in dataclasses.fields(training_config.ExperimentConfig)
+  }
   values = {k: v for k, v in values.items() if k in field_names}
   configs = []
   for method in methods:

@@ -73,7 +73,7 @@ def personal_model_lambdas(
 
 
 def personal_lambdas(
-    personal_lambda: Union[float, Sequence[float]]
+    personal_lambda: Union[float, Sequence[float]],
 ) -> tuple[float, ...]:
   """The lambda of each personal model: one value, or a tuple of candidates.
 

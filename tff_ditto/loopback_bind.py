@@ -38,7 +38,7 @@ import tempfile
 
 BIND_ADDRESS_VARIABLE = 'TFF_DITTO_BIND_ADDRESS'
 
-_SHIM_SOURCE = r'''
+_SHIM_SOURCE = r"""
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <dlfcn.h>
@@ -87,7 +87,7 @@ int bind(int fd, const struct sockaddr *address, socklen_t length) {
   }
   return real_bind(fd, address, length);
 }
-'''
+"""
 
 
 class BindShimUnavailable(RuntimeError):
@@ -160,7 +160,7 @@ def check_bind_address(address: str) -> str:
     return str(ipaddress.IPv4Address(address))
   except ValueError:
     raise ValueError(
-        f'bind address must be an IPv4 address such as 127.0.0.1, got '
+        'bind address must be an IPv4 address such as 127.0.0.1, got '
         f'{address!r}.'
     ) from None
 
@@ -200,7 +200,7 @@ def _socket_inodes(pid: int) -> set[str]:
     except OSError:
       continue
     if target.startswith('socket:['):
-      inodes.add(target[len('socket:['):-1])
+      inodes.add(target[len('socket:[') : -1])
   return inodes
 
 
@@ -260,7 +260,9 @@ def wait_until_listening(process, port: int, timeout_seconds: float = 60.0):
   deadline = time.monotonic() + timeout_seconds
   while time.monotonic() < deadline:
     if process.poll() is not None:
-      raise RuntimeError(f'worker on port {port} exited ({process.returncode}).')
+      raise RuntimeError(
+          f'worker on port {port} exited ({process.returncode}).'
+      )
     sockets = listening_addresses(process.pid)
     if any(found_port == port for _, found_port in sockets):
       return sockets

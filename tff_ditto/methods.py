@@ -126,9 +126,7 @@ def check_validation_data(
   if config.method != 'ditto' or config.lam_selection == 'fixed':
     return
   needed = lambda_policy.MIN_VALIDATION_EXAMPLES_FOR_SELECTION
-  if dataset.num_clients and (
-      dataset.num_validation_examples().max() < needed
-  ):
+  if dataset.num_clients and (dataset.num_validation_examples().max() < needed):
     raise ValueError(
         f'lam_selection {config.lam_selection} chooses lambda by validation '
         f'loss, but no client of {dataset.name} has >= {needed} validation '
@@ -150,7 +148,9 @@ def build_global_evaluation(
     The computation.
   """
   return computation_cache.get_or_build(
-      cache, 'global_evaluation', computation_cache.ByIdentity(model_fn),
+      cache,
+      'global_evaluation',
+      computation_cache.ByIdentity(model_fn),
       lambda: split_evaluation.build_global_split_evaluation(model_fn),
   )
 
@@ -199,16 +199,23 @@ def build_method(
     aggregator_key = computation_cache.ByIdentity(model_aggregator)
     make_aggregator = lambda: model_aggregator
   process_inputs = (model, aggregator_key, runtime.merges_partial_aggregates())
-  simulate_attacks = attacks.update_attack_code(
-      attacks.canonical_attack_name(config.attack)
-  ) != 0
+  simulate_attacks = (
+      attacks.update_attack_code(attacks.canonical_attack_name(config.attack))
+      != 0
+  )
   if config.method in baselines.BASELINE_METHODS:
     return computation_cache.get_or_build(
-        cache, 'baseline',
-        (process_inputs, baselines.build_key(config, num_clients),
-         simulate_attacks),
+        cache,
+        'baseline',
+        (
+            process_inputs,
+            baselines.build_key(config, num_clients),
+            simulate_attacks,
+        ),
         lambda: baselines.build_method(
-            config, model_fn, num_clients=num_clients,
+            config,
+            model_fn,
+            num_clients=num_clients,
             model_aggregator=make_aggregator(),
             simulate_attacks=simulate_attacks,
         ),
@@ -227,11 +234,16 @@ def build_method(
       personalize=personalize,
       simulate_attacks=simulate_attacks,
       select_lambda_per_step=personal_models.select_per_step,
-      fallback_lambda=(personal_models.fallback_lambda
-                       if personal_models.select_per_step else None),
+      fallback_lambda=(
+          personal_models.fallback_lambda
+          if personal_models.select_per_step
+          else None
+      ),
   )
   process = computation_cache.get_or_build(
-      cache, 'ditto_process', (process_inputs, spec),
+      cache,
+      'ditto_process',
+      (process_inputs, spec),
       lambda: spec.build(model_fn, make_aggregator()),
   )
   method = ditto_family.DittoFamilyMethod(
@@ -252,20 +264,21 @@ def build_method(
   )
   if personalize:
     method.personalized_evaluation = computation_cache.get_or_build(
-        cache, 'personalized_evaluation', (model, personal_models.count),
+        cache,
+        'personalized_evaluation',
+        (model, personal_models.count),
         lambda: split_evaluation.build_personalized_split_evaluation(
             model_fn, num_personal_models=personal_models.count
         ),
     )
   if config.method == 'finetune':
     method.finetune_evaluation = computation_cache.get_or_build(
-        cache, 'finetune_evaluation',
+        cache,
+        'finetune_evaluation',
         (model, config.client_lr, config.finetune_lam),
         lambda: evaluation.build_finetune_evaluation(
             model_fn,
-            tff.learning.optimizers.build_sgdm(
-                learning_rate=config.client_lr
-            ),
+            tff.learning.optimizers.build_sgdm(learning_rate=config.client_lr),
             proximal_strength=config.finetune_lam,
         ),
     )

@@ -10,7 +10,14 @@ implement exactly these (tests/test_names.py checks).
 
 # The Ditto paper's baselines (`tff_ditto.baselines`).
 BASELINE_METHODS = (
-    'term', 'l2sgd', 'apfl', 'ewc', 'skl', 'perfedavg', 'mapper', 'finetune_es',
+    'term',
+    'l2sgd',
+    'apfl',
+    'ewc',
+    'skl',
+    'perfedavg',
+    'mapper',
+    'finetune_es',
 )
 # `local` is Ditto with lambda = 0.
 METHODS = ('ditto', 'local', 'global', 'finetune') + BASELINE_METHODS

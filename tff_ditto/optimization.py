@@ -45,7 +45,8 @@ def initialize_optimizer(
     weights: tff.learning.models.ModelWeights,
 ):
   specs = tuple(
-      tf.TensorSpec(v.shape, v.dtype) for v in tf.nest.flatten(weights.trainable)
+      tf.TensorSpec(v.shape, v.dtype)
+      for v in tf.nest.flatten(weights.trainable)
   )
   return optimizer.initialize(specs)
 

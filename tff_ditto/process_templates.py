@@ -49,9 +49,7 @@ def zero_if_non_finite(structure: Any) -> tuple[Any, tf.Tensor]:
     (the structure, or zeros like it; int32 1 if it was zeroed, else 0).
   """
   flat = tf.nest.flatten(structure)
-  is_finite = tf.reduce_all(
-      [tf.reduce_all(tf.math.is_finite(t)) for t in flat]
-  )
+  is_finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in flat])
   zeroed = [tf.where(is_finite, t, tf.zeros_like(t)) for t in flat]
   return (
       tf.nest.pack_sequence_as(structure, zeroed),
@@ -78,7 +76,8 @@ def model_delta(
   """
   with tf.control_dependencies(after):
     return tf.nest.map_structure(
-        tf.subtract, initial_weights.trainable,
+        tf.subtract,
+        initial_weights.trainable,
         [tf.identity(v) for v in new_trainable],
     )
 
@@ -143,7 +142,8 @@ def build_client_work(
     client_update = make_client_update()
     if isinstance(data_type, tff.SequenceType):
       client_data = collections.OrderedDict(
-          [(client_data_schema.BATCHES_KEY, client_data)])
+          [(client_data_schema.BATCHES_KEY, client_data)]
+      )
     update, weight, statistics = client_update(initial_weights, client_data)
     if simulate_attacks:
       update, weight = attacks.apply_update_attack(
@@ -156,7 +156,8 @@ def build_client_work(
     client_metrics['clients'] = tf.constant(1.0, tf.float32)
     return (
         tff.learning.templates.ClientResult(
-            update=update, update_weight=weight),
+            update=update, update_weight=weight
+        ),
         client_metrics,
     )
 

@@ -108,8 +108,12 @@ class ClientDataFields:
   def batches_only(self) -> bool:
     """Whether a client's data are its batches alone, not a struct."""
     return not (
-        self.personal_state or self.attack or self.validation
-        or self.full_train or self.num_train_examples or self.always_struct
+        self.personal_state
+        or self.attack
+        or self.validation
+        or self.full_train
+        or self.num_train_examples
+        or self.always_struct
     )
 
 
@@ -184,7 +188,9 @@ class RoundDataBuilder:
     if fields.batches_only:
       return batches
     client_data = [
-        collections.OrderedDict([(client_data_schema.BATCHES_KEY, client_batches)])
+        collections.OrderedDict(
+            [(client_data_schema.BATCHES_KEY, client_batches)]
+        )
         for client_batches in batches
     ]
     if fields.personal_state:
@@ -193,7 +199,9 @@ class RoundDataBuilder:
         data[client_data_schema.STATE_KEY] = state_handle_dataset(handle)
     if fields.attack:
       for data, index in zip(client_data, client_indices):
-        data[client_data_schema.ATTACK_KEY] = self.attack_instruction(round_num, int(index))
+        data[client_data_schema.ATTACK_KEY] = self.attack_instruction(
+            round_num, int(index)
+        )
     if fields.validation:
       for data, index in zip(client_data, client_indices):
         data[client_data_schema.VALIDATION_KEY] = eval_batches(
@@ -208,8 +216,10 @@ class RoundDataBuilder:
         )
     if fields.num_train_examples:
       for data, index in zip(client_data, client_indices):
-        data[client_data_schema.NUM_TRAIN_EXAMPLES_KEY] = tf.data.Dataset.from_tensors(
-            np.float32(self.num_train_examples[index])
+        data[client_data_schema.NUM_TRAIN_EXAMPLES_KEY] = (
+            tf.data.Dataset.from_tensors(
+                np.float32(self.num_train_examples[index])
+            )
         )
     return client_data
 
@@ -253,9 +263,12 @@ class RoundDataBuilder:
             code=np.int32(code),
             scale=np.float32(self.config.clients_per_round),
             seed=np.array(
-                [sampling.client_seed(
-                    self.config.seed, sampling.ATTACK_STREAM, round_num),
-                 client_index],
+                [
+                    sampling.client_seed(
+                        self.config.seed, sampling.ATTACK_STREAM, round_num
+                    ),
+                    client_index,
+                ],
                 np.int64,
             ),
         )

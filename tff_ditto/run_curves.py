@@ -46,8 +46,10 @@ def plot_curves(metrics: pd.DataFrame, title: str) -> figure_lib.Figure:
   figure = figure_lib.Figure(figsize=(10, 3.8))
   loss_axes, accuracy_axes = figure.subplots(1, 2)
   rounds = metrics['round'].astype(int) + 1
-  for axes, curves in ((loss_axes, LOSS_CURVES),
-                       (accuracy_axes, ACCURACY_CURVES)):
+  for axes, curves in (
+      (loss_axes, LOSS_CURVES),
+      (accuracy_axes, ACCURACY_CURVES),
+  ):
     for column, label in curves:
       if column not in metrics:
         continue
@@ -56,8 +58,13 @@ def plot_curves(metrics: pd.DataFrame, title: str) -> figure_lib.Figure:
       if not present.any():
         continue
       every_round = present.all() and len(values) > 1
-      axes.plot(rounds[present], values[present], label=label,
-                marker=None if every_round else 'o', markersize=3)
+      axes.plot(
+          rounds[present],
+          values[present],
+          label=label,
+          marker=None if every_round else 'o',
+          markersize=3,
+      )
     axes.set_xlabel('round')
     if axes.get_legend_handles_labels()[0]:
       axes.legend(fontsize=7)

@@ -234,9 +234,11 @@ class RunEvaluator:
     Returns:
       One record (loss_sum, num_correct, num_examples) per client.
     """
-    return split_evaluation.per_client(self.global_evaluation(
-        model_weights, self.inputs.client_split(split).as_argument()
-    ))
+    return split_evaluation.per_client(
+        self.global_evaluation(
+            model_weights, self.inputs.client_split(split).as_argument()
+        )
+    )
 
   def select_personal_models(
       self,
@@ -262,8 +264,10 @@ class RunEvaluator:
         self.method.evaluate_clients(model_weights, 'validation', self.inputs)
     )
     chosen = evaluation.select_personal_models(
-        {key: values[:, :num_candidates]
-         for key, values in validation_metrics.items()},
+        {
+            key: values[:, :num_candidates]
+            for key, values in validation_metrics.items()
+        },
         personal_models.selection_lambdas,
         personal_models.fallback_lambda,
         lambda_policy.MIN_VALIDATION_EXAMPLES_FOR_SELECTION,
@@ -293,9 +297,14 @@ class RunEvaluator:
     if self.config.lam_selection == 'auto':
       return self.select_personal_models(model_weights, client_metrics)
     first = np.zeros([len(client_metrics)], np.int64)
-    return per_client(evaluation.take_personal_model(
-        evaluation.stack_client_metrics(client_metrics), first
-    )), None
+    return (
+        per_client(
+            evaluation.take_personal_model(
+                evaluation.stack_client_metrics(client_metrics), first
+            )
+        ),
+        None,
+    )
 
   def per_lambda_summaries(
       self, every_model: dict[str, np.ndarray]

@@ -74,8 +74,11 @@ def finite_scalars(row: Mapping[str, Any]) -> dict[str, Any]:
   scalars = {}
   for key, value in row.items():
     array = np.asarray(value)
-    if (key == KEY_FIELD or array.shape
-        or array.dtype.kind not in ('b', 'i', 'u', 'f')):
+    if (
+        key == KEY_FIELD
+        or array.shape
+        or array.dtype.kind not in ('b', 'i', 'u', 'f')
+    ):
       continue
     if array.dtype.kind == 'f' and not math.isfinite(float(array)):
       continue

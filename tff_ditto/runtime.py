@@ -294,4 +294,6 @@ def merges_partial_aggregates() -> bool:
   """
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
 
-  return isinstance(current_context(), tff.framework.MergeableCompExecutionContext)
+  return isinstance(
+      current_context(), tff.framework.MergeableCompExecutionContext
+  )

@@ -32,9 +32,7 @@ def client_seed(seed: int, stream: int, *keys: int) -> int:
   Returns:
     The seed.
   """
-  return int(
-      np.random.default_rng([seed, stream, *keys]).integers(2**31 - 1)
-  )
+  return int(np.random.default_rng([seed, stream, *keys]).integers(2**31 - 1))
 
 
 def sample_clients(

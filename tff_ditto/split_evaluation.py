@@ -191,8 +191,7 @@ def build_personalized_split_evaluation(
         with tf.control_dependencies(
             client_states.read_personal_weights(read_paths[client], weights)
         ):
-          return [evaluation.evaluate_model(model, batches)
-                  for model in models]
+          return [evaluation.evaluate_model(model, batches) for model in models]
 
       return _metrics_of_clients(
           tf.shape(read_paths)[0], evaluate_client, num_personal_models
@@ -221,8 +220,11 @@ def build_global_split_evaluation(
 
     @tf.function
     def run(model_weights, split):
-      assigned = tf.nest.flatten(tf.nest.map_structure(
-          lambda v, t: v.assign(t), weights, model_weights))
+      assigned = tf.nest.flatten(
+          tf.nest.map_structure(
+              lambda v, t: v.assign(t), weights, model_weights
+          )
+      )
       with tf.control_dependencies(assigned):
         num_clients = tf.shape(split['client_first_batch'])[0] - 1
       return _metrics_of_clients(
@@ -255,8 +257,12 @@ def per_client(
   num_clients, num_models = arrays[METRIC_KEYS[0]].shape
   return [
       collections.OrderedDict(
-          (key, arrays[key][client, 0] if squeeze and num_models == 1
-           else arrays[key][client])
+          (
+              key,
+              arrays[key][client, 0]
+              if squeeze and num_models == 1
+              else arrays[key][client],
+          )
           for key in METRIC_KEYS
       )
       for client in range(num_clients)

@@ -69,8 +69,10 @@ class PointEstimationProblem:
     if self.num_devices < 2:
       raise ValueError(f'num_devices must be >= 2 (got {self.num_devices})')
     if not 0 <= self.num_attackers < self.num_devices:
-      raise ValueError('num_attackers must be in [0, num_devices) '
-                       f'(got {self.num_attackers})')
+      raise ValueError(
+          'num_attackers must be in [0, num_devices) '
+          f'(got {self.num_attackers})'
+      )
     if self.samples_per_device < 1:
       raise ValueError('samples_per_device must be >= 1')
     if self.noise_std <= 0 or self.tau < 0 or self.tau_attacker < 0:
@@ -90,14 +92,16 @@ def optimal_lambda(problem: PointEstimationProblem) -> float:
   problem.validate()
   k, k_a = problem.num_devices, problem.num_attackers
   denominator = k * problem.tau**2 + k_a / (k - 1) * (
-      problem.tau_attacker**2 - problem.tau**2)
+      problem.tau_attacker**2 - problem.tau**2
+  )
   if denominator <= 0:
     return float('inf')
   return problem.noise_std**2 / problem.samples_per_device * k / denominator
 
 
-def expected_benign_error(problem: PointEstimationProblem,
-                          lam: np.ndarray) -> np.ndarray:
+def expected_benign_error(
+    problem: PointEstimationProblem, lam: np.ndarray
+) -> np.ndarray:
   """E[(v_k(lambda) - v_k)^2] of a benign device, exactly.
 
   Args:
@@ -112,16 +116,20 @@ def expected_benign_error(problem: PointEstimationProblem,
   s2 = problem.noise_std**2 / problem.samples_per_device
   ee = s2
   eg = s2 / k
-  gg = s2 / k + (k - 1) / k * problem.tau**2 + k_a * (
-      problem.tau_attacker**2 - problem.tau**2) / k**2
+  gg = (
+      s2 / k
+      + (k - 1) / k * problem.tau**2
+      + k_a * (problem.tau_attacker**2 - problem.tau**2) / k**2
+  )
   lam = np.asarray(lam, np.float64)
   with np.errstate(invalid='ignore'):
-    finite = (ee + 2 * lam * eg + lam**2 * gg) / (1 + lam)**2
+    finite = (ee + 2 * lam * eg + lam**2 * gg) / (1 + lam) ** 2
   return np.where(np.isinf(lam), gg, finite)
 
 
-def sample_devices(problem: PointEstimationProblem, num_trials: int,
-                   seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample_devices(
+    problem: PointEstimationProblem, num_trials: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Draws `num_trials` independent federations of devices and their data.
 
   Args:
@@ -135,19 +143,25 @@ def sample_devices(problem: PointEstimationProblem, num_trials: int,
   """
   problem.validate()
   rng = np.random.default_rng(seed)
-  k, k_a, n = (problem.num_devices, problem.num_attackers,
-               problem.samples_per_device)
+  k, k_a, n = (
+      problem.num_devices,
+      problem.num_attackers,
+      problem.samples_per_device,
+  )
   is_attacker = np.arange(k) >= k - k_a
   spread = np.where(is_attacker, problem.tau_attacker, problem.tau)
   true_means = problem.theta + spread * rng.standard_normal([num_trials, k])
   samples = true_means[..., None] + problem.noise_std * rng.standard_normal(
-      [num_trials, k, n])
+      [num_trials, k, n]
+  )
   return true_means, samples.mean(axis=-1), is_attacker
 
 
-def ditto_personal_estimates(sample_means: np.ndarray, lam: float,
-                             global_estimate: Optional[np.ndarray] = None
-                             ) -> np.ndarray:
+def ditto_personal_estimates(
+    sample_means: np.ndarray,
+    lam: float,
+    global_estimate: Optional[np.ndarray] = None,
+) -> np.ndarray:
   """Minimizers of f_k(v) + lam/2 (v - w)^2 for every device.
 
   Args:
@@ -189,8 +203,12 @@ class LambdaSweep:
     return float(self.lambdas[np.argmin(self.std_error)])
 
 
-def sweep_lambda(problem: PointEstimationProblem, lambdas: np.ndarray,
-                 num_trials: int = 2000, seed: int = 0) -> LambdaSweep:
+def sweep_lambda(
+    problem: PointEstimationProblem,
+    lambdas: np.ndarray,
+    num_trials: int = 2000,
+    seed: int = 0,
+) -> LambdaSweep:
   """Empirical benign test error (mean and std across devices) per lambda.
 
   The same draws are used for every lambda (common random numbers), so the
@@ -206,21 +224,28 @@ def sweep_lambda(problem: PointEstimationProblem, lambdas: np.ndarray,
     A LambdaSweep.
   """
   true_means, sample_means, is_attacker = sample_devices(
-      problem, num_trials, seed)
+      problem, num_trials, seed
+  )
   benign = ~is_attacker
   mean_error, std_error = [], []
   for lam in np.asarray(lambdas, np.float64):
     estimates = ditto_personal_estimates(sample_means, lam)
-    errors = (estimates - true_means)[:, benign]**2
+    errors = (estimates - true_means)[:, benign] ** 2
     mean_error.append(errors.mean())
     std_error.append(errors.std(axis=1).mean())
-  return LambdaSweep(np.asarray(lambdas, np.float64), np.asarray(mean_error),
-                     np.asarray(std_error))
+  return LambdaSweep(
+      np.asarray(lambdas, np.float64),
+      np.asarray(mean_error),
+      np.asarray(std_error),
+  )
 
 
-def relatedness_sweep(problem: PointEstimationProblem,
-                      inverse_taus: np.ndarray, num_trials: int = 500,
-                      seed: int = 0) -> dict[str, np.ndarray]:
+def relatedness_sweep(
+    problem: PointEstimationProblem,
+    inverse_taus: np.ndarray,
+    num_trials: int = 500,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
   """Figure 2: local, global and Ditto(lambda*) error as 1/tau grows.
 
   The attackers' spread is kept at `problem.tau_attacker`.
@@ -236,20 +261,31 @@ def relatedness_sweep(problem: PointEstimationProblem,
     error of local, global and ditto (empirical), with *_expected for the
     closed forms.
   """
-  out = {name: [] for name in (
-      'lambda_star', 'local', 'global', 'ditto', 'local_expected',
-      'global_expected', 'ditto_expected')}
+  out = {
+      name: []
+      for name in (
+          'lambda_star',
+          'local',
+          'global',
+          'ditto',
+          'local_expected',
+          'global_expected',
+          'ditto_expected',
+      )
+  }
   for i, inverse_tau in enumerate(np.asarray(inverse_taus, np.float64)):
     point = dataclasses.replace(problem, tau=1.0 / inverse_tau)
     lam_star = optimal_lambda(point)
     true_means, sample_means, is_attacker = sample_devices(
-        point, num_trials, seed + i)
+        point, num_trials, seed + i
+    )
     benign = ~is_attacker
     for name, lam in (('local', 0.0), ('global', np.inf), ('ditto', lam_star)):
       estimates = ditto_personal_estimates(sample_means, lam)
-      out[name].append(((estimates - true_means)[:, benign]**2).mean())
+      out[name].append(((estimates - true_means)[:, benign] ** 2).mean())
       out[name + '_expected'].append(
-          float(expected_benign_error(point, np.asarray(lam))))
+          float(expected_benign_error(point, np.asarray(lam)))
+      )
     out['lambda_star'].append(lam_star)
   result = {name: np.asarray(values) for name, values in out.items()}
   result['inverse_tau'] = np.asarray(inverse_taus, np.float64)
@@ -273,7 +309,8 @@ def local_global_crossover(problem: PointEstimationProblem) -> float:
   k, k_a = problem.num_devices, problem.num_attackers
   s2 = problem.noise_std**2 / problem.samples_per_device
   tau2 = (s2 * (k - 1) / k - k_a * problem.tau_attacker**2 / k**2) / (
-      (k - 1) / k - k_a / k**2)
+      (k - 1) / k - k_a / k**2
+  )
   if tau2 <= 0:
     return float('nan')
   return float(1.0 / np.sqrt(tau2))

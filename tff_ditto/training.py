@@ -56,6 +56,7 @@ from tff_ditto import sampling
 from tff_ditto import training_config
 from tff_ditto.data import FederatedDataset
 
+
 class ExperimentRunner:
   """Runs one method on one dataset; see the module docstring.
 
@@ -90,9 +91,12 @@ class ExperimentRunner:
       resume: bool = False,
       overwrite: bool = False,
       log_fn: Optional[Callable[[str], None]] = print,
-      computation_cache: Optional[computation_cache_lib.ComputationCache] = None,
+      computation_cache: Optional[
+          computation_cache_lib.ComputationCache
+      ] = None,
       round_data_class: type[
-          round_data.RoundDataBuilder] = round_data.RoundDataBuilder,
+          round_data.RoundDataBuilder
+      ] = round_data.RoundDataBuilder,
   ):
     """Builds the TFF computations and prepares the output directory.
 
@@ -135,8 +139,11 @@ class ExperimentRunner:
     self.malicious = np.zeros([dataset.num_clients], bool)
     self.malicious[np.asarray(malicious_client_indices, np.int64)] = True
     self.dataset = attacks.attacked_dataset(
-        dataset, np.flatnonzero(self.malicious), config.attack,
-        poison_labels=config.attack_poison_labels, seed=config.seed,
+        dataset,
+        np.flatnonzero(self.malicious),
+        config.attack,
+        poison_labels=config.attack_poison_labels,
+        seed=config.seed,
     )
     num_clients = self.dataset.num_clients
     methods.check_validation_data(config, self.dataset)
@@ -148,10 +155,14 @@ class ExperimentRunner:
         model_fn, computation_cache
     )
     self.method = methods.build_method(
-        config, model_fn, self.global_evaluation, num_clients=num_clients,
+        config,
+        model_fn,
+        self.global_evaluation,
+        num_clients=num_clients,
         num_malicious=int(self.malicious.sum()),
         personal_models=self.personal_models,
-        model_aggregator=model_aggregator, cache=computation_cache,
+        model_aggregator=model_aggregator,
+        cache=computation_cache,
     )
     self.process = self.method.process
     initial = initial_weights.initial_model_weights(model_fn, config.seed)
@@ -167,14 +178,21 @@ class ExperimentRunner:
           * self.personal_models.count,
       )
     self.batch_streams = batch_streams.ClientBatchStreams(
-        config.batch_stream, num_clients, config.batch_size, config.seed,
+        config.batch_stream,
+        num_clients,
+        config.batch_size,
+        config.seed,
     )
     self.round_data = round_data_class(
         config, self.dataset, self.batch_streams, self.malicious, self.store
     )
     self.evaluator = run_evaluation.RunEvaluator(
-        config, self.method, self.global_evaluation, self.round_data,
-        self.personal_models, output_dir,
+        config,
+        self.method,
+        self.global_evaluation,
+        self.round_data,
+        self.personal_models,
+        output_dir,
     )
     self.next_round = 0
     self.checkpoints = checkpoints.RunCheckpoints(
@@ -250,7 +268,9 @@ class ExperimentRunner:
         seconds=time.monotonic() - start,
         global_train_loss=float(train['global_train_loss']),
         personal_train_loss=(
-            float(train['personal_train_loss']) if self.personalize else math.nan
+            float(train['personal_train_loss'])
+            if self.personalize
+            else math.nan
         ),
         sampled_malicious=int(self.malicious[client_indices].sum()),
         non_finite_updates=float(train['non_finite_updates']),

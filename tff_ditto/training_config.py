@@ -185,7 +185,7 @@ class ExperimentConfig:
       'ditto',
       'Comma-separated methods to run and compare: ditto, global (FedAvg), '
       'local (Ditto with lambda=0), finetune (FedAvg then per-client '
-      'fine-tuning), and the paper\'s baselines (tff_ditto.baselines): term '
+      "fine-tuning), and the paper's baselines (tff_ditto.baselines): term "
       '(FedAvg weighted by exp(t * loss), --term_t), l2sgd (mean-regularized '
       'local models, --lam), apfl (alpha-interpolated local/global, '
       '--apfl_alpha), ewc (FedAvg then Fisher-weighted fine-tuning, '
@@ -276,9 +276,7 @@ class ExperimentConfig:
       'Evaluate every this many rounds (and at the end).',
       flag=FLAG_PRESET,
   )
-  eval_batch_size: int = _field(
-      100, 'Batch size of evaluation.', flag=NO_FLAG
-  )
+  eval_batch_size: int = _field(100, 'Batch size of evaluation.', flag=NO_FLAG)
   sampling: str = _field(
       'weighted',
       'Client sampling: weighted (proportional to training examples, without '
@@ -342,7 +340,7 @@ class ExperimentConfig:
       'Server aggregation of model deltas (tff_ditto.aggregators): mean, '
       'coordinate-wise median, trimmed_mean (b = E), krum / multi_krum '
       '(f = E), rfa (geometric median, smoothed Weiszfeld), cclip (centered '
-      'clipping, --cclip_tau), norm_clip (clip to the round\'s median norm, '
+      "clipping, --cclip_tau), norm_clip (clip to the round's median norm, "
       'then mean; Ditto\'s "gradient clipping"), k_norm (drop the E largest '
       'norms), k_loss (the update of the client ranked clients_per_round - E '
       'by round-start training loss; Ditto reference k_loss). '
@@ -393,7 +391,7 @@ class ExperimentConfig:
   report_lambdas: tuple[float, ...] = _field(
       (),
       'Ditto only: extra lambdas (comma-separated, each >= 0, e.g. 0,1) whose '
-      'personal models train alongside the run\'s own (--lam, or the '
+      "personal models train alongside the run's own (--lam, or the "
       '--lam=auto candidates) on the same batches and are reported on their '
       'own (benign_lam_<value>_* in metrics.csv, lam_<value>_accuracy in '
       'client_metrics.csv) but never selected: one run then also gives the '
@@ -413,7 +411,8 @@ class ExperimentConfig:
   def __post_init__(self):
     # A list (from JSON records or flags) becomes a hashable tuple of floats.
     object.__setattr__(
-        self, 'report_lambdas',
+        self,
+        'report_lambdas',
         tuple(float(value) for value in self.report_lambdas),
     )
 

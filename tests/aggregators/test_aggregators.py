@@ -156,7 +156,9 @@ def test_exact_values(name, gather):
   _, expected, measurements = CASES[name]
   losses = [LOSSES] if name == 'k_loss' else None
   (out,) = run_rounds(_build(name, gather=gather), [X], STRUCT, losses)
-  np.testing.assert_allclose(_as_vector(out.result), expected, rtol=1e-6, atol=1e-5)
+  np.testing.assert_allclose(
+      _as_vector(out.result), expected, rtol=1e-6, atol=1e-5
+  )
   assert out.measurements['num_clients'] == 5
   assert out.measurements['non_finite_clients'] == 0
   assert out.measurements['non_finite_result'] == 0
@@ -208,7 +210,9 @@ def test_median_and_trimmed_mean_match_numpy_with_ties():
   )
   np.testing.assert_allclose(median.result, np.median(rows, axis=0))
   ordered = np.sort(rows, axis=0)
-  np.testing.assert_allclose(trimmed.result, ordered[2:6].mean(axis=0), rtol=1e-6)
+  np.testing.assert_allclose(
+      trimmed.result, ordered[2:6].mean(axis=0), rtol=1e-6
+  )
 
 
 def test_krum_selection_multi_krum_and_fallback():
@@ -306,13 +310,17 @@ def test_bucketing():
   (rfa,) = run_rounds(agg.build_aggregator('rfa', bucketing_size=2), [X])
   np.testing.assert_allclose(
       rfa.result,
-      _weiszfeld_reference(_bucket_means(X, agg.bucketing_permutation(5, 0, 0), 2)),
+      _weiszfeld_reference(
+          _bucket_means(X, agg.bucketing_permutation(5, 0, 0), 2)
+      ),
       rtol=1e-5,
   )
   c_first, c_second = run_rounds(
       agg.BucketingFactory(agg.CenteredClippingFactory(1.0), 2, seed=1), [X, X]
   )
-  means = [_bucket_means(X, agg.bucketing_permutation(5, 1, r), 2) for r in (0, 1)]
+  means = [
+      _bucket_means(X, agg.bucketing_permutation(5, 1, r), 2) for r in (0, 1)
+  ]
   c1 = _cclip_reference(means[0], np.zeros(3), 1.0, 3)
   np.testing.assert_allclose(c_first.result, c1, rtol=1e-5)
   np.testing.assert_allclose(
@@ -354,7 +362,9 @@ def test_byzantine_tolerance():
   )
   outliers = np.array([[1.0, 1.0, 1.0], [1.0, -1.0, 0.5]], np.float32)
   outliers = 1e6 * outliers / np.linalg.norm(outliers, axis=1, keepdims=True)
-  rows = np.concatenate([honest[:2], outliers[:1], honest[2:4], outliers[1:], honest[4:]])
+  rows = np.concatenate(
+      [honest[:2], outliers[:1], honest[2:4], outliers[1:], honest[4:]]
+  )
   n, f, tau, iterations = 7, 2, 1.0, 3
   lo, hi = honest.min(axis=0), honest.max(axis=0)
   results = {}
@@ -371,7 +381,10 @@ def test_byzantine_tolerance():
   for name in ('median', 'trimmed_mean', 'krum'):
     assert _distance_to_box(results[name], lo, hi) == 0.0, name
   assert any(np.array_equal(results['krum'], h) for h in honest)
-  assert _distance_to_box(results['cclip'], lo, hi) <= iterations * f * tau / n + 1e-6
+  assert (
+      _distance_to_box(results['cclip'], lo, hi)
+      <= iterations * f * tau / n + 1e-6
+  )
   spread = np.linalg.norm(honest - honest.mean(axis=0), axis=1).max()
   radius = 2 * (n - f) / (n - 2 * f) * spread
   assert np.linalg.norm(results['rfa'] - honest.mean(axis=0)) <= radius
@@ -407,7 +420,9 @@ def test_non_finite_updates_are_dropped_and_counted():
       round2 = np.concatenate([mixed, [[7.0, 7.0, 7.0]]])
       losses = [
           np.zeros(3, np.float32),
-          np.array([0.9, 0.0, 0.1, 0.5, 0.0, 0.3, 0.0, 0.7, np.nan], np.float32),
+          np.array(
+              [0.9, 0.0, 0.1, 0.5, 0.0, 0.3, 0.0, 0.7, np.nan], np.float32
+          ),
       ]
     empty, out = run_rounds(factory, [bad, round2], losses=losses)
     np.testing.assert_array_equal(empty.result, np.zeros(3), err_msg=name)
@@ -486,7 +501,9 @@ def _client_datasets(num_clients=3):
     x = rng.normal(size=(8, _FEATURES)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int32)
     datasets.append(
-        tf.data.Dataset.from_tensor_slices(collections.OrderedDict(x=x, y=y)).batch(4)
+        tf.data.Dataset.from_tensor_slices(
+            collections.OrderedDict(x=x, y=y)
+        ).batch(4)
     )
   return datasets
 
@@ -535,5 +552,7 @@ def test_plugs_into_build_ditto_process():
   out = process.next(out.state, _client_datasets())
   assert _find(out.metrics, 'num_clients') == 3
   assert _find(out.metrics, 'bucketing_num_buckets') == 2
-  assert all(np.all(np.isfinite(w)) for w in process.get_model_weights(out.state).trainable)
-
+  assert all(
+      np.all(np.isfinite(w))
+      for w in process.get_model_weights(out.state).trainable
+  )

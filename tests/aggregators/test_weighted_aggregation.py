@@ -160,7 +160,9 @@ def test_every_rule_but_krum_and_k_loss_has_a_weighted_form():
   assert set(WEIGHTABLE) == set(PARAMETERS)
 
 
-@pytest.mark.parametrize('weights', [WEIGHTS, EVEN_WEIGHTS], ids=['odd', 'even'])
+@pytest.mark.parametrize(
+    'weights', [WEIGHTS, EVEN_WEIGHTS], ids=['odd', 'even']
+)
 @pytest.mark.parametrize('name', WEIGHTABLE)
 def test_weighted_rule_matches_numpy(name, weights):
   factory = agg.build_aggregator(name, weighted=True, **PARAMETERS[name])
@@ -235,9 +237,7 @@ def test_weighted_bucketing_weights_buckets_by_their_members(inner):
   if inner == 'mean':
     expected = _weighted_mean(bucket_means, bucket_weights)
     # Bucketing does not change a weighted mean.
-    np.testing.assert_allclose(
-        expected, _weighted_mean(X, WEIGHTS), atol=1e-12
-    )
+    np.testing.assert_allclose(expected, _weighted_mean(X, WEIGHTS), atol=1e-12)
   else:
     expected = np.array([
         _weighted_median_1d(bucket_means[:, j], bucket_weights)
@@ -352,17 +352,21 @@ def test_spec_builds_the_weighted_factory():
   assert spec.weighted
   assert spec != aggregator_specs.model_aggregator_spec(
       training_config.ExperimentConfig(aggregator='median', bucketing_size=2),
-      20, 0,
+      20,
+      0,
   )
   factory = spec.build()
   assert isinstance(factory, agg.ExampleWeightedFactory)
   assert isinstance(factory.weighted_rule, agg.BucketingRule)
   attacked = aggregator_specs.model_aggregator_spec(
       training_config.ExperimentConfig(
-          aggregator='median', weighted_aggregation=True, attack='alie',
+          aggregator='median',
+          weighted_aggregation=True,
+          attack='alie',
           attack_ratio=0.2,
       ),
-      20, 4,
+      20,
+      4,
   ).build()
   assert isinstance(attacked, omniscient.OmniscientAttackFactory)
   assert attacked.rule.weighted
@@ -393,12 +397,21 @@ def test_weighted_aggregation_weights_the_global_update_by_train_size(
   runners = {}
   for weighted in (False, True):
     config = training_config.ExperimentConfig(
-        method='ditto', rounds=1, clients_per_round=3, local_steps=2,
-        batch_size=10, lam=0.5, sampling='uniform', seed=0,
+        method='ditto',
+        rounds=1,
+        clients_per_round=3,
+        local_steps=2,
+        batch_size=10,
+        lam=0.5,
+        sampling='uniform',
+        seed=0,
         weighted_aggregation=weighted,
     )
     runners[weighted] = training.ExperimentRunner(
-        config, dataset, model_fn, str(tmp_path / f'weighted_{weighted}'),
+        config,
+        dataset,
+        model_fn,
+        str(tmp_path / f'weighted_{weighted}'),
         log_fn=None,
     )
   unweighted, weighted = runners[False], runners[True]
@@ -419,7 +432,8 @@ def test_weighted_aggregation_weights_the_global_update_by_train_size(
     alone = process.next(
         start_state,
         unweighted.round_data.client_data(
-            0, [client], unweighted.method.client_data_fields),
+            0, [client], unweighted.method.client_data_fields
+        ),
     )
     deltas.append(
         [s - w for s, w in zip(start, _weights_list(process, alone.state))]
@@ -449,9 +463,18 @@ def test_weighted_aggregation_runs_behind_an_omniscient_attack(
 ):
   """Attackers mark themselves with minus their train size (real round)."""
   config = training_config.ExperimentConfig(
-      method='global', rounds=1, clients_per_round=4, local_steps=1,
-      batch_size=10, eval_every=1, seed=0, attack='ipm', attack_ratio=0.5,
-      aggregator='median', bucketing_size=2, weighted_aggregation=True,
+      method='global',
+      rounds=1,
+      clients_per_round=4,
+      local_steps=1,
+      batch_size=10,
+      eval_every=1,
+      seed=0,
+      attack='ipm',
+      attack_ratio=0.5,
+      aggregator='median',
+      bucketing_size=2,
+      weighted_aggregation=True,
   )
   runner = training.ExperimentRunner(
       config, dataset, model_fn, str(tmp_path / 'run'), log_fn=None

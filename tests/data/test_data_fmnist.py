@@ -41,8 +41,10 @@ def _pool(per_class, seed):
 
 def _write_idx_dir(root, gz=False, train_per_class=30, test_per_class=8):
   os.makedirs(root, exist_ok=True)
-  (trx, tr_y), (tex, te_y) = (_pool(train_per_class, 0),
-                              _pool(test_per_class, 1))
+  (trx, tr_y), (tex, te_y) = (
+      _pool(train_per_class, 0),
+      _pool(test_per_class, 1),
+  )
   names = fm.IDX_FILES
   _write_idx(os.path.join(root, names['train_images']), trx, gz)
   _write_idx(os.path.join(root, names['train_labels']), tr_y, gz)
@@ -97,8 +99,9 @@ def test_read_idx_corrupt_gzip(tmp_path):
 def test_idx_label_image_count_mismatch(tmp_path):
   root = str(tmp_path)
   _write_idx_dir(root)
-  _write_idx(os.path.join(root, fm.IDX_FILES['test_labels']),
-             np.zeros(7, np.uint8))
+  _write_idx(
+      os.path.join(root, fm.IDX_FILES['test_labels']), np.zeros(7, np.uint8)
+  )
   with pytest.raises(DataError, match='t10k-labels-idx1-ubyte'):
     fm.load_fashion_mnist(root, num_devices=5)
 
@@ -116,8 +119,11 @@ def test_partition_totals_match_reference():
   test_sizes = np.array([len(i) for i in test_idx])
   assert len(train_idx) == 500
   assert train_sizes.sum() == 61251 and test_sizes.sum() == 11254
-  assert (train_sizes.min(), int(np.median(train_sizes)),
-          train_sizes.max()) == (31, 88, 1378)
+  assert (
+      train_sizes.min(),
+      int(np.median(train_sizes)),
+      train_sizes.max(),
+  ) == (31, 88, 1378)
   assert int(np.median(test_sizes)) == 17
   for u in range(500):
     expected = {(u + j) % 10 for j in range(5)}
@@ -131,8 +137,9 @@ def test_partition_pointer_semantics():
   per_class = 100
   train_y = np.repeat(np.arange(10), per_class)
   test_y = np.repeat(np.arange(10), 50)
-  train_idx, _ = fm.partition_indices(train_y, test_y, num_devices=40,
-                                      total_train=1500)
+  train_idx, _ = fm.partition_indices(
+      train_y, test_y, num_devices=40, total_train=1500
+  )
   pointer = [0] * 10
   restarts = 0
   for u in range(40):
@@ -148,7 +155,8 @@ def test_partition_pointer_semantics():
       else:
         assert start == pointer[c]
       np.testing.assert_array_equal(
-          block, per_class * c + start + np.arange(len(block)))
+          block, per_class * c + start + np.arange(len(block))
+      )
       pointer[c] = start + len(block)
   assert restarts > 0
 
@@ -160,8 +168,9 @@ def test_partition_seeded():
   b, _ = fm.partition_indices(train_y, test_y, num_devices=20, seed=233)
   c, _ = fm.partition_indices(train_y, test_y, num_devices=20, seed=1)
   assert all(np.array_equal(x, y) for x, y in zip(a, b))
-  assert not all(len(x) == len(y) and np.array_equal(x, y)
-                 for x, y in zip(a, c))
+  assert not all(
+      len(x) == len(y) and np.array_equal(x, y) for x, y in zip(a, c)
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -171,8 +180,9 @@ def test_partition_seeded():
 def test_idx_source_standardized(tmp_path):
   root = str(tmp_path)
   (trx, tr_y), _ = _write_idx_dir(root, gz=True)
-  ds = fm.load_fashion_mnist(root, num_devices=500, max_clients=12,
-                             validation_fraction=0.0)
+  ds = fm.load_fashion_mnist(
+      root, num_devices=500, max_clients=12, validation_fraction=0.0
+  )
   assert 'idx' in ds.description
   assert ds.num_clients == 12 and ds.client_ids[0] == 'f_00000'
   assert ds.num_classes == 10
@@ -186,8 +196,9 @@ def test_idx_source_standardized(tmp_path):
     # Every example is a standardized pool image of the same label.
     raw = x.reshape(len(x), -1) * (sigma + 0.001) + mu
     raw = np.round(raw).astype(np.int64)
-    pool_rows = {r.tobytes(): int(l) for r, l in zip(
-        flat.astype(np.int64), tr_y)}
+    pool_rows = {
+        r.tobytes(): int(l) for r, l in zip(flat.astype(np.int64), tr_y)
+    }
     assert all(pool_rows[r.tobytes()] == l for r, l in zip(raw, y))
   # Same sizes as the first 12 devices of the full partition.
   full_train, full_test = fm.partition_indices(tr_y, _pool(8, 1)[1])
@@ -200,14 +211,18 @@ def test_idx_deterministic_and_validation(tmp_path):
   _write_idx_dir(root)
   a = fm.load_fashion_mnist(root, num_devices=30, total_train=3000)
   b = fm.load_fashion_mnist(root, num_devices=30, total_train=3000)
-  c = fm.load_fashion_mnist(root, num_devices=30, total_train=3000,
-                            validation_seed=1)
+  c = fm.load_fashion_mnist(
+      root, num_devices=30, total_train=3000, validation_seed=1
+  )
   for cid in a.client_ids:
     np.testing.assert_array_equal(a.train[cid]['x'], b.train[cid]['x'])
-    np.testing.assert_array_equal(a.validation[cid]['y'],
-                                  b.validation[cid]['y'])
-  assert any(not np.array_equal(a.train[cid]['x'], c.train[cid]['x'])
-             for cid in a.client_ids)
+    np.testing.assert_array_equal(
+        a.validation[cid]['y'], b.validation[cid]['y']
+    )
+  assert any(
+      not np.array_equal(a.train[cid]['x'], c.train[cid]['x'])
+      for cid in a.client_ids
+  )
   assert a.num_validation_examples().sum() > 0
   assert a.num_train_examples().sum() + a.num_validation_examples().sum() < 4000
 
@@ -215,8 +230,9 @@ def test_idx_deterministic_and_validation(tmp_path):
 def test_unstandardized(tmp_path):
   root = str(tmp_path)
   _write_idx_dir(root)
-  ds = fm.load_fashion_mnist(root, num_devices=10, total_train=500,
-                             standardize=False)
+  ds = fm.load_fashion_mnist(
+      root, num_devices=10, total_train=500, standardize=False
+  )
   x = ds.train['f_00000']['x']
   assert 0.0 <= x.min() and x.max() <= 1.0
 
@@ -228,8 +244,12 @@ def _write_pflib_npz(path, per_class=(20, 6, 3)):
     xs.append(x)
     ys.append(y)
     splits.append(np.full(len(y), split, np.int8))
-  np.savez_compressed(path, x=np.concatenate(xs), y=np.concatenate(ys),
-                      orig_split=np.concatenate(splits))
+  np.savez_compressed(
+      path,
+      x=np.concatenate(xs),
+      y=np.concatenate(ys),
+      orig_split=np.concatenate(splits),
+  )
 
 
 def test_npz_source_pools(tmp_path):
@@ -246,8 +266,13 @@ def test_npz_source_pools(tmp_path):
 
 def test_npz_keras_style(tmp_path):
   (trx, tr_y), (tex, te_y) = _pool(10, 0), _pool(3, 1)
-  np.savez(str(tmp_path / 'fmnist.npz'), x_train=trx, y_train=tr_y,
-           x_test=tex, y_test=te_y)
+  np.savez(
+      str(tmp_path / 'fmnist.npz'),
+      x_train=trx,
+      y_train=tr_y,
+      x_test=tex,
+      y_test=te_y,
+  )
   ds = fm.load_fashion_mnist(str(tmp_path), num_devices=5, total_train=300)
   assert ds.num_clients == 5
 
@@ -261,8 +286,12 @@ def test_npz_bad_keys(tmp_path):
 def test_npz_missing_class(tmp_path):
   x, y = _pool(5, 0)
   keep = y != 4
-  np.savez(str(tmp_path / 'f.npz'), x=x[keep], y=y[keep],
-           orig_split=np.where(np.arange(keep.sum()) % 3 == 0, 1, 0))
+  np.savez(
+      str(tmp_path / 'f.npz'),
+      x=x[keep],
+      y=y[keep],
+      orig_split=np.where(np.arange(keep.sum()) % 3 == 0, 1, 0),
+  )
   with pytest.raises(DataError, match=r'f\.npz.*class'):
     fm.load_fashion_mnist(str(tmp_path))
 
@@ -272,16 +301,18 @@ def test_idx_preferred_over_npz(tmp_path):
   _write_idx_dir(root)
   _write_pflib_npz(os.path.join(root, fm.PFLIB_NPZ))
   assert fm.detect_source(root) == 'idx'
-  ds = fm.load_fashion_mnist(root, num_devices=5, total_train=300,
-                             source='npz')
+  ds = fm.load_fashion_mnist(root, num_devices=5, total_train=300, source='npz')
   assert 'npz' in ds.description
 
 
 def test_no_source(tmp_path):
   root = str(tmp_path)
   # Only the label files, as in the shared data folder.
-  _write_idx(os.path.join(root, fm.IDX_FILES['train_labels']),
-             np.zeros(3, np.uint8), gz=True)
+  _write_idx(
+      os.path.join(root, fm.IDX_FILES['train_labels']),
+      np.zeros(3, np.uint8),
+      gz=True,
+  )
   with pytest.raises(DataError, match='no Fashion-MNIST source') as info:
     fm.load_fashion_mnist(root)
   assert root in str(info.value)
@@ -297,8 +328,9 @@ def _prepare_tfds(data_dir, train_per_class=12, test_per_class=4):
 
   pools = {'train': _pool(train_per_class, 0), 'test': _pool(test_per_class, 1)}
 
-  class LocalFashionMnist(tfds.image_classification.FashionMNIST,
-                          skip_registration=True):
+  class LocalFashionMnist(
+      tfds.image_classification.FashionMNIST, skip_registration=True
+  ):
     name = 'fashion_mnist'
 
     def _split_generators(self, dl_manager):
@@ -336,8 +368,9 @@ def test_tfds_unprepared(tmp_path):
     fm.load_fashion_mnist(str(tmp_path))
 
 
-@pytest.mark.skipif(not os.path.isfile(REAL_NPZ),
-                    reason='real Fashion-MNIST pool not present')
+@pytest.mark.skipif(
+    not os.path.isfile(REAL_NPZ), reason='real Fashion-MNIST pool not present'
+)
 def test_real_pool_partition():
   ds = fm.load_fashion_mnist(REAL_NPZ_DIR)
   print(f'\nreal Fashion-MNIST: {ds.summary()}')
@@ -346,7 +379,10 @@ def test_real_pool_partition():
   assert int(train.sum()) == 61251
   assert int(ds.num_test_examples().sum()) == 11254
   assert (int(train.min()), int(np.median(train)), int(train.max())) == (
-      31, 88, 1378)
+      31,
+      88,
+      1378,
+  )
   for u, cid in enumerate(ds.client_ids):
     labels = np.concatenate([ds.train[cid]['y'], ds.validation[cid]['y']])
     expected = {(u + j) % 10 for j in range(5)}

@@ -22,8 +22,15 @@ SHARED = '/work/shared/data'
 
 def test_names():
   assert set(DATASET_NAMES) == {
-      'synthetic', 'femnist', 'celeba', 'vehicle', 'leaf_synthetic', 'fmnist',
-      'emnist', 'tff_celeba'}
+      'synthetic',
+      'femnist',
+      'celeba',
+      'vehicle',
+      'leaf_synthetic',
+      'fmnist',
+      'emnist',
+      'tff_celeba',
+  }
 
 
 def test_unknown_name_lists_valid_names():
@@ -35,25 +42,35 @@ def test_unknown_name_lists_valid_names():
     load_dataset('synthetic_a_b')
 
 
-@pytest.mark.parametrize('name, params', [
-    ('synthetic', (1.0, 1.0)),
-    ('synthetic_1_1', (1.0, 1.0)),
-    ('synthetic_0.5_0.5', (0.5, 0.5)),
-    ('synthetic_0_0', (0.0, 0.0)),
-    ('synthetic_iid', None),
-])
+@pytest.mark.parametrize(
+    'name, params',
+    [
+        ('synthetic', (1.0, 1.0)),
+        ('synthetic_1_1', (1.0, 1.0)),
+        ('synthetic_0.5_0.5', (0.5, 0.5)),
+        ('synthetic_0_0', (0.0, 0.0)),
+        ('synthetic_iid', None),
+    ],
+)
 def test_parse_synthetic_name(name, params):
   assert registry.parse_synthetic_name(name) == params
 
 
 def test_synthetic_ignores_data_dir_and_passes_options():
-  ds = load_dataset('synthetic_0.5_0.5', '/does/not/exist', seed=3,
-                    validation_fraction=0.2, max_clients=4)
-  reference = synthetic.make_synthetic(0.5, 0.5, seed=3,
-                                       validation_fraction=0.2)
+  ds = load_dataset(
+      'synthetic_0.5_0.5',
+      '/does/not/exist',
+      seed=3,
+      validation_fraction=0.2,
+      max_clients=4,
+  )
+  reference = synthetic.make_synthetic(
+      0.5, 0.5, seed=3, validation_fraction=0.2
+  )
   assert ds.client_ids == reference.client_ids[:4]
-  np.testing.assert_array_equal(ds.validation['f_00001']['x'],
-                                reference.validation['f_00001']['x'])
+  np.testing.assert_array_equal(
+      ds.validation['f_00001']['x'], reference.validation['f_00001']['x']
+  )
   assert load_dataset('synthetic').name == 'synthetic_1_1'
 
 
@@ -69,8 +86,14 @@ def test_leaf_dir_resolution(tmp_path):
   for split in ('train', 'test'):
     write_leaf_split(
         str(leaf_layout / 'vehicle' / 'data' / split / 'x.json'),
-        {c: {'x': rng.standard_normal((4, 100)),
-             'y': rng.choice([-1, 1], (4, 1))} for c in ('s1', 's0')})
+        {
+            c: {
+                'x': rng.standard_normal((4, 100)),
+                'y': rng.choice([-1, 1], (4, 1)),
+            }
+            for c in ('s1', 's0')
+        },
+    )
   ds = load_dataset('vehicle', str(leaf_layout))
   assert ds.client_ids == ['s0', 's1'] and 'DEVIATION' not in ds.description
 
@@ -90,11 +113,13 @@ def test_fmnist_parent_dir(tmp_path):
   root.mkdir()
   rng = np.random.default_rng(0)
   labels = np.repeat(np.arange(10), 5).astype(np.uint8)
-  np.savez(str(root / 'pool.npz'),
-           x_train=rng.integers(0, 256, (50, 28, 28), dtype=np.uint8),
-           y_train=labels,
-           x_test=rng.integers(0, 256, (50, 28, 28), dtype=np.uint8),
-           y_test=labels)
+  np.savez(
+      str(root / 'pool.npz'),
+      x_train=rng.integers(0, 256, (50, 28, 28), dtype=np.uint8),
+      y_train=labels,
+      x_test=rng.integers(0, 256, (50, 28, 28), dtype=np.uint8),
+      y_test=labels,
+  )
   ds = load_dataset('fmnist', str(tmp_path), max_clients=3, seed=2)
   assert ds.client_ids == ['f_00000', 'f_00001', 'f_00002']
   assert 'seed 233' in ds.description
@@ -108,22 +133,34 @@ def test_emnist_via_registry(tmp_path):
   cache = tmp_path / 'emnist'
   cache.mkdir()
   with sqlite3.connect(str(cache / 'emnist_all.sqlite')) as con:
-    con.execute('CREATE TABLE examples (split_name TEXT, client_id TEXT, '
-                'serialized_example_proto BLOB);')
-    con.execute('CREATE TABLE client_metadata (client_id TEXT, split_name '
-                'TEXT, num_examples INTEGER);')
+    con.execute(
+        'CREATE TABLE examples (split_name TEXT, client_id TEXT, '
+        'serialized_example_proto BLOB);'
+    )
+    con.execute(
+        'CREATE TABLE client_metadata (client_id TEXT, split_name '
+        'TEXT, num_examples INTEGER);'
+    )
     for split in ('all_train', 'all_test'):
       for cid in ('a', 'b'):
-        proto = tf.train.Example(features=tf.train.Features(feature={
-            'pixels': tf.train.Feature(float_list=tf.train.FloatList(
-                value=[0.5] * 784)),
-            'label': tf.train.Feature(int64_list=tf.train.Int64List(
-                value=[7])),
-        })).SerializeToString()
-        con.executemany('INSERT INTO examples VALUES (?, ?, ?);',
-                        [(split, cid, proto)] * 2)
-        con.execute('INSERT INTO client_metadata VALUES (?, ?, 2);',
-                    (cid, split))
+        proto = tf.train.Example(
+            features=tf.train.Features(
+                feature={
+                    'pixels': tf.train.Feature(
+                        float_list=tf.train.FloatList(value=[0.5] * 784)
+                    ),
+                    'label': tf.train.Feature(
+                        int64_list=tf.train.Int64List(value=[7])
+                    ),
+                }
+            )
+        ).SerializeToString()
+        con.executemany(
+            'INSERT INTO examples VALUES (?, ?, ?);', [(split, cid, proto)] * 2
+        )
+        con.execute(
+            'INSERT INTO client_metadata VALUES (?, ?, 2);', (cid, split)
+        )
   for data_dir in (str(cache), str(tmp_path)):
     ds = load_dataset('emnist', data_dir)
     assert ds.client_ids == ['a', 'b'] and ds.num_classes == 62
@@ -131,8 +168,10 @@ def test_emnist_via_registry(tmp_path):
     load_dataset('tff_celeba', str(tmp_path))
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, 'femnist')),
-                    reason='shared data not present')
+@pytest.mark.skipif(
+    not os.path.isdir(os.path.join(SHARED, 'femnist')),
+    reason='shared data not present',
+)
 def test_shared_data_parent():
   ds = load_dataset('femnist', SHARED, max_clients=3)
   assert ds.num_clients == 3 and ds.client_ids == sorted(ds.client_ids)

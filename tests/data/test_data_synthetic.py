@@ -27,15 +27,22 @@ def test_default_shapes_sizes_and_speed():
   first = ds.train[ds.client_ids[0]]
   assert first['x'].dtype == np.float32 and first['x'].shape[1:] == (60,)
   assert first['y'].dtype == np.int32
-  total = int(ds.num_train_examples().sum() + ds.num_validation_examples().sum()
-              + ds.num_test_examples().sum())
+  total = int(
+      ds.num_train_examples().sum()
+      + ds.num_validation_examples().sum()
+      + ds.num_test_examples().sum()
+  )
   assert 1000 <= total <= 9000
   assert ds.num_test_examples().min() >= 1
   # Test is 20% of each client's data.
-  sizes = (ds.num_train_examples() + ds.num_validation_examples()
-           + ds.num_test_examples())
+  sizes = (
+      ds.num_train_examples()
+      + ds.num_validation_examples()
+      + ds.num_test_examples()
+  )
   np.testing.assert_array_equal(
-      ds.num_test_examples(), np.maximum(1, np.round(0.2 * sizes)))
+      ds.num_test_examples(), np.maximum(1, np.round(0.2 * sizes))
+  )
   _, y = _pooled(ds.train)
   assert y.min() >= 0 and y.max() <= 9
 
@@ -46,10 +53,12 @@ def test_seeded_and_deterministic():
   c = synthetic.make_synthetic(seed=8)
   for split in ('train', 'validation', 'test'):
     for cid in a.client_ids:
-      np.testing.assert_array_equal(getattr(a, split)[cid]['x'],
-                                    getattr(b, split)[cid]['x'])
-      np.testing.assert_array_equal(getattr(a, split)[cid]['y'],
-                                    getattr(b, split)[cid]['y'])
+      np.testing.assert_array_equal(
+          getattr(a, split)[cid]['x'], getattr(b, split)[cid]['x']
+      )
+      np.testing.assert_array_equal(
+          getattr(a, split)[cid]['y'], getattr(b, split)[cid]['y']
+      )
   assert not np.array_equal(a.train['f_00000']['x'], c.train['f_00000']['x'])
 
 
@@ -61,6 +70,7 @@ def test_alpha_beta_control_heterogeneity():
   labels are identical for any alpha (alpha only matters through the
   random draws).
   """
+
   def spread_of_means(ds):
     means = np.stack([a['x'].mean(axis=0) for a in ds.train.values()])
     return means.std(axis=0).mean()
@@ -103,8 +113,11 @@ def test_learnable_by_logistic_regression(alpha_beta):
 
 def test_uncapped_fedprox_sizes():
   ds = synthetic.make_synthetic(num_clients=10, max_examples_per_client=None)
-  sizes = (ds.num_train_examples() + ds.num_validation_examples()
-           + ds.num_test_examples())
+  sizes = (
+      ds.num_train_examples()
+      + ds.num_validation_examples()
+      + ds.num_test_examples()
+  )
   assert sizes.min() >= 50
 
 
@@ -116,10 +129,12 @@ def test_leaf_json_round_trip_exact(tmp_path):
   assert back.client_ids == ds.client_ids
   for cid in ds.client_ids:
     for split in ('train', 'test'):
-      np.testing.assert_array_equal(getattr(back, split)[cid]['x'],
-                                    getattr(ds, split)[cid]['x'])
-      np.testing.assert_array_equal(getattr(back, split)[cid]['y'],
-                                    getattr(ds, split)[cid]['y'])
+      np.testing.assert_array_equal(
+          getattr(back, split)[cid]['x'], getattr(ds, split)[cid]['x']
+      )
+      np.testing.assert_array_equal(
+          getattr(back, split)[cid]['y'], getattr(ds, split)[cid]['y']
+      )
 
 
 def test_leaf_json_round_trip_merges_validation(tmp_path):
@@ -128,9 +143,11 @@ def test_leaf_json_round_trip_merges_validation(tmp_path):
   back = leaf.load_leaf_synthetic(str(tmp_path))
   np.testing.assert_array_equal(
       back.num_train_examples() + back.num_validation_examples(),
-      ds.num_train_examples() + ds.num_validation_examples())
-  np.testing.assert_array_equal(back.num_test_examples(),
-                                ds.num_test_examples())
+      ds.num_train_examples() + ds.num_validation_examples(),
+  )
+  np.testing.assert_array_equal(
+      back.num_test_examples(), ds.num_test_examples()
+  )
   for cid in ds.client_ids:
     original = np.concatenate([ds.train[cid]['y'], ds.validation[cid]['y']])
     loaded = np.concatenate([back.train[cid]['y'], back.validation[cid]['y']])

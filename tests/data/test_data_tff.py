@@ -20,6 +20,7 @@ CELEBA_ATTRIBUTES = tff.simulation.datasets.celeba.ATTRIBUTE_NAMES
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
   """Any Python-level network access fails loudly."""
+
   def refuse(*args, **kwargs):
     raise AssertionError(f'network access attempted: {args!r}')
 
@@ -31,31 +32,47 @@ def no_network(monkeypatch):
 def _create_tables(connection):
   connection.execute(
       'CREATE TABLE examples (split_name TEXT NOT NULL, client_id TEXT NOT '
-      'NULL, serialized_example_proto BLOB NOT NULL);')
+      'NULL, serialized_example_proto BLOB NOT NULL);'
+  )
   connection.execute(
       'CREATE TABLE client_metadata (client_id TEXT NOT NULL, split_name TEXT '
-      'NOT NULL, num_examples INTEGER NOT NULL);')
+      'NOT NULL, num_examples INTEGER NOT NULL);'
+  )
 
 
 def _insert(connection, split, client_id, protos):
   connection.executemany(
       'INSERT INTO examples (split_name, client_id, serialized_example_proto) '
-      'VALUES (?, ?, ?);', [(split, client_id, p) for p in protos])
+      'VALUES (?, ?, ?);',
+      [(split, client_id, p) for p in protos],
+  )
   connection.execute(
       'INSERT INTO client_metadata (client_id, split_name, num_examples) '
-      'VALUES (?, ?, ?);', (client_id, split, len(protos)))
+      'VALUES (?, ?, ?);',
+      (client_id, split, len(protos)),
+  )
 
 
 def _emnist_proto(pixels, label):
-  return tf.train.Example(features=tf.train.Features(feature={
-      'pixels': tf.train.Feature(
-          float_list=tf.train.FloatList(value=pixels.reshape(-1).tolist())),
-      'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-  })).SerializeToString()
+  return tf.train.Example(
+      features=tf.train.Features(
+          feature={
+              'pixels': tf.train.Feature(
+                  float_list=tf.train.FloatList(
+                      value=pixels.reshape(-1).tolist()
+                  )
+              ),
+              'label': tf.train.Feature(
+                  int64_list=tf.train.Int64List(value=[label])
+              ),
+          }
+      )
+  ).SerializeToString()
 
 
-def _write_emnist(cache_dir, clients=('w2', 'w0', 'w1'), sizes=(4, 3, 5),
-                  test_clients=None):
+def _write_emnist(
+    cache_dir, clients=('w2', 'w0', 'w1'), sizes=(4, 3, 5), test_clients=None
+):
   """Same client ids in train and test, as in the real file."""
   os.makedirs(cache_dir, exist_ok=True)
   rng = np.random.default_rng(0)
@@ -69,8 +86,12 @@ def _write_emnist(cache_dir, clients=('w2', 'w0', 'w1'), sizes=(4, 3, 5),
           n = n if split == 'train' else 2
           pixels = rng.random((n, 28, 28)).astype(np.float32)
           labels = rng.integers(0, num_classes, n)
-          _insert(con, f'{prefix}_{split}', cid,
-                  [_emnist_proto(p, int(l)) for p, l in zip(pixels, labels)])
+          _insert(
+              con,
+              f'{prefix}_{split}',
+              cid,
+              [_emnist_proto(p, int(l)) for p, l in zip(pixels, labels)],
+          )
           truth[(prefix, split)][cid] = (pixels, labels)
   return truth
 
@@ -84,8 +105,9 @@ def _sorted_rows(x, y):
 @pytest.mark.parametrize('only_digits', [False, True])
 def test_emnist(tmp_path, only_digits):
   truth = _write_emnist(str(tmp_path))
-  ds = tff_datasets.load_tff_emnist(str(tmp_path), only_digits=only_digits,
-                                    validation_fraction=0.0)
+  ds = tff_datasets.load_tff_emnist(
+      str(tmp_path), only_digits=only_digits, validation_fraction=0.0
+  )
   prefix = 'digits_only' if only_digits else 'all'
   assert ds.client_ids == ['w0', 'w1', 'w2']
   assert ds.num_classes == (10 if only_digits else 62)
@@ -104,12 +126,15 @@ def test_emnist(tmp_path, only_digits):
 
 def test_emnist_validation_and_max_clients(tmp_path):
   _write_emnist(str(tmp_path))
-  ds = tff_datasets.load_tff_emnist(str(tmp_path), validation_fraction=0.25,
-                                    max_clients=2)
+  ds = tff_datasets.load_tff_emnist(
+      str(tmp_path), validation_fraction=0.25, max_clients=2
+  )
   assert ds.client_ids == ['w0', 'w1']
   assert ds.num_validation_examples().tolist() == [1, 1]
   assert (ds.num_train_examples() + ds.num_validation_examples()).tolist() == [
-      3, 5]
+      3,
+      5,
+  ]
 
 
 def test_emnist_missing_file_names_path_and_downloads_nothing(tmp_path):
@@ -159,6 +184,7 @@ def _celeba_dataset_fn(seed_by_client):
     for name in CELEBA_ATTRIBUTES:
       features[name] = rng.integers(0, 2, n).astype(np.int64)
     return tf.data.Dataset.from_tensor_slices(features)
+
   return dataset_fn
 
 
@@ -166,13 +192,19 @@ def test_celeba_split_by_clients(tmp_path):
   seeds = {'c0': 0, 'c1': 1, 'c2': 2}
   dataset_fn = _celeba_dataset_fn(seeds)
   tff.simulation.datasets.save_to_sql_client_data(
-      list(seeds), dataset_fn, str(tmp_path / 'celeba.sqlite'),
+      list(seeds),
+      dataset_fn,
+      str(tmp_path / 'celeba.sqlite'),
       allow_overwrite=True,
       split_names_by_client_id={
-          'c0': 'split_by_clients_train', 'c1': 'split_by_clients_train',
-          'c2': 'split_by_clients_test'})
-  ds = tff_datasets.load_tff_celeba(str(tmp_path), validation_fraction=0.0,
-                                    test_fraction=0.2, seed=3)
+          'c0': 'split_by_clients_train',
+          'c1': 'split_by_clients_train',
+          'c2': 'split_by_clients_test',
+      },
+  )
+  ds = tff_datasets.load_tff_celeba(
+      str(tmp_path), validation_fraction=0.0, test_fraction=0.2, seed=3
+  )
   assert ds.client_ids == ['c0', 'c1']
   assert ds.num_classes == 2
   assert ds.num_test_examples().tolist() == [1, 1]
@@ -188,11 +220,13 @@ def test_celeba_split_by_clients(tmp_path):
     want_y = expected['smiling'].numpy()
     # Compare as multisets of (image, label) rows.
     key = lambda xs, ys: sorted(
-        (float(xi.sum()), int(yi)) for xi, yi in zip(xs, ys))
+        (float(xi.sum()), int(yi)) for xi, yi in zip(xs, ys)
+    )
     assert key(x, y) == key(want_x, want_y)
     assert 0.0 <= x.min() and x.max() <= 1.0
-  again = tff_datasets.load_tff_celeba(str(tmp_path), validation_fraction=0.0,
-                                       test_fraction=0.2, seed=3)
+  again = tff_datasets.load_tff_celeba(
+      str(tmp_path), validation_fraction=0.0, test_fraction=0.2, seed=3
+  )
   np.testing.assert_array_equal(again.test['c0']['x'], ds.test['c0']['x'])
 
 
@@ -201,18 +235,21 @@ def test_celeba_split_by_examples(tmp_path):
   dataset_fn = _celeba_dataset_fn(seeds)
   serializer_path = str(tmp_path / 'tmp.sqlite')
   tff.simulation.datasets.save_to_sql_client_data(
-      list(seeds), dataset_fn, serializer_path, allow_overwrite=True)
+      list(seeds), dataset_fn, serializer_path, allow_overwrite=True
+  )
   # Copy every client's rows into both split_by_examples splits.
   with sqlite3.connect(serializer_path) as src:
     rows = src.execute(
-        'SELECT client_id, serialized_example_proto FROM examples').fetchall()
+        'SELECT client_id, serialized_example_proto FROM examples'
+    ).fetchall()
   with sqlite3.connect(str(tmp_path / 'celeba.sqlite')) as con:
     _create_tables(con)
     for split in ('split_by_examples_train', 'split_by_examples_test'):
       for cid in seeds:
         _insert(con, split, cid, [p for c, p in rows if c == cid])
-  ds = tff_datasets.load_tff_celeba(str(tmp_path), split_by_clients=False,
-                                    validation_fraction=0.2)
+  ds = tff_datasets.load_tff_celeba(
+      str(tmp_path), split_by_clients=False, validation_fraction=0.2
+  )
   assert ds.client_ids == ['c0', 'c1']
   assert ds.num_test_examples().tolist() == [5, 5]
   assert ds.num_train_examples().tolist() == [4, 4]

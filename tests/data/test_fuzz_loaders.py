@@ -133,23 +133,27 @@ def _expect_data_error(fn, *args, paths=(), **kwargs) -> DataError:
     error = e
   except Exception as e:  # pylint: disable=broad-except
     raise AssertionError(
-        f'{type(e).__name__} escaped instead of DataError: {e!r:.500}') from e
+        f'{type(e).__name__} escaped instead of DataError: {e!r:.500}'
+    ) from e
   else:
     raise AssertionError('no DataError raised')
   assert type(error) is DataError, type(error)  # pylint: disable=unidiomatic-typecheck
   message = str(error)
   if paths:
-    assert any(p in message for p in paths), (
-        f'message does not name any of {list(paths)}: {message!r:.800}')
+    assert any(
+        p in message for p in paths
+    ), f'message does not name any of {list(paths)}: {message!r:.800}'
   # The message also says what is wrong, beyond the path.
   longest = max((len(p) for p in paths), default=0)
   assert len(message) > longest + 10, message
   # An exception caught and turned into DataError is kept as __cause__.
-  if error.__context__ is not None and not isinstance(error.__context__,
-                                                      DataError):
+  if error.__context__ is not None and not isinstance(
+      error.__context__, DataError
+  ):
     assert error.__cause__ is error.__context__, (
         f'DataError raised while handling {error.__context__!r:.200} without '
-        '`from`')
+        '`from`'
+    )
   return error
 
 
@@ -160,10 +164,40 @@ def _write_bytes(path, data: bytes):
 
 
 _SPECIAL_NUMBERS = [
-    0, -1, 1, 2, -0.0, 0.5, 1.0, -1.0, 9, 10, 61, 62, 2**31, 2**32 + 3,
-    2**53 + 1, 2**63 - 1, 2**63, -2**63, 2**64, 2**129, 10**30, 1e30, -1e30,
-    3.5e38, 1e39, F32_MAX, -F32_MAX, 10**400, -10**400, 1e308, 5e-324,
-    float('nan'), float('inf'), float('-inf'),
+    0,
+    -1,
+    1,
+    2,
+    -0.0,
+    0.5,
+    1.0,
+    -1.0,
+    9,
+    10,
+    61,
+    62,
+    2**31,
+    2**32 + 3,
+    2**53 + 1,
+    2**63 - 1,
+    2**63,
+    -(2**63),
+    2**64,
+    2**129,
+    10**30,
+    1e30,
+    -1e30,
+    3.5e38,
+    1e39,
+    F32_MAX,
+    -F32_MAX,
+    10**400,
+    -(10**400),
+    1e308,
+    5e-324,
+    float('nan'),
+    float('inf'),
+    float('-inf'),
 ]
 
 json_scalars = st.one_of(
@@ -178,16 +212,27 @@ json_scalars = st.one_of(
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: (st.lists(children, max_size=3)
-                      | st.dictionaries(st.text(max_size=3), children,
-                                        max_size=2)),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(max_size=3), children, max_size=2)
+    ),
     max_leaves=6,
 )
 
 # Non-UTF-8 byte sequences (none is a BOM).
-_BAD_UTF8 = [b'\xff', b'\xfe', b'\x80', b'\xc3', b'\xc0\xaf', b'\xed\xa0\x80',
-             b'\xf8\x88\x80\x80\x80', b'\xe2\x82', b'\xff\xfe', b'\xfe\xff',
-             b'\xf4\x90\x80\x80']
+_BAD_UTF8 = [
+    b'\xff',
+    b'\xfe',
+    b'\x80',
+    b'\xc3',
+    b'\xc0\xaf',
+    b'\xed\xa0\x80',
+    b'\xf8\x88\x80\x80\x80',
+    b'\xe2\x82',
+    b'\xff\xfe',
+    b'\xfe\xff',
+    b'\xf4\x90\x80\x80',
+]
 
 
 # ----------------------------------------------------------------------------
@@ -203,9 +248,10 @@ LEAF_KINDS = {
 user_ids = st.text(max_size=6)
 valid_features = st.one_of(
     st.floats(width=32, allow_nan=False, allow_infinity=False),
-    st.integers(-2**53, 2**53),
-    st.sampled_from([0, -0.0, 1, F32_MAX, -F32_MAX, 2**63, 1e-45, 5e-324,
-                     2**100]),
+    st.integers(-(2**53), 2**53),
+    st.sampled_from(
+        [0, -0.0, 1, F32_MAX, -F32_MAX, 2**63, 1e-45, 5e-324, 2**100]
+    ),
 )
 
 
@@ -214,7 +260,8 @@ def valid_labels(kind):
   if label_kind == 'signed':
     return st.sampled_from([1, -1, 1.0, -1.0, [1], [-1], [1.0], [-1.0]])
   return st.integers(0, num_classes - 1).flatmap(
-      lambda v: st.sampled_from([v, float(v), [v], [float(v)]]))
+      lambda v: st.sampled_from([v, float(v), [v], [float(v)]])
+  )
 
 
 def _feature_ok(v) -> bool:
@@ -228,8 +275,11 @@ def _feature_ok(v) -> bool:
 
 
 def _row_ok(row, num_features) -> bool:
-  return (type(row) is list and len(row) == num_features  # pylint: disable=unidiomatic-typecheck
-          and all(_feature_ok(v) for v in row))
+  return (
+      type(row) is list
+      and len(row) == num_features  # pylint: disable=unidiomatic-typecheck
+      and all(_feature_ok(v) for v in row)
+  )
 
 
 def _label_value(v, kind):
@@ -260,8 +310,9 @@ def _record_ok(record, n, kind) -> bool:
     return False
   if not len(x) == len(y) == n or n == 0:
     return False
-  return (all(_row_ok(r, num_features) for r in x)
-          and all(_label_value(v, kind) is not None for v in y))
+  return all(_row_ok(r, num_features) for r in x) and all(
+      _label_value(v, kind) is not None for v in y
+  )
 
 
 def _file_users(blob, kind):
@@ -311,17 +362,20 @@ def _expected_arrays(blobs, kind):
         record = blob['user_data'][u]
         x = np.asarray(record['x'], np.float64).astype(np.float32)
         labels = [_label_value(v, kind) for v in record['y']]
-        y = np.asarray(labels, np.float32 if label_kind == 'signed'
-                       else np.int32)
+        y = np.asarray(
+            labels, np.float32 if label_kind == 'signed' else np.int32
+        )
         out[split][u] = (x, y)
   return out
 
 
 def _blob(user_data, users=None):
   users = list(user_data) if users is None else users
-  return {'users': users,
-          'num_samples': [len(user_data[u]['y']) for u in users],
-          'user_data': user_data}
+  return {
+      'users': users,
+      'num_samples': [len(user_data[u]['y']) for u in users],
+      'user_data': user_data,
+  }
 
 
 @st.composite
@@ -337,8 +391,12 @@ def leaf_datasets(draw, kinds=tuple(LEAF_KINDS), max_users=3, max_n=3):
     per_file = [dict() for _ in range(num_files)]
     for u in users:
       n = draw(st.integers(1, max_n))
-      x = rng.random((n, num_features)).astype(np.float32).astype(
-          np.float64).tolist()
+      x = (
+          rng.random((n, num_features))
+          .astype(np.float32)
+          .astype(np.float64)
+          .tolist()
+      )
       for _ in range(draw(st.integers(0, 2))):
         i = draw(st.integers(0, n - 1))
         j = draw(st.integers(0, num_features - 1))
@@ -390,8 +448,12 @@ def test_leaf_valid_round_trip(spec):
 
 def _locations(blob):
   """Every mutable place of a valid LEAF blob as (path, role)."""
-  out = [((), 'top'), (('users',), 'container'),
-         (('num_samples',), 'container'), (('user_data',), 'container')]
+  out = [
+      ((), 'top'),
+      (('users',), 'container'),
+      (('num_samples',), 'container'),
+      (('user_data',), 'container'),
+  ]
   for i in range(len(blob['users'])):
     out.append((('users', i), 'user'))
     out.append((('num_samples', i), 'count'))
@@ -422,9 +484,12 @@ def test_leaf_random_edit_loads_iff_valid(role, spec, data):
   kind, blobs = spec['kind'], spec['blobs']
   num_features = LEAF_KINDS[kind][1]
   split = data.draw(st.sampled_from(['train', 'test']), label='split')
-  name = data.draw(st.sampled_from(
-      [n for n in sorted(blobs[split]) if blobs[split][n]['users']]),
-                   label='file')
+  name = data.draw(
+      st.sampled_from(
+          [n for n in sorted(blobs[split]) if blobs[split][n]['users']]
+      ),
+      label='file',
+  )
   blob = blobs[split][name]
   by_role = {}
   for where, its_role in _locations(blob):
@@ -433,8 +498,9 @@ def test_leaf_random_edit_loads_iff_valid(role, spec, data):
   if role == 'feature':
     path = path[:-1] + (data.draw(st.integers(0, num_features - 1)),)
   rng = np.random.default_rng(data.draw(st.integers(0, 1000)))
-  all_users = sorted(set().union(*(b['users'] for f in blobs.values()
-                                   for b in f.values())))
+  all_users = sorted(
+      set().union(*(b['users'] for f in blobs.values() for b in f.values()))
+  )
 
   def row_of(k):
     return rng.random(k).astype(np.float32).astype(float).tolist()
@@ -459,14 +525,20 @@ def test_leaf_random_edit_loads_iff_valid(role, spec, data):
         json_values,
         st.integers(num_features - 1, num_features + 1).map(row_of),
         st.tuples(st.integers(0, num_features - 1), json_values).map(
-            lambda iv: row_of(iv[0]) + [iv[1]]
-            + row_of(num_features - 1 - iv[0])))
+            lambda iv: row_of(iv[0])
+            + [iv[1]]
+            + row_of(num_features - 1 - iv[0])
+        ),
+    )
   else:
     values = json_values
-  operation = data.draw(st.sampled_from(
-      ['replace', 'replace', 'delete', 'append']), label='operation')
-  if not path or (operation == 'append'
-                  and role not in ('top', 'container', 'row')):
+  operation = data.draw(
+      st.sampled_from(['replace', 'replace', 'delete', 'append']),
+      label='operation',
+  )
+  if not path or (
+      operation == 'append' and role not in ('top', 'container', 'row')
+  ):
     operation = 'replace'
   new_value = data.draw(values, label='value')
 
@@ -509,10 +581,13 @@ _HOSTILE_JSON = [
     b'NaN',
     b'{"users": ' + b'[' * 100_000 + b']' * 100_000 + b'}',
     b'{"user_data": ' + b'{"a": ' * 50_000 + b'1' + b'}' * 50_000 + b'}',
-    b'{"users": ["u"], "num_samples": [' + b'9' * 5000 + b'], '
-    b'"user_data": {"u": {"x": [[1]], "y": [1]}}}',
-    b'{"users": ["u"], "num_samples": [1], "user_data": {"u": {"x": [[0.5]],'
-    b' "y": [1]}, "u": {"x": [[0.5]], "y": [1]}}}',
+    b'{"users": ["u"], "num_samples": ['
+    + b'9' * 5000
+    + b'], "user_data": {"u": {"x": [[1]], "y": [1]}}}',
+    (
+        b'{"users": ["u"], "num_samples": [1], "user_data": {"u": {"x":'
+        b' [[0.5]], "y": [1]}, "u": {"x": [[0.5]], "y": [1]}}}'
+    ),
     b'{"users": ["u"], "users": ["u"], "num_samples": [1], "user_data": {}}',
     b'\xef\xbb\xbf\xef\xbb\xbf{}',
     b'\x00\x00\x00\x00',
@@ -522,9 +597,12 @@ _HOSTILE_JSON = [
 
 @pytest.mark.parametrize('mode', ['truncate', 'non_utf8', 'hostile'])
 @fuzz_settings(max_examples=16)
-@given(spec=leaf_datasets(kinds=('vehicle', 'leaf_synthetic'), max_users=2,
-                          max_n=2),
-       data=st.data())
+@given(
+    spec=leaf_datasets(
+        kinds=('vehicle', 'leaf_synthetic'), max_users=2, max_n=2
+    ),
+    data=st.data(),
+)
 def test_leaf_corrupt_bytes(mode, spec, data):
   """Truncated files, non-UTF-8 bytes and hostile JSON texts."""
   kind, blobs = spec['kind'], spec['blobs']
@@ -536,7 +614,7 @@ def test_leaf_corrupt_bytes(mode, spec, data):
     with open(path, 'rb') as f:
       good = f.read()
     if mode == 'truncate':
-      bad = good[:data.draw(st.integers(0, len(good) - 1))]
+      bad = good[: data.draw(st.integers(0, len(good) - 1))]
     elif mode == 'non_utf8':
       at = data.draw(st.integers(0, len(good)))
       bad = good[:at] + data.draw(st.sampled_from(_BAD_UTF8)) + good[at:]
@@ -548,9 +626,18 @@ def test_leaf_corrupt_bytes(mode, spec, data):
 
 
 _INCONSISTENCIES = (
-    'dup_in_file', 'dup_across_files', 'one_split_user', 'empty_split',
-    'xy_mismatch', 'count_mismatch', 'ragged_row', 'wrong_feature_count',
-    'empty_client', 'nan_or_inf', 'huge_label')
+    'dup_in_file',
+    'dup_across_files',
+    'one_split_user',
+    'empty_split',
+    'xy_mismatch',
+    'count_mismatch',
+    'ragged_row',
+    'wrong_feature_count',
+    'empty_client',
+    'nan_or_inf',
+    'huge_label',
+)
 
 
 @pytest.mark.parametrize('mode', _INCONSISTENCIES)
@@ -562,8 +649,9 @@ def test_leaf_inconsistent_users_and_examples(mode, spec, data):
   num_features = LEAF_KINDS[kind][1]
   split = data.draw(st.sampled_from(['train', 'test']))
   files = blobs[split]
-  name = data.draw(st.sampled_from([n for n in sorted(files)
-                                    if files[n]['users']]))
+  name = data.draw(
+      st.sampled_from([n for n in sorted(files) if files[n]['users']])
+  )
   blob = files[name]
   u = data.draw(st.sampled_from(blob['users']))
   record = blob['user_data'][u]
@@ -584,14 +672,16 @@ def test_leaf_inconsistent_users_and_examples(mode, spec, data):
     blame = [(split,)]
   elif mode == 'xy_mismatch':
     record[data.draw(st.sampled_from(['x', 'y']))].append(
-        record['x'][0] if data.draw(st.booleans()) else record['y'][0])
+        record['x'][0] if data.draw(st.booleans()) else record['y'][0]
+    )
   elif mode == 'count_mismatch':
     i = blob['users'].index(u)
     blob['num_samples'][i] += data.draw(st.sampled_from([-1, 1, 2**63]))
   elif mode == 'ragged_row':
     i = data.draw(st.integers(0, len(record['x']) - 1))
-    record['x'][i] = record['x'][i][:data.draw(
-        st.integers(0, num_features - 1))]
+    record['x'][i] = record['x'][i][
+        : data.draw(st.integers(0, num_features - 1))
+    ]
   elif mode == 'wrong_feature_count':
     k = data.draw(st.sampled_from([0, 1, num_features - 1, num_features + 1]))
     record['x'] = [(r * 2)[:k] for r in record['x']]
@@ -608,18 +698,30 @@ def test_leaf_inconsistent_users_and_examples(mode, spec, data):
       record['y'][i] = value
   else:
     # -1 is a valid Vehicle label (+-1); -3 is not.
-    record['y'][0] = data.draw(st.sampled_from(
-        [1e30, -1 if kind != 'vehicle' else -3, 2**63, -2**63, 10**400, 2**31,
-         62, 0.5]))
+    record['y'][0] = data.draw(
+        st.sampled_from([
+            1e30,
+            -1 if kind != 'vehicle' else -3,
+            2**63,
+            -(2**63),
+            10**400,
+            2**31,
+            62,
+            0.5,
+        ])
+    )
   assert not _dataset_ok(blobs, kind)
   with _tempdir() as root:
     _write_leaf(root, blobs)
     error = _expect_data_error(
-        LEAF_KINDS[kind][0], root,
-        paths=[os.path.join(root, *where) for where in blame])
+        LEAF_KINDS[kind][0],
+        root,
+        paths=[os.path.join(root, *where) for where in blame],
+    )
     if mode == 'dup_across_files':  # both files are named
-      assert sum(os.path.join(root, split, n) in str(error)
-                 for n in files) >= 2, str(error)
+      assert (
+          sum(os.path.join(root, split, n) in str(error) for n in files) >= 2
+      ), str(error)
 
 
 @fuzz_settings(max_examples=20)
@@ -627,6 +729,7 @@ def test_leaf_inconsistent_users_and_examples(mode, spec, data):
 def test_leaf_celeba_image_names(data):
   """CelebA x must name existing images; y must be 0/1."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   names = ['000001.jpg', '000002.png']
   train = {'c0': {'x': [names[0], names[1]], 'y': [1, 0]}}
   test = {'c0': {'x': [names[1]], 'y': [0]}}
@@ -635,10 +738,14 @@ def test_leaf_celeba_image_names(data):
   field = data.draw(st.sampled_from(['x', 'y']))
   i = data.draw(st.integers(0, len(record[field]) - 1))
   if field == 'x':
-    record['x'][i] = data.draw(st.one_of(
-        st.sampled_from(names + ['', '.', '..', 'nope.jpg', '/', 'a\x00b',
-                                 'x' * 300]),
-        json_values))
+    record['x'][i] = data.draw(
+        st.one_of(
+            st.sampled_from(
+                names + ['', '.', '..', 'nope.jpg', '/', 'a\x00b', 'x' * 300]
+            ),
+            json_values,
+        )
+    )
     valid = record['x'][i] in names
   else:
     record['y'][i] = data.draw(json_values)
@@ -650,15 +757,19 @@ def test_leaf_celeba_image_names(data):
     os.makedirs(images)
     for k, n in enumerate(names):
       Image.fromarray(np.full((20, 16, 3), 40 * k, np.uint8)).save(
-          os.path.join(images, n))
-    paths = _write_leaf(root, {'train': {'t.json': _blob(train)},
-                               'test': {'t.json': _blob(test)}})
+          os.path.join(images, n)
+      )
+    paths = _write_leaf(
+        root,
+        {'train': {'t.json': _blob(train)}, 'test': {'t.json': _blob(test)}},
+    )
     if valid:
       ds = _run(leaf.load_celeba, root, validation_fraction=0.0)
       assert ds.train['c0']['x'].shape == (2, 84, 84, 3)
     else:
-      _expect_data_error(leaf.load_celeba, root,
-                         paths=[paths[(split, 't.json')]])
+      _expect_data_error(
+          leaf.load_celeba, root, paths=[paths[(split, 't.json')]]
+      )
 
 
 # ----------------------------------------------------------------------------
@@ -724,8 +835,13 @@ def test_idx_valid_round_trip(spec):
   with _tempdir() as root:
     _write_idx_files(root, _idx_payloads(pools), gz)
     (trx, tr_y), (tex, te_y), _ = _run(fm.load_pools, root, 'idx')
-    ds = _run(fm.load_fashion_mnist, root, num_devices=3, total_train=40,
-              validation_fraction=0.0)
+    ds = _run(
+        fm.load_fashion_mnist,
+        root,
+        num_devices=3,
+        total_train=40,
+        validation_fraction=0.0,
+    )
   np.testing.assert_array_equal(trx, pools['train'][0])
   np.testing.assert_array_equal(tr_y, pools['train'][1])
   np.testing.assert_array_equal(tex, pools['test'][0])
@@ -746,58 +862,90 @@ def _idx_oracle(data: bytes, expected_ndim: int):
   header = 4 + 4 * expected_ndim
   if len(data) < header:
     return None
-  dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], 'big')
-               for i in range(expected_ndim))
+  dims = tuple(
+      int.from_bytes(data[4 + 4 * i : 8 + 4 * i], 'big')
+      for i in range(expected_ndim)
+  )
   if len(data) - header != math.prod(dims):
     return None
   return dims, data[header:]
 
 
-_random_dims = st.lists(st.one_of(st.integers(0, 4), st.sampled_from(
-    _SPECIAL_DIMS), st.integers(0, 2**32 - 1)), max_size=6)
+_random_dims = st.lists(
+    st.one_of(
+        st.integers(0, 4),
+        st.sampled_from(_SPECIAL_DIMS),
+        st.integers(0, 2**32 - 1),
+    ),
+    max_size=6,
+)
 
 
 @fuzz_settings(max_examples=80)
-@given(expected_ndim=st.integers(1, 4),
-       ndim=st.one_of(st.integers(1, 4), st.integers(0, 255)),
-       magic=st.one_of(st.just(b'\x00\x00\x08'), st.binary(min_size=3,
-                                                            max_size=3)),
-       dims=_random_dims,
-       extra=st.integers(-3, 3),
-       cut_header=st.booleans(),
-       gz=st.booleans(),
-       seed=st.integers(0, 255))
-@example(expected_ndim=3, ndim=3, magic=b'\x00\x00\x08',
-         dims=[2**31, 2**31, 4], extra=0, cut_header=False, gz=False, seed=0)
-@example(expected_ndim=2, ndim=2, magic=b'\x00\x00\x08',
-         dims=[2**32 - 1, 2**32 - 1], extra=0, cut_header=False, gz=True,
-         seed=0)
-def test_read_idx_random_headers_match_oracle(expected_ndim, ndim, magic, dims,
-                                              extra, cut_header, gz, seed):
+@given(
+    expected_ndim=st.integers(1, 4),
+    ndim=st.one_of(st.integers(1, 4), st.integers(0, 255)),
+    magic=st.one_of(
+        st.just(b'\x00\x00\x08'), st.binary(min_size=3, max_size=3)
+    ),
+    dims=_random_dims,
+    extra=st.integers(-3, 3),
+    cut_header=st.booleans(),
+    gz=st.booleans(),
+    seed=st.integers(0, 255),
+)
+@example(
+    expected_ndim=3,
+    ndim=3,
+    magic=b'\x00\x00\x08',
+    dims=[2**31, 2**31, 4],
+    extra=0,
+    cut_header=False,
+    gz=False,
+    seed=0,
+)
+@example(
+    expected_ndim=2,
+    ndim=2,
+    magic=b'\x00\x00\x08',
+    dims=[2**32 - 1, 2**32 - 1],
+    extra=0,
+    cut_header=False,
+    gz=True,
+    seed=0,
+)
+def test_read_idx_random_headers_match_oracle(
+    expected_ndim, ndim, magic, dims, extra, cut_header, gz, seed
+):
   """Random headers / payload sizes: parse iff the oracle says valid."""
-  header = magic + bytes([ndim]) + b''.join(
-      d.to_bytes(4, 'big') for d in dims)
+  header = magic + bytes([ndim]) + b''.join(d.to_bytes(4, 'big') for d in dims)
   if cut_header:
-    header = header[:seed % (len(header) + 1)]
+    header = header[: seed % (len(header) + 1)]
   size = math.prod(dims[:ndim])
   body_len = size + extra if 0 <= size + extra <= 4096 else seed % 7
   _check_read_idx(header, body_len, expected_ndim, gz, seed)
 
 
 @fuzz_settings(max_examples=30)
-@given(dims=st.lists(st.integers(0, 5), min_size=1, max_size=4),
-       gz=st.booleans(),
-       seed=st.integers(0, 255))
+@given(
+    dims=st.lists(st.integers(0, 5), min_size=1, max_size=4),
+    gz=st.booleans(),
+    seed=st.integers(0, 255),
+)
 def test_read_idx_valid_round_trip(dims, gz, seed):
   header = bytes([0, 0, 8, len(dims)]) + b''.join(
-      d.to_bytes(4, 'big') for d in dims)
+      d.to_bytes(4, 'big') for d in dims
+  )
   want = _check_read_idx(header, math.prod(dims), len(dims), gz, seed)
   assert want is not None
 
 
 def _check_read_idx(header, body_len, expected_ndim, gz, seed):
-  body = np.random.default_rng(seed).integers(
-      0, 256, body_len, dtype=np.uint8).tobytes()
+  body = (
+      np.random.default_rng(seed)
+      .integers(0, 256, body_len, dtype=np.uint8)
+      .tobytes()
+  )
   data = header + body
   want = _idx_oracle(data, expected_ndim)
   event('valid' if want is not None else 'invalid')
@@ -813,9 +961,19 @@ def _check_read_idx(header, body_len, expected_ndim, gz, seed):
   return want
 
 
-_IDX_MODES = ['truncate', 'trailing', 'header', 'labels_range',
-              'count_mismatch', 'missing_class', 'random_bytes',
-              'gz_truncate', 'plain_named_gz', 'bad_deflate', 'empty']
+_IDX_MODES = [
+    'truncate',
+    'trailing',
+    'header',
+    'labels_range',
+    'count_mismatch',
+    'missing_class',
+    'random_bytes',
+    'gz_truncate',
+    'plain_named_gz',
+    'bad_deflate',
+    'empty',
+]
 
 
 @pytest.mark.parametrize('mode', _IDX_MODES)
@@ -831,14 +989,18 @@ def test_idx_corrupt_files(mode, spec, data):
   raw = {}
   blame = [key]
   if mode == 'truncate':
-    payloads[key] = good[:data.draw(st.integers(0, len(good) - 1))]
+    payloads[key] = good[: data.draw(st.integers(0, len(good) - 1))]
   elif mode == 'trailing':
     payloads[key] = good + data.draw(st.binary(min_size=1, max_size=16))
   elif mode == 'header':
-    header = data.draw(st.binary(min_size=header_len, max_size=header_len)
-                       | st.lists(st.sampled_from(
-                           [0, 1, 3, 8, 28, 255]), min_size=header_len,
-                                  max_size=header_len).map(bytes))
+    header = data.draw(
+        st.binary(min_size=header_len, max_size=header_len)
+        | st.lists(
+            st.sampled_from([0, 1, 3, 8, 28, 255]),
+            min_size=header_len,
+            max_size=header_len,
+        ).map(bytes)
+    )
     assume(header != good[:header_len])
     payloads[key] = header + good[header_len:]
   elif mode == 'labels_range':
@@ -846,18 +1008,26 @@ def test_idx_corrupt_files(mode, spec, data):
     split = key.split('_')[0]
     labels = pools[split][1].copy()
     labels[data.draw(st.integers(0, labels.size - 1))] = data.draw(
-        st.integers(10, 255))
+        st.integers(10, 255)
+    )
     payloads[key] = _idx_bytes(labels)
     blame = [key]
   elif mode == 'count_mismatch':
     split = key.split('_')[0]
     array = pools[split][1 if is_labels else 0]
     k = data.draw(st.integers(1, array.shape[0]))
-    cut = array[:-k] if data.draw(st.booleans()) else np.concatenate(
-        [array, array[:k]])
+    cut = (
+        array[:-k]
+        if data.draw(st.booleans())
+        else np.concatenate([array, array[:k]])
+    )
     payloads[key] = _idx_bytes(cut)
-    blame = [key, key.replace('labels', 'images') if is_labels
-             else key.replace('images', 'labels')]
+    blame = [
+        key,
+        key.replace('labels', 'images')
+        if is_labels
+        else key.replace('images', 'labels'),
+    ]
   elif mode == 'missing_class':
     split = key.split('_')[0]
     images, labels = pools[split]
@@ -870,7 +1040,7 @@ def test_idx_corrupt_files(mode, spec, data):
   elif mode == 'gz_truncate':
     gz[key] = True
     compressed = _gz(good)
-    raw[key] = compressed[:data.draw(st.integers(0, len(compressed) - 1))]
+    raw[key] = compressed[: data.draw(st.integers(0, len(compressed) - 1))]
   elif mode == 'plain_named_gz':
     gz[key] = True
     raw[key] = good
@@ -881,8 +1051,9 @@ def test_idx_corrupt_files(mode, spec, data):
     raw[key] = b''
   with _tempdir() as root:
     paths = _write_idx_files(root, payloads, gz, raw)
-    _expect_data_error(fm.load_pools, root, 'idx',
-                       paths=[paths[k] for k in blame])
+    _expect_data_error(
+        fm.load_pools, root, 'idx', paths=[paths[k] for k in blame]
+    )
 
 
 @fuzz_settings(max_examples=30)
@@ -895,7 +1066,8 @@ def test_idx_gzip_byte_flips_load_same_data_or_fail(spec, data):
   compressed = bytearray(_gz(payloads[key]))
   for _ in range(data.draw(st.integers(1, 3))):
     compressed[data.draw(st.integers(0, len(compressed) - 1))] ^= data.draw(
-        st.integers(1, 255))
+        st.integers(1, 255)
+    )
   if data.draw(st.booleans()):
     compressed += data.draw(st.binary(min_size=1, max_size=8))
   with _tempdir() as root:
@@ -908,14 +1080,25 @@ def test_idx_gzip_byte_flips_load_same_data_or_fail(spec, data):
       event('DataError')
       return
   event('loaded')
-  for got, want in ((trx, pools['train'][0]), (tr_y, pools['train'][1]),
-                    (tex, pools['test'][0]), (te_y, pools['test'][1])):
+  for got, want in (
+      (trx, pools['train'][0]),
+      (tr_y, pools['train'][1]),
+      (tex, pools['test'][0]),
+      (te_y, pools['test'][1]),
+  ):
     np.testing.assert_array_equal(got, want)
 
 
 _npz_arrays = hnp.arrays(
-    dtype=st.sampled_from([np.uint8, np.int8, np.int64, np.uint64,
-                           np.float32, np.bool_, np.dtype('<U2')]),
+    dtype=st.sampled_from([
+        np.uint8,
+        np.int8,
+        np.int64,
+        np.uint64,
+        np.float32,
+        np.bool_,
+        np.dtype('<U2'),
+    ]),
     shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=3),
 )
 
@@ -927,14 +1110,21 @@ def test_npz_random_array_loads_or_raises_data_error(spec, data):
   pools, _ = spec
   style = data.draw(st.sampled_from(['keras', 'pflib']))
   if style == 'keras':
-    arrays = {'x_train': pools['train'][0], 'y_train': pools['train'][1],
-              'x_test': pools['test'][0], 'y_test': pools['test'][1]}
+    arrays = {
+        'x_train': pools['train'][0],
+        'y_train': pools['train'][1],
+        'x_test': pools['test'][0],
+        'y_test': pools['test'][1],
+    }
   else:
-    arrays = {'x': np.concatenate([pools['train'][0], pools['test'][0]]),
-              'y': np.concatenate([pools['train'][1], pools['test'][1]]),
-              'orig_split': np.repeat(
-                  np.array([0, 1], np.int8),
-                  [len(pools['train'][1]), len(pools['test'][1])])}
+    arrays = {
+        'x': np.concatenate([pools['train'][0], pools['test'][0]]),
+        'y': np.concatenate([pools['train'][1], pools['test'][1]]),
+        'orig_split': np.repeat(
+            np.array([0, 1], np.int8),
+            [len(pools['train'][1]), len(pools['test'][1])],
+        ),
+    }
   key = data.draw(st.sampled_from(sorted(arrays)))
   arrays[key] = data.draw(_npz_arrays)
   with _tempdir() as root:
@@ -958,14 +1148,19 @@ def test_npz_random_array_loads_or_raises_data_error(spec, data):
 # TFF SQLite (EMNIST, CelebA).
 
 _SCHEMA = (
-    'CREATE TABLE examples (split_name TEXT, client_id TEXT, '
-    'serialized_example_proto BLOB);',
-    'CREATE TABLE client_metadata (client_id TEXT, split_name TEXT, '
-    'num_examples INTEGER);',
+    (
+        'CREATE TABLE examples (split_name TEXT, client_id TEXT, '
+        'serialized_example_proto BLOB);'
+    ),
+    (
+        'CREATE TABLE client_metadata (client_id TEXT, split_name TEXT, '
+        'num_examples INTEGER);'
+    ),
 )
 
 sql_client_ids = st.text(
-    alphabet=st.characters(blacklist_categories=('Cs',)), max_size=6)
+    alphabet=st.characters(blacklist_categories=('Cs',)), max_size=6
+)
 
 
 def _example(**features) -> bytes:
@@ -974,15 +1169,19 @@ def _example(**features) -> bytes:
     values = list(np.asarray(values).reshape(-1).tolist())
     if kind == 'float':
       feature[name] = tf.train.Feature(
-          float_list=tf.train.FloatList(value=values))
+          float_list=tf.train.FloatList(value=values)
+      )
     elif kind == 'int':
       feature[name] = tf.train.Feature(
-          int64_list=tf.train.Int64List(value=values))
+          int64_list=tf.train.Int64List(value=values)
+      )
     else:
       feature[name] = tf.train.Feature(
-          bytes_list=tf.train.BytesList(value=values))
-  return tf.train.Example(features=tf.train.Features(
-      feature=feature)).SerializeToString()
+          bytes_list=tf.train.BytesList(value=values)
+      )
+  return tf.train.Example(
+      features=tf.train.Features(feature=feature)
+  ).SerializeToString()
 
 
 def _emnist_example(pixels, label):
@@ -997,10 +1196,14 @@ def _write_sqlite(path, rows):
         con.execute(statement)
       for split, clients in rows.items():
         for cid, protos in clients.items():
-          con.executemany('INSERT INTO examples VALUES (?, ?, ?);',
-                          [(split, cid, p) for p in protos])
-          con.execute('INSERT INTO client_metadata VALUES (?, ?, ?);',
-                      (cid, split, len(protos)))
+          con.executemany(
+              'INSERT INTO examples VALUES (?, ?, ?);',
+              [(split, cid, p) for p in protos],
+          )
+          con.execute(
+              'INSERT INTO client_metadata VALUES (?, ?, ?);',
+              (cid, split, len(protos)),
+          )
 
 
 @st.composite
@@ -1008,8 +1211,9 @@ def emnist_files(draw, max_clients=3):
   only_digits = draw(st.booleans())
   prefix = 'digits_only' if only_digits else 'all'
   num_classes = 10 if only_digits else 62
-  clients = draw(st.lists(sql_client_ids, min_size=1, max_size=max_clients,
-                          unique=True))
+  clients = draw(
+      st.lists(sql_client_ids, min_size=1, max_size=max_clients, unique=True)
+  )
   rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
   truth, rows = {}, {}
   for split in ('train', 'test'):
@@ -1021,13 +1225,19 @@ def emnist_files(draw, max_clients=3):
       labels = [draw(st.integers(0, num_classes - 1)) for _ in range(n)]
       truth[split][cid] = (pixels, np.asarray(labels, np.int32))
       rows[f'{prefix}_{split}'][cid] = [
-          _emnist_example(p, l) for p, l in zip(pixels, labels)]
+          _emnist_example(p, l) for p, l in zip(pixels, labels)
+      ]
   # Decoy rows of the other variant must never be read.
   other = 'all' if only_digits else 'digits_only'
   for split in ('train', 'test'):
     rows[f'{other}_{split}'] = {clients[0]: [b'not a proto']}
-  return {'only_digits': only_digits, 'prefix': prefix, 'truth': truth,
-          'rows': rows, 'num_classes': num_classes}
+  return {
+      'only_digits': only_digits,
+      'prefix': prefix,
+      'truth': truth,
+      'rows': rows,
+      'num_classes': num_classes,
+  }
 
 
 def _rows_key(x, y):
@@ -1042,47 +1252,67 @@ def _check_emnist(ds, spec):
     for cid, (pixels, labels) in truth[split].items():
       got = getattr(ds, split)[cid]
       assert got['x'].dtype == np.float32 and got['y'].dtype == np.int32
-      assert _rows_key(got['x'][..., 0], got['y']) == _rows_key(pixels,
-                                                                labels)
+      assert _rows_key(got['x'][..., 0], got['y']) == _rows_key(pixels, labels)
 
 
 @fuzz_settings(max_examples=15)
 @given(spec=emnist_files())
 def test_sqlite_emnist_round_trip(spec):
   with _tempdir() as root:
-    _write_sqlite(os.path.join(root, tff_datasets.EMNIST_FILENAME),
-                  spec['rows'])
-    ds = _run(tff_datasets.load_tff_emnist, root,
-              only_digits=spec['only_digits'], validation_fraction=0.0)
+    _write_sqlite(
+        os.path.join(root, tff_datasets.EMNIST_FILENAME), spec['rows']
+    )
+    ds = _run(
+        tff_datasets.load_tff_emnist,
+        root,
+        only_digits=spec['only_digits'],
+        validation_fraction=0.0,
+    )
   _check_emnist(ds, spec)
 
 
 def _bad_emnist_proto(draw, num_classes):
   pixels = np.full((28, 28), 0.5, np.float32)
-  return draw(st.one_of(
-      st.binary(max_size=40),
-      st.sampled_from([
-          b'',
-          _example(label=('int', [1])),
-          _example(pixels=('float', pixels)),
-          _example(pixels=('float', pixels[:27]), label=('int', [1])),
-          _example(pixels=('float', np.zeros(785)), label=('int', [1])),
-          _example(pixels=('int', np.ones((28, 28), np.int64)),
-                   label=('int', [1])),
-          _example(pixels=('float', pixels), label=('float', [1.0])),
-          _example(pixels=('float', pixels), label=('int', [1, 2])),
-          _example(pixels=('float', pixels), label=('bytes', [b'1'])),
-      ]),
-      st.sampled_from([math.nan, math.inf, -math.inf]).map(
-          lambda v: _emnist_example(np.where(np.eye(28) > 0, v, 0.5), 1)),
-      st.sampled_from([-1, num_classes, 2**31, 2**32 + 3, 2**63 - 1, -2**63,
-                       -2**32]).map(lambda v: _emnist_example(pixels, v)),
-  ))
+  return draw(
+      st.one_of(
+          st.binary(max_size=40),
+          st.sampled_from([
+              b'',
+              _example(label=('int', [1])),
+              _example(pixels=('float', pixels)),
+              _example(pixels=('float', pixels[:27]), label=('int', [1])),
+              _example(pixels=('float', np.zeros(785)), label=('int', [1])),
+              _example(
+                  pixels=('int', np.ones((28, 28), np.int64)),
+                  label=('int', [1]),
+              ),
+              _example(pixels=('float', pixels), label=('float', [1.0])),
+              _example(pixels=('float', pixels), label=('int', [1, 2])),
+              _example(pixels=('float', pixels), label=('bytes', [b'1'])),
+          ]),
+          st.sampled_from([math.nan, math.inf, -math.inf]).map(
+              lambda v: _emnist_example(np.where(np.eye(28) > 0, v, 0.5), 1)
+          ),
+          st.sampled_from(
+              [-1, num_classes, 2**31, 2**32 + 3, 2**63 - 1, -(2**63), -(2**32)]
+          ).map(lambda v: _emnist_example(pixels, v)),
+      )
+  )
 
 
-_SQL_MODES = ['not_sqlite', 'sqlite_header_garbage', 'truncate', 'drop_table',
-              'missing_column', 'bad_proto', 'proto_type', 'client_id_type',
-              'no_examples', 'client_mismatch', 'empty_split']
+_SQL_MODES = [
+    'not_sqlite',
+    'sqlite_header_garbage',
+    'truncate',
+    'drop_table',
+    'missing_column',
+    'bad_proto',
+    'proto_type',
+    'client_id_type',
+    'no_examples',
+    'client_mismatch',
+    'empty_split',
+]
 
 
 @pytest.mark.parametrize('mode', _SQL_MODES)
@@ -1097,45 +1327,71 @@ def test_sqlite_emnist_corrupt(mode, spec, data):
     if mode == 'bad_proto':
       protos = spec['rows'][split][cid]
       protos[data.draw(st.integers(0, len(protos) - 1))] = _bad_emnist_proto(
-          data.draw, spec['num_classes'])
+          data.draw, spec['num_classes']
+      )
     _write_sqlite(path, spec['rows'])
     with open(path, 'rb') as f:
       good = f.read()
     edits = []  # SQL statements (text or (text, parameters))
     if mode == 'drop_table':
-      edits.append(data.draw(st.sampled_from([
-          'DROP TABLE examples', 'DROP TABLE client_metadata'])))
+      edits.append(
+          data.draw(
+              st.sampled_from(
+                  ['DROP TABLE examples', 'DROP TABLE client_metadata']
+              )
+          )
+      )
     elif mode == 'missing_column':
-      edits.append(data.draw(st.sampled_from([
-          'ALTER TABLE examples DROP COLUMN serialized_example_proto',
-          'ALTER TABLE examples DROP COLUMN client_id',
-          'ALTER TABLE examples DROP COLUMN split_name',
-          'ALTER TABLE client_metadata DROP COLUMN client_id',
-          'ALTER TABLE client_metadata DROP COLUMN split_name',
-          'ALTER TABLE examples RENAME COLUMN client_id TO cid'])))
+      edits.append(
+          data.draw(
+              st.sampled_from([
+                  'ALTER TABLE examples DROP COLUMN serialized_example_proto',
+                  'ALTER TABLE examples DROP COLUMN client_id',
+                  'ALTER TABLE examples DROP COLUMN split_name',
+                  'ALTER TABLE client_metadata DROP COLUMN client_id',
+                  'ALTER TABLE client_metadata DROP COLUMN split_name',
+                  'ALTER TABLE examples RENAME COLUMN client_id TO cid',
+              ])
+          )
+      )
     elif mode == 'proto_type':
       edits.append((
-          'UPDATE examples SET serialized_example_proto = ? WHERE rowid = '
-          '(SELECT min(rowid) FROM examples WHERE client_id = ? AND '
-          'split_name = ?)',
-          (data.draw(st.sampled_from(['text proto', 7, 1.5, None])), cid,
-           split)))
+          (
+              'UPDATE examples SET serialized_example_proto = ? WHERE rowid = '
+              '(SELECT min(rowid) FROM examples WHERE client_id = ? AND '
+              'split_name = ?)'
+          ),
+          (
+              data.draw(st.sampled_from(['text proto', 7, 1.5, None])),
+              cid,
+              split,
+          ),
+      ))
     elif mode == 'client_id_type':
       edits.append((
           'UPDATE client_metadata SET client_id = '
-          + data.draw(st.sampled_from(
-              ['NULL', '42', "x'00ff'", '2.5', "CAST(x'ff61' AS TEXT)"]))
-          + ' WHERE client_id = ? AND split_name = ?', (cid, split)))
+          + data.draw(
+              st.sampled_from(
+                  ['NULL', '42', "x'00ff'", '2.5', "CAST(x'ff61' AS TEXT)"]
+              )
+          )
+          + ' WHERE client_id = ? AND split_name = ?',
+          (cid, split),
+      ))
     elif mode == 'no_examples':
       edits.append((
           'DELETE FROM examples WHERE client_id = ? AND split_name = ?',
-          (cid, split)))
+          (cid, split),
+      ))
     elif mode == 'client_mismatch':
-      edits.append(('INSERT INTO client_metadata VALUES (?, ?, 1)',
-                    ('zz-new-client-id', split)))  # ids are <= 6 chars
+      edits.append((
+          'INSERT INTO client_metadata VALUES (?, ?, 1)',
+          ('zz-new-client-id', split),
+      ))  # ids are <= 6 chars
     elif mode == 'empty_split':
-      edits.append(('DELETE FROM client_metadata WHERE split_name = ?',
-                    (split,)))
+      edits.append(
+          ('DELETE FROM client_metadata WHERE split_name = ?', (split,))
+      )
     if edits:
       with contextlib.closing(sqlite3.connect(path)) as con:
         with con:
@@ -1147,12 +1403,17 @@ def test_sqlite_emnist_corrupt(mode, spec, data):
     elif mode == 'not_sqlite':
       _write_bytes(path, data.draw(st.binary(max_size=200)))
     elif mode == 'sqlite_header_garbage':
-      _write_bytes(path, b'SQLite format 3\x00' + data.draw(
-          st.binary(max_size=300)))
+      _write_bytes(
+          path, b'SQLite format 3\x00' + data.draw(st.binary(max_size=300))
+      )
     elif mode == 'truncate':
-      _write_bytes(path, good[:data.draw(st.integers(0, len(good) - 1))])
-    _expect_data_error(tff_datasets.load_tff_emnist, root,
-                       only_digits=spec['only_digits'], paths=[path])
+      _write_bytes(path, good[: data.draw(st.integers(0, len(good) - 1))])
+    _expect_data_error(
+        tff_datasets.load_tff_emnist,
+        root,
+        only_digits=spec['only_digits'],
+        paths=[path],
+    )
 
 
 @fuzz_settings(max_examples=20)
@@ -1170,7 +1431,8 @@ def test_sqlite_byte_flips_load_same_data_or_fail(spec, data):
     try:
       with _hang_guard():
         ds = tff_datasets.load_tff_emnist(
-            root, only_digits=spec['only_digits'], validation_fraction=0.0)
+            root, only_digits=spec['only_digits'], validation_fraction=0.0
+        )
     except DataError as e:
       assert path in str(e), str(e)
       event('DataError')
@@ -1183,21 +1445,26 @@ def test_sqlite_byte_flips_load_same_data_or_fail(spec, data):
 
 
 def _celeba_example(image, smiling, drop=()):
-  features = {'image': ('int', image), 'smiling': ('int', [smiling]),
-              'male': ('int', [0])}
+  features = {
+      'image': ('int', image),
+      'smiling': ('int', [smiling]),
+      'male': ('int', [0]),
+  }
   return _example(**{k: v for k, v in features.items() if k not in drop})
 
 
 @pytest.mark.parametrize(
-    'bad', [None, 'image_range', 'smiling', 'image_shape', 'missing_smiling'])
+    'bad', [None, 'image_range', 'smiling', 'image_shape', 'missing_smiling']
+)
 @fuzz_settings(max_examples=5)
 @given(by_clients=st.booleans(), data=st.data())
 def test_sqlite_celeba(bad, by_clients, data):
   """Valid CelebA files round-trip; bad images / labels raise DataError."""
   prefix = 'split_by_clients' if by_clients else 'split_by_examples'
   rng = np.random.default_rng(data.draw(st.integers(0, 1000)))
-  clients = data.draw(st.lists(sql_client_ids, min_size=1, max_size=2,
-                               unique=True))
+  clients = data.draw(
+      st.lists(sql_client_ids, min_size=1, max_size=2, unique=True)
+  )
   truth, rows = {}, {f'{prefix}_train': {}, f'{prefix}_test': {}}
   for cid in clients:
     images = rng.integers(0, 256, (2, 84, 84, 3))
@@ -1205,7 +1472,8 @@ def test_sqlite_celeba(bad, by_clients, data):
     smiling = [data.draw(st.integers(0, 1)) for _ in range(2)]
     truth[cid] = (images, smiling)
     rows[f'{prefix}_train'][cid] = [
-        _celeba_example(i, s) for i, s in zip(images, smiling)]
+        _celeba_example(i, s) for i, s in zip(images, smiling)
+    ]
     rows[f'{prefix}_test'][cid] = list(rows[f'{prefix}_train'][cid])
   if bad is not None:
     split = data.draw(st.sampled_from(sorted(rows)))
@@ -1213,11 +1481,14 @@ def test_sqlite_celeba(bad, by_clients, data):
       split = f'{prefix}_train'  # the test-split clients are not read
     image = truth[clients[0]][0][0].copy()
     if bad == 'image_range':
-      image[1, 2, 0] = data.draw(st.sampled_from([256, -1, 2**63 - 1, -2**63]))
+      image[1, 2, 0] = data.draw(
+          st.sampled_from([256, -1, 2**63 - 1, -(2**63)])
+      )
       proto = _celeba_example(image, 1)
     elif bad == 'smiling':
-      proto = _celeba_example(image, data.draw(st.sampled_from(
-          [2, -1, 2**32, 2**63 - 1])))
+      proto = _celeba_example(
+          image, data.draw(st.sampled_from([2, -1, 2**32, 2**63 - 1]))
+      )
     elif bad == 'image_shape':
       proto = _celeba_example(image.reshape(-1)[:-3], 1)
     else:
@@ -1226,11 +1497,13 @@ def test_sqlite_celeba(bad, by_clients, data):
   with _tempdir() as root:
     path = os.path.join(root, tff_datasets.CELEBA_FILENAME)
     _write_sqlite(path, rows)
-    kwargs = dict(split_by_clients=by_clients, validation_fraction=0.0,
-                  test_fraction=0.5)
+    kwargs = dict(
+        split_by_clients=by_clients, validation_fraction=0.0, test_fraction=0.5
+    )
     if bad is not None:
-      _expect_data_error(tff_datasets.load_tff_celeba, root, paths=[path],
-                         **kwargs)
+      _expect_data_error(
+          tff_datasets.load_tff_celeba, root, paths=[path], **kwargs
+      )
       return
     ds = _run(tff_datasets.load_tff_celeba, root, **kwargs)
   assert ds.client_ids == sorted(clients)
@@ -1238,8 +1511,13 @@ def test_sqlite_celeba(bad, by_clients, data):
     want = _rows_key(images.astype(np.float32) / np.float32(255.0), smiling)
     train, test = ds.train[cid], ds.test[cid]
     if by_clients:  # the test example is carved from the client's train data
-      assert _rows_key(np.concatenate([train['x'], test['x']]),
-                       np.concatenate([train['y'], test['y']])) == want
+      assert (
+          _rows_key(
+              np.concatenate([train['x'], test['x']]),
+              np.concatenate([train['y'], test['y']]),
+          )
+          == want
+      )
     else:
       assert _rows_key(train['x'], train['y']) == want
       assert _rows_key(test['x'], test['y']) == want
@@ -1260,31 +1538,51 @@ def test_regression_invalid_deflate_block(tmp_path):
   _expect_data_error(fm.read_idx, path, 1, paths=[path])
 
 
-@pytest.mark.parametrize('text', [
-    b'{"users": ' + b'[' * 100_000 + b']' * 100_000 + b'}',
-    b'{"users": [' + b'9' * 5000 + b']}',
-], ids=['deep_nesting_RecursionError', 'int_over_4300_digits_ValueError'])
+@pytest.mark.parametrize(
+    'text',
+    [
+        b'{"users": ' + b'[' * 100_000 + b']' * 100_000 + b'}',
+        b'{"users": [' + b'9' * 5000 + b']}',
+    ],
+    ids=['deep_nesting_RecursionError', 'int_over_4300_digits_ValueError'],
+)
 def test_regression_hostile_json(tmp_path, text):
   root = str(tmp_path)
   _write_bytes(os.path.join(root, 'train', 'a.json'), text)
   _write_bytes(os.path.join(root, 'test', 'a.json'), b'{}')
-  _expect_data_error(leaf.load_leaf_synthetic, root,
-                     paths=[os.path.join(root, 'train', 'a.json')])
+  _expect_data_error(
+      leaf.load_leaf_synthetic,
+      root,
+      paths=[os.path.join(root, 'train', 'a.json')],
+  )
 
 
-@pytest.mark.parametrize('bad', ['0.5', True, None, 10**400, 1e39],
-                         ids=['numeric_string', 'bool', 'null',
-                              'int_beyond_float64', 'beyond_float32'])
+@pytest.mark.parametrize(
+    'bad',
+    ['0.5', True, None, 10**400, 1e39],
+    ids=[
+        'numeric_string',
+        'bool',
+        'null',
+        'int_beyond_float64',
+        'beyond_float32',
+    ],
+)
 def test_regression_leaf_feature_types(tmp_path, bad):
   """Numeric strings / bools / None were silently converted; 10**400 escaped."""
   root = str(tmp_path)
   x = [[0.0] * 60]
   x[0][7] = bad
   for split in ('train', 'test'):
-    _write_bytes(os.path.join(root, split, 'a.json'), json.dumps(
-        _blob({'u': {'x': x, 'y': [1]}})).encode())
-  _expect_data_error(leaf.load_leaf_synthetic, root,
-                     paths=[os.path.join(root, 'train', 'a.json')])
+    _write_bytes(
+        os.path.join(root, split, 'a.json'),
+        json.dumps(_blob({'u': {'x': x, 'y': [1]}})).encode(),
+    )
+  _expect_data_error(
+      leaf.load_leaf_synthetic,
+      root,
+      paths=[os.path.join(root, 'train', 'a.json')],
+  )
 
 
 def test_regression_sqlite_client_id_with_quote(tmp_path):
@@ -1293,8 +1591,10 @@ def test_regression_sqlite_client_id_with_quote(tmp_path):
   pixels = np.full((28, 28), 0.25, np.float32)
   rows = {}
   for split in ('all_train', 'all_test'):
-    rows[split] = {"a' OR '1'='1": [_emnist_example(pixels, 3)],
-                   'b': [_emnist_example(pixels, 5)] * 2}
+    rows[split] = {
+        "a' OR '1'='1": [_emnist_example(pixels, 3)],
+        'b': [_emnist_example(pixels, 5)] * 2,
+    }
   _write_sqlite(str(tmp_path / tff_datasets.EMNIST_FILENAME), rows)
   ds = tff_datasets.load_tff_emnist(str(tmp_path), validation_fraction=0.0)
   assert ds.num_train_examples().tolist() == [1, 2]
@@ -1304,8 +1604,10 @@ def test_regression_sqlite_client_id_with_quote(tmp_path):
 def test_regression_sqlite_label_wraparound(tmp_path):
   """Labels were cast to int32 before the range check: 2**32 + 3 became 3."""
   pixels = np.full((28, 28), 0.25, np.float32)
-  rows = {split: {'w': [_emnist_example(pixels, 2**32 + 3)]}
-          for split in ('all_train', 'all_test')}
+  rows = {
+      split: {'w': [_emnist_example(pixels, 2**32 + 3)]}
+      for split in ('all_train', 'all_test')
+  }
   path = str(tmp_path / tff_datasets.EMNIST_FILENAME)
   _write_sqlite(path, rows)
   _expect_data_error(tff_datasets.load_tff_emnist, str(tmp_path), paths=[path])
@@ -1316,9 +1618,13 @@ def test_regression_sqlite_truncated_last_page(tmp_path, cut):
   """SQLite zero-fills a short read of the last page: a file cut inside it
   used to load with altered or missing rows and no error."""
   rng = np.random.default_rng(0)
-  rows = {split: {c: [_emnist_example(rng.random((28, 28)), 1)
-                      for _ in range(3)] for c in ('a', 'b')}
-          for split in ('all_train', 'all_test')}
+  rows = {
+      split: {
+          c: [_emnist_example(rng.random((28, 28)), 1) for _ in range(3)]
+          for c in ('a', 'b')
+      }
+      for split in ('all_train', 'all_test')
+  }
   path = str(tmp_path / tff_datasets.EMNIST_FILENAME)
   _write_sqlite(path, rows)
   with open(path, 'rb') as f:

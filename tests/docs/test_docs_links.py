@@ -19,7 +19,9 @@ import repo_paths
 
 REPO = repo_paths.REPO
 PAGES = ['README.md'] + sorted(
-    os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, 'docs', '*.md')))
+    os.path.relpath(p, REPO)
+    for p in glob.glob(os.path.join(REPO, 'docs', '*.md'))
+)
 
 _FENCE = re.compile(r'^\s*(```|~~~)')
 _CODE_SPAN = re.compile(r'(`+)(.+?)\1')
@@ -78,9 +80,16 @@ def _read(path: str) -> str:
 def test_slug_follows_github():
   assert slug('Where `v_k` lives, and why') == 'where-v_k-lives-and-why'
   assert slug("Fashion-MNIST (Ditto's 500-device partition)") == (
-      'fashion-mnist-dittos-500-device-partition')
-  assert slug('Bucketing (paper exp3, beta = 0)') == 'bucketing-paper-exp3-beta--0'
-  assert anchors('# A\n## A\n```\n# not a heading\n```\n### A') == {'a', 'a-1', 'a-2'}
+      'fashion-mnist-dittos-500-device-partition'
+  )
+  assert (
+      slug('Bucketing (paper exp3, beta = 0)') == 'bucketing-paper-exp3-beta--0'
+  )
+  assert anchors('# A\n## A\n```\n# not a heading\n```\n### A') == {
+      'a',
+      'a-1',
+      'a-2',
+  }
 
 
 def test_links_skip_code():
@@ -96,8 +105,11 @@ def test_relative_links_resolve(page):
     if re.match(r'^[a-z][a-z0-9+.-]*:', target):  # http:, https:, mailto:
       continue
     path, _, anchor = target.partition('#')
-    resolved = os.path.normpath(
-        os.path.join(REPO, os.path.dirname(page), path)) if path else os.path.join(REPO, page)
+    resolved = (
+        os.path.normpath(os.path.join(REPO, os.path.dirname(page), path))
+        if path
+        else os.path.join(REPO, page)
+    )
     where = f'{page}:{number}: {target}'
     if os.path.relpath(resolved, REPO).startswith('..'):
       problems.append(f'{where} leaves the repository')
@@ -112,7 +124,9 @@ def test_relative_links_resolve(page):
 
 
 def test_every_docs_page_is_linked_from_the_readme():
-  linked = {os.path.normpath(target.partition('#')[0])
-            for _, target in links(_read(os.path.join(REPO, 'README.md')))}
+  linked = {
+      os.path.normpath(target.partition('#')[0])
+      for _, target in links(_read(os.path.join(REPO, 'README.md')))
+  }
   missing = [page for page in PAGES[1:] if page not in linked]
   assert not missing, f'docs pages not linked from README.md: {missing}'

@@ -22,7 +22,8 @@ REPO = repo_paths.REPO
 
 def _load_script():
   spec = importlib.util.spec_from_file_location(
-      'write_results_doc', os.path.join(REPO, 'scripts', 'write_results_doc.py'))
+      'write_results_doc', os.path.join(REPO, 'scripts', 'write_results_doc.py')
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -33,8 +34,14 @@ write_results_doc = _load_script()
 
 def _has_commit(rev: str) -> bool:
   try:
-    return subprocess.run(['git', 'cat-file', '-e', f'{rev}^{{commit}}'], cwd=REPO,
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ['git', 'cat-file', '-e', f'{rev}^{{commit}}'],
+            cwd=REPO,
+            capture_output=True,
+        ).returncode
+        == 0
+    )
   except OSError:
     return False
 
@@ -42,15 +49,22 @@ def _has_commit(rev: str) -> bool:
 def test_results_page_is_up_to_date():
   with open(os.path.join(REPO, write_results_doc.DOC_PATH)) as f:
     text = f.read()
-  revs = {rev for spec in re.findall(write_results_doc.BEGIN.pattern, text, re.M)
-          for rev in re.findall(r'\brev=(\S+)', spec)}
+  revs = {
+      rev
+      for spec in re.findall(write_results_doc.BEGIN.pattern, text, re.M)
+      for rev in re.findall(r'\brev=(\S+)', spec)
+  }
   missing = sorted(rev for rev in revs if not _has_commit(rev))
   if missing:
-    pytest.skip(f'git history without {missing} (shallow clone?): pinned blocks cannot render')
+    pytest.skip(
+        f'git history without {missing} (shallow clone?): pinned blocks cannot'
+        ' render'
+    )
   assert '<!-- begin generated:' in text
   rendered = write_results_doc.render(text, REPO)
-  assert rendered == text, (
-      'docs/results.md is stale: run python scripts/write_results_doc.py')
+  assert (
+      rendered == text
+  ), 'docs/results.md is stale: run python scripts/write_results_doc.py'
 
 
 def test_render_replaces_only_generated_blocks(tmp_path):
@@ -64,8 +78,10 @@ def test_render_replaces_only_generated_blocks(tmp_path):
       Mapper,clean,none,0.0,m,pending: not run yet,,,,,
       Mapper,A1 50%,a1,0.5,m1,pending: not run yet,,,,,
       """))
-  page = ('Hand-written 0.5.\n<!-- begin generated: table table=table2 dataset=toy -->\n'
-          'old\n<!-- end generated -->\nAfter.')
+  page = (
+      'Hand-written 0.5.\n<!-- begin generated: table table=table2 dataset=toy'
+      ' -->\nold\n<!-- end generated -->\nAfter.'
+  )
   rendered = write_results_doc.render(page, str(tmp_path))
   assert rendered.startswith('Hand-written 0.5.\n<!-- begin generated:')
   assert rendered.endswith('<!-- end generated -->\nAfter.')
@@ -79,7 +95,9 @@ def test_render_replaces_only_generated_blocks(tmp_path):
 def test_unknown_block_kind_is_an_error(tmp_path):
   with pytest.raises(ValueError, match='Unknown generated block kind'):
     write_results_doc.render(
-        '<!-- begin generated: nonsense -->\n<!-- end generated -->', str(tmp_path))
+        '<!-- begin generated: nonsense -->\n<!-- end generated -->',
+        str(tmp_path),
+    )
 
 
 def test_a_table_renders_from_another_report_folder(tmp_path):
@@ -89,8 +107,10 @@ def test_a_table_renders_from_another_report_folder(tmp_path):
       method,column,attack,ratio,cell_id,status,ours_mean,ours_std,paper_mean,paper_std,paper_source
       Global,clean,none,0.0,g,derived,0.5,0.1,0.804,,table1
       """))
-  page = ('<!-- begin generated: table table=table1 dataset=toy '
-          'report=results/paper_budget -->\n<!-- end generated -->')
+  page = (
+      '<!-- begin generated: table table=table1 dataset=toy '
+      'report=results/paper_budget -->\n<!-- end generated -->'
+  )
   rendered = write_results_doc.render(page, str(tmp_path))
   assert '| Global | 0.500 (0.100); paper 0.804 |' in rendered
   assert 'results/paper_budget/table1_toy.csv' in rendered

@@ -38,9 +38,9 @@ def _random_batch(spec, n, seed=0):
 
 
 def _dataset(spec, n, batch_size, seed=0):
-  return tf.data.Dataset.from_tensor_slices(
-      _random_batch(spec, n, seed)
-  ).batch(batch_size)
+  return tf.data.Dataset.from_tensor_slices(_random_batch(spec, n, seed)).batch(
+      batch_size
+  )
 
 
 # --- ModelSpec / get_model_spec ---------------------------------------------
@@ -77,8 +77,7 @@ def test_celeba_normalization_keeps_no_statistics():
 
 def test_batch_statistics_normalization_matches_numpy_in_every_mode():
   layer = layers.BatchStatisticsNormalization()
-  x = np.random.default_rng(0).normal(5.0, 3.0, (4, 3, 3, 2)).astype(
-      np.float32)
+  x = np.random.default_rng(0).normal(5.0, 3.0, (4, 3, 3, 2)).astype(np.float32)
   layer.build(x.shape)
   layer.gamma.assign([2.0, 0.5])
   layer.beta.assign([1.0, -1.0])
@@ -86,8 +85,9 @@ def test_batch_statistics_normalization_matches_numpy_in_every_mode():
   variance = x.var(axis=(0, 1, 2))
   expected = (x - mean) / np.sqrt(variance + 1e-3) * [2.0, 0.5] + [1.0, -1.0]
   for training in (True, False, None):
-    np.testing.assert_allclose(layer(x, training=training), expected,
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        layer(x, training=training), expected, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_global_model_evaluation_normalizes_with_the_data_statistics():
@@ -108,15 +108,18 @@ def test_global_model_evaluation_normalizes_with_the_data_statistics():
   x = rng.normal(5.0, 3.0, (6, 84, 84, 3)).astype(np.float32)
   y = rng.integers(0, 2, 6).astype(np.int32)
   batches = tf.data.Dataset.from_tensor_slices(
-      collections.OrderedDict(x=x, y=y)).batch(6)
+      collections.OrderedDict(x=x, y=y)
+  ).batch(6)
   metrics = evaluation.build_global_evaluation(model_fn)(weights, [batches])
   keras_model = spec.keras_model_fn()
   keras_model.set_weights(list(weights.trainable))
   logits = keras_model(x, training=True)
   expected_loss = tf.keras.losses.SparseCategoricalCrossentropy(
-      from_logits=True)(y, logits)
+      from_logits=True
+  )(y, logits)
   np.testing.assert_allclose(
-      metrics[0]['loss_sum'] / 6, float(expected_loss), rtol=1e-4)
+      metrics[0]['loss_sum'] / 6, float(expected_loss), rtol=1e-4
+  )
 
 
 def test_input_spec_dtypes():
@@ -194,7 +197,9 @@ def _one_fedavg_round(spec, num_clients=2, examples=8, batch_size=4):
       client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.01),
   )
   state = process.initialize()
-  data = [_dataset(spec, examples, batch_size, seed=i) for i in range(num_clients)]
+  data = [
+      _dataset(spec, examples, batch_size, seed=i) for i in range(num_clients)
+  ]
   output = process.next(state, data)
   return process, state, data, output
 
@@ -216,7 +221,9 @@ def test_fedavg_round_runs(name):
 def test_femnist_fedavg_round_is_bit_reproducible():
   """Dropout masks depend on the data only: re-running a round is identical."""
   spec = models.get_model_spec('femnist', seed=1)
-  process, state, data, first = _one_fedavg_round(spec, examples=6, batch_size=3)
+  process, state, data, first = _one_fedavg_round(
+      spec, examples=6, batch_size=3
+  )
   second = process.next(state, data)
   a = process.get_model_weights(first.state).trainable
   b = process.get_model_weights(second.state).trainable

@@ -39,14 +39,28 @@ def test_one_batch_round_data_sends_one_batch_of_own_examples(tmp_path):
   full = load_dataset('synthetic')
   dataset = full.subset(full.client_ids[:6])
   config = training_config.ExperimentConfig(
-      method='global', rounds=2, clients_per_round=6, local_steps=1,
-      batch_size=4, eval_every=2, sampling='uniform', attack='ipm',
-      attack_ratio=2 / 6, attack_poison_labels=False, aggregator='median',
-      bucketing_size=2)
+      method='global',
+      rounds=2,
+      clients_per_round=6,
+      local_steps=1,
+      batch_size=4,
+      eval_every=2,
+      sampling='uniform',
+      attack='ipm',
+      attack_ratio=2 / 6,
+      attack_poison_labels=False,
+      aggregator='median',
+      bucketing_size=2,
+  )
   runner = training.ExperimentRunner(
-      config, dataset, models.get_model_spec('synthetic', seed=0).tff_model_fn(),
-      str(tmp_path / 'run'), malicious_client_indices=[4, 5], log_fn=None,
-      round_data_class=bucketing_experiment.one_batch_round_data_class())
+      config,
+      dataset,
+      models.get_model_spec('synthetic', seed=0).tff_model_fn(),
+      str(tmp_path / 'run'),
+      malicious_client_indices=[4, 5],
+      log_fn=None,
+      round_data_class=bucketing_experiment.one_batch_round_data_class(),
+  )
   clients = np.arange(6)
   fields = runner.method.client_data_fields
   data = runner.round_data.client_data(0, clients, fields)
@@ -57,11 +71,13 @@ def test_one_batch_round_data_sends_one_batch_of_own_examples(tmp_path):
     x = batches[0]['x']
     assert x.shape[0] == 4
     assert len({row.tobytes() for row in x}) == 4  # distinct examples
-    own = {row.tobytes()
-           for row in dataset.train[dataset.client_ids[index]]['x']}
+    own = {
+        row.tobytes() for row in dataset.train[dataset.client_ids[index]]['x']
+    }
     assert all(row.tobytes() in own for row in x)
     np.testing.assert_array_equal(
-        x, list(repeat['batches'].as_numpy_iterator())[0]['x'])
+        x, list(repeat['batches'].as_numpy_iterator())[0]['x']
+    )
     code = list(client['attack'].as_numpy_iterator())[0]['code']
     assert (code != 0) == (index >= 4)
   summary = runner.run()

@@ -29,22 +29,32 @@ write_results_doc = _load_script('write_results_doc')
 def run_dir(tmp_path_factory, synthetic_six_clients, synthetic_model_fn):
   dataset, model_fn = synthetic_six_clients, synthetic_model_fn
   config = training_config.ExperimentConfig(
-      method='ditto', rounds=4, clients_per_round=3, local_steps=2,
-      batch_size=10, lam_selection='auto', report_lambdas=(0.0, 1.0),
-      curve_split='validation', eval_every=2, checkpoint_every=0, seed=0)
+      method='ditto',
+      rounds=4,
+      clients_per_round=3,
+      local_steps=2,
+      batch_size=10,
+      lam_selection='auto',
+      report_lambdas=(0.0, 1.0),
+      curve_split='validation',
+      eval_every=2,
+      checkpoint_every=0,
+      seed=0,
+  )
   directory = str(tmp_path_factory.mktemp('rows') / 'ditto')
-  runner = training.ExperimentRunner(config, dataset, model_fn, directory,
-                                     log_fn=None)
+  runner = training.ExperimentRunner(
+      config, dataset, model_fn, directory, log_fn=None
+  )
   runner.run()
   return directory
 
 
 def test_rows_curve_reads_every_row_of_both_splits(run_dir, tmp_path):
   metrics_path = os.path.join(run_dir, 'metrics.csv')
-  curve = rows_curve.write_rows_curve(metrics_path, 'toy', str(tmp_path),
-                                      paper_gap=0.1)
-  assert curve['split'].tolist() == ['test', 'test', 'validation',
-                                     'validation']
+  curve = rows_curve.write_rows_curve(
+      metrics_path, 'toy', str(tmp_path), paper_gap=0.1
+  )
+  assert curve['split'].tolist() == ['test', 'test', 'validation', 'validation']
   assert curve['round'].tolist() == [2, 4, 2, 4]
   metrics = pd.read_csv(metrics_path)
   last = metrics.iloc[-1]
@@ -58,15 +68,18 @@ def test_rows_curve_reads_every_row_of_both_splits(run_dir, tmp_path):
 
 def test_a_run_without_the_rows_is_refused():
   with pytest.raises(ValueError, match='report lambdas 0 and 1'):
-    rows_curve.rows_curve(pd.DataFrame({'round': [0],
-                                        'benign_mean_accuracy': [0.5]}))
+    rows_curve.rows_curve(
+        pd.DataFrame({'round': [0], 'benign_mean_accuracy': [0.5]})
+    )
 
 
 def test_results_page_renders_the_rows_curve(run_dir, tmp_path):
-  rows_curve.write_rows_curve(os.path.join(run_dir, 'metrics.csv'), 'toy',
-                              str(tmp_path / 'results' / 'paper_budget'))
-  page = ('<!-- begin generated: rows-curve name=toy -->\n'
-          '<!-- end generated -->')
+  rows_curve.write_rows_curve(
+      os.path.join(run_dir, 'metrics.csv'),
+      'toy',
+      str(tmp_path / 'results' / 'paper_budget'),
+  )
+  page = '<!-- begin generated: rows-curve name=toy -->\n<!-- end generated -->'
   rendered = write_results_doc.render(page, str(tmp_path))
   assert rendered.count('| test |') == 2
   assert rendered.count('| validation |') == 2

@@ -317,7 +317,9 @@ class RobustAggregatorFactory(tff.aggregators.UnweightedAggregationFactory):
     )
 
 
-class WeightedRobustAggregatorFactory(tff.aggregators.WeightedAggregationFactory):
+class WeightedRobustAggregatorFactory(
+    tff.aggregators.WeightedAggregationFactory
+):
   """Weighted `tff.aggregators` factory running a rule that uses weights."""
 
   def __init__(

@@ -65,10 +65,15 @@ def weighted_bucket_means(
   sums = tf.math.unsorted_segment_sum(
       updates * weights[:, tf.newaxis], buckets, num_buckets
   )
-  return tf.math.divide_no_nan(sums, bucket_weights[:, tf.newaxis]), bucket_weights
+  return (
+      tf.math.divide_no_nan(sums, bucket_weights[:, tf.newaxis]),
+      bucket_weights,
+  )
 
 
-def bucketing_permutation(num_updates: int, seed: int, round_num: int) -> np.ndarray:
+def bucketing_permutation(
+    num_updates: int, seed: int, round_num: int
+) -> np.ndarray:
   """The permutation used in round `round_num` (0-based) for n updates.
 
   Position j of the permuted sequence holds update `perm[j]`; bucket b is
@@ -82,7 +87,9 @@ class BucketingRule(RobustRule):
 
   def __init__(self, inner: RobustRule, bucket_size: int, seed: int = 0):
     if bucket_size < 2:
-      raise ValueError(f'BucketingRule needs bucket_size >= 2, got {bucket_size}.')
+      raise ValueError(
+          f'BucketingRule needs bucket_size >= 2, got {bucket_size}.'
+      )
     if inner.uses_weights:
       raise ValueError(
           'Bucketing wraps unweighted rules only (bucket means of updates).'
@@ -155,4 +162,6 @@ class BucketingFactory(RobustAggregatorFactory):
       rule = BucketingRule(rule, bucket_size, seed)
     self.bucket_size = int(bucket_size)
     self.seed = int(seed)
-    super().__init__(rule, gather=gather or DEFAULT_GATHER, gather_dir=gather_dir)
+    super().__init__(
+        rule, gather=gather or DEFAULT_GATHER, gather_dir=gather_dir
+    )

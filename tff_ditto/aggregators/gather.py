@@ -92,6 +92,7 @@ def resolve_gather_method(method: str) -> str:
 
   return 'concat' if runtime.merges_partial_aggregates() else 'file'
 
+
 _NAMES = 'names'
 _ROWS = 'rows'
 _WEIGHTS = 'weights'
@@ -134,7 +135,9 @@ def _canonical_order(rows, weights):
   equal keys are, up to a ~2^-24 chance, equal, so their order is moot.
   """
   dim = rows.shape[1]
-  direction = tf.random.stateless_uniform([dim], seed=[1234, 5678], minval=-1.0, maxval=1.0)
+  direction = tf.random.stateless_uniform(
+      [dim], seed=[1234, 5678], minval=-1.0, maxval=1.0
+  )
   key = tf.reduce_sum(rows * direction, axis=1)
   if weights is not None:
     key = key + 1e-3 * weights
@@ -285,7 +288,9 @@ class Gather:
     names = gathered[_NAMES]
 
     def read(name):
-      return tf.reshape(tf.io.parse_tensor(tf.io.read_file(name), tf.float32), [dim])
+      return tf.reshape(
+          tf.io.parse_tensor(tf.io.read_file(name), tf.float32), [dim]
+      )
 
     updates = tf.map_fn(
         read, names, fn_output_signature=tf.TensorSpec([dim], tf.float32)

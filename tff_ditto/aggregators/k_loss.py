@@ -35,12 +35,12 @@ class KLossRule(RobustRule):
 
   def __init__(self, num_benign: int):
     if num_benign < 1:
-      raise ValueError(f'num_benign must be >= 1, got {num_benign}.')
+      raise ValueError(f"num_benign must be >= 1, got {num_benign}.")
     self.num_benign = int(num_benign)
 
   def aggregate(self, updates, state, weights=None):
     if weights is None:
-      raise ValueError('KLossRule needs the clients\' losses as weights.')
+      raise ValueError("KLossRule needs the clients' losses as weights.")
     n = tf.shape(updates)[0]
     order = tf.argsort(weights, stable=True)
     position = tf.minimum(tf.constant(self.num_benign - 1, tf.int32), n - 1)
@@ -64,5 +64,6 @@ class KLossFactory(WeightedRobustAggregatorFactory):
       gather: str = DEFAULT_GATHER,
       gather_dir: Optional[str] = None,
   ):
-    super().__init__(KLossRule(num_benign), gather=gather, gather_dir=gather_dir)
-
+    super().__init__(
+        KLossRule(num_benign), gather=gather, gather_dir=gather_dir
+    )

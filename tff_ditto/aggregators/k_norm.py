@@ -35,9 +35,7 @@ class KNormRule(RobustRule):
     if weights is None:
       result = tf.reduce_mean(tf.gather(updates, kept), axis=0)
     else:
-      result = weighted_mean(
-          tf.gather(updates, kept), tf.gather(weights, kept)
-      )
+      result = weighted_mean(tf.gather(updates, kept), tf.gather(weights, kept))
     return RuleOutput(result, state, collections.OrderedDict(k_norm_kept=keep))
 
 
@@ -51,4 +49,6 @@ class KNormFactory(RobustAggregatorFactory):
       gather: str = DEFAULT_GATHER,
       gather_dir: Optional[str] = None,
   ):
-    super().__init__(KNormRule(num_excluded), gather=gather, gather_dir=gather_dir)
+    super().__init__(
+        KNormRule(num_excluded), gather=gather, gather_dir=gather_dir
+    )

@@ -31,5 +31,7 @@ class MeanRule(RobustRule):
 class MeanFactory(RobustAggregatorFactory):
   """Gather-based unweighted mean."""
 
-  def __init__(self, *, gather: str = DEFAULT_GATHER, gather_dir: Optional[str] = None):
+  def __init__(
+      self, *, gather: str = DEFAULT_GATHER, gather_dir: Optional[str] = None
+  ):
     super().__init__(MeanRule(), gather=gather, gather_dir=gather_dir)

@@ -125,5 +125,7 @@ class MedianRule(RobustRule):
 class MedianFactory(RobustAggregatorFactory):
   """Coordinate-wise median aggregator."""
 
-  def __init__(self, *, gather: str = DEFAULT_GATHER, gather_dir: Optional[str] = None):
+  def __init__(
+      self, *, gather: str = DEFAULT_GATHER, gather_dir: Optional[str] = None
+  ):
     super().__init__(MedianRule(), gather=gather, gather_dir=gather_dir)

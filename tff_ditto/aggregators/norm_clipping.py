@@ -30,7 +30,9 @@ class MedianNormClippingRule(RobustRule):
   def __init__(self, inner: Optional[RobustRule] = None):
     self.inner = MeanRule() if inner is None else inner
     if self.inner.uses_weights:
-      raise ValueError('The inner rule of median-norm clipping must be unweighted.')
+      raise ValueError(
+          'The inner rule of median-norm clipping must be unweighted.'
+      )
     self.has_weighted_form = self.inner.has_weighted_form
 
   def initial_state(self, dim):

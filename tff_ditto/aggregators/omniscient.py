@@ -54,6 +54,7 @@ from tff_ditto.aggregators.base import WeightedRobustAggregatorFactory
 from tff_ditto.aggregators.weighted import ExampleWeightedFactory
 from tff_ditto.aggregators.weighted import check_has_weighted_form
 from tff_ditto.names import OMNISCIENT_ATTACKS
+
 IPM_EPSILON = 0.1
 INNER_KEY = 'inner'
 MIMIC_TARGET_KEY = 'mimic_target'
@@ -95,13 +96,13 @@ def mimic_target_index(honest: tf.Tensor) -> tf.Tensor:
   direction = tf.linalg.matvec(
       deviations, tf.linalg.matvec(deviations, start), transpose_a=True
   )
-  return tf.cast(
-      tf.argmax(tf.linalg.matvec(honest, direction)), tf.int32
-  )
+  return tf.cast(tf.argmax(tf.linalg.matvec(honest, direction)), tf.int32)
 
 
 def craft_malicious_message(
-    honest: tf.Tensor, num_rows: tf.Tensor, num_malicious: tf.Tensor,
+    honest: tf.Tensor,
+    num_rows: tf.Tensor,
+    num_malicious: tf.Tensor,
     attack: str,
 ) -> tf.Tensor:
   """The [d] message every attacker sends, from the honest rows [h, d].
@@ -200,9 +201,9 @@ class OmniscientAttackRule(RobustRule):
     measurements = collections.OrderedDict(out.measurements)
     measurements['omniscient_attackers'] = num_malicious
     measurements[MIMIC_TARGET_KEY] = target
-    new_state = collections.OrderedDict([
-        (INNER_KEY, out.state), (MIMIC_TARGET_KEY, target)
-    ])
+    new_state = collections.OrderedDict(
+        [(INNER_KEY, out.state), (MIMIC_TARGET_KEY, target)]
+    )
     return RuleOutput(out.result, new_state, measurements)
 
 

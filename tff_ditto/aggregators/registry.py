@@ -111,7 +111,7 @@ def build_aggregator(
     factory = KNormFactory(**take(('num_excluded', 0)), **common)
   elif name == 'k_loss':
     if 'num_benign' not in kwargs:
-      raise ValueError("k_loss needs num_benign=.")
+      raise ValueError('k_loss needs num_benign=.')
     factory = KLossFactory(**take(('num_benign', None)), **common)
   else:
     raise ValueError(f'Unknown aggregator {name!r}; known: {AGGREGATOR_NAMES}.')

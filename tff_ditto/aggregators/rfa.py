@@ -30,7 +30,9 @@ class GeometricMedianRule(RobustRule):
 
   has_weighted_form = True
 
-  def __init__(self, num_iterations: int = 8, nu: float = 0.1, init: str = 'zero'):
+  def __init__(
+      self, num_iterations: int = 8, nu: float = 0.1, init: str = 'zero'
+  ):
     if num_iterations < 1:
       raise ValueError(f'num_iterations must be >= 1, got {num_iterations}.')
     if nu <= 0:
@@ -56,7 +58,9 @@ class GeometricMedianRule(RobustRule):
     for _ in range(self.num_iterations):
       dist = tf.norm(updates - z[tf.newaxis, :], axis=1)
       beta = alpha / tf.maximum(dist, self.nu)
-      z = tf.linalg.matvec(updates, beta, transpose_a=True) / tf.reduce_sum(beta)
+      z = tf.linalg.matvec(updates, beta, transpose_a=True) / tf.reduce_sum(
+          beta
+      )
     final_dist = tf.norm(updates - z[tf.newaxis, :], axis=1)
     return RuleOutput(
         z,

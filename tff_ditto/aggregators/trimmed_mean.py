@@ -72,9 +72,7 @@ class TrimmedMeanRule(RobustRule):
     transposed = tf.transpose(updates)
     lo = order_statistic(transposed, b)
     hi = order_statistic(transposed, n - 1 - b)
-    clipped = tf.clip_by_value(
-        transposed, lo[:, tf.newaxis], hi[:, tf.newaxis]
-    )
+    clipped = tf.clip_by_value(transposed, lo[:, tf.newaxis], hi[:, tf.newaxis])
     b_float = tf.cast(b, tf.float32)
     kept_sum = tf.reduce_sum(clipped, axis=1) - b_float * (lo + hi)
     result = kept_sum / tf.cast(n - 2 * b, tf.float32)
@@ -85,6 +83,10 @@ class TrimmedMeanFactory(RobustAggregatorFactory):
   """Coordinate-wise trimmed mean dropping `b` values at each end."""
 
   def __init__(
-      self, b: int, *, gather: str = DEFAULT_GATHER, gather_dir: Optional[str] = None
+      self,
+      b: int,
+      *,
+      gather: str = DEFAULT_GATHER,
+      gather_dir: Optional[str] = None,
   ):
     super().__init__(TrimmedMeanRule(b), gather=gather, gather_dir=gather_dir)

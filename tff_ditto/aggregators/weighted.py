@@ -96,7 +96,7 @@ class ExampleWeightedRule(RobustRule):
 
   def aggregate(self, updates, state, weights=None) -> RuleOutput:
     if weights is None:
-      raise ValueError('ExampleWeightedRule needs the clients\' weights.')
+      raise ValueError("ExampleWeightedRule needs the clients' weights.")
     return self.inner.aggregate(updates, state, weights)
 
 

@@ -94,7 +94,8 @@ def build_apfl_process(
     def client_update(initial_weights, client_data):
       handle = client_data_schema.state_handle(client_data)
       state = client_states.read_state(
-          handle['read_path'], model_size,
+          handle['read_path'],
+          model_size,
           initial_extra=tf.zeros([model_size], tf.float32),
       )
       # The initial file holds v only; then a = v (both the initial model).
@@ -102,51 +103,73 @@ def build_apfl_process(
       assigned = (
           common.assign_all(
               local_variables,
-              client_states.unflatten_tensors(state.model, local_variables))
+              client_states.unflatten_tensors(state.model, local_variables),
+          )
           + common.assign_all(
               mixed_variables,
-              client_states.unflatten_tensors(mixed_flat, mixed_variables))
+              client_states.unflatten_tensors(mixed_flat, mixed_variables),
+          )
           + common.assign_all(
-              global_variables, common.all_variables(initial_weights))
+              global_variables, common.all_variables(initial_weights)
+          )
       )
       with tf.control_dependencies(assigned):
         global_state = optimization.initialize_optimizer(
-            client_optimizer, global_weights)
+            client_optimizer, global_weights
+        )
         local_state = optimization.initialize_optimizer(
-            client_optimizer, local_weights)
+            client_optimizer, local_weights
+        )
       local_trainable = tuple(tf.nest.flatten(local_weights.trainable))
       mixed_trainable = tuple(tf.nest.flatten(mixed_weights.trainable))
       global_trainable = tuple(tf.nest.flatten(global_weights.trainable))
 
       def train_on_batch(loop_state, batch):
-        (global_state, local_state, global_loss_sum, local_loss_sum,
-         num_batches, num_examples) = loop_state
+        (
+            global_state,
+            local_state,
+            global_loss_sum,
+            local_loss_sum,
+            num_batches,
+            num_examples,
+        ) = loop_state
         # 1. Plain SGD on the client's copy of the global model.
         global_state, global_loss, examples = optimization.proximal_step(
-            global_model, global_weights, client_optimizer, global_state,
-            batch, (), 0.0,
+            global_model,
+            global_weights,
+            client_optimizer,
+            global_state,
+            batch,
+            (),
+            0.0,
         )
         # 2. Local model: alpha * gradient at the kept interpolation.
         mixed_gradients, mixed_loss, _ = optimization.gradient(
-            mixed_model, mixed_trainable, batch)
+            mixed_model, mixed_trainable, batch
+        )
         local_state, updated = client_optimizer.next(
-            local_state, local_trainable,
+            local_state,
+            local_trainable,
             tuple(alpha * g for g in mixed_gradients),
         )
         for variable, value in zip(local_trainable, updated):
           variable.assign(value)
         # 3. New interpolation with the new v_k and w_k.
         for mixed, local, glob in zip(
-            mixed_trainable, local_trainable, global_trainable):
+            mixed_trainable, local_trainable, global_trainable
+        ):
           mixed.assign(alpha * local + (1.0 - alpha) * glob)
         return (
-            global_state, local_state, global_loss_sum + global_loss,
-            local_loss_sum + mixed_loss, num_batches + 1.0,
+            global_state,
+            local_state,
+            global_loss_sum + global_loss,
+            local_loss_sum + mixed_loss,
+            num_batches + 1.0,
             num_examples + tf.cast(examples, tf.float32),
         )
 
       zero = tf.constant(0.0)
-      (_, _, global_loss_sum, local_loss_sum, num_batches, num_examples) = (
+      _, _, global_loss_sum, local_loss_sum, num_batches, num_examples = (
           batch_loops.reduce_batches(
               client_data[client_data_schema.BATCHES_KEY],
               (global_state, local_state, zero, zero, zero, zero),
@@ -162,8 +185,10 @@ def build_apfl_process(
           initial_weights, global_weights.trainable, after=[written]
       )
       statistics = process_templates.loss_statistics(
-          global_loss_sum=global_loss_sum, personal_loss_sum=local_loss_sum,
-          num_batches=num_batches, num_examples=num_examples,
+          global_loss_sum=global_loss_sum,
+          personal_loss_sum=local_loss_sum,
+          num_batches=num_batches,
+          num_examples=num_examples,
       )
       return update, tf.constant(1.0), statistics
 

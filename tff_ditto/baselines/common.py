@@ -51,10 +51,18 @@ def proximal_sgd(
   def train_on_batch(loop_state, batch):
     optimizer_state, loss_sum, num_batches, num_examples = loop_state
     optimizer_state, loss, examples = optimization.proximal_step(
-        model, weights, optimizer, optimizer_state, batch, center, strength,
+        model,
+        weights,
+        optimizer,
+        optimizer_state,
+        batch,
+        center,
+        strength,
     )
     return (
-        optimizer_state, loss_sum + loss, num_batches + 1.0,
+        optimizer_state,
+        loss_sum + loss,
+        num_batches + 1.0,
         num_examples + tf.cast(examples, tf.float32),
     )
 

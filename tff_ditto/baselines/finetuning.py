@@ -86,11 +86,13 @@ def symmetric_kl_gradient(model, teacher, trainable, batches):
     with tf.GradientTape() as tape:
       p_v = probabilities(model.forward_pass(batch, training=True).predictions)
     p_w = tf.stop_gradient(
-        probabilities(teacher.forward_pass(batch, training=False).predictions))
+        probabilities(teacher.forward_pass(batch, training=False).predictions)
+    )
     with tape:
       kl = tf.reduce_sum(
           tf.keras.losses.kl_divergence(p_v, p_w)
-          + tf.keras.losses.kl_divergence(p_w, p_v))
+          + tf.keras.losses.kl_divergence(p_w, p_v)
+      )
     gradients = tape.gradient(kl, trainable)
     return tuple(t + g for t, g in zip(totals, gradients))
 
@@ -98,13 +100,15 @@ def symmetric_kl_gradient(model, teacher, trainable, batches):
   return batch_loops.reduce_batches(batches, zeros, accumulate)
 
 
-def _sgd_step(model, trainable, optimizer, optimizer_state, batch,
-              extra_gradient=None):
+def _sgd_step(
+    model, trainable, optimizer, optimizer_state, batch, extra_gradient=None
+):
   gradients, loss, _ = optimization.gradient(model, trainable, batch)
   if extra_gradient is not None:
     gradients = tuple(g + e for g, e in zip(gradients, extra_gradient()))
   optimizer_state, updated = optimizer.next(
-      optimizer_state, trainable, gradients)
+      optimizer_state, trainable, gradients
+  )
   for variable, value in zip(trainable, updated):
     variable.assign(value)
   return optimizer_state, loss
@@ -128,8 +132,9 @@ def finetune(model, weights, optimizer, batches, extra_gradient=None):
   optimizer_state = optimization.initialize_optimizer(optimizer, weights)
 
   def step(state, batch):
-    state, _ = _sgd_step(model, trainable, optimizer, state, batch,
-                         extra_gradient)
+    state, _ = _sgd_step(
+        model, trainable, optimizer, state, batch, extra_gradient
+    )
     return state
 
   return batch_loops.reduce_batches(batches, optimizer_state, step)
@@ -154,17 +159,26 @@ def ewc_finetune(model, weights, optimizer, batches, strength: float):
       gradients, _, _ = optimization.gradient(model, trainable, batch)
       return state, tuple(
           f + tf.square(g) / float(FISHER_BATCHES)
-          for f, g in zip(fisher, gradients))
+          for f, g in zip(fisher, gradients)
+      )
 
     def train():
       new_state, _ = _sgd_step(
-          model, trainable, optimizer, state, batch,
-          lambda: tuple(strength * (f * (v - c))
-                        for f, v, c in zip(fisher, trainable, center)))
+          model,
+          trainable,
+          optimizer,
+          state,
+          batch,
+          lambda: tuple(
+              strength * (f * (v - c))
+              for f, v, c in zip(fisher, trainable, center)
+          ),
+      )
       return new_state, fisher
 
     new_state, fisher = tf.cond(
-        count < FISHER_BATCHES, accumulate_fisher, train)
+        count < FISHER_BATCHES, accumulate_fisher, train
+    )
     return new_state, fisher, count + 1
 
   return batch_loops.reduce_batches(
@@ -172,9 +186,16 @@ def ewc_finetune(model, weights, optimizer, batches, strength: float):
   )
 
 
-def early_stopping_finetune(model, weights, optimizer, batches, validation,
-                            patience: int, proximal_strength: float,
-                            best_weights):
+def early_stopping_finetune(
+    model,
+    weights,
+    optimizer,
+    batches,
+    validation,
+    patience: int,
+    proximal_strength: float,
+    best_weights,
+):
   """Fine-tuning with early stopping on the validation loss, in place.
 
   Steps stop once `patience` consecutive steps did not lower the validation
@@ -187,8 +208,7 @@ def early_stopping_finetune(model, weights, optimizer, batches, validation,
   optimizer_state = optimization.initialize_optimizer(optimizer, weights)
   # Read once; every step evaluates on it.
   validation = batch_loops.stack_batches(validation)
-  with tf.control_dependencies(
-      [b.assign(v) for b, v in zip(best, trainable)]):
+  with tf.control_dependencies([b.assign(v) for b, v in zip(best, trainable)]):
     initial_loss = optimization.mean_loss(model, validation)
 
   def step(loop_state, batch):
@@ -196,22 +216,29 @@ def early_stopping_finetune(model, weights, optimizer, batches, validation,
 
     def train():
       new_state, _, _ = optimization.proximal_step(
-          model, weights, optimizer, state, batch, center, proximal_strength)
+          model, weights, optimizer, state, batch, center, proximal_strength
+      )
       loss = optimization.mean_loss(model, validation)
       improved = loss < best_loss
       for b, v in zip(best, trainable):
         b.assign(tf.where(improved, v, b))
       new_since = tf.where(improved, 0, since_best + 1)
-      return (new_state, tf.where(improved, loss, best_loss), new_since,
-              new_since >= patience)
+      return (
+          new_state,
+          tf.where(improved, loss, best_loss),
+          new_since,
+          new_since >= patience,
+      )
 
     return tf.cond(
-        stopped, lambda: (state, best_loss, since_best, stopped), train)
+        stopped, lambda: (state, best_loss, since_best, stopped), train
+    )
 
   final = batch_loops.reduce_batches(
       batches,
       (optimizer_state, initial_loss, tf.constant(0), tf.constant(False)),
-      step)
+      step,
+  )
   with tf.control_dependencies(tf.nest.flatten(final)):
     return [v.assign(b) for v, b in zip(trainable, best)]
 
@@ -249,12 +276,14 @@ def build_finetune_family_evaluation(
     raise ValueError(f'patience must be >= 1, got {patience}.')
   model_weights_type = client_data_schema.model_weights_type(model_fn)
   batches_type = tff.SequenceType(
-      client_data_schema.batch_element_type(model_fn))
+      client_data_schema.batch_element_type(model_fn)
+  )
   fields = []
   for key in keys:
     if key == client_data_schema.STATE_KEY:
       fields.append(
-          (key, tff.SequenceType(client_data_schema.STATE_HANDLE_TYPE)))
+          (key, tff.SequenceType(client_data_schema.STATE_HANDLE_TYPE))
+      )
     else:
       fields.append((key, batches_type))
   fields.append((TEST_KEY, batches_type))
@@ -268,27 +297,36 @@ def build_finetune_family_evaluation(
     variables = common.all_variables(weights)
     helper = model_fn() if kind in ('skl', 'early_stopping') else None
     helper_weights = (
-        tff.learning.models.ModelWeights.from_model(helper) if helper else None)
-    handle = (client_data_schema.state_handle(client_data)
-              if kind == 'mapper' else None)
+        tff.learning.models.ModelWeights.from_model(helper) if helper else None
+    )
+    handle = (
+        client_data_schema.state_handle(client_data)
+        if kind == 'mapper'
+        else None
+    )
 
     @tf.function
     def run(model_weights, client_data, handle):
       starts = common.all_variables(model_weights)
       if kind == 'mapper':
         state = client_states.read_state(
-            handle['read_path'], client_states.num_entries(variables),
-            initial_extra=tf.zeros([1]))
+            handle['read_path'],
+            client_states.num_entries(variables),
+            initial_extra=tf.zeros([1]),
+        )
         lam = state.extra[0]
         starts = [
             lam * v + (1.0 - lam) * w
             for v, w in zip(
-                client_states.unflatten_tensors(state.model, variables), starts)
+                client_states.unflatten_tensors(state.model, variables), starts
+            )
         ]
       common.assign_all(variables, starts)
       if helper is not None:
-        common.assign_all(common.all_variables(helper_weights),
-                          common.all_variables(model_weights))
+        common.assign_all(
+            common.all_variables(helper_weights),
+            common.all_variables(model_weights),
+        )
       train = client_data[TRAIN_KEY]
       if kind == 'ewc':
         ewc_finetune(model, weights, optimizer, train, strength)
@@ -296,21 +334,36 @@ def build_finetune_family_evaluation(
         trainable = tuple(tf.nest.flatten(weights.trainable))
         full_train = client_data[client_data_schema.FULL_TRAIN_KEY]
         finetune(
-            model, weights, optimizer, train,
-            lambda: tuple(strength * g for g in symmetric_kl_gradient(
-                model, helper, trainable, full_train)))
+            model,
+            weights,
+            optimizer,
+            train,
+            lambda: tuple(
+                strength * g
+                for g in symmetric_kl_gradient(
+                    model, helper, trainable, full_train
+                )
+            ),
+        )
       elif kind == 'early_stopping':
         early_stopping_finetune(
-            model, weights, optimizer, train,
+            model,
+            weights,
+            optimizer,
+            train,
             client_data[client_data_schema.VALIDATION_KEY],
-            patience, strength, helper_weights)
+            patience,
+            strength,
+            helper_weights,
+        )
       else:
         finetune(model, weights, optimizer, train)
       return evaluation.evaluate_model(model, client_data[TEST_KEY])
 
     if handle is None:
       handle = collections.OrderedDict(
-          read_path=tf.constant(''), write_path=tf.constant(''))
+          read_path=tf.constant(''), write_path=tf.constant('')
+      )
     return run(model_weights, client_data, handle)
 
   @tff.federated_computation(
@@ -319,7 +372,8 @@ def build_finetune_family_evaluation(
   )
   def evaluate(model_weights, client_data):
     return tff.federated_map(
-        evaluate_client, (tff.federated_broadcast(model_weights), client_data))
+        evaluate_client, (tff.federated_broadcast(model_weights), client_data)
+    )
 
   return evaluate
 
@@ -340,10 +394,14 @@ def build_interpolated_evaluation(
   """
   model_weights_type = client_data_schema.model_weights_type(model_fn)
   data_type = tff.StructType([
-      (client_data_schema.BATCHES_KEY,
-       tff.SequenceType(client_data_schema.batch_element_type(model_fn))),
-      (client_data_schema.STATE_KEY,
-       tff.SequenceType(client_data_schema.STATE_HANDLE_TYPE)),
+      (
+          client_data_schema.BATCHES_KEY,
+          tff.SequenceType(client_data_schema.batch_element_type(model_fn)),
+      ),
+      (
+          client_data_schema.STATE_KEY,
+          tff.SequenceType(client_data_schema.STATE_HANDLE_TYPE),
+      ),
   ])
 
   @tff.tensorflow.computation(model_weights_type, data_type)
@@ -356,21 +414,30 @@ def build_interpolated_evaluation(
     @tf.function
     def run(model_weights, batches, read_path):
       state = client_states.read_state(
-          read_path, client_states.num_entries(variables),
-          initial_extra=None if alpha is not None else tf.zeros([1]))
-      mix = (tf.constant(alpha, tf.float32) if alpha is not None
-             else state.extra[0])
+          read_path,
+          client_states.num_entries(variables),
+          initial_extra=None if alpha is not None else tf.zeros([1]),
+      )
+      mix = (
+          tf.constant(alpha, tf.float32)
+          if alpha is not None
+          else state.extra[0]
+      )
       values = [
           mix * v + (1.0 - mix) * w
           for v, w in zip(
               client_states.unflatten_tensors(state.model, variables),
-              common.all_variables(model_weights))
+              common.all_variables(model_weights),
+          )
       ]
       with tf.control_dependencies(common.assign_all(variables, values)):
         return evaluation.evaluate_model(model, batches)
 
-    return run(model_weights, client_data[client_data_schema.BATCHES_KEY],
-               handle['read_path'])
+    return run(
+        model_weights,
+        client_data[client_data_schema.BATCHES_KEY],
+        handle['read_path'],
+    )
 
   @tff.federated_computation(
       tff.FederatedType(model_weights_type, tff.SERVER),
@@ -378,6 +445,7 @@ def build_interpolated_evaluation(
   )
   def evaluate(model_weights, client_data):
     return tff.federated_map(
-        evaluate_client, (tff.federated_broadcast(model_weights), client_data))
+        evaluate_client, (tff.federated_broadcast(model_weights), client_data)
+    )
 
   return evaluate

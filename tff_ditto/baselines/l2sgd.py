@@ -94,7 +94,8 @@ def build_l2sgd_process(
       handle = client_data_schema.state_handle(client_data)
       with tf.control_dependencies(
           client_states.read_personal_weights(
-              handle['read_path'], [local_weights])
+              handle['read_path'], [local_weights]
+          )
       ):
         optimizer_state = optimization.initialize_optimizer(
             client_optimizer, local_weights
@@ -102,8 +103,12 @@ def build_l2sgd_process(
       center = tuple(tf.nest.flatten(initial_weights.trainable))
 
       loss_sum, num_batches, num_examples = common.proximal_sgd(
-          local_model, local_weights, client_optimizer, optimizer_state,
-          client_data[client_data_schema.BATCHES_KEY].take(local_steps), center,
+          local_model,
+          local_weights,
+          client_optimizer,
+          optimizer_state,
+          client_data[client_data_schema.BATCHES_KEY].take(local_steps),
+          center,
           float(mean_regularization),
       )
       written = client_states.write_state(
@@ -114,7 +119,8 @@ def build_l2sgd_process(
       )
       statistics = process_templates.loss_statistics(
           global_loss_sum=tf.constant(float('nan')),
-          personal_loss_sum=loss_sum, num_batches=num_batches,
+          personal_loss_sum=loss_sum,
+          num_batches=num_batches,
           num_examples=num_examples,
       )
       return update, tf.constant(1.0), statistics

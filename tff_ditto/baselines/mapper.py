@@ -99,27 +99,32 @@ def build_mapper_process(
     # `candidate`: u; `mixed`: the interpolation m; `best`: the kept u.
     candidate_model = model_fn()
     candidate_weights = tff.learning.models.ModelWeights.from_model(
-        candidate_model)
+        candidate_model
+    )
     mixed_model = model_fn()
     mixed_weights = tff.learning.models.ModelWeights.from_model(mixed_model)
     best_model = model_fn()
     best_weights = tff.learning.models.ModelWeights.from_model(best_model)
     model_size = client_states.num_entries(
-        common.all_variables(candidate_weights))
+        common.all_variables(candidate_weights)
+    )
 
     @tf.function
     def client_update(initial_weights, client_data):
       handle = client_data_schema.state_handle(client_data)
       state = client_states.read_state(
-          handle['read_path'], model_size, initial_extra=tf.zeros([1]))
+          handle['read_path'], model_size, initial_extra=tf.zeros([1])
+      )
       local_values = client_states.unflatten_tensors(
-          state.model, common.all_variables(candidate_weights))
+          state.model, common.all_variables(candidate_weights)
+      )
       global_values = common.all_variables(initial_weights)
       # Before any candidate: best = v_k (kept if no score beats the start).
       with tf.control_dependencies(
           common.assign_all(common.all_variables(best_weights), local_values)
           + common.assign_all(
-              common.all_variables(mixed_weights), global_values)
+              common.all_variables(mixed_weights), global_values
+          )
       ):
         lambdas = tf.constant(candidate_lambdas, tf.float32)
       candidate_trainable = tuple(tf.nest.flatten(candidate_weights.trainable))
@@ -128,24 +133,35 @@ def build_mapper_process(
       global_trainable = tuple(tf.nest.flatten(initial_weights.trainable))
       # Read once; every block scores its candidate on it.
       full_train = batch_loops.stack_batches(
-          client_data[client_data_schema.FULL_TRAIN_KEY])
+          client_data[client_data_schema.FULL_TRAIN_KEY]
+      )
 
       def candidate_block(loop_state, batches_of_block):
-        (index, best_loss, best_lambda, new_global, loss_sum, num_batches,
-         num_examples) = loop_state
+        (
+            index,
+            best_loss,
+            best_lambda,
+            new_global,
+            loss_sum,
+            num_batches,
+            num_examples,
+        ) = loop_state
         lam = tf.gather(lambdas, index)
         for variable, value in zip(
-            common.all_variables(candidate_weights), local_values):
+            common.all_variables(candidate_weights), local_values
+        ):
           variable.assign(value)
 
         def local_step(inner_state, step):
           loss_sum, num_examples = inner_state
           batch = tf.nest.map_structure(lambda t: t[step], batches_of_block)
           for mixed, candidate, glob in zip(
-              mixed_trainable, candidate_trainable, global_trainable):
+              mixed_trainable, candidate_trainable, global_trainable
+          ):
             mixed.assign(lam * candidate + (1.0 - lam) * glob)
           gradients, loss, examples = optimization.gradient(
-              mixed_model, mixed_trainable, batch)
+              mixed_model, mixed_trainable, batch
+          )
           for candidate, g in zip(candidate_trainable, gradients):
             candidate.assign(candidate - learning_rate * (lam * g))
           return loss_sum + loss, num_examples + tf.cast(examples, tf.float32)
@@ -164,15 +180,19 @@ def build_mapper_process(
         # The global step with the best so far, on this block's last batch;
         # only the last block's result is kept (the reference's last batch).
         last_batch = tf.nest.map_structure(
-            lambda t: t[block - 1], batches_of_block)
+            lambda t: t[block - 1], batches_of_block
+        )
         for mixed, best, glob in zip(
-            mixed_trainable, best_trainable, global_trainable):
+            mixed_trainable, best_trainable, global_trainable
+        ):
           mixed.assign(best_lambda * best + (1.0 - best_lambda) * glob)
         gradients, _, _ = optimization.gradient(
-            mixed_model, mixed_trainable, last_batch)
+            mixed_model, mixed_trainable, last_batch
+        )
         new_global = tuple(
             glob - learning_rate * ((1.0 - best_lambda) * g)
-            for glob, g in zip(global_trainable, gradients))
+            for glob, g in zip(global_trainable, gradients)
+        )
         return (
             index + 1,
             tf.where(better, score, best_loss),
@@ -189,26 +209,36 @@ def build_mapper_process(
           .take(batches_per_round(local_steps, candidate_lambdas))
           .batch(block, drop_remainder=True)
       )
-      (_, _, best_lambda, new_global, loss_sum, num_batches, num_examples) = (
+      _, _, best_lambda, new_global, loss_sum, num_batches, num_examples = (
           batch_loops.reduce_batches(
               blocks,
-              (tf.constant(0), tf.constant(INITIAL_BEST_LOSS),
-               tf.constant(0.0), global_trainable, zero, zero, zero),
+              (
+                  tf.constant(0),
+                  tf.constant(INITIAL_BEST_LOSS),
+                  tf.constant(0.0),
+                  global_trainable,
+                  zero,
+                  zero,
+                  zero,
+              ),
               candidate_block,
           )
       )
       # v_k <- the kept candidate, then lambda_k.
       written = client_states.write_state(
           handle['write_path'],
-          list(best_trainable) + list(best_weights.non_trainable)
+          list(best_trainable)
+          + list(best_weights.non_trainable)
           + [tf.reshape(best_lambda, [1])],
       )
       update = process_templates.model_delta(
           initial_weights, list(new_global), after=[written]
       )
       statistics = process_templates.loss_statistics(
-          global_loss_sum=loss_sum, personal_loss_sum=loss_sum,
-          num_batches=num_batches, num_examples=num_examples,
+          global_loss_sum=loss_sum,
+          personal_loss_sum=loss_sum,
+          num_batches=num_batches,
+          num_examples=num_examples,
       )
       return update, tf.constant(1.0), statistics
 

@@ -54,8 +54,9 @@ META_LEARNING_RATE = 0.01
 BATCHES_PER_ITERATION = 3
 
 
-def finite_difference_hvp(model, trainable, batch, vector, delta: float,
-                          training: bool = False):
+def finite_difference_hvp(
+    model, trainable, batch, vector, delta: float, training: bool = False
+):
   """Hessian-vector product of the batch loss by a central finite difference.
 
   (grad F(x + delta v) - grad F(x - delta v)) / (2 delta) at the current
@@ -121,9 +122,11 @@ def build_perfedavg_process(
     ValueError: On non-positive local_steps, rates or delta.
   """
   common.check_local_steps(local_steps)
-  for name, value in (('learning_rate', learning_rate),
-                      ('meta_learning_rate', meta_learning_rate),
-                      ('delta', delta)):
+  for name, value in (
+      ('learning_rate', learning_rate),
+      ('meta_learning_rate', meta_learning_rate),
+      ('delta', delta),
+  ):
     if value <= 0:
       raise ValueError(f'{name} must be > 0, got {value}.')
   data_type = client_data_schema.client_data_struct_type(
@@ -137,32 +140,38 @@ def build_perfedavg_process(
     @tf.function
     def client_update(initial_weights, client_data):
       common.assign_all(
-          common.all_variables(weights), common.all_variables(initial_weights))
+          common.all_variables(weights), common.all_variables(initial_weights)
+      )
       trainable = tuple(tf.nest.flatten(weights.trainable))
 
       def meta_step(loop_state, triple):
         loss_sum, num_batches, num_examples = loop_state
         batch1, batch2, batch3 = (
-            tf.nest.map_structure(lambda t, i=i: t[i], triple)
-            for i in range(3)
+            tf.nest.map_structure(lambda t, i=i: t[i], triple) for i in range(3)
         )
         start = [tf.identity(v) for v in trainable]
         gradients1, loss, examples = optimization.gradient(
-            model, trainable, batch1)
+            model, trainable, batch1
+        )
         for variable, x, g in zip(trainable, start, gradients1):
           variable.assign(x - learning_rate * g)
         meta_gradients, _, _ = optimization.gradient(model, trainable, batch2)
         for variable, x in zip(trainable, start):
           variable.assign(x)
         correction = finite_difference_hvp(
-            model, trainable, batch3, meta_gradients, delta)
+            model, trainable, batch3, meta_gradients, delta
+        )
         for variable, x, g, h in zip(
-            trainable, start, meta_gradients, correction):
+            trainable, start, meta_gradients, correction
+        ):
           variable.assign(
-              x - meta_learning_rate * g
-              + learning_rate * meta_learning_rate * h)
+              x
+              - meta_learning_rate * g
+              + learning_rate * meta_learning_rate * h
+          )
         return (
-            loss_sum + loss, num_batches + 1.0,
+            loss_sum + loss,
+            num_batches + 1.0,
             num_examples + tf.cast(examples, tf.float32),
         )
 
@@ -174,11 +183,10 @@ def build_perfedavg_process(
           (zero, zero, zero),
           meta_step,
       )
-      update = process_templates.model_delta(
-          initial_weights, weights.trainable
-      )
+      update = process_templates.model_delta(initial_weights, weights.trainable)
       statistics = process_templates.loss_statistics(
-          global_loss_sum=loss_sum, num_batches=num_batches,
+          global_loss_sum=loss_sum,
+          num_batches=num_batches,
           num_examples=num_examples,
       )
       return update, tf.constant(1.0), statistics

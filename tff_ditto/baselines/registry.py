@@ -38,7 +38,9 @@ from tff_ditto.names import BASELINE_METHODS
 STATEFUL_METHODS = ('l2sgd', 'apfl', 'mapper')
 # FedAvg training, then a fine-tuning variant at evaluation.
 _FEDAVG_FINETUNE_KINDS = {
-    'ewc': 'ewc', 'skl': 'skl', 'finetune_es': 'early_stopping',
+    'ewc': 'ewc',
+    'skl': 'skl',
+    'finetune_es': 'early_stopping',
 }
 
 
@@ -47,11 +49,24 @@ _FEDAVG_FINETUNE_KINDS = {
 # poisoning; the aggregator's own parameters come as `model_aggregator`).
 # tests/test_training.py checks that build_method reads none of them.
 UNREAD_CONFIG_FIELDS = (
-    'rounds', 'batch_size', 'lam_selection', 'strong_attack',
-    'finetune_steps', 'eval_every', 'eval_batch_size', 'sampling',
-    'weighted_aggregation', 'seed', 'checkpoint_every', 'eval_split',
-    'attack', 'attack_ratio', 'attack_poison_labels', 'cclip_tau',
-    'personal_lr', 'batch_stream',
+    'rounds',
+    'batch_size',
+    'lam_selection',
+    'strong_attack',
+    'finetune_steps',
+    'eval_every',
+    'eval_batch_size',
+    'sampling',
+    'weighted_aggregation',
+    'seed',
+    'checkpoint_every',
+    'eval_split',
+    'attack',
+    'attack_ratio',
+    'attack_poison_labels',
+    'cclip_tau',
+    'personal_lr',
+    'batch_stream',
 )
 
 
@@ -119,14 +134,19 @@ class BaselineMethod:
     clients = range(inputs.dataset.num_clients)
     if self.evaluation_kind == 'global':
       return self.evaluation(
-          model_weights, [inputs.split_batches(i, split) for i in clients])
+          model_weights, [inputs.split_batches(i, split) for i in clients]
+      )
     if self.evaluation_kind == 'interpolated':
-      return self.evaluation(model_weights, [
-          collections.OrderedDict(
-              batches=inputs.split_batches(i, split),
-              personal_state=inputs.evaluation_state_handle(i))
-          for i in clients
-      ])
+      return self.evaluation(
+          model_weights,
+          [
+              collections.OrderedDict(
+                  batches=inputs.split_batches(i, split),
+                  personal_state=inputs.evaluation_state_handle(i),
+              )
+              for i in clients
+          ],
+      )
     steps = inputs.config.finetune_steps
     if self.evaluation_kind == 'ewc':
       steps += finetuning.FISHER_BATCHES
@@ -173,11 +193,15 @@ def build_method(
   """
   method = config.method
   if method not in BASELINE_METHODS:
-    raise ValueError(f'method must be one of {BASELINE_METHODS}, got {method!r}.')
+    raise ValueError(
+        f'method must be one of {BASELINE_METHODS}, got {method!r}.'
+    )
   client_optimizer = tff.learning.optimizers.build_sgdm(
-      learning_rate=config.client_lr)
+      learning_rate=config.client_lr
+  )
   server_optimizer = optimization.build_server_optimizer(
-      config.server_optimizer, config.server_lr)
+      config.server_optimizer, config.server_lr
+  )
   common_arguments = dict(
       model_aggregator=model_aggregator,
       server_optimizer=server_optimizer,
@@ -190,75 +214,116 @@ def build_method(
     if config.aggregator != 'mean' or config.bucketing_size:
       raise ValueError(
           'term weights updates by exp(t * loss) and needs --aggregator=mean '
-          'without bucketing (the reference ignores robust rules with q != 0)')
+          'without bucketing (the reference ignores robust rules with q != 0)'
+      )
     common_arguments['model_aggregator'] = tff.aggregators.MeanFactory()
     process = term.build_term_process(
-        model_fn, client_optimizer=client_optimizer, tilt=config.term_t,
-        local_steps=config.local_steps, **common_arguments)
+        model_fn,
+        client_optimizer=client_optimizer,
+        tilt=config.term_t,
+        local_steps=config.local_steps,
+        **common_arguments,
+    )
     full_train = True
     kind = 'global'
     evaluation_computation = evaluation.build_global_evaluation(model_fn)
   elif method == 'l2sgd':
     common_arguments['server_optimizer'] = optimization.build_server_optimizer(
-        config.server_optimizer, l2sgd.server_learning_rate(
-            config.server_lr, config.clients_per_round, num_clients))
+        config.server_optimizer,
+        l2sgd.server_learning_rate(
+            config.server_lr, config.clients_per_round, num_clients
+        ),
+    )
     process = l2sgd.build_l2sgd_process(
-        model_fn, client_optimizer=client_optimizer,
-        mean_regularization=config.lam, local_steps=config.local_steps,
-        **common_arguments)
+        model_fn,
+        client_optimizer=client_optimizer,
+        mean_regularization=config.lam,
+        local_steps=config.local_steps,
+        **common_arguments,
+    )
     kind = 'interpolated'
     evaluation_computation = finetuning.build_interpolated_evaluation(
-        model_fn, alpha=1.0)
+        model_fn, alpha=1.0
+    )
   elif method == 'apfl':
     process = apfl.build_apfl_process(
-        model_fn, client_optimizer=client_optimizer, alpha=config.apfl_alpha,
-        local_steps=config.local_steps, **common_arguments)
+        model_fn,
+        client_optimizer=client_optimizer,
+        alpha=config.apfl_alpha,
+        local_steps=config.local_steps,
+        **common_arguments,
+    )
     kind = 'interpolated'
     evaluation_computation = finetuning.build_interpolated_evaluation(
-        model_fn, alpha=config.apfl_alpha)
+        model_fn, alpha=config.apfl_alpha
+    )
   elif method == 'perfedavg':
     inner_learning_rate = (
-        config.client_lr if config.perfedavg_alpha is None
-        else config.perfedavg_alpha)
+        config.client_lr
+        if config.perfedavg_alpha is None
+        else config.perfedavg_alpha
+    )
     process = perfedavg.build_perfedavg_process(
-        model_fn, learning_rate=inner_learning_rate,
-        local_steps=config.local_steps, **common_arguments)
+        model_fn,
+        learning_rate=inner_learning_rate,
+        local_steps=config.local_steps,
+        **common_arguments,
+    )
     batches_per_round = perfedavg.BATCHES_PER_ITERATION * config.local_steps
     kind = 'plain'
     evaluation_computation = finetuning.build_finetune_family_evaluation(
-        model_fn, 'plain', client_optimizer)
+        model_fn, 'plain', client_optimizer
+    )
   elif method == 'mapper':
     process = mapper.build_mapper_process(
-        model_fn, learning_rate=config.client_lr,
-        local_steps=config.local_steps, **common_arguments)
+        model_fn,
+        learning_rate=config.client_lr,
+        local_steps=config.local_steps,
+        **common_arguments,
+    )
     batches_per_round = mapper.batches_per_round(config.local_steps)
     full_train = True
     kind = 'mapper'
     evaluation_computation = finetuning.build_finetune_family_evaluation(
-        model_fn, 'mapper', client_optimizer)
+        model_fn, 'mapper', client_optimizer
+    )
   else:  # FedAvg, then a fine-tuning variant.
     kind = _FEDAVG_FINETUNE_KINDS[method]
     fedavg_data = True
     process = ditto.build_ditto_process(
-        model_fn, client_optimizer=client_optimizer,
-        personal_lambda=0.0, local_steps=config.local_steps,
-        global_proximal_strength=config.fedprox_mu, personalize=False,
-        **common_arguments)
+        model_fn,
+        client_optimizer=client_optimizer,
+        personal_lambda=0.0,
+        local_steps=config.local_steps,
+        global_proximal_strength=config.fedprox_mu,
+        personalize=False,
+        **common_arguments,
+    )
     strength = {
-        'ewc': config.ewc_lam, 'skl': config.skl_lam,
+        'ewc': config.ewc_lam,
+        'skl': config.skl_lam,
         'early_stopping': config.finetune_lam,
     }[kind]
     evaluation_computation = finetuning.build_finetune_family_evaluation(
-        model_fn, kind, client_optimizer, strength=strength,
-        patience=config.finetune_patience)
+        model_fn,
+        kind,
+        client_optimizer,
+        strength=strength,
+        patience=config.finetune_patience,
+    )
   stateful = method in STATEFUL_METHODS
   if fedavg_data:  # Ditto's round data, global model only.
     fields = round_data.ClientDataFields(
-        batches_per_round=batches_per_round, attack=simulate_attacks)
+        batches_per_round=batches_per_round, attack=simulate_attacks
+    )
   else:
     fields = round_data.ClientDataFields(
-        batches_per_round=batches_per_round, personal_state=stateful,
-        attack=simulate_attacks, full_train=full_train, always_struct=True)
+        batches_per_round=batches_per_round,
+        personal_state=stateful,
+        attack=simulate_attacks,
+        full_train=full_train,
+        always_struct=True,
+    )
   return BaselineMethod(
       name=method,
       process=process,

@@ -86,26 +86,31 @@ def build_term_process(
           common.all_variables(weights), common.all_variables(initial_weights)
       )
       round_start_loss = optimization.mean_loss(
-          model, client_data[client_data_schema.FULL_TRAIN_KEY])
+          model, client_data[client_data_schema.FULL_TRAIN_KEY]
+      )
       center = tuple(tf.nest.flatten(initial_weights.trainable))
       optimizer_state = optimization.initialize_optimizer(
           client_optimizer, weights
       )
 
       loss_sum, num_batches, num_examples = common.proximal_sgd(
-          model, weights, client_optimizer, optimizer_state,
+          model,
+          weights,
+          client_optimizer,
+          optimizer_state,
           client_data[client_data_schema.BATCHES_KEY].take(local_steps),
-          center, 0.0,
+          center,
+          0.0,
       )
-      update = process_templates.model_delta(
-          initial_weights, weights.trainable
-      )
+      update = process_templates.model_delta(initial_weights, weights.trainable)
       weight = tf.exp(
-          tf.minimum(tf.constant(tilt, tf.float32) * round_start_loss,
-                     MAX_EXPONENT)
+          tf.minimum(
+              tf.constant(tilt, tf.float32) * round_start_loss, MAX_EXPONENT
+          )
       )
       statistics = process_templates.loss_statistics(
-          global_loss_sum=loss_sum, num_batches=num_batches,
+          global_loss_sum=loss_sum,
+          num_batches=num_batches,
           num_examples=num_examples,
       )
       # Reported as the "personal" loss: the round-start loss that tilts.

@@ -86,37 +86,51 @@ def read_idx(path: str, expected_ndim: Optional[int] = None) -> np.ndarray:
       with open(path, 'rb') as f:
         data = f.read()
   except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError.
-    what = 'corrupt or truncated gzip data' if path.endswith('.gz') else (
-        'cannot read idx file')
+    what = (
+        'corrupt or truncated gzip data'
+        if path.endswith('.gz')
+        else ('cannot read idx file')
+    )
     raise DataError(f'{path}: {what} ({type(e).__name__}: {e}).') from e
   if len(data) < 4:
     raise DataError(f'{path}: truncated idx header ({len(data)} bytes).')
   if data[0] != 0 or data[1] != 0:
-    raise DataError(f'{path}: bad idx magic number {data[:4].hex()} (must '
-                    'start with two zero bytes).')
+    raise DataError(
+        f'{path}: bad idx magic number {data[:4].hex()} (must '
+        'start with two zero bytes).'
+    )
   if data[2] != 0x08:
-    raise DataError(f'{path}: idx data type 0x{data[2]:02x} not supported '
-                    '(expected 0x08, unsigned byte).')
+    raise DataError(
+        f'{path}: idx data type 0x{data[2]:02x} not supported '
+        '(expected 0x08, unsigned byte).'
+    )
   ndim = data[3]
   if ndim == 0 or (expected_ndim is not None and ndim != expected_ndim):
-    raise DataError(f'{path}: idx file has {ndim} dimensions, expected '
-                    f'{expected_ndim}.')
+    raise DataError(
+        f'{path}: idx file has {ndim} dimensions, expected {expected_ndim}.'
+    )
   header = 4 + 4 * ndim
   if len(data) < header:
     raise DataError(f'{path}: truncated idx header.')
   if ndim > 32:  # numpy's limit; no idx file has that many.
-    raise DataError(f'{path}: idx file has {ndim} dimensions (at most 32 '
-                    'supported).')
-  dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], 'big')
-               for i in range(ndim))
+    raise DataError(
+        f'{path}: idx file has {ndim} dimensions (at most 32 supported).'
+    )
+  dims = tuple(
+      int.from_bytes(data[4 + 4 * i : 8 + 4 * i], 'big') for i in range(ndim)
+  )
   size = math.prod(dims)  # Python ints: no int64 wrap-around.
   body = len(data) - header
   if body < size:
-    raise DataError(f'{path}: truncated idx data: dims {dims} need {size} '
-                    f'bytes, file has {body}.')
+    raise DataError(
+        f'{path}: truncated idx data: dims {dims} need {size} '
+        f'bytes, file has {body}.'
+    )
   if body > size:
-    raise DataError(f'{path}: {body - size} unexpected trailing bytes after '
-                    f'idx data of dims {dims}.')
+    raise DataError(
+        f'{path}: {body - size} unexpected trailing bytes after '
+        f'idx data of dims {dims}.'
+    )
   return np.frombuffer(data, np.uint8, size, header).reshape(dims)
 
 
@@ -136,21 +150,27 @@ def _check_pool(images, labels, split, where, labels_where=None):
   """Checks one pool; `labels_where` names the labels file (default `where`)."""
   labels_where = where if labels_where is None else labels_where
   if images.ndim != 3 or images.shape[1:] != (28, 28):
-    raise DataError(f'{where}: {split} images must be [N, 28, 28], got '
-                    f'{images.shape}.')
+    raise DataError(
+        f'{where}: {split} images must be [N, 28, 28], got {images.shape}.'
+    )
   if labels.shape != (images.shape[0],):
-    raise DataError(f'{labels_where}: {split} has {images.shape[0]} images '
-                    f'but labels of shape {labels.shape}.')
+    raise DataError(
+        f'{labels_where}: {split} has {images.shape[0]} images '
+        f'but labels of shape {labels.shape}.'
+    )
   if images.shape[0] == 0:
     raise DataError(f'{where}: {split} pool is empty.')
   if labels.min() < 0 or labels.max() >= NUM_CLASSES:
     bad = int(np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))[0])
-    raise DataError(f'{labels_where}: {split} label {int(labels[bad])} at '
-                    f'index {bad} is outside [0, 9].')
+    raise DataError(
+        f'{labels_where}: {split} label {int(labels[bad])} at '
+        f'index {bad} is outside [0, 9].'
+    )
   missing = sorted(set(range(NUM_CLASSES)) - set(np.unique(labels).tolist()))
   if missing:
-    raise DataError(f'{labels_where}: {split} pool has no images of '
-                    f'class(es) {missing}.')
+    raise DataError(
+        f'{labels_where}: {split} pool has no images of class(es) {missing}.'
+    )
 
 
 def _load_idx(data_dir: str):
@@ -163,14 +183,24 @@ def _load_idx(data_dir: str):
     images = read_idx(paths[f'{split}_images'], 3)
     labels = read_idx(paths[f'{split}_labels'], 1)
     if labels.shape[0] != images.shape[0]:
-      raise DataError(f'{paths[split + "_labels"]}: {labels.shape[0]} labels '
-                      f'but {paths[split + "_images"]} has {images.shape[0]} '
-                      'images.')
-    _check_pool(images, labels.astype(np.int64), split,
-                paths[f'{split}_images'], paths[f'{split}_labels'])
+      raise DataError(
+          f'{paths[split + "_labels"]}: {labels.shape[0]} labels '
+          f'but {paths[split + "_images"]} has {images.shape[0]} '
+          'images.'
+      )
+    _check_pool(
+        images,
+        labels.astype(np.int64),
+        split,
+        paths[f'{split}_images'],
+        paths[f'{split}_labels'],
+    )
     pools[split] = (images, labels.astype(np.int64))
-  note = ('Source: official idx files in ' + os.path.abspath(data_dir)
-          + ' (original image order).')
+  note = (
+      'Source: official idx files in '
+      + os.path.abspath(data_dir)
+      + ' (original image order).'
+  )
   return pools['train'], pools['test'], note
 
 
@@ -178,8 +208,7 @@ def _find_npz(data_dir: str) -> Optional[str]:
   preferred = os.path.join(data_dir, PFLIB_NPZ)
   if os.path.isfile(preferred):
     return preferred
-  candidates = sorted(glob.glob(os.path.join(glob.escape(data_dir),
-                                             '*.npz')))
+  candidates = sorted(glob.glob(os.path.join(glob.escape(data_dir), '*.npz')))
   return candidates[0] if len(candidates) == 1 else None
 
 
@@ -200,23 +229,35 @@ def _load_npz(path: str, include_ambiguous: bool):
       train_mask |= split == 2
     train = (x[train_mask], y[train_mask])
     test = (x[split == 1], y[split == 1])
-    note = (f'Source: pooled npz {path}: orig_split 0 '
-            + ('and 2 (ambiguous) ' if include_ambiguous else '')
-            + f'as train pool ({train[0].shape[0]} images), 1 as test pool '
-            f'({test[0].shape[0]}). DEVIATION: the official within-class '
-            'image order is lost, so the partition is equivalent to, not '
-            "identical with, Ditto's"
-            + ('' if include_ambiguous else
-               '; the 1,160 ambiguous-split images are unused') + '.')
+    note = (
+        f'Source: pooled npz {path}: orig_split 0 '
+        + ('and 2 (ambiguous) ' if include_ambiguous else '')
+        + f'as train pool ({train[0].shape[0]} images), 1 as test pool '
+        f'({test[0].shape[0]}). DEVIATION: the official within-class '
+        'image order is lost, so the partition is equivalent to, not '
+        "identical with, Ditto's"
+        + (
+            ''
+            if include_ambiguous
+            else '; the 1,160 ambiguous-split images are unused'
+        )
+        + '.'
+    )
   elif {'x_train', 'y_train', 'x_test', 'y_test'} <= set(arrays):
-    train = (_npz_images(arrays, 'x_train', path),
-             _npz_integers(arrays, 'y_train', path))
-    test = (_npz_images(arrays, 'x_test', path),
-            _npz_integers(arrays, 'y_test', path))
+    train = (
+        _npz_images(arrays, 'x_train', path),
+        _npz_integers(arrays, 'y_train', path),
+    )
+    test = (
+        _npz_images(arrays, 'x_test', path),
+        _npz_integers(arrays, 'y_test', path),
+    )
     note = f'Source: npz {path} (x_train / y_train / x_test / y_test).'
   else:
-    raise DataError(f'{path}: npz needs keys (x, y, orig_split) or (x_train, '
-                    f'y_train, x_test, y_test); found {sorted(arrays)}.')
+    raise DataError(
+        f'{path}: npz needs keys (x, y, orig_split) or (x_train, '
+        f'y_train, x_test, y_test); found {sorted(arrays)}.'
+    )
   pools = []
   for name, (images, labels) in (('train', train), ('test', test)):
     if images.ndim == 4 and images.shape[-1] == 1:
@@ -229,19 +270,24 @@ def _load_npz(path: str, include_ambiguous: bool):
 def _npz_images(arrays, key, path):
   images = arrays[key]
   if images.dtype != np.uint8:
-    raise DataError(f'{path}: {key!r} (images) must be uint8, got '
-                    f'{images.dtype}.')
+    raise DataError(
+        f'{path}: {key!r} (images) must be uint8, got {images.dtype}.'
+    )
   if images.ndim not in (3, 4):
-    raise DataError(f'{path}: {key!r} (images) must be [N, 28, 28], got '
-                    f'shape {images.shape}.')
+    raise DataError(
+        f'{path}: {key!r} (images) must be [N, 28, 28], got '
+        f'shape {images.shape}.'
+    )
   return images
 
 
 def _npz_integers(arrays, key, path):
   values = arrays[key]
   if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
-    raise DataError(f'{path}: {key!r} must be a 1-D integer array, got '
-                    f'dtype {values.dtype} and shape {values.shape}.')
+    raise DataError(
+        f'{path}: {key!r} must be a 1-D integer array, got '
+        f'dtype {values.dtype} and shape {values.shape}.'
+    )
   if values.dtype == np.uint64 and values.size and values.max() > 2**62:
     raise DataError(f'{path}: {key!r} holds values too large to be labels.')
   return values.astype(np.int64)
@@ -249,15 +295,22 @@ def _npz_integers(arrays, key, path):
 
 def _load_tfds(data_dir: str):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   try:
     train, test = tfds.load(
-        'fashion_mnist', split=['train', 'test'], data_dir=data_dir,
-        download=False, batch_size=-1, as_supervised=True)
+        'fashion_mnist',
+        split=['train', 'test'],
+        data_dir=data_dir,
+        download=False,
+        batch_size=-1,
+        as_supervised=True,
+    )
   except Exception as e:  # pylint: disable=broad-except
     raise DataError(
         f'{os.path.join(data_dir, "fashion_mnist")}: cannot read the TFDS '
         f'fashion_mnist dataset with download=False ({type(e).__name__}: '
-        f'{e}).') from e
+        f'{e}).'
+    ) from e
   pools = []
   for name, (images, labels) in (('train', train), ('test', test)):
     images = tfds.as_numpy(images)
@@ -266,8 +319,10 @@ def _load_tfds(data_dir: str):
       images = images[..., 0]
     _check_pool(images, labels, name, os.path.join(data_dir, 'fashion_mnist'))
     pools.append((images.astype(np.uint8), labels))
-  note = (f'Source: TFDS fashion_mnist in {os.path.abspath(data_dir)} '
-          '(TFDS example order).')
+  note = (
+      f'Source: TFDS fashion_mnist in {os.path.abspath(data_dir)} '
+      '(TFDS example order).'
+  )
   return pools[0], pools[1], note
 
 
@@ -282,8 +337,9 @@ def detect_source(data_dir: str) -> Optional[str]:
   return None
 
 
-def load_pools(data_dir: str, source: Optional[str] = None,
-               include_ambiguous: bool = False):
+def load_pools(
+    data_dir: str, source: Optional[str] = None, include_ambiguous: bool = False
+):
   """Returns ((train_x, train_y), (test_x, test_y), note); x uint8 [N,28,28]."""
   if not os.path.isdir(data_dir):
     raise DataError(f'{data_dir}: Fashion-MNIST data directory not found.')
@@ -294,7 +350,8 @@ def load_pools(data_dir: str, source: Optional[str] = None,
           f'{data_dir}: no Fashion-MNIST source found; expected the four idx '
           f'files ({", ".join(IDX_FILES.values())}, optionally .gz), '
           f'{PFLIB_NPZ}, or a TFDS folder fashion_mnist/ (see '
-          'leaf_data/README.md).')
+          'leaf_data/README.md).'
+      )
   if source == 'idx':
     return _load_idx(data_dir)
   if source == 'npz':
@@ -341,7 +398,7 @@ def partition_indices(
     if start + count > len(pool):
       start = 0
     if count <= len(pool):
-      chosen = pool[start:start + count]
+      chosen = pool[start : start + count]
     else:  # Tiny pools only: cycle through the class.
       chosen = pool[np.arange(count) % len(pool)]
     pointers[split][c] = start + count
@@ -401,9 +458,11 @@ def load_fashion_mnist(
     FederatedDataset 'fmnist', x float32 [n, 28, 28, 1], y int32.
   """
   (train_x, train_y), (test_x, test_y), note = load_pools(
-      data_dir, source, include_ambiguous)
+      data_dir, source, include_ambiguous
+  )
   train_idx, test_idx = partition_indices(
-      train_y, test_y, num_devices, seed, total_train=total_train)
+      train_y, test_y, num_devices, seed, total_train=total_train
+  )
   count = num_devices if max_clients is None else min(max_clients, num_devices)
   if count < 1:
     raise ValueError(f'max_clients must be positive, got {max_clients}.')
@@ -426,24 +485,32 @@ def load_fashion_mnist(
   test = collections.OrderedDict()
   for u in range(count):
     order = np.random.default_rng([validation_seed, u, 3]).permutation(
-        len(train_idx[u]))
+        len(train_idx[u])
+    )
     idx = train_idx[u][order]
     train[device_id(u)] = make_client_arrays(
-        features(train_x, idx), train_y[idx].astype(np.int32))
+        features(train_x, idx), train_y[idx].astype(np.int32)
+    )
     test[device_id(u)] = make_client_arrays(
-        features(test_x, test_idx[u]), test_y[test_idx[u]].astype(np.int32))
-  train, validation = carve_validation(train, validation_fraction,
-                                       validation_seed)
+        features(test_x, test_idx[u]), test_y[test_idx[u]].astype(np.int32)
+    )
+  train, validation = carve_validation(
+      train, validation_fraction, validation_seed
+  )
   description = (
       f'Fashion-MNIST, Ditto partition: {num_devices} devices, seed {seed}, '
       f'{CLASSES_PER_DEVICE} classes per device, sizes scaled to '
       f'{total_train} train examples; '
-      + ('standardized with train-pool per-pixel mean/std. ' if standardize
-         else 'pixels / 255. ')
+      + (
+          'standardized with train-pool per-pixel mean/std. '
+          if standardize
+          else 'pixels / 255. '
+      )
       + note
       + f' Validation = {validation_fraction:g} of train (seed '
       f'{validation_seed}); train order shuffled with a seeded permutation.'
-      + (f' First {count} devices only.' if max_clients is not None else ''))
+      + (f' First {count} devices only.' if max_clients is not None else '')
+  )
   return FederatedDataset(
       name='fmnist',
       train=train,

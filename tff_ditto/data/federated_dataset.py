@@ -102,7 +102,10 @@ class FederatedDataset:
   def element_spec(self) -> collections.OrderedDict:
     first = next(iter(self.train.values()))
     return collections.OrderedDict(
-        (key, tf.TensorSpec((None,) + value.shape[1:], tf.as_dtype(value.dtype)))
+        (
+            key,
+            tf.TensorSpec((None,) + value.shape[1:], tf.as_dtype(value.dtype)),
+        )
         for key, value in first.items()
     )
 
@@ -207,13 +210,17 @@ def carve_test(
   for index, (client_id, arrays) in enumerate(train.items()):
     n = int(arrays['y'].shape[0])
     if n < 2:
-      raise DataError(f'client {client_id!r} has {n} example(s); at least 2 '
-                      'are needed to carve a test split.')
+      raise DataError(
+          f'client {client_id!r} has {n} example(s); at least 2 '
+          'are needed to carve a test split.'
+      )
     t = min(max(1, int(round(test_fraction * n))), n - 1)
     order = np.random.default_rng([seed, index, 7]).permutation(n)
-    keep, held = np.sort(order[: n - t]), np.sort(order[n - t:])
+    keep, held = np.sort(order[: n - t]), np.sort(order[n - t :])
     new_train[client_id] = collections.OrderedDict(
-        (k, v[keep]) for k, v in arrays.items())
+        (k, v[keep]) for k, v in arrays.items()
+    )
     test[client_id] = collections.OrderedDict(
-        (k, v[held]) for k, v in arrays.items())
+        (k, v[held]) for k, v in arrays.items()
+    )
   return new_train, test

@@ -53,18 +53,23 @@ def label_sorted_indices(
   if num_honest < 1 or num_byzantine < 0:
     raise ValueError(
         f'need num_honest >= 1 and num_byzantine >= 0, got {num_honest}, '
-        f'{num_byzantine}.')
+        f'{num_byzantine}.'
+    )
   chunk = labels.shape[0] // num_honest
   if chunk < 1:
     raise ValueError(
         f'{labels.shape[0]} examples cannot be split over {num_honest} '
-        'honest workers.')
+        'honest workers.'
+    )
   order = np.argsort(labels, kind='stable').astype(np.int64)
-  indices = [order[r * chunk:(r + 1) * chunk] for r in range(num_honest)]
-  permutation = np.random.default_rng([seed, 7]).permutation(
-      labels.shape[0]).astype(np.int64)
+  indices = [order[r * chunk : (r + 1) * chunk] for r in range(num_honest)]
+  permutation = (
+      np.random.default_rng([seed, 7])
+      .permutation(labels.shape[0])
+      .astype(np.int64)
+  )
   for rank in range(num_honest, num_honest + num_byzantine):
-    indices.append(permutation[rank % num_honest::num_honest][:chunk])
+    indices.append(permutation[rank % num_honest :: num_honest][:chunk])
   return indices
 
 
@@ -112,7 +117,8 @@ def label_sorted_partition(
   if test_y.shape[0] < num_honest:
     raise ValueError(
         f'{test_y.shape[0]} test examples cannot be split over {num_honest} '
-        'honest workers.')
+        'honest workers.'
+    )
   indices = label_sorted_indices(train_y, num_honest, num_byzantine, seed)
   test_parts = np.array_split(np.arange(test_y.shape[0]), num_honest)
   count = max(1, int(byzantine_test_examples))
@@ -122,19 +128,23 @@ def label_sorted_partition(
     if rank < num_honest:
       test_indices = test_parts[rank]
     else:
-      test_indices = np.arange(rank % num_honest, test_y.shape[0],
-                               num_honest)[:count]
+      test_indices = np.arange(rank % num_honest, test_y.shape[0], num_honest)[
+          :count
+      ]
     train[worker_id(rank)] = make_client_arrays(
-        train_x[train_indices], train_y[train_indices].astype(np.int32))
+        train_x[train_indices], train_y[train_indices].astype(np.int32)
+    )
     test[worker_id(rank)] = make_client_arrays(
-        test_x[test_indices], test_y[test_indices].astype(np.int32))
+        test_x[test_indices], test_y[test_indices].astype(np.int32)
+    )
   train, validation = carve_validation(train, validation_fraction, seed)
   description = (
       f'label-sorted non-IID partition (bucketing paper): {num_honest} honest '
       f'workers with contiguous chunks of {len(indices[0])} label-sorted '
       f'examples, {num_byzantine} Byzantine workers with IID shards; '
       f'{validation_fraction:.0%} of each chunk held out for validation; '
-      'the test pool split over the honest workers.')
+      'the test pool split over the honest workers.'
+  )
   return FederatedDataset(
       name=name,
       train=train,

@@ -58,18 +58,24 @@ DEFAULT_VEHICLE_TEST_FRACTION = 0.25
 
 def _femnist_converter(x, y, path, user):
   features = float_features(x, 784, path, user)
-  return (features.reshape((-1,) + FEMNIST_IMAGE_SHAPE),
-          int_labels(y, FEMNIST_NUM_CLASSES, path, user))
+  return (
+      features.reshape((-1,) + FEMNIST_IMAGE_SHAPE),
+      int_labels(y, FEMNIST_NUM_CLASSES, path, user),
+  )
 
 
 def _vehicle_converter(x, y, path, user):
-  return (float_features(x, VEHICLE_NUM_FEATURES, path, user),
-          signed_labels(y, path, user))
+  return (
+      float_features(x, VEHICLE_NUM_FEATURES, path, user),
+      signed_labels(y, path, user),
+  )
 
 
 def _synthetic_converter(x, y, path, user):
-  return (float_features(x, SYNTHETIC_NUM_FEATURES, path, user),
-          int_labels(y, SYNTHETIC_NUM_CLASSES, path, user))
+  return (
+      float_features(x, SYNTHETIC_NUM_FEATURES, path, user),
+      int_labels(y, SYNTHETIC_NUM_CLASSES, path, user),
+  )
 
 
 def load_leaf_json(
@@ -114,11 +120,14 @@ def load_leaf_json(
   train_dir = os.path.join(data_dir, 'train')
   test_dir = os.path.join(data_dir, 'test')
   if not os.path.isdir(train_dir):
-    raise DataError(f'{train_dir}: directory not found ({name} needs '
-                    f'{data_dir}/train/*.json and {data_dir}/test/*.json).')
+    raise DataError(
+        f'{train_dir}: directory not found ({name} needs '
+        f'{data_dir}/train/*.json and {data_dir}/test/*.json).'
+    )
   raw_train = read_leaf_split(train_dir)
-  carve = (carve_test_fraction_if_missing is not None
-           and not os.path.isdir(test_dir))
+  carve = carve_test_fraction_if_missing is not None and not os.path.isdir(
+      test_dir
+  )
   if carve:
     raw_test = None
   else:
@@ -126,13 +135,17 @@ def load_leaf_json(
     for u in sorted(raw_test):
       if u not in raw_train:
         raise file_error(
-            raw_test[u].path, f'user {u!r} is in the test split but '
-            f'not in any train file under {train_dir}.')
+            raw_test[u].path,
+            f'user {u!r} is in the test split but '
+            f'not in any train file under {train_dir}.',
+        )
     for u in sorted(raw_train):
       if u not in raw_test:
         raise file_error(
-            raw_train[u].path, f'user {u!r} is in the train split but '
-            f'not in any test file under {test_dir}.')
+            raw_train[u].path,
+            f'user {u!r} is in the train split but '
+            f'not in any test file under {test_dir}.',
+        )
 
   client_ids = sorted(raw_train)
   if max_clients is not None:
@@ -154,23 +167,30 @@ def load_leaf_json(
     for u, arrays in train.items():
       if arrays['y'].shape[0] < 2:
         raise file_error(
-            raw_train[u].path, f'user {u!r} has '
+            raw_train[u].path,
+            f'user {u!r} has '
             f'{arrays["y"].shape[0]} example; at least 2 are needed to '
-            f'carve its test split ({test_dir} is absent).')
+            f'carve its test split ({test_dir} is absent).',
+        )
     train, test = carve_test(train, carve_test_fraction_if_missing, seed)
     notes.append(
-        f'DEVIATION: {test_dir} is absent, so each client\'s test split was '
+        f"DEVIATION: {test_dir} is absent, so each client's test split was "
         f'carved from its train data ({carve_test_fraction_if_missing:.0%} '
-        f'per client, at least 1 example, seed {seed}).')
+        f'per client, at least 1 example, seed {seed}).'
+    )
   else:
     test = convert(raw_test)
   train, validation = carve_validation(train, validation_fraction, seed)
-  notes.append(f'Read from {os.path.abspath(data_dir)}; validation = '
-               f'{validation_fraction:g} of each client\'s train data '
-               f'(seed {seed}).')
+  notes.append(
+      f'Read from {os.path.abspath(data_dir)}; validation = '
+      f"{validation_fraction:g} of each client's train data "
+      f'(seed {seed}).'
+  )
   if max_clients is not None:
-    notes.append(f'Restricted to the first {len(client_ids)} sorted client '
-                 'ids (max_clients).')
+    notes.append(
+        f'Restricted to the first {len(client_ids)} sorted client '
+        'ids (max_clients).'
+    )
   return FederatedDataset(
       name=name,
       train=train,
@@ -202,8 +222,9 @@ def load_femnist(
       validation_fraction=validation_fraction,
       seed=seed,
       max_clients=max_clients,
-      description=('LEAF FEMNIST (per-writer split; pixels in [0, 1], 1.0 = '
-                   'background).'),
+      description=(
+          'LEAF FEMNIST (per-writer split; pixels in [0, 1], 1.0 = background).'
+      ),
   )
 
 
@@ -266,8 +287,9 @@ def celeba_image_dir_candidates(
   return [
       os.path.join(data_dir, 'raw', 'img_align_celeba'),
       os.path.join(data_dir, 'img_align_celeba'),
-      os.path.join(os.path.dirname(os.path.abspath(data_dir)), 'raw',
-                   'img_align_celeba'),
+      os.path.join(
+          os.path.dirname(os.path.abspath(data_dir)), 'raw', 'img_align_celeba'
+      ),
   ]
 
 
@@ -280,14 +302,22 @@ def _read_image(path: str) -> np.ndarray:
   if Image is not None:
     with Image.open(path) as img:
       img = img.convert('RGB').resize(
-          (CELEBA_IMAGE_SIZE, CELEBA_IMAGE_SIZE), Image.Resampling.BILINEAR)
+          (CELEBA_IMAGE_SIZE, CELEBA_IMAGE_SIZE), Image.Resampling.BILINEAR
+      )
       array = np.asarray(img, dtype=np.float32)
   else:  # pragma: no cover
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3,
-                               expand_animations=False)
-    array = tf.image.resize(image, (CELEBA_IMAGE_SIZE, CELEBA_IMAGE_SIZE),
-                            antialias=True).numpy().astype(np.float32)
+
+    image = tf.io.decode_image(
+        tf.io.read_file(path), channels=3, expand_animations=False
+    )
+    array = (
+        tf.image.resize(
+            image, (CELEBA_IMAGE_SIZE, CELEBA_IMAGE_SIZE), antialias=True
+        )
+        .numpy()
+        .astype(np.float32)
+    )
     array = np.clip(np.round(array), 0, 255)
   return array / np.float32(255.0)
 
@@ -314,15 +344,19 @@ def load_celeba(
   if found is None:
     raise DataError(
         'CelebA image directory (img_align_celeba) not found; looked in: '
-        + ', '.join(candidates) + '. Download img_align_celeba from the '
-        'CelebA site (see leaf_data/README.md) or pass images_dir.')
+        + ', '.join(candidates)
+        + '. Download img_align_celeba from the '
+        'CelebA site (see leaf_data/README.md) or pass images_dir.'
+    )
 
   def converter(x, y, path, user):
     if not all(isinstance(name, str) for name in x):
       raise file_error(
-          path, f'user {user!r}: CelebA x must be image file names.')
-    images = np.empty((len(x), CELEBA_IMAGE_SIZE, CELEBA_IMAGE_SIZE, 3),
-                      np.float32)
+          path, f'user {user!r}: CelebA x must be image file names.'
+      )
+    images = np.empty(
+        (len(x), CELEBA_IMAGE_SIZE, CELEBA_IMAGE_SIZE, 3), np.float32
+    )
     for i, image_name in enumerate(x):
       image_path = os.path.join(found, image_name)
       if not os.path.isfile(image_path):
@@ -331,8 +365,8 @@ def load_celeba(
         images[i] = _read_image(image_path)
       except Exception as e:  # pylint: disable=broad-except
         raise file_error(
-            path, f'user {user!r}: cannot decode image {image_path} '
-            f'({e}).') from e
+            path, f'user {user!r}: cannot decode image {image_path} ({e}).'
+        ) from e
     return images, int_labels(y, 2, path, user)
 
   return load_leaf_json(
@@ -343,6 +377,8 @@ def load_celeba(
       validation_fraction=validation_fraction,
       seed=seed,
       max_clients=max_clients,
-      description=(f'LEAF CelebA, Smiling task; images from {found} resized '
-                   'to 84x84x3, float32 in [0, 1].'),
+      description=(
+          f'LEAF CelebA, Smiling task; images from {found} resized '
+          'to 84x84x3, float32 in [0, 1].'
+      ),
   )

@@ -99,8 +99,10 @@ def _load_json(path: str) -> Any:
       return json.load(f, object_pairs_hook=_object_without_duplicate_keys)
   except _DuplicateKeyError as e:
     raise file_error(
-        path, f'key {e.args[0]!r} appears twice in one JSON object '
-        '(e.g. a user listed twice in user_data).') from e
+        path,
+        f'key {e.args[0]!r} appears twice in one JSON object '
+        '(e.g. a user listed twice in user_data).',
+    ) from e
   except json.JSONDecodeError as e:
     raise file_error(path, f'malformed JSON ({e}).') from e
   except UnicodeDecodeError as e:
@@ -116,25 +118,35 @@ def _load_json(path: str) -> Any:
 def _check_file_structure(path: str, blob: Any) -> None:
   """Checks the users / num_samples / user_data consistency of one file."""
   if not isinstance(blob, dict):
-    raise file_error(path, f'top level must be a JSON object, got '
-                     f'{type(blob).__name__}.')
+    raise file_error(
+        path, f'top level must be a JSON object, got {type(blob).__name__}.'
+    )
   for key in ('users', 'num_samples', 'user_data'):
     if key not in blob:
-      raise file_error(path, f'missing key {key!r} (a LEAF file needs users, '
-                       'num_samples and user_data).')
+      raise file_error(
+          path,
+          f'missing key {key!r} (a LEAF file needs users, '
+          'num_samples and user_data).',
+      )
   users, num_samples, user_data = (
-      blob['users'], blob['num_samples'], blob['user_data'])
+      blob['users'],
+      blob['num_samples'],
+      blob['user_data'],
+  )
   if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
     raise file_error(path, "'users' must be a list of strings.")
   if not isinstance(num_samples, list) or not all(
-      isinstance(n, int) and not isinstance(n, bool) for n in num_samples):
+      isinstance(n, int) and not isinstance(n, bool) for n in num_samples
+  ):
     raise file_error(path, "'num_samples' must be a list of integers.")
   if not isinstance(user_data, dict):
     raise file_error(path, "'user_data' must be an object keyed by user.")
   if len(users) != len(num_samples):
     raise file_error(
-        path, f"'users' has {len(users)} entries but 'num_samples' "
-        f'has {len(num_samples)}.')
+        path,
+        f"'users' has {len(users)} entries but 'num_samples' "
+        f'has {len(num_samples)}.',
+    )
   seen = set()
   for u in users:
     if u in seen:
@@ -149,13 +161,14 @@ def _check_file_structure(path: str, blob: Any) -> None:
     if only_data:
       detail.append(f"in 'user_data' but not in 'users': {only_data[:5]}")
     raise file_error(
-        path, "'users' and 'user_data' disagree: " + '; '.join(detail)
-        + '.')
+        path, "'users' and 'user_data' disagree: " + '; '.join(detail) + '.'
+    )
   for u, n in zip(users, num_samples):
     record = user_data[u]
     if not isinstance(record, dict):
       raise file_error(
-          path, f'user_data[{u!r}] must be an object with x and y.')
+          path, f'user_data[{u!r}] must be an object with x and y.'
+      )
     for key in ('x', 'y'):
       if key not in record:
         raise file_error(path, f'user_data[{u!r}] is missing key {key!r}.')
@@ -166,8 +179,10 @@ def _check_file_structure(path: str, blob: Any) -> None:
       raise file_error(path, f'user {u!r}: x has {nx} examples but y has {ny}.')
     if nx != n:
       raise file_error(
-          path, f"user {u!r}: 'num_samples' says {n} but user_data "
-          f'holds {nx} examples.')
+          path,
+          f"user {u!r}: 'num_samples' says {n} but user_data "
+          f'holds {nx} examples.',
+      )
     if nx == 0:
       raise file_error(path, f'user {u!r} has no examples (empty client).')
 
@@ -193,14 +208,19 @@ def read_leaf_split(split_dir: str) -> dict[str, RawUser]:
     _check_file_structure(path, blob)
     for u in blob['users']:
       if u in users:
-        raise file_error(path, f'user {u!r} also appears in {users[u].path} '
-                         '(duplicate user across files).')
+        raise file_error(
+            path,
+            f'user {u!r} also appears in {users[u].path} '
+            '(duplicate user across files).',
+        )
       record = blob['user_data'][u]
       users[u] = RawUser(x=record['x'], y=record['y'], path=path)
   if not users:
-    raise DataError(f'{split_dir}: no users in any of its JSON files '
-                    f'({", ".join(paths)}): every file has an empty '
-                    "'users' list.")
+    raise DataError(
+        f'{split_dir}: no users in any of its JSON files '
+        f'({", ".join(paths)}): every file has an empty '
+        "'users' list."
+    )
   return users
 
 
@@ -220,34 +240,47 @@ def float_features(
   """
   for i, row in enumerate(x):
     if type(row) is not list:  # pylint: disable=unidiomatic-typecheck
-      raise file_error(path, f'user {user!r}: x[{i}] is {_describe(row)}, '
-                       f'expected a list of {num_features} numbers.')
+      raise file_error(
+          path,
+          f'user {user!r}: x[{i}] is {_describe(row)}, '
+          f'expected a list of {num_features} numbers.',
+      )
     if len(row) != num_features:
-      raise file_error(path, f'user {user!r}: each x must have {num_features} '
-                       f'features, but x[{i}] has {len(row)}.')
+      raise file_error(
+          path,
+          f'user {user!r}: each x must have {num_features} '
+          f'features, but x[{i}] has {len(row)}.',
+      )
   kinds = set(map(type, itertools.chain.from_iterable(x)))
   if not kinds <= {int, float}:
     for i, row in enumerate(x):
       for j, value in enumerate(row):
         if not _is_number(value):
-          raise file_error(path, f'user {user!r}: x[{i}][{j}] is '
-                           f'{_describe(value)}, expected a number.')
+          raise file_error(
+              path,
+              f'user {user!r}: x[{i}][{j}] is '
+              f'{_describe(value)}, expected a number.',
+          )
   try:
     array = np.asarray(x, dtype=np.float64).reshape(len(x), num_features)
   except OverflowError as e:  # an integer beyond the float64 range
-    raise file_error(path, f'user {user!r}: x holds an integer too large for a '
-                     f'float ({e}).') from e
+    raise file_error(
+        path, f'user {user!r}: x holds an integer too large for a float ({e}).'
+    ) from e
   finite = np.isfinite(array)
   if not np.all(finite):
     i, j = (int(v) for v in np.argwhere(~finite)[0])
     raise file_error(
-        path, f'user {user!r}: x[{i}][{j}] is {array[i, j]} (NaN or '
-        'Inf).')
+        path, f'user {user!r}: x[{i}][{j}] is {array[i, j]} (NaN or Inf).'
+    )
   too_large = np.abs(array) > _FLOAT32_MAX
   if np.any(too_large):
     i, j = (int(v) for v in np.argwhere(too_large)[0])
-    raise file_error(path, f'user {user!r}: x[{i}][{j}] = {array[i, j]:g} is '
-                     'outside the float32 range.')
+    raise file_error(
+        path,
+        f'user {user!r}: x[{i}][{j}] = {array[i, j]:g} is '
+        'outside the float32 range.',
+    )
   return array.astype(np.float32)
 
 
@@ -258,18 +291,24 @@ def _numeric_labels(y: list, path: str, user: str) -> np.ndarray:
     item = v[0] if type(v) is list and len(v) == 1 else v  # pylint: disable=unidiomatic-typecheck
     if not _is_number(item):
       raise file_error(
-          path, f'user {user!r}: y[{i}] is {_describe(v)}, expected '
-          'a number (or a one-element list of one).')
-    if type(item) is int and not -2**53 <= item <= 2**53:  # pylint: disable=unidiomatic-typecheck
-      raise file_error(path, f'user {user!r}: y[{i}] is {_describe(item)}, too '
-                       'large to be a label.')
+          path,
+          f'user {user!r}: y[{i}] is {_describe(v)}, expected '
+          'a number (or a one-element list of one).',
+      )
+    if type(item) is int and not -(2**53) <= item <= 2**53:  # pylint: disable=unidiomatic-typecheck
+      raise file_error(
+          path,
+          f'user {user!r}: y[{i}] is {_describe(item)}, too '
+          'large to be a label.',
+      )
     items.append(item)
   array = np.asarray(items, dtype=np.float64).reshape(len(items))
   finite = np.isfinite(array)
   if not np.all(finite):
     bad = int(np.flatnonzero(~finite)[0])
     raise file_error(
-        path, f'user {user!r}: y[{bad}] is {array[bad]} (NaN or Inf).')
+        path, f'user {user!r}: y[{bad}] is {array[bad]} (NaN or Inf).'
+    )
   return array
 
 
@@ -278,14 +317,17 @@ def int_labels(y: list, num_classes: int, path: str, user: str) -> np.ndarray:
   array = _numeric_labels(y, path, user)
   if not np.all(array == np.round(array)):
     bad = int(np.flatnonzero(array != np.round(array))[0])
-    raise file_error(path, f'user {user!r}: y[{bad}] = {array[bad]} is not an '
-                     'integer label.')
+    raise file_error(
+        path, f'user {user!r}: y[{bad}] = {array[bad]} is not an integer label.'
+    )
   out_of_range = (array < 0) | (array >= num_classes)
   if np.any(out_of_range):
     bad = int(np.flatnonzero(out_of_range)[0])
     raise file_error(
-        path, f'user {user!r}: y[{bad}] = {array[bad]:g} is outside '
-        f'[0, {num_classes - 1}].')
+        path,
+        f'user {user!r}: y[{bad}] = {array[bad]:g} is outside '
+        f'[0, {num_classes - 1}].',
+    )
   return array.astype(np.int32)
 
 
@@ -296,8 +338,8 @@ def signed_labels(y: list, path: str, user: str) -> np.ndarray:
   if np.any(bad_mask):
     bad = int(np.flatnonzero(bad_mask)[0])
     raise file_error(
-        path, f'user {user!r}: y[{bad}] = {array[bad]:g}, expected '
-        '-1 or +1.')
+        path, f'user {user!r}: y[{bad}] = {array[bad]:g}, expected -1 or +1.'
+    )
   return array.astype(np.float32)
 
 

@@ -71,8 +71,10 @@ def parse_synthetic_name(name: str) -> Optional[tuple[float, float]]:
 
 def _need_dir(name: str, data_dir: Optional[str]) -> str:
   if data_dir is None:
-    raise DataError(f'Dataset {name!r} needs data_dir (see '
-                    'leaf_data/README.md for how to obtain it).')
+    raise DataError(
+        f'Dataset {name!r} needs data_dir (see '
+        'leaf_data/README.md for how to obtain it).'
+    )
   if not os.path.isdir(data_dir):
     raise DataError(f'{data_dir}: data directory for {name!r} not found.')
   return data_dir
@@ -85,13 +87,18 @@ def resolve_leaf_dir(name: str, data_dir: str) -> str:
     return data_dir
   tried = [os.path.join(data_dir, 'train')]
   for folder in _FOLDER_NAMES[name]:
-    for candidate in (os.path.join(data_dir, folder),
-                      os.path.join(data_dir, folder, 'data')):
+    for candidate in (
+        os.path.join(data_dir, folder),
+        os.path.join(data_dir, folder, 'data'),
+    ):
       if os.path.isdir(os.path.join(candidate, 'train')):
         return candidate
       tried.append(os.path.join(candidate, 'train'))
-  raise DataError(f'No {name} LEAF data under {data_dir}: looked for '
-                  + ', '.join(tried) + '.')
+  raise DataError(
+      f'No {name} LEAF data under {data_dir}: looked for '
+      + ', '.join(tried)
+      + '.'
+  )
 
 
 def _resolve_fmnist_dir(data_dir: str) -> str:
@@ -105,8 +112,9 @@ def _resolve_fmnist_dir(data_dir: str) -> str:
   return data_dir  # load_fashion_mnist raises a DataError naming it.
 
 
-def _resolve_sqlite_dir(name: str, data_dir: Optional[str],
-                        filename: str) -> Optional[str]:
+def _resolve_sqlite_dir(
+    name: str, data_dir: Optional[str], filename: str
+) -> Optional[str]:
   if data_dir is None:
     return None  # TFF's default cache folder.
   if os.path.isfile(os.path.join(data_dir, filename)):
@@ -140,13 +148,17 @@ def load_dataset(
     ValueError: Unknown name.
     DataError: Missing or bad data.
   """
-  kwargs = dict(validation_fraction=validation_fraction, seed=seed,
-                max_clients=max_clients)
+  kwargs = dict(
+      validation_fraction=validation_fraction,
+      seed=seed,
+      max_clients=max_clients,
+  )
   synthetic_params = parse_synthetic_name(name)
   if synthetic_params is not None:
     alpha, beta = synthetic_params
     dataset = synthetic.make_synthetic(
-        alpha, beta, seed=seed, validation_fraction=validation_fraction)
+        alpha, beta, seed=seed, validation_fraction=validation_fraction
+    )
     if max_clients is not None:
       dataset = dataset.subset(dataset.client_ids[:max_clients])
     return dataset
@@ -157,22 +169,25 @@ def load_dataset(
   if name == 'vehicle':
     return leaf.load_vehicle(resolve_leaf_dir(name, data_dir), **kwargs)
   if name == 'leaf_synthetic':
-    return leaf.load_leaf_synthetic(resolve_leaf_dir(name, data_dir),
-                                    **kwargs)
+    return leaf.load_leaf_synthetic(resolve_leaf_dir(name, data_dir), **kwargs)
   if name == 'fmnist':
     return fashion_mnist.load_fashion_mnist(
         _resolve_fmnist_dir(data_dir),
         validation_fraction=validation_fraction,
         validation_seed=seed,
-        max_clients=max_clients)
+        max_clients=max_clients,
+    )
   if name == 'emnist':
     return tff_datasets.load_tff_emnist(
         _resolve_sqlite_dir(name, data_dir, tff_datasets.EMNIST_FILENAME),
-        **kwargs)
+        **kwargs,
+    )
   if name == 'tff_celeba':
     return tff_datasets.load_tff_celeba(
         _resolve_sqlite_dir(name, data_dir, tff_datasets.CELEBA_FILENAME),
-        **kwargs)
+        **kwargs,
+    )
   raise ValueError(
       f'Unknown dataset {name!r}; valid names: {", ".join(DATASET_NAMES)}, '
-      'or synthetic_<alpha>_<beta> (e.g. synthetic_0.5_0.5).')
+      'or synthetic_<alpha>_<beta> (e.g. synthetic_0.5_0.5).'
+  )

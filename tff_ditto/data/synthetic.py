@@ -74,7 +74,7 @@ def generate_synthetic_clients(
   if max_examples_per_client is not None:
     sizes = np.minimum(sizes, max_examples_per_client)
   sizes = np.maximum(sizes, 2)
-  model_means = rng.normal(0.0, alpha, num_clients)       # u_k
+  model_means = rng.normal(0.0, alpha, num_clients)  # u_k
   feature_mean_means = rng.normal(0.0, beta, num_clients)  # B_k
   std = np.power(np.arange(1, num_features + 1, dtype=np.float64), -0.6)
   clients = collections.OrderedDict()
@@ -86,7 +86,8 @@ def generate_synthetic_clients(
     # argmax of softmax == argmax of the logits.
     y = np.argmax(x @ weights.T + bias, axis=1)
     clients[client_id(k)] = make_client_arrays(
-        x.astype(np.float32), y.astype(np.int32))
+        x.astype(np.float32), y.astype(np.int32)
+    )
   return clients
 
 
@@ -121,8 +122,13 @@ def make_synthetic(
   """
   split_seed = seed if split_seed is None else split_seed
   clients = generate_synthetic_clients(
-      alpha, beta, num_clients, seed,
-      max_examples_per_client=max_examples_per_client, **generator_kwargs)
+      alpha,
+      beta,
+      num_clients,
+      seed,
+      max_examples_per_client=max_examples_per_client,
+      **generator_kwargs,
+  )
   train, test = carve_test(clients, test_fraction, split_seed)
   train, validation = carve_validation(train, validation_fraction, split_seed)
   num_classes = generator_kwargs.get('num_classes', SYNTHETIC_NUM_CLASSES)
@@ -137,13 +143,15 @@ def make_synthetic(
           f'{num_clients} clients, seed {seed}, sizes int(lognormal) + offset '
           f'capped at {max_examples_per_client}; test = {test_fraction:g} and '
           f'validation = {validation_fraction:g} per client (seed '
-          f'{split_seed}).'),
+          f'{split_seed}).'
+      ),
   )
 
 
 def _concat(*parts):
   return collections.OrderedDict(
-      (key, np.concatenate([p[key] for p in parts])) for key in parts[0])
+      (key, np.concatenate([p[key] for p in parts])) for key in parts[0]
+  )
 
 
 def write_leaf_json(

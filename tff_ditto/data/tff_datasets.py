@@ -81,29 +81,35 @@ def default_cache_dir() -> str:
 
 def _short(value: Any, limit: int = 300) -> str:
   text = str(value)
-  return text if len(text) <= limit else text[:limit - 3] + '...'
+  return text if len(text) <= limit else text[: limit - 3] + '...'
 
 
 def _sql_type(value: Any) -> str:
   if value is None:
     return 'NULL'
   return {bytes: 'BLOB', str: 'TEXT', int: 'INTEGER', float: 'REAL'}.get(
-      type(value), type(value).__name__) + f' {_short(repr(value), 40)}'
+      type(value), type(value).__name__
+  ) + f' {_short(repr(value), 40)}'
 
 
 @contextlib.contextmanager
 def _open_sqlite(path: str) -> Iterator[sqlite3.Connection]:
   """A read-only connection; any SQLite error in the body is a DataError."""
   # A URI, so that mode=ro applies; the path is quoted ('?', '#', '%').
-  uri = ('file:' + urllib.parse.quote(os.fsencode(os.path.abspath(path)))
-         + '?mode=ro')
+  uri = (
+      'file:'
+      + urllib.parse.quote(os.fsencode(os.path.abspath(path)))
+      + '?mode=ro'
+  )
   connection = None
   try:
     connection = sqlite3.connect(uri, uri=True)
     yield connection
   except sqlite3.Error as e:
-    raise DataError(f'{path}: unreadable or corrupt SQLite database '
-                    f'({type(e).__name__}: {e}).') from e
+    raise DataError(
+        f'{path}: unreadable or corrupt SQLite database '
+        f'({type(e).__name__}: {e}).'
+    ) from e
   finally:
     if connection is not None:
       connection.close()
@@ -118,26 +124,32 @@ def _check_sqlite_size(path: str, header: bytes, file_size: int) -> None:
   file written by SQLite >= 3.7) exactly as many pages as the header says.
   """
   if len(header) < 100:
-    raise DataError(f'{path}: truncated SQLite header ({len(header)} of 100 '
-                    'bytes).')
+    raise DataError(
+        f'{path}: truncated SQLite header ({len(header)} of 100 bytes).'
+    )
   page_size = int.from_bytes(header[16:18], 'big')
   page_size = 65536 if page_size == 1 else page_size
   if page_size < 512 or page_size & (page_size - 1):
     raise DataError(f'{path}: corrupt SQLite header (page size {page_size}).')
   if file_size % page_size:
-    raise DataError(f'{path}: {file_size} bytes is not a whole number of '
-                    f'{page_size}-byte pages: the file is truncated or '
-                    'corrupt.')
+    raise DataError(
+        f'{path}: {file_size} bytes is not a whole number of '
+        f'{page_size}-byte pages: the file is truncated or '
+        'corrupt.'
+    )
   num_pages = int.from_bytes(header[28:32], 'big')
   size_field_valid = header[24:28] == header[92:96]
   if size_field_valid and num_pages * page_size > file_size:
-    raise DataError(f'{path}: truncated SQLite file: the header says '
-                    f'{num_pages} pages of {page_size} bytes, the file holds '
-                    f'{file_size // page_size}.')
+    raise DataError(
+        f'{path}: truncated SQLite file: the header says '
+        f'{num_pages} pages of {page_size} bytes, the file holds '
+        f'{file_size // page_size}.'
+    )
 
 
-def _require_sqlite(cache_dir: Optional[str], filename: str,
-                    dataset: str) -> str:
+def _require_sqlite(
+    cache_dir: Optional[str], filename: str, dataset: str
+) -> str:
   """The path of a readable TFF SQLite file with the expected tables."""
   cache_dir = default_cache_dir() if cache_dir is None else cache_dir
   path = os.path.join(cache_dir, filename)
@@ -147,7 +159,8 @@ def _require_sqlite(cache_dir: Optional[str], filename: str,
         f'here). On a machine with internet, download {_URL_ROOT}{filename}'
         f'.lzma and decompress it (unxz) to {path}, or run '
         f'tff.simulation.datasets.{dataset}.load_data(cache_dir='
-        f'{cache_dir!r}) there once and copy {filename}.')
+        f'{cache_dir!r}) there once and copy {filename}.'
+    )
   try:
     with open(path, 'rb') as f:
       header = f.read(100)
@@ -158,72 +171,93 @@ def _require_sqlite(cache_dir: Optional[str], filename: str,
     raise DataError(f'{path}: not an SQLite database.')
   _check_sqlite_size(path, header, file_size)
   with _open_sqlite(path) as connection:
-    tables = {r[0] for r in connection.execute(
-        "SELECT name FROM sqlite_master WHERE type='table'")}
+    tables = {
+        r[0]
+        for r in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type='table'"
+        )
+    }
     missing = set(_REQUIRED_COLUMNS) - tables
     if missing:
-      raise DataError(f'{path}: missing table(s) {sorted(missing)}; expected '
-                      'TFF tables examples and client_metadata.')
+      raise DataError(
+          f'{path}: missing table(s) {sorted(missing)}; expected '
+          'TFF tables examples and client_metadata.'
+      )
     for table, columns in _REQUIRED_COLUMNS.items():
       have = {r[1] for r in connection.execute(f'PRAGMA table_info({table})')}
       lacking = [c for c in columns if c not in have]
       if lacking:
-        raise DataError(f'{path}: table {table} has no column(s) {lacking} '
-                        f'(TFF files have {", ".join(columns)}).')
+        raise DataError(
+            f'{path}: table {table} has no column(s) {lacking} '
+            f'(TFF files have {", ".join(columns)}).'
+        )
   return path
 
 
-def _client_ids(connection: sqlite3.Connection, path: str,
-                split: str) -> list[str]:
+def _client_ids(
+    connection: sqlite3.Connection, path: str, split: str
+) -> list[str]:
   """The distinct client ids of one split, from client_metadata."""
   ids = []
   for (cid,) in connection.execute(
       'SELECT DISTINCT client_id FROM client_metadata WHERE split_name = ?',
-      (split,)):
+      (split,),
+  ):
     if not isinstance(cid, str):
-      raise DataError(f'{path}: client_metadata holds a client_id of split '
-                      f'{split} that is {_sql_type(cid)}, expected TEXT.')
+      raise DataError(
+          f'{path}: client_metadata holds a client_id of split '
+          f'{split} that is {_sql_type(cid)}, expected TEXT.'
+      )
     ids.append(cid)
   return ids
 
 
-def _read_protos(connection: sqlite3.Connection, path: str, split: str,
-                 cid: str) -> list[bytes]:
+def _read_protos(
+    connection: sqlite3.Connection, path: str, split: str, cid: str
+) -> list[bytes]:
   protos = []
   for (proto,) in connection.execute(
       'SELECT serialized_example_proto FROM examples WHERE client_id = ? AND '
-      'split_name = ?', (cid, split)):
+      'split_name = ?',
+      (cid, split),
+  ):
     if not isinstance(proto, bytes):
-      raise DataError(f'{path}: an example of client {cid!r} in split {split} '
-                      f'is {_sql_type(proto)}, expected a BLOB holding a '
-                      'serialized tf.train.Example.')
+      raise DataError(
+          f'{path}: an example of client {cid!r} in split {split} '
+          f'is {_sql_type(proto)}, expected a BLOB holding a '
+          'serialized tf.train.Example.'
+      )
     protos.append(proto)
   if not protos:
     raise DataError(f'{path}: client {cid!r} has no {split} examples.')
   return protos
 
 
-def _parse(protos: list[bytes], features: dict, path: str, split: str,
-           cid: str) -> dict[str, np.ndarray]:
+def _parse(
+    protos: list[bytes], features: dict, path: str, split: str, cid: str
+) -> dict[str, np.ndarray]:
   try:
-    parsed = tf.io.parse_example(tf.constant(protos, dtype=tf.string),
-                                 features)
+    parsed = tf.io.parse_example(tf.constant(protos, dtype=tf.string), features)
     return {key: value.numpy() for key, value in parsed.items()}
   except (tf.errors.OpError, ValueError, TypeError) as e:
     detail = e.message if isinstance(e, tf.errors.OpError) else str(e)
-    raise DataError(f'{path}: cannot parse the {split} examples of client '
-                    f'{cid!r} as tf.train.Example with features '
-                    f'{sorted(features)} ({type(e).__name__}: '
-                    f'{_short(detail)}).') from e
+    raise DataError(
+        f'{path}: cannot parse the {split} examples of client '
+        f'{cid!r} as tf.train.Example with features '
+        f'{sorted(features)} ({type(e).__name__}: '
+        f'{_short(detail)}).'
+    ) from e
 
 
-def _materialize(connection, path, split, client_ids, features,
-                 convert: Converter) -> collections.OrderedDict:
+def _materialize(
+    connection, path, split, client_ids, features, convert: Converter
+) -> collections.OrderedDict:
   """client id -> OrderedDict(x, y) for the given clients of one split."""
   out = collections.OrderedDict()
   for cid in client_ids:
-    parsed = _parse(_read_protos(connection, path, split, cid), features,
-                    path, split, cid)
+    parsed = _parse(
+        _read_protos(connection, path, split, cid), features, path, split, cid
+    )
     x, y = convert(parsed, f'{path}: client {cid!r} of split {split}')
     out[cid] = make_client_arrays(x, y)
   return out
@@ -247,14 +281,18 @@ def _emnist_converter(num_classes: int) -> Converter:
     pixels, labels = parsed['pixels'], parsed['label']
     bad = ~np.isfinite(pixels)
     if np.any(bad):
-      raise DataError(f'{where}: example {_first_bad(bad)} has NaN or Inf '
-                      'pixels.')
+      raise DataError(
+          f'{where}: example {_first_bad(bad)} has NaN or Inf pixels.'
+      )
     bad = (labels < 0) | (labels >= num_classes)
     if np.any(bad):
       i = _first_bad(bad)
-      raise DataError(f'{where}: example {i} has label {int(labels[i])}, '
-                      f'outside [0, {num_classes - 1}].')
+      raise DataError(
+          f'{where}: example {i} has label {int(labels[i])}, '
+          f'outside [0, {num_classes - 1}].'
+      )
     return pixels.astype(np.float32)[..., np.newaxis], labels.astype(np.int32)
+
   return convert
 
 
@@ -262,15 +300,20 @@ def _celeba_convert(parsed, where):
   image, smiling = parsed['image'], parsed['smiling']
   bad = (image < 0) | (image > 255)
   if np.any(bad):
-    raise DataError(f'{where}: example {_first_bad(bad)} has image values '
-                    'outside 0..255.')
+    raise DataError(
+        f'{where}: example {_first_bad(bad)} has image values outside 0..255.'
+    )
   bad = (smiling != 0) & (smiling != 1)
   if np.any(bad):
     i = _first_bad(bad)
-    raise DataError(f'{where}: example {i} has smiling = {int(smiling[i])}, '
-                    'expected 0 or 1.')
-  return (image.astype(np.float32) / np.float32(255.0),
-          smiling.astype(np.int32))
+    raise DataError(
+        f'{where}: example {i} has smiling = {int(smiling[i])}, '
+        'expected 0 or 1.'
+    )
+  return (
+      image.astype(np.float32) / np.float32(255.0),
+      smiling.astype(np.int32),
+  )
 
 
 def load_tff_emnist(
@@ -307,12 +350,15 @@ def load_tff_emnist(
     if only_train or only_test:
       raise DataError(
           f'{path}: clients of {split}_train and {split}_test differ (train '
-          f'only: {only_train[:5]}, test only: {only_test[:5]}).')
+          f'only: {only_train[:5]}, test only: {only_test[:5]}).'
+      )
     ids = _select(train_ids, max_clients)
-    train = _materialize(connection, path, f'{split}_train', ids,
-                         _EMNIST_FEATURES, convert)
-    test = _materialize(connection, path, f'{split}_test', ids,
-                        _EMNIST_FEATURES, convert)
+    train = _materialize(
+        connection, path, f'{split}_train', ids, _EMNIST_FEATURES, convert
+    )
+    test = _materialize(
+        connection, path, f'{split}_test', ids, _EMNIST_FEATURES, convert
+    )
   train, validation = carve_validation(train, validation_fraction, seed)
   return FederatedDataset(
       name='emnist',
@@ -324,7 +370,8 @@ def load_tff_emnist(
           f'TFF Federated EMNIST ({split}) from {path}; pixels in [0, 1], 1.0 '
           f'= background; validation = {validation_fraction:g} of train '
           f'(seed {seed}).'
-          + (f' First {len(ids)} sorted clients.' if max_clients else '')),
+          + (f' First {len(ids)} sorted clients.' if max_clients else '')
+      ),
   )
 
 
@@ -357,8 +404,10 @@ def load_tff_celeba(
   """
   path = _require_sqlite(cache_dir, CELEBA_FILENAME, 'celeba')
   prefix = 'split_by_clients' if split_by_clients else 'split_by_examples'
-  notes = [f'TFF CelebA ({prefix}) from {path}; label = smiling; image '
-           '84x84x3 / 255.']
+  notes = [
+      f'TFF CelebA ({prefix}) from {path}; label = smiling; image '
+      '84x84x3 / 255.'
+  ]
   with _open_sqlite(path) as connection:
     train_ids = set(_client_ids(connection, path, f'{prefix}_train'))
     test_ids = set(_client_ids(connection, path, f'{prefix}_test'))
@@ -366,29 +415,51 @@ def load_tff_celeba(
       raise DataError(f'{path}: no clients in split {prefix}_train.')
     if split_by_clients:
       ids = _select(train_ids, max_clients)
-      full = _materialize(connection, path, f'{prefix}_train', ids,
-                          _CELEBA_FEATURES, _celeba_convert)
+      full = _materialize(
+          connection,
+          path,
+          f'{prefix}_train',
+          ids,
+          _CELEBA_FEATURES,
+          _celeba_convert,
+      )
     else:
       if train_ids != test_ids:
-        raise DataError(f'{path}: clients of {prefix}_train and {prefix}_test '
-                        'differ.')
+        raise DataError(
+            f'{path}: clients of {prefix}_train and {prefix}_test differ.'
+        )
       ids = _select(train_ids, max_clients)
-      train = _materialize(connection, path, f'{prefix}_train', ids,
-                           _CELEBA_FEATURES, _celeba_convert)
-      test = _materialize(connection, path, f'{prefix}_test', ids,
-                          _CELEBA_FEATURES, _celeba_convert)
+      train = _materialize(
+          connection,
+          path,
+          f'{prefix}_train',
+          ids,
+          _CELEBA_FEATURES,
+          _celeba_convert,
+      )
+      test = _materialize(
+          connection,
+          path,
+          f'{prefix}_test',
+          ids,
+          _CELEBA_FEATURES,
+          _celeba_convert,
+      )
   if split_by_clients:
     for cid, arrays in full.items():
       if arrays['y'].shape[0] < 2:
-        raise DataError(f'{path}: client {cid!r} of {prefix}_train has '
-                        f'{arrays["y"].shape[0]} example; at least 2 are '
-                        'needed to carve its test split.')
+        raise DataError(
+            f'{path}: client {cid!r} of {prefix}_train has '
+            f'{arrays["y"].shape[0]} example; at least 2 are '
+            'needed to carve its test split.'
+        )
     train, test = carve_test(full, test_fraction, seed)
     notes.append(
-        f'TFF\'s test split holds other celebrities, so each train client\'s '
+        "TFF's test split holds other celebrities, so each train client's "
         f'test split is carved from its own data ({test_fraction:g}, at least '
         f'1 example, seed {seed}); the {len(test_ids)} test-split clients are '
-        'not used.')
+        'not used.'
+    )
   train, validation = carve_validation(train, validation_fraction, seed)
   notes.append(f'Validation = {validation_fraction:g} of train (seed {seed}).')
   if max_clients:

@@ -47,12 +47,18 @@ def build_femnist_cnn(
       [
           tf.keras.layers.InputLayer(input_shape=(28, 28, 1), dtype=tf.float32),
           tf.keras.layers.Conv2D(
-              16, 5, padding='same', activation='relu',
+              16,
+              5,
+              padding='same',
+              activation='relu',
               kernel_initializer=init.kernel(),
           ),
           tf.keras.layers.MaxPool2D(2, 2),
           tf.keras.layers.Conv2D(
-              32, 5, padding='same', activation='relu',
+              32,
+              5,
+              padding='same',
+              activation='relu',
               kernel_initializer=init.kernel(),
           ),
           tf.keras.layers.MaxPool2D(2, 2),
@@ -77,12 +83,18 @@ def build_fmnist_cnn(
       [
           tf.keras.layers.InputLayer(input_shape=(28, 28, 1), dtype=tf.float32),
           tf.keras.layers.Conv2D(
-              32, 5, padding='same', activation='relu',
+              32,
+              5,
+              padding='same',
+              activation='relu',
               kernel_initializer=init.kernel(),
           ),
           tf.keras.layers.MaxPool2D(2, 2),
           tf.keras.layers.Conv2D(
-              64, 5, padding='same', activation='relu',
+              64,
+              5,
+              padding='same',
+              activation='relu',
               kernel_initializer=init.kernel(),
           ),
           tf.keras.layers.MaxPool2D(2, 2),
@@ -106,7 +118,9 @@ def build_celeba_cnn(
   84 -> 42 -> 21 -> 11 -> 6, then a dense layer on 6*6*32 = 1152 features.
   """
   init = KernelInitializers(seed)
-  layers = [tf.keras.layers.InputLayer(input_shape=(84, 84, 3), dtype=tf.float32)]
+  layers = [
+      tf.keras.layers.InputLayer(input_shape=(84, 84, 3), dtype=tf.float32)
+  ]
   for _ in range(4):
     layers += [
         tf.keras.layers.Conv2D(
@@ -133,7 +147,9 @@ def build_vehicle_svm(
   """
   return tf.keras.Sequential(
       [
-          tf.keras.layers.InputLayer(input_shape=(num_features,), dtype=tf.float32),
+          tf.keras.layers.InputLayer(
+              input_shape=(num_features,), dtype=tf.float32
+          ),
           tf.keras.layers.Dense(
               1,
               kernel_initializer='zeros',
@@ -152,7 +168,9 @@ def build_logistic_regression(
   init = KernelInitializers(seed)
   return tf.keras.Sequential(
       [
-          tf.keras.layers.InputLayer(input_shape=(num_features,), dtype=tf.float32),
+          tf.keras.layers.InputLayer(
+              input_shape=(num_features,), dtype=tf.float32
+          ),
           tf.keras.layers.Dense(num_classes, kernel_initializer=init.kernel()),
       ],
       name='logistic_regression',

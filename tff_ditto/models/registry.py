@@ -132,7 +132,8 @@ def _synthetic(seed):
   return ModelSpec(
       name='synthetic',
       keras_model_fn=lambda: architectures.build_logistic_regression(
-          60, 10, seed=seed),
+          60, 10, seed=seed
+      ),
       loss_fn=_classifier_loss,
       metrics_fn=_classifier_metrics,
       input_spec=_spec((60,)),

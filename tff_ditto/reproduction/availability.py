@@ -7,15 +7,17 @@ from typing import Optional
 
 from tff_ditto.data import fashion_mnist
 
-
 NOT_RUN_DATASETS = {
-    'celeba': 'LEAF CelebA needs the img_align_celeba images (not in the '
-              'data directory)',
+    'celeba': (
+        'LEAF CelebA needs the img_align_celeba images (not in the '
+        'data directory)'
+    ),
 }
 
 
-def available_datasets(data_dir: Optional[str]) -> tuple[list[str],
-                                                         dict[str, str]]:
+def available_datasets(
+    data_dir: Optional[str],
+) -> tuple[list[str], dict[str, str]]:
   """Which of the paper's datasets can run from `data_dir`.
 
   Returns:
@@ -46,8 +48,9 @@ def available_datasets(data_dir: Optional[str]) -> tuple[list[str],
     present.append('fmnist')
   else:
     absent['fmnist'] = 'no Fashion-MNIST raw files (idx or npz) found'
-  celeba_images = os.path.join(base, 'celeba', 'data', 'raw',
-                               'img_align_celeba')
+  celeba_images = os.path.join(
+      base, 'celeba', 'data', 'raw', 'img_align_celeba'
+  )
   if data_dir and os.path.isdir(celeba_images):
     present.append('celeba')
   else:

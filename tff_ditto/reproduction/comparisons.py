@@ -35,12 +35,15 @@ def sign_test_p_value(wins: int, losses: int) -> float:
   if total == 0:
     return 1.0
   tail = sum(math.comb(total, i) for i in range(min(wins, losses) + 1))
-  return min(1.0, 2 * tail / 2 ** total)
+  return min(1.0, 2 * tail / 2**total)
 
 
 def paired_device_comparison(
-    first_dir: str, second_dir: str, first_column: str = 'accuracy',
-    second_column: str = 'accuracy') -> Optional[dict[str, Any]]:
+    first_dir: str,
+    second_dir: str,
+    first_column: str = 'accuracy',
+    second_column: str = 'accuracy',
+) -> Optional[dict[str, Any]]:
   """Benign devices' final test accuracy of two cells, device by device.
 
   Args:
@@ -56,24 +59,32 @@ def paired_device_comparison(
     either cell has no per-device metrics.
   """
   frames = []
-  for directory, column in ((first_dir, first_column),
-                            (second_dir, second_column)):
+  for directory, column in (
+      (first_dir, first_column),
+      (second_dir, second_column),
+  ):
     path = os.path.join(directory, 'client_metrics.csv')
     if not os.path.exists(path):
       return None
     frame = pd.read_csv(path)
     if column not in frame:
       return None
-    frames.append(frame[~frame['malicious'].astype(bool)]
-                  .set_index('client_id')[column])
+    frames.append(
+        frame[~frame['malicious'].astype(bool)].set_index('client_id')[column]
+    )
   first, second = frames[0].align(frames[1], join='inner')
   wins, losses = int((first > second).sum()), int((first < second).sum())
-  return dict(wins=wins, losses=losses, ties=len(first) - wins - losses,
-              p_value=sign_test_p_value(wins, losses))
+  return dict(
+      wins=wins,
+      losses=losses,
+      ties=len(first) - wins - losses,
+      p_value=sign_test_p_value(wins, losses),
+  )
 
 
-def _device_accuracies(results: pd.DataFrame, runs_dir: str,
-                       cell: Cell) -> tuple[str, str]:
+def _device_accuracies(
+    results: pd.DataFrame, runs_dir: str, cell: Cell
+) -> tuple[str, str]:
   """Where a cell's per-device accuracies are: (cell folder, column).
 
   A derived row's are a column of its source cell's client_metrics.csv.
@@ -82,22 +93,33 @@ def _device_accuracies(results: pd.DataFrame, runs_dir: str,
   source = source_cell_of(entry)
   if not source:
     return os.path.join(runs_dir, cell.dataset, cell.cell_id), 'accuracy'
-  return (os.path.join(runs_dir, cell.dataset, source),
-          str(entry['accuracy_column']))
+  return (
+      os.path.join(runs_dir, cell.dataset, source),
+      str(entry['accuracy_column']),
+  )
 
 
 TABLE1_DITTO_ROWS = tuple(row for row in TABLE1.rows if row.method == 'ditto')
 
 
 _COMPARISON_HEADER = (
-    '| column | Ditto row | Ditto | {baseline} | difference | benign devices '
-    'Ditto better / worse / tied (sign test p) | verdict |',
-    '|---|---|---|---|---|---|---|')
+    (
+        '| column | Ditto row | Ditto | {baseline} | difference | benign'
+        ' devices Ditto better / worse / tied (sign test p) | verdict |'
+    ),
+    '|---|---|---|---|---|---|---|',
+)
 
 
-def _comparison_line(dataset: str, results: pd.DataFrame,
-                     runs_dir: Optional[str], column: str, label: str,
-                     ditto_cell: Cell, global_cell: Cell) -> str:
+def _comparison_line(
+    dataset: str,
+    results: pd.DataFrame,
+    runs_dir: Optional[str],
+    column: str,
+    label: str,
+    ditto_cell: Cell,
+    global_cell: Cell,
+) -> str:
   """One row of a Ditto-vs-global table: means, per-device sign test."""
   ditto_accuracy = mean_accuracy(results, ditto_cell)
   global_accuracy = mean_accuracy(results, global_cell)
@@ -110,13 +132,17 @@ def _comparison_line(dataset: str, results: pd.DataFrame,
     if runs_dir is not None:
       (ditto_dir, ditto_column), (global_dir, global_column) = (
           _device_accuracies(results, runs_dir, cell)
-          for cell in (ditto_cell, global_cell))
-      paired = paired_device_comparison(ditto_dir, global_dir, ditto_column,
-                                        global_column)
+          for cell in (ditto_cell, global_cell)
+      )
+      paired = paired_device_comparison(
+          ditto_dir, global_dir, ditto_column, global_column
+      )
     significant = True
     if paired is not None:
-      devices = (f'{paired["wins"]} / {paired["losses"]} / '
-                 f'{paired["ties"]} (p = {paired["p_value"]:.2g})')
+      devices = (
+          f'{paired["wins"]} / {paired["losses"]} / '
+          f'{paired["ties"]} (p = {paired["p_value"]:.2g})'
+      )
       significant = paired['p_value'] < 0.05
     if ditto_accuracy <= global_accuracy:
       verdict = '**Ditto <= global**'
@@ -124,14 +150,19 @@ def _comparison_line(dataset: str, results: pd.DataFrame,
       verdict = 'Ditto > global'
     else:
       verdict = 'Ditto > global, not significant'
-  shown = ['-' if math.isnan(value) else f'{value:.3f}'
-           for value in (ditto_accuracy, global_accuracy)]
-  return (f'| {column} | {label} | {shown[0]} | {shown[1]} | {difference} | '
-          f'{devices} | {verdict} |')
+  shown = [
+      '-' if math.isnan(value) else f'{value:.3f}'
+      for value in (ditto_accuracy, global_accuracy)
+  ]
+  return (
+      f'| {column} | {label} | {shown[0]} | {shown[1]} | {difference} | '
+      f'{devices} | {verdict} |'
+  )
 
 
-def ditto_vs_global(dataset: str, results: pd.DataFrame,
-                    runs_dir: Optional[str] = None) -> list[str]:
+def ditto_vs_global(
+    dataset: str, results: pd.DataFrame, runs_dir: Optional[str] = None
+) -> list[str]:
   """Per Table 1 column: does each Ditto row beat global, and how clearly?
 
   Args:
@@ -150,16 +181,26 @@ def ditto_vs_global(dataset: str, results: pd.DataFrame,
     for row in TABLE1_DITTO_ROWS:
       ditto_cell = row.cell(dataset, attack, ratio)
       if row.options_fn is not None and math.isnan(
-          mean_accuracy(results, ditto_cell)):
+          mean_accuracy(results, ditto_cell)
+      ):
         continue  # The optional lambda-selection row is listed once run.
-      lines.append(_comparison_line(
-          dataset, results, runs_dir, column_label(attack, ratio),
-          row.label, ditto_cell, global_cell))
+      lines.append(
+          _comparison_line(
+              dataset,
+              results,
+              runs_dir,
+              column_label(attack, ratio),
+              row.label,
+              ditto_cell,
+              global_cell,
+          )
+      )
   return lines
 
 
-def ditto_vs_robust_global(dataset: str, results: pd.DataFrame,
-                           runs_dir: Optional[str] = None) -> list[str]:
+def ditto_vs_robust_global(
+    dataset: str, results: pd.DataFrame, runs_dir: Optional[str] = None
+) -> list[str]:
   """Table 3 pairs: Ditto + aggregator against the global model under it.
 
   Lists the (aggregator, column) pairs of which at least one cell ran.
@@ -177,13 +218,25 @@ def ditto_vs_robust_global(dataset: str, results: pd.DataFrame,
     for attack, ratio in TABLE3.columns(dataset):
       ditto_cell = make_cell(dataset, 'ditto', attack, ratio, aggregator)
       global_cell = make_cell(dataset, 'global', attack, ratio, aggregator)
-      if all(math.isnan(mean_accuracy(results, cell))
-             for cell in (ditto_cell, global_cell)):
+      if all(
+          math.isnan(mean_accuracy(results, cell))
+          for cell in (ditto_cell, global_cell)
+      ):
         continue
-      lines.append(_comparison_line(
-          dataset, results, runs_dir, column_label(attack, ratio),
-          f'Ditto + {label}', ditto_cell, global_cell))
+      lines.append(
+          _comparison_line(
+              dataset,
+              results,
+              runs_dir,
+              column_label(attack, ratio),
+              f'Ditto + {label}',
+              ditto_cell,
+              global_cell,
+          )
+      )
   if not lines:
     return []
-  return [line.format(baseline='global (same aggregator)')
-          for line in _COMPARISON_HEADER] + lines
+  return [
+      line.format(baseline='global (same aggregator)')
+      for line in _COMPARISON_HEADER
+  ] + lines

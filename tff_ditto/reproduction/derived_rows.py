@@ -29,7 +29,6 @@ from tff_ditto.reproduction.run_settings import cell_config
 from tff_ditto.reproduction.run_settings import cell_dir
 from tff_ditto.reproduction.run_settings import read_record
 
-
 # The report lambdas of a column's derived Ditto cell: Local's 0 and the
 # fixed-lambda row's 1 (under a strong attack the candidates are {0.05, 0.1,
 # 0.2}, without them); in Figure 6's column also its joint-solver lambdas.
@@ -56,9 +55,15 @@ def derived_source_cell(dataset: str, attack: str, ratio: float) -> Cell:
   lambdas = set(DERIVED_REPORT_LAMBDAS)
   if (attack, ratio) in FIGURE6.columns(dataset):
     lambdas |= set(SOLVER_LAMBDAS)
-  return make_cell(dataset, 'ditto', attack, ratio,
-                   options=dict(auto_lambda(attack, ratio),
-                                report_lambdas=tuple(sorted(lambdas))))
+  return make_cell(
+      dataset,
+      'ditto',
+      attack,
+      ratio,
+      options=dict(
+          auto_lambda(attack, ratio), report_lambdas=tuple(sorted(lambdas))
+      ),
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +90,10 @@ def _derivation(cell: Cell, settings: RunSettings) -> Optional[DerivedRow]:
   Only cells with the mean aggregator on a Table 1 column, whose config the
   source's run holds exactly (`config_equivalence.derived_result`).
   """
-  if (cell.aggregator != 'mean'
-      or (cell.attack, cell.ratio) not in attack_columns(cell.dataset)):
+  if cell.aggregator != 'mean' or (
+      cell.attack,
+      cell.ratio,
+  ) not in attack_columns(cell.dataset):
     return None
   source = derived_source_cell(cell.dataset, cell.attack, cell.ratio)
   if source == cell:
@@ -141,17 +148,21 @@ def plan_derived_rows(
   return to_run, derived
 
 
-def _derived_summary(source_summary: Mapping[str, Any],
-                     prefix: str) -> dict[str, Any]:
+def _derived_summary(
+    source_summary: Mapping[str, Any], prefix: str
+) -> dict[str, Any]:
   """The source's summary with the target's entries named 'benign_<name>'."""
-  final = {f'benign_{key[len(prefix):]}': value
-           for key, value in source_summary.get('final', {}).items()
-           if key.startswith(prefix)}
+  final = {
+      f'benign_{key[len(prefix):]}': value
+      for key, value in source_summary.get('final', {}).items()
+      if key.startswith(prefix)
+  }
   return dict(final=final, rounds=source_summary.get('rounds'))
 
 
-def derived_result_row(row: DerivedRow, source_status: str,
-                       settings: RunSettings) -> dict[str, Any]:
+def derived_result_row(
+    row: DerivedRow, source_status: str, settings: RunSettings
+) -> dict[str, Any]:
   """The result row of a derived cell, from its source cell's run.
 
   Args:
@@ -167,12 +178,17 @@ def derived_result_row(row: DerivedRow, source_status: str,
   source_id = row.source.cell_id
   summary = read_record(cell_dir(row.source, settings), 'summary.json')
   if source_status in FINISHED_STATUSES and summary:
-    return result_row(row.target, DERIVED_STATUS,
-                      _derived_summary(summary, row.summary_prefix),
-                      source_cell=source_id,
-                      accuracy_column=row.accuracy_column)
+    return result_row(
+        row.target,
+        DERIVED_STATUS,
+        _derived_summary(summary, row.summary_prefix),
+        source_cell=source_id,
+        accuracy_column=row.accuracy_column,
+    )
   kind, _, reason = source_status.partition(':')
-  return result_row(row.target,
-                    f'{kind}: from {source_id}: {reason.strip() or kind}',
-                    source_cell=source_id,
-                    accuracy_column=row.accuracy_column)
+  return result_row(
+      row.target,
+      f'{kind}: from {source_id}: {reason.strip() or kind}',
+      source_cell=source_id,
+      accuracy_column=row.accuracy_column,
+  )

@@ -21,7 +21,6 @@ from typing import Any, Optional
 from tff_ditto import experiment_defaults
 from tff_ditto import training_config
 
-
 Column = tuple[str, float]
 
 
@@ -30,8 +29,12 @@ CLEAN: Column = ('none', 0.0)
 
 # Table 1's A1 / A2 columns (every dataset): 20 / 50 / 80 % of devices.
 A1_A2_COLUMNS: tuple[Column, ...] = (
-    ('a1', 0.2), ('a1', 0.5), ('a1', 0.8),
-    ('a2', 0.2), ('a2', 0.5), ('a2', 0.8),
+    ('a1', 0.2),
+    ('a1', 0.5),
+    ('a1', 0.8),
+    ('a2', 0.2),
+    ('a2', 0.5),
+    ('a2', 0.8),
 )
 
 
@@ -50,8 +53,11 @@ SOLVER_LAMBDAS = (0.1, 1.0, 2.0)
 
 
 ROBUST_AGGREGATORS = (
-    ('median', 'median'), ('Krum', 'krum'), ('Multi-Krum', 'multi_krum'),
-    ('k-norm', 'k_norm'), ('clipping', 'norm_clip'),
+    ('median', 'median'),
+    ('Krum', 'krum'),
+    ('Multi-Krum', 'multi_krum'),
+    ('k-norm', 'k_norm'),
+    ('clipping', 'norm_clip'),
 )
 
 
@@ -62,8 +68,11 @@ def a3_ratios(dataset: str) -> tuple[float, ...]:
 
 def attack_columns(dataset: str) -> tuple[Column, ...]:
   """Table 1's columns for `dataset`: clean, A1 / A2, then its A3 ratios."""
-  return ((CLEAN,) + A1_A2_COLUMNS
-          + tuple(('a3', ratio) for ratio in a3_ratios(dataset)))
+  return (
+      (CLEAN,)
+      + A1_A2_COLUMNS
+      + tuple(('a3', ratio) for ratio in a3_ratios(dataset))
+  )
 
 
 def strongest_columns(dataset: str) -> tuple[Column, ...]:
@@ -78,8 +87,14 @@ def table3_columns(dataset: str) -> tuple[Column, ...]:
   absent from the paper's Table 3: 10 and 50 %).
   """
   ratios = a3_ratios(dataset)
-  return (('a1', 0.2), ('a1', 0.8), ('a2', 0.2), ('a2', 0.8),
-          ('a3', ratios[0]), ('a3', ratios[-1]))
+  return (
+      ('a1', 0.2),
+      ('a1', 0.8),
+      ('a2', 0.2),
+      ('a2', 0.8),
+      ('a3', ratios[0]),
+      ('a3', ratios[-1]),
+  )
 
 
 def figure4_columns(dataset: str) -> tuple[Column, ...]:
@@ -96,8 +111,9 @@ def is_strong_attack(attack: str, ratio: float) -> bool:
   Table 1's A3 columns only 10 % is weak (FEMNIST: 15 and 20 % strong;
   Fashion-MNIST: 20 and 50 % strong).
   """
-  return (attack != 'none' and ratio >= 0.5) or (attack == 'a3' and
-                                                 ratio >= 0.15)
+  return (attack != 'none' and ratio >= 0.5) or (
+      attack == 'a3' and ratio >= 0.15
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,8 +139,11 @@ class Cell:
   @property
   def cell_id(self) -> str:
     """A directory name unique to the cell (dataset excluded)."""
-    parts = [self.method, f'{self.attack}{int(round(100 * self.ratio)):02d}',
-             self.aggregator]
+    parts = [
+        self.method,
+        f'{self.attack}{int(round(100 * self.ratio)):02d}',
+        self.aggregator,
+    ]
     parts += [f'{name}-{_option_text(value)}' for name, value in self.options]
     return '_'.join(str(p) for p in parts)
 
@@ -162,26 +181,40 @@ def _default_option_value(dataset: str, name: str) -> Any:
   preset = experiment_defaults.preset_for(dataset)
   if name in preset:
     return preset[name]
-  fields = {f.name: f for f in
-            dataclasses.fields(training_config.ExperimentConfig)}
+  fields = {
+      f.name: f for f in dataclasses.fields(training_config.ExperimentConfig)
+  }
   if name not in fields or fields[name].default is dataclasses.MISSING:
     return _NO_DEFAULT
   return fields[name].default
 
 
-def make_cell(dataset: str, method: str, attack: str = 'none',
-              ratio: float = 0.0, aggregator: str = 'mean',
-              options: Optional[Mapping[str, Any]] = None) -> Cell:
+def make_cell(
+    dataset: str,
+    method: str,
+    attack: str = 'none',
+    ratio: float = 0.0,
+    aggregator: str = 'mean',
+    options: Optional[Mapping[str, Any]] = None,
+) -> Cell:
   """The cell; options equal to what the cell runs with anyway are dropped.
 
   So Figure 6's 'joint lambda=1' is Table 1's Ditto cell (lambda 1 is every
   preset's), one run and one id, not two runs of one configuration.
   """
-  kept = {name: _canonical(value) for name, value in (options or {}).items()
-          if _canonical(value) != _canonical(
-              _default_option_value(dataset, name))}
-  return Cell(dataset, method, attack, float(ratio), aggregator,
-              tuple(sorted(kept.items())))
+  kept = {
+      name: _canonical(value)
+      for name, value in (options or {}).items()
+      if _canonical(value) != _canonical(_default_option_value(dataset, name))
+  }
+  return Cell(
+      dataset,
+      method,
+      attack,
+      float(ratio),
+      aggregator,
+      tuple(sorted(kept.items())),
+  )
 
 
 # The paper's Ditto selects lambda per device on validation data (Section
@@ -217,8 +250,9 @@ class Row:
     options = dict(self.options)
     if self.options_fn is not None:
       options.update(self.options_fn(attack, ratio))
-    return make_cell(dataset, self.method, attack, ratio, self.aggregator,
-                     options)
+    return make_cell(
+        dataset, self.method, attack, ratio, self.aggregator, options
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,35 +269,53 @@ class TableSpec:
     return self.columns_fn(dataset)
 
 
-def _fixed_columns(
-    *columns: Column) -> Callable[[str], tuple[Column, ...]]:
+def _fixed_columns(*columns: Column) -> Callable[[str], tuple[Column, ...]]:
   """A `TableSpec.columns_fn` giving every dataset the same columns."""
   return lambda dataset: columns
 
 
 def auto_lambda(attack: str, ratio: float) -> dict[str, Any]:
-  return dict(lam_selection='auto',
-              strong_attack=is_strong_attack(attack, ratio))
+  return dict(
+      lam_selection='auto', strong_attack=is_strong_attack(attack, ratio)
+  )
 
 
 def _ditto_lambda_1() -> Row:
   """Ditto with the preset's fixed lambda = 1 beside the paper's Ditto."""
-  return Row('Ditto (lambda=1)', 'ditto', paper_method='ditto',
-             paper_note=PER_DEVICE_LAMBDA)
+  return Row(
+      'Ditto (lambda=1)',
+      'ditto',
+      paper_method='ditto',
+      paper_note=PER_DEVICE_LAMBDA,
+  )
 
 
 TABLE1 = TableSpec(
     'table1',
     'Table 1: robustness (benign devices) under A1 / A2 / A3',
-    (Row('Global', 'global', paper_method='global'),
-     Row('Local', 'local', paper_method='local'),
-     Row('Fair (TERM, t=1)', 'term', options=dict(term_t=1.0),
-         paper_method='term_t1'))
-    + tuple(Row(f'Robust ({label})', 'global', aggregator)
-            for label, aggregator in ROBUST_AGGREGATORS)
-    + (_ditto_lambda_1(),
-       Row('Ditto (lambda auto)', 'ditto', options_fn=auto_lambda,
-           paper_method='ditto')),
+    (
+        Row('Global', 'global', paper_method='global'),
+        Row('Local', 'local', paper_method='local'),
+        Row(
+            'Fair (TERM, t=1)',
+            'term',
+            options=dict(term_t=1.0),
+            paper_method='term_t1',
+        ),
+    )
+    + tuple(
+        Row(f'Robust ({label})', 'global', aggregator)
+        for label, aggregator in ROBUST_AGGREGATORS
+    )
+    + (
+        _ditto_lambda_1(),
+        Row(
+            'Ditto (lambda auto)',
+            'ditto',
+            options_fn=auto_lambda,
+            paper_method='ditto',
+        ),
+    ),
     attack_columns,
 )
 
@@ -271,16 +323,18 @@ TABLE1 = TableSpec(
 TABLE2 = TableSpec(
     'table2',
     'Table 2: Ditto vs personalization methods',
-    (Row('Global', 'global', paper_method='global'),
-     Row('Local', 'local', paper_method='local'),
-     Row('Plain finetuning', 'finetune', paper_method='finetune'),
-     Row('L2SGD', 'l2sgd', paper_method='l2sgd'),
-     Row('EWC', 'ewc', paper_method='ewc'),
-     Row('SKL', 'skl', paper_method='skl'),
-     Row('Per-FedAvg', 'perfedavg', paper_method='perfedavg'),
-     Row('APFL', 'apfl', paper_method='apfl'),
-     Row('Mapper', 'mapper', paper_method='mapper'),
-     _ditto_lambda_1()),
+    (
+        Row('Global', 'global', paper_method='global'),
+        Row('Local', 'local', paper_method='local'),
+        Row('Plain finetuning', 'finetune', paper_method='finetune'),
+        Row('L2SGD', 'l2sgd', paper_method='l2sgd'),
+        Row('EWC', 'ewc', paper_method='ewc'),
+        Row('SKL', 'skl', paper_method='skl'),
+        Row('Per-FedAvg', 'perfedavg', paper_method='perfedavg'),
+        Row('APFL', 'apfl', paper_method='apfl'),
+        Row('Mapper', 'mapper', paper_method='mapper'),
+        _ditto_lambda_1(),
+    ),
     _fixed_columns(CLEAN, ('a1', 0.5), ('a2', 0.5), ('a3', 0.2)),
 )
 
@@ -296,19 +350,32 @@ def _table3_rows(label: str, aggregator: str) -> tuple[Row, Row]:
   The paper's names of the two are the aggregator's and 'ditto+' + it.
   """
   printed = aggregator in PAPER_TABLE3_AGGREGATORS
-  return (Row(label, 'global', aggregator,
-              paper_method=aggregator if printed else None),
-          Row(f'Ditto + {label}', 'ditto', aggregator,
-              paper_method=f'ditto+{aggregator}' if printed else None,
-              paper_note=PER_DEVICE_LAMBDA if printed else ''))
+  return (
+      Row(
+          label,
+          'global',
+          aggregator,
+          paper_method=aggregator if printed else None,
+      ),
+      Row(
+          f'Ditto + {label}',
+          'ditto',
+          aggregator,
+          paper_method=f'ditto+{aggregator}' if printed else None,
+          paper_note=PER_DEVICE_LAMBDA if printed else '',
+      ),
+  )
 
 
 TABLE3 = TableSpec(
     'table3',
     'Table 3: Ditto combined with robust aggregators',
     (Row('Global', 'global', paper_method='global'), _ditto_lambda_1())
-    + tuple(row for label, aggregator in ROBUST_AGGREGATORS
-            for row in _table3_rows(label, aggregator)),
+    + tuple(
+        row
+        for label, aggregator in ROBUST_AGGREGATORS
+        for row in _table3_rows(label, aggregator)
+    ),
     table3_columns,
 )
 
@@ -317,20 +384,35 @@ TABLE3 = TableSpec(
 # solver of the same objective under A3 20 %, per lambda. The paper plots
 # them without numbers; the rows Table 1 has show Table 1's.
 FIGURE5 = TableSpec(
-    'figure5', 'Figure 5: fair method (TERM) under A1 as t grows',
-    tuple(Row(f'TERM t={t}', 'term', options=dict(term_t=t),
-              paper_method='term_t1' if t == 1.0 else None)
-          for t in TERM_TILTS) + (_ditto_lambda_1(),),
+    'figure5',
+    'Figure 5: fair method (TERM) under A1 as t grows',
+    tuple(
+        Row(
+            f'TERM t={t}',
+            'term',
+            options=dict(term_t=t),
+            paper_method='term_t1' if t == 1.0 else None,
+        )
+        for t in TERM_TILTS
+    )
+    + (_ditto_lambda_1(),),
     _fixed_columns(('a1', 0.2), ('a1', 0.5), ('a1', 0.8)),
 )
 
 
 FIGURE6 = TableSpec(
-    'figure6', 'Figure 6: joint vs fine-tuning solver under A3 20%',
-    tuple(Row(f'joint lambda={lam}', 'ditto', options=dict(lam=lam))
-          for lam in SOLVER_LAMBDAS)
-    + tuple(Row(f'finetune lambda={lam}', 'finetune',
-                options=dict(finetune_lam=lam)) for lam in SOLVER_LAMBDAS),
+    'figure6',
+    'Figure 6: joint vs fine-tuning solver under A3 20%',
+    tuple(
+        Row(f'joint lambda={lam}', 'ditto', options=dict(lam=lam))
+        for lam in SOLVER_LAMBDAS
+    )
+    + tuple(
+        Row(
+            f'finetune lambda={lam}', 'finetune', options=dict(finetune_lam=lam)
+        )
+        for lam in SOLVER_LAMBDAS
+    ),
     _fixed_columns(('a3', 0.2)),
 )
 
@@ -338,8 +420,9 @@ FIGURE6 = TableSpec(
 PAPER_SPECS = (TABLE1, TABLE2, TABLE3, FIGURE5, FIGURE6)
 
 
-def paper_cells(datasets: Sequence[str],
-                specs: Sequence[TableSpec] = PAPER_SPECS) -> list[Cell]:
+def paper_cells(
+    datasets: Sequence[str], specs: Sequence[TableSpec] = PAPER_SPECS
+) -> list[Cell]:
   """The union of all specs' cells for each dataset, in a stable order."""
   cells, seen = [], set()
   for dataset in datasets:
@@ -362,13 +445,18 @@ def spec_by_key(key: str) -> TableSpec:
   for spec in PAPER_SPECS:
     if spec.key == key:
       return spec
-  raise ValueError(f'unknown table {key!r}; known: '
-                   f'{", ".join(spec.key for spec in PAPER_SPECS)}')
+  raise ValueError(
+      f'unknown table {key!r}; known: '
+      f'{", ".join(spec.key for spec in PAPER_SPECS)}'
+  )
 
 
 def column_label(attack: str, ratio: float) -> str:
-  return 'clean' if attack == 'none' else (
-      f'{attack.upper()} {int(round(100 * ratio))}%')
+  return (
+      'clean'
+      if attack == 'none'
+      else (f'{attack.upper()} {int(round(100 * ratio))}%')
+  )
 
 
 def parse_column(text: str) -> tuple[str, float]:
@@ -385,13 +473,15 @@ def parse_column(text: str) -> tuple[str, float]:
   except ValueError:
     value = -1.0
   if not attack or not 0.0 <= value <= 1.0:
-    raise ValueError(f'column {text!r} is not attack:ratio (e.g. a1:0.5) '
-                     'or none')
+    raise ValueError(
+        f'column {text!r} is not attack:ratio (e.g. a1:0.5) or none'
+    )
   return attack, value
 
 
 def parse_rounds(
-    entries: Sequence[str]) -> tuple[Optional[int], dict[str, int]]:
+    entries: Sequence[str],
+) -> tuple[Optional[int], dict[str, int]]:
   """--rounds entries -> (rounds for every dataset, rounds per dataset).
 
   Args:
@@ -409,11 +499,14 @@ def parse_rounds(
   for entry in entries:
     dataset, _, number = entry.rpartition(':')
     if not number.isdigit() or int(number) < 1:
-      raise ValueError(f'rounds entry {entry!r} is not a positive integer '
-                       'or dataset:integer (e.g. 300 or femnist:300)')
+      raise ValueError(
+          f'rounds entry {entry!r} is not a positive integer '
+          'or dataset:integer (e.g. 300 or femnist:300)'
+      )
     if dataset in per_dataset or (not dataset and default is not None):
-      raise ValueError(f'rounds given twice for '
-                       f'{dataset or "every dataset"} ({entry!r})')
+      raise ValueError(
+          f'rounds given twice for {dataset or "every dataset"} ({entry!r})'
+      )
     if dataset:
       per_dataset[dataset] = int(number)
     else:
@@ -438,24 +531,27 @@ def parse_columns(texts: Sequence[str]) -> ColumnsFn:
   Raises:
     ValueError: On an entry `parse_column` rejects.
   """
-  parsed = [None if text == 'strongest' else parse_column(text)
-            for text in texts]
+  parsed = [
+      None if text == 'strongest' else parse_column(text) for text in texts
+  ]
 
   def columns_for(dataset: str) -> tuple[Column, ...]:
     expanded = []
     for column in parsed:
-      expanded += (strongest_columns(dataset) if column is None
-                   else [column])
+      expanded += strongest_columns(dataset) if column is None else [column]
     return tuple(dict.fromkeys(expanded))
 
   return columns_for
 
 
-def select_cells(cells: Sequence[Cell], *,
-                 methods: Optional[Sequence[str]] = None,
-                 aggregators: Optional[Sequence[str]] = None,
-                 columns: Optional[Sequence[Column] | ColumnsFn] = None,
-                 plain_only: bool = False) -> list[Cell]:
+def select_cells(
+    cells: Sequence[Cell],
+    *,
+    methods: Optional[Sequence[str]] = None,
+    aggregators: Optional[Sequence[str]] = None,
+    columns: Optional[Sequence[Column] | ColumnsFn] = None,
+    plain_only: bool = False,
+) -> list[Cell]:
   """The cells matching every given filter, ordered by `columns` if given.
 
   Args:
@@ -483,10 +579,12 @@ def select_cells(cells: Sequence[Cell], *,
     return order.index(column) if column in order else None
 
   def keep(cell: Cell) -> bool:
-    return ((methods is None or cell.method in methods)
-            and (aggregators is None or cell.aggregator in aggregators)
-            and (columns_for is None or position(cell) is not None)
-            and not (plain_only and cell.options))
+    return (
+        (methods is None or cell.method in methods)
+        and (aggregators is None or cell.aggregator in aggregators)
+        and (columns_for is None or position(cell) is not None)
+        and not (plain_only and cell.options)
+    )
 
   selected = [cell for cell in cells if keep(cell)]
   if columns_for is not None:

@@ -24,7 +24,6 @@ from tff_ditto.reproduction.grid import Row
 from tff_ditto.reproduction.grid import TableSpec
 from tff_ditto.reproduction.grid import parse_column
 
-
 # Every number of the paper's Tables 1-3 (package data; the file's first
 # line names its source): table, dataset, method, column, mean, std.
 PAPER_TABLES_CSV = 'paper_tables.csv'
@@ -56,8 +55,11 @@ def paper_column(text: str) -> Column:
 
 def read_paper_tables() -> pd.DataFrame:
   """The package's copy of the paper's Tables 1-3, one row per number."""
-  text = importlib.resources.files('tff_ditto').joinpath(
-      PAPER_TABLES_CSV).read_text()
+  text = (
+      importlib.resources.files('tff_ditto')
+      .joinpath(PAPER_TABLES_CSV)
+      .read_text()
+  )
   return pd.read_csv(io.StringIO(text), comment='#')
 
 
@@ -68,14 +70,15 @@ def paper_numbers() -> Mapping[PaperKey, PaperNumber]:
   for record in read_paper_tables().to_dict('records'):
     attack, ratio = paper_column(record['column'])
     std = None if pd.isna(record['std']) else float(record['std'])
-    numbers[(record['table'], record['dataset'], record['method'], attack,
-             ratio)] = PaperNumber(float(record['mean']), std,
-                                   record['table'])
+    numbers[
+        (record['table'], record['dataset'], record['method'], attack, ratio)
+    ] = PaperNumber(float(record['mean']), std, record['table'])
   return types.MappingProxyType(numbers)
 
 
-def paper_number(spec: TableSpec, dataset: str, row: Row, attack: str,
-                 ratio: float) -> Optional[PaperNumber]:
+def paper_number(
+    spec: TableSpec, dataset: str, row: Row, attack: str, ratio: float
+) -> Optional[PaperNumber]:
   """The paper's number for a table cell, or None where it prints none.
 
   The table's own number, else (a column or row the table does not print)
@@ -94,5 +97,8 @@ def paper_number(spec: TableSpec, dataset: str, row: Row, attack: str,
 
 def has_paper_numbers(spec: TableSpec, dataset: str) -> bool:
   """Whether the paper prints any number of `spec` for `dataset`."""
-  return any(paper_number(spec, dataset, row, attack, ratio) is not None
-             for row in spec.rows for attack, ratio in spec.columns(dataset))
+  return any(
+      paper_number(spec, dataset, row, attack, ratio) is not None
+      for row in spec.rows
+      for attack, ratio in spec.columns(dataset)
+  )

@@ -25,8 +25,9 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-def plot_figures(dataset: str, results: pd.DataFrame,
-                 output_dir: str) -> list[str]:
+def plot_figures(
+    dataset: str, results: pd.DataFrame, output_dir: str
+) -> list[str]:
   """Figures 3-6 for one dataset; returns the PNG file names written."""
 
   written = []
@@ -42,11 +43,20 @@ def plot_figures(dataset: str, results: pd.DataFrame,
   for axis, attack in zip(axes, ('a1', 'a2', 'a3')):
     ratios = [0.0] + [r for a, r in attack_columns(dataset) if a == attack]
     for row in TABLE1.rows:
-      values = [mean_accuracy(results, row.cell(dataset, 'none' if r == 0 else
-                                                attack, r)) for r in ratios]
+      values = [
+          mean_accuracy(
+              results, row.cell(dataset, 'none' if r == 0 else attack, r)
+          )
+          for r in ratios
+      ]
       if not all(math.isnan(v) for v in values):
-        axis.plot([100 * r for r in ratios], values, 'o-', label=row.label,
-                  lw=2.5 if row.method == 'ditto' else 1.2)
+        axis.plot(
+            [100 * r for r in ratios],
+            values,
+            'o-',
+            label=row.label,
+            lw=2.5 if row.method == 'ditto' else 1.2,
+        )
     axis.set_title(f'{attack.upper()}')
     axis.set_xlabel('malicious devices (%)')
   axes[0].set_ylabel('benign mean test accuracy')
@@ -63,38 +73,64 @@ def plot_figures(dataset: str, results: pd.DataFrame,
       entry = lookup(results, row.cell(dataset, attack, ratio))
       if entry_has_accuracy(entry):
         is_ditto = row.method == 'ditto'
-        axis.scatter(entry['benign_mean_accuracy'],
-                     entry['benign_std_accuracy'],
-                     marker='*' if is_ditto else 'o', s=160 if is_ditto else 40,
-                     color='C3' if is_ditto else None)
-        axis.annotate(row.label, (entry['benign_mean_accuracy'],
-                                  entry['benign_std_accuracy']), fontsize=6)
+        axis.scatter(
+            entry['benign_mean_accuracy'],
+            entry['benign_std_accuracy'],
+            marker='*' if is_ditto else 'o',
+            s=160 if is_ditto else 40,
+            color='C3' if is_ditto else None,
+        )
+        axis.annotate(
+            row.label,
+            (entry['benign_mean_accuracy'], entry['benign_std_accuracy']),
+            fontsize=6,
+        )
     axis.set_title(column_label(attack, ratio))
     axis.set_xlabel('benign mean accuracy')
   axes[0].set_ylabel('std of accuracy across benign devices')
-  fig.suptitle(f'Figure 4 ({dataset}): accuracy vs fairness '
-               '(better: lower right)')
+  fig.suptitle(
+      f'Figure 4 ({dataset}): accuracy vs fairness (better: lower right)'
+  )
   save(fig, f'figure4_{dataset}.png')
 
   # Figure 5: TERM under A1 as the tilt t grows; Ditto as reference.
   fig, axis = plt.subplots(figsize=(6, 4))
   plotted = False
-  for (attack, ratio), color in zip(FIGURE5.columns(dataset),
-                                     ('C0', 'C1', 'C2')):
-    values = [mean_accuracy(results, make_cell(dataset, 'term', attack, ratio,
-                                               options=dict(term_t=t)))
-              for t in TERM_TILTS]
+  for (attack, ratio), color in zip(
+      FIGURE5.columns(dataset), ('C0', 'C1', 'C2')
+  ):
+    values = [
+        mean_accuracy(
+            results,
+            make_cell(dataset, 'term', attack, ratio, options=dict(term_t=t)),
+        )
+        for t in TERM_TILTS
+    ]
     if not all(math.isnan(v) for v in values):
-      axis.plot(TERM_TILTS, values, 'o-', color=color,
-                label=f'TERM, {column_label(attack, ratio)}')
+      axis.plot(
+          TERM_TILTS,
+          values,
+          'o-',
+          color=color,
+          label=f'TERM, {column_label(attack, ratio)}',
+      )
       plotted = True
     ditto = mean_accuracy(results, make_cell(dataset, 'ditto', attack, ratio))
     if not math.isnan(ditto):
-      axis.axhline(ditto, color=color, ls='--',
-                   label=f'Ditto, {column_label(attack, ratio)}')
+      axis.axhline(
+          ditto,
+          color=color,
+          ls='--',
+          label=f'Ditto, {column_label(attack, ratio)}',
+      )
   if not plotted:
-    axis.text(0.5, 0.5, 'TERM cells not run (see report)',
-              transform=axis.transAxes, ha='center')
+    axis.text(
+        0.5,
+        0.5,
+        'TERM cells not run (see report)',
+        transform=axis.transAxes,
+        ha='center',
+    )
   axis.set_xscale('log')
   axis.set_xlabel('tilt t')
   axis.set_ylabel('benign mean accuracy')
@@ -107,10 +143,15 @@ def plot_figures(dataset: str, results: pd.DataFrame,
   fig, axis = plt.subplots(figsize=(6, 4))
   for label, method, option, color in (
       ('joint (Ditto)', 'ditto', 'lam', 'C3'),
-      ('fine-tuning', 'finetune', 'finetune_lam', 'C0')):
-    values = [mean_accuracy(results, make_cell(dataset, method, 'a3', 0.2,
-                                               options={option: lam}))
-              for lam in SOLVER_LAMBDAS]
+      ('fine-tuning', 'finetune', 'finetune_lam', 'C0'),
+  ):
+    values = [
+        mean_accuracy(
+            results,
+            make_cell(dataset, method, 'a3', 0.2, options={option: lam}),
+        )
+        for lam in SOLVER_LAMBDAS
+    ]
     axis.plot(SOLVER_LAMBDAS, values, 'o-', color=color, label=label)
   axis.set_xscale('log')
   axis.set_xlabel('lambda')

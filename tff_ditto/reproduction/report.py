@@ -36,18 +36,33 @@ def git_revision(repo_dir: str, ignore_dir: Optional[str] = None) -> str:
   """
   pathspec = ['.']
   if ignore_dir is not None:
-    relative = os.path.relpath(os.path.realpath(ignore_dir),
-                               os.path.realpath(repo_dir))
+    relative = os.path.relpath(
+        os.path.realpath(ignore_dir), os.path.realpath(repo_dir)
+    )
     if not relative.startswith('..'):
       pathspec.append(f':(exclude){relative}')
   try:
-    head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=repo_dir,
-                          capture_output=True, text=True,
-                          check=True).stdout.strip()
-    dirty = subprocess.run(['git', 'status', '--porcelain',
-                            '--untracked-files=no', '--', *pathspec],
-                           cwd=repo_dir, capture_output=True, text=True,
-                           check=True).stdout.strip()
+    head = subprocess.run(
+        ['git', 'rev-parse', 'HEAD'],
+        cwd=repo_dir,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        [
+            'git',
+            'status',
+            '--porcelain',
+            '--untracked-files=no',
+            '--',
+            *pathspec,
+        ],
+        cwd=repo_dir,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return 'unknown (not a git checkout)'
   return head + (' (+ uncommitted changes in the tree)' if dirty else '')
@@ -55,36 +70,45 @@ def git_revision(repo_dir: str, ignore_dir: Optional[str] = None) -> str:
 
 REPORT_LEGEND = (
     'Every entry is `ours / paper`: mean (std) of per-device test accuracy '
-    'over benign devices (the paper\'s metric). The paper\'s numbers are '
+    "over benign devices (the paper's metric). The paper's numbers are "
     'all those of its Tables 1-3 (Table 1: Fashion-MNIST and FEMNIST; '
     'Table 2: FEMNIST and CelebA, clean and A1 50 %; Table 3: FEMNIST, '
     'means only), each table showing its own where two print the same cell '
     'differently; `-` = the paper prints no number for the cell (its '
     'figures, its robust aggregators other than clipping and its other '
     'datasets are plotted or in its appendix, not available here); '
-    '`(Table 1)` marks Table 1\'s number for the same method and column '
-    'where another table prints none; a row marked `[paper\'s: '
+    "`(Table 1)` marks Table 1's number for the same method and column "
+    "where another table prints none; a row marked `[paper's: "
     'per-device lambda]` runs Ditto with lambda fixed at 1 beside the '
-    'paper\'s Ditto, which selects lambda per device (Section 4, Setup); '
+    "paper's Ditto, which selects lambda per device (Section 4, Setup); "
     '`n/a [k]` = not run, reason k below the table; `†` = read from the '
-    'column\'s one Ditto run with report lambdas (its global model, its '
+    "column's one Ditto run with report lambdas (its global model, its "
     'lambda = 0 and 1 personal models, its per-device selection: exactly '
-    'what the separate run gives; the cell is in the table CSV\'s '
-    '`source_cell`). Raw per-cell results: `cells.csv`.')
+    "what the separate run gives; the cell is in the table CSV's "
+    '`source_cell`). Raw per-cell results: `cells.csv`.'
+)
 
 
-def _table_section(spec: TableSpec, dataset: str, results: pd.DataFrame,
-                   output_dir: str) -> list[str]:
+def _table_section(
+    spec: TableSpec, dataset: str, results: pd.DataFrame, output_dir: str
+) -> list[str]:
   """A table's markdown lines; writes its `<table>_<dataset>.csv`."""
   frame = table_frame(spec, dataset, results)
   name = f'{spec.key}_{dataset}.csv'
   frame.to_csv(os.path.join(output_dir, name), index=False)
-  return [f'### {spec.title}', '', table_markdown(spec, frame), '',
-          f'CSV: `{name}`', '']
+  return [
+      f'### {spec.title}',
+      '',
+      table_markdown(spec, frame),
+      '',
+      f'CSV: `{name}`',
+      '',
+  ]
 
 
-def _paper_only_section(dataset: str, why: str, results: pd.DataFrame,
-                        output_dir: str) -> list[str]:
+def _paper_only_section(
+    dataset: str, why: str, results: pd.DataFrame, output_dir: str
+) -> list[str]:
   """A dataset not run here: the tables printing paper numbers for it.
 
   Returns:
@@ -94,23 +118,32 @@ def _paper_only_section(dataset: str, why: str, results: pd.DataFrame,
   specs = [spec for spec in PAPER_SPECS if has_paper_numbers(spec, dataset)]
   if not specs:
     return []
-  lines = [f'## {dataset} (not run: the paper\'s numbers)', '',
-           f'Not run here ({why}); the tables that print paper numbers for '
-           'it:', '']
+  lines = [
+      f"## {dataset} (not run: the paper's numbers)",
+      '',
+      f'Not run here ({why}); the tables that print paper numbers for it:',
+      '',
+  ]
   for spec in specs:
     lines += _table_section(spec, dataset, results, output_dir)
   return lines
 
 
-def write_report(results: pd.DataFrame, output_dir: str, *,
-                 command: str, mode: str, repo_dir: str,
-                 datasets: Sequence[str],
-                 unavailable_datasets: Mapping[str, str],
-                 elapsed_seconds: float,
-                 theory_markdown: Optional[str] = None,
-                 header_note: str = '',
-                 runs_dir: Optional[str] = None,
-                 discussions: Optional[Mapping[str, str]] = None) -> str:
+def write_report(
+    results: pd.DataFrame,
+    output_dir: str,
+    *,
+    command: str,
+    mode: str,
+    repo_dir: str,
+    datasets: Sequence[str],
+    unavailable_datasets: Mapping[str, str],
+    elapsed_seconds: float,
+    theory_markdown: Optional[str] = None,
+    header_note: str = '',
+    runs_dir: Optional[str] = None,
+    discussions: Optional[Mapping[str, str]] = None,
+) -> str:
   """Writes <output_dir>/REPORT.md, per-table CSVs and the figure PNGs.
 
   Args:
@@ -134,9 +167,12 @@ def write_report(results: pd.DataFrame, output_dir: str, *,
     The path of REPORT.md.
   """
   os.makedirs(output_dir, exist_ok=True)
-  counts = results['status'].map(
-      lambda s: s if s in FINISHED_STATUSES else
-      s.split(':')[0]).value_counts().to_dict()
+  counts = (
+      results['status']
+      .map(lambda s: s if s in FINISHED_STATUSES else s.split(':')[0])
+      .value_counts()
+      .to_dict()
+  )
   lines = ['# Reproduction report: Ditto (Li et al., ICML 2021)', '']
   if header_note:
     lines += [header_note, '']
@@ -148,8 +184,11 @@ def write_report(results: pd.DataFrame, output_dir: str, *,
       f'- Grid: {len(results)} cells; '
       + ', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))
       + f'; this invocation took {elapsed_seconds / 60:.1f} min',
-      '- Datasets run: ' + (', '.join(
-          d for d in datasets if d not in unavailable_datasets) or 'none'),
+      '- Datasets run: '
+      + (
+          ', '.join(d for d in datasets if d not in unavailable_datasets)
+          or 'none'
+      ),
   ]
   for name, why in sorted(unavailable_datasets.items()):
     lines.append(f'- Not run: {name} ({why})')
@@ -162,18 +201,27 @@ def write_report(results: pd.DataFrame, output_dir: str, *,
     lines += ['## Theory (Section 3.3, Figures 1-2)', '', theory_markdown, '']
   for dataset in datasets:
     if dataset in unavailable_datasets:
-      lines += _paper_only_section(dataset, unavailable_datasets[dataset],
-                                   results, output_dir)
+      lines += _paper_only_section(
+          dataset, unavailable_datasets[dataset], results, output_dir
+      )
       continue
     lines += [f'## {dataset}', '']
     for spec in PAPER_SPECS:
       lines += _table_section(spec, dataset, results, output_dir)
-    lines += ['### Ditto vs global under attack (Table 1)', '',
-              *ditto_vs_global(dataset, results, runs_dir), '']
+    lines += [
+        '### Ditto vs global under attack (Table 1)',
+        '',
+        *ditto_vs_global(dataset, results, runs_dir),
+        '',
+    ]
     robust_pairs = ditto_vs_robust_global(dataset, results, runs_dir)
     if robust_pairs:
-      lines += ['### Ditto vs global with the same robust aggregator '
-                '(Table 3)', '', *robust_pairs, '']
+      lines += [
+          '### Ditto vs global with the same robust aggregator (Table 3)',
+          '',
+          *robust_pairs,
+          '',
+      ]
     if discussions and discussions.get(dataset):
       lines += [discussions[dataset].strip(), '']
     for name in plot_figures(dataset, results, output_dir):
@@ -181,12 +229,16 @@ def write_report(results: pd.DataFrame, output_dir: str, *,
     lines.append('')
   not_run = results[~results['status'].isin(FINISHED_STATUSES)]
   if not not_run.empty:
-    lines += ['## Cells not run, and why', '',
-              '| reason | cells | e.g. |', '|---|---|---|']
+    lines += [
+        '## Cells not run, and why',
+        '',
+        '| reason | cells | e.g. |',
+        '|---|---|---|',
+    ]
     for status, group in not_run.groupby('status', sort=False):
       examples = ', '.join(
-          f'{d}/{c}' for d, c in zip(group['dataset'][:3],
-                                     group['cell_id'][:3]))
+          f'{d}/{c}' for d, c in zip(group['dataset'][:3], group['cell_id'][:3])
+      )
       lines.append(f'| {status} | {len(group)} | {examples} |')
     lines.append('')
   path = os.path.join(output_dir, 'REPORT.md')

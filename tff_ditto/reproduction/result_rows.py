@@ -13,7 +13,6 @@ import pandas as pd
 
 from tff_ditto.reproduction.grid import Cell
 
-
 # Status of a row read from its column's derived Ditto cell.
 DERIVED_STATUS = 'derived'
 
@@ -22,9 +21,14 @@ DERIVED_STATUS = 'derived'
 FINISHED_STATUSES = ('done', 'skipped (finished)', DERIVED_STATUS)
 
 
-def result_row(cell: Cell, status: str, summary: Optional[dict] = None,
-               seconds: float = float('nan'), source_cell: str = '',
-               accuracy_column: str = 'accuracy') -> dict[str, Any]:
+def result_row(
+    cell: Cell,
+    status: str,
+    summary: Optional[dict] = None,
+    seconds: float = float('nan'),
+    source_cell: str = '',
+    accuracy_column: str = 'accuracy',
+) -> dict[str, Any]:
   """One row of the grid's results.
 
   Args:
@@ -41,14 +45,25 @@ def result_row(cell: Cell, status: str, summary: Optional[dict] = None,
   Returns:
     The row.
   """
-  row = dict(dataset=cell.dataset, method=cell.method, attack=cell.attack,
-             ratio=cell.ratio, aggregator=cell.aggregator,
-             options=json.dumps(dict(cell.options), sort_keys=True),
-             cell_id=cell.cell_id, status=status, source_cell=source_cell,
-             accuracy_column=accuracy_column)
+  row = dict(
+      dataset=cell.dataset,
+      method=cell.method,
+      attack=cell.attack,
+      ratio=cell.ratio,
+      aggregator=cell.aggregator,
+      options=json.dumps(dict(cell.options), sort_keys=True),
+      cell_id=cell.cell_id,
+      status=status,
+      source_cell=source_cell,
+      accuracy_column=accuracy_column,
+  )
   final = (summary or {}).get('final', {})
-  for name in ('benign_mean_accuracy', 'benign_std_accuracy',
-               'benign_pooled_accuracy', 'benign_worst10_accuracy'):
+  for name in (
+      'benign_mean_accuracy',
+      'benign_std_accuracy',
+      'benign_pooled_accuracy',
+      'benign_worst10_accuracy',
+  ):
     row[name] = final.get(name, float('nan'))
   row['rounds'] = (summary or {}).get('rounds')
   row['seconds'] = seconds
@@ -56,8 +71,10 @@ def result_row(cell: Cell, status: str, summary: Optional[dict] = None,
 
 
 def lookup(results: pd.DataFrame, cell: Cell) -> Optional[pd.Series]:
-  match = results[(results['dataset'] == cell.dataset)
-                  & (results['cell_id'] == cell.cell_id)]
+  match = results[
+      (results['dataset'] == cell.dataset)
+      & (results['cell_id'] == cell.cell_id)
+  ]
   return None if match.empty else match.iloc[0]
 
 
@@ -67,8 +84,11 @@ def entry_has_accuracy(entry: Optional[pd.Series]) -> bool:
 
 def mean_accuracy(results, cell) -> float:
   entry = lookup(results, cell)
-  return float(entry['benign_mean_accuracy']) if entry_has_accuracy(
-      entry) else float('nan')
+  return (
+      float(entry['benign_mean_accuracy'])
+      if entry_has_accuracy(entry)
+      else float('nan')
+  )
 
 
 def source_cell_of(entry: Optional[pd.Series]) -> str:

@@ -58,12 +58,17 @@ class RunSettings:
 
   def describe_rounds(self) -> str:
     """'300 rounds per cell', 'femnist 300, vehicle preset rounds', ..."""
-    default = (f'{self.rounds} rounds per cell' if self.rounds is not None
-               else 'preset rounds per dataset')
+    default = (
+        f'{self.rounds} rounds per cell'
+        if self.rounds is not None
+        else 'preset rounds per dataset'
+    )
     if not self.dataset_rounds:
       return default
-    named = ', '.join(f'{dataset} {rounds} rounds'
-                      for dataset, rounds in self.dataset_rounds.items())
+    named = ', '.join(
+        f'{dataset} {rounds} rounds'
+        for dataset, rounds in self.dataset_rounds.items()
+    )
     return f'{named}; other datasets: {default}'
 
   data_dir: Optional[str]
@@ -75,16 +80,16 @@ class RunSettings:
   seed: int = 0
   keep_checkpoints: bool = False
   reuse_computations: bool = True
-  config_overrides: Mapping[str, Any] = dataclasses.field(
-      default_factory=dict)
+  config_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   derive_rows: bool = False
 
 
 # What `scripts/reproduce.py --quick` changes besides rounds and clients: a
 # smoke test of the pipeline needs every code path, not the full work per
 # round (fewer clients per round, local and fine-tuning steps).
-QUICK_CONFIG_OVERRIDES = dict(clients_per_round=5, local_steps=2,
-                              finetune_steps=5)
+QUICK_CONFIG_OVERRIDES = dict(
+    clients_per_round=5, local_steps=2, finetune_steps=5
+)
 
 
 def describe_overrides(overrides: Mapping[str, Any]) -> str:
@@ -112,16 +117,22 @@ def cell_config(cell: Cell, settings: RunSettings):
   if missing:
     return None, f'not run: option unavailable ({", ".join(missing)})'
   rounds = settings.rounds_for(cell.dataset)
-  overrides = dict(attack=cell.attack, attack_ratio=cell.ratio,
-                   aggregator=cell.aggregator, seed=settings.seed,
-                   rounds=rounds, eval_every=settings.eval_every)
+  overrides = dict(
+      attack=cell.attack,
+      attack_ratio=cell.ratio,
+      aggregator=cell.aggregator,
+      seed=settings.seed,
+      rounds=rounds,
+      eval_every=settings.eval_every,
+  )
   overrides.update(settings.config_overrides)
   overrides.update(dict(cell.options))
   if rounds is not None and settings.eval_every is None:
     overrides['eval_every'] = rounds
   try:
-    (config,) = experiment_defaults.build_configs(cell.dataset, [cell.method],
-                                                  overrides)
+    (config,) = experiment_defaults.build_configs(
+        cell.dataset, [cell.method], overrides
+    )
   except (ValueError, TypeError) as error:
     return None, f'not run: {error}'
   return config, None
@@ -140,11 +151,15 @@ def dataset_settings(cell: Cell, settings: RunSettings) -> dict[str, Any]:
   """
   return dict(
       name=cell.dataset,
-      data_dir=(None if cell.dataset.startswith('synthetic')
-                or settings.data_dir is None
-                else os.path.realpath(settings.data_dir)),
-      validation_fraction=VALIDATION_FRACTION, seed=settings.seed,
-      max_clients=settings.max_clients)
+      data_dir=(
+          None
+          if cell.dataset.startswith('synthetic') or settings.data_dir is None
+          else os.path.realpath(settings.data_dir)
+      ),
+      validation_fraction=VALIDATION_FRACTION,
+      seed=settings.seed,
+      max_clients=settings.max_clients,
+  )
 
 
 def cell_dir(cell: Cell, settings: RunSettings) -> str:
@@ -159,8 +174,11 @@ _RESUMABLE_CONFIG_FIELDS = ('rounds', 'eval_every', 'checkpoint_every')
 
 def recorded_config_values(config) -> dict[str, Any]:
   """The JSON form of the config a cell runs with, as its files record it."""
-  return json.loads(json.dumps(dataclasses.asdict(
-      config_equivalence.effective_config(config))))
+  return json.loads(
+      json.dumps(
+          dataclasses.asdict(config_equivalence.effective_config(config))
+      )
+  )
 
 
 def read_record(directory: str, name: str) -> dict[str, Any]:
@@ -181,8 +199,9 @@ def _config_differences(recorded: Mapping[str, Any], config) -> list[str]:
   fields usually keep the old behaviour by default), so it is compared as
   that.
   """
-  defaults = recorded_config_values(training_config.ExperimentConfig(
-      method=config.method))
+  defaults = recorded_config_values(
+      training_config.ExperimentConfig(method=config.method)
+  )
   defaults.update(training_config.VALUES_BEFORE_FIELD_EXISTED)
   differences = []
   for name, value in recorded_config_values(config).items():
@@ -192,8 +211,9 @@ def _config_differences(recorded: Mapping[str, Any], config) -> list[str]:
   return differences
 
 
-def recorded_settings_mismatch(directory: str, cell: Cell, config,
-                               settings: RunSettings) -> Optional[str]:
+def recorded_settings_mismatch(
+    directory: str, cell: Cell, config, settings: RunSettings
+) -> Optional[str]:
   """Why the cell's folder holds a run of other settings, or None.
 
   A cell's id names its dataset, method, attack and options, not the grid's
@@ -217,9 +237,11 @@ def recorded_settings_mismatch(directory: str, cell: Cell, config,
   recorded = cell_record.get('dataset_settings')
   if recorded is not None:
     now = dataset_settings(cell, settings)
-    differences += [f'{name} {recorded.get(name)!r} (now {value!r})'
-                    for name, value in now.items()
-                    if name != 'data_dir' and recorded.get(name) != value]
+    differences += [
+        f'{name} {recorded.get(name)!r} (now {value!r})'
+        for name, value in now.items()
+        if name != 'data_dir' and recorded.get(name) != value
+    ]
   # The summary's config, else the one cell.json records when the cell
   # starts (an unfinished cell; cells started by older code recorded only
   # the dataset settings, and then there is nothing to compare until the
@@ -231,6 +253,8 @@ def recorded_settings_mismatch(directory: str, cell: Cell, config,
     differences += _config_differences(recorded_config, config)
   if not differences:
     return None
-  return (f'failed: {directory} holds a run with other settings: '
-          + ', '.join(differences) + '; move it away or use another '
-          '--runs_dir')
+  return (
+      f'failed: {directory} holds a run with other settings: '
+      + ', '.join(differences)
+      + '; move it away or use another --runs_dir'
+  )

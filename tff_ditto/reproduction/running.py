@@ -85,18 +85,29 @@ class _GridResources:
     settings = self.settings
     if cell.dataset not in self._datasets:
       self._datasets[cell.dataset] = load_dataset(
-          **dataset_settings(cell, settings))
+          **dataset_settings(cell, settings)
+      )
       self._model_fns[cell.dataset] = models.get_model_spec(
-          cell.dataset, seed=settings.seed).tff_model_fn()
+          cell.dataset, seed=settings.seed
+      ).tff_model_fn()
     return training.ExperimentRunner(
-        config, self._datasets[cell.dataset], self._model_fns[cell.dataset],
-        directory, resume=resume, log_fn=None, computation_cache=self.cache)
+        config,
+        self._datasets[cell.dataset],
+        self._model_fns[cell.dataset],
+        directory,
+        resume=resume,
+        log_fn=None,
+        computation_cache=self.cache,
+    )
 
 
-def run_grid(cells: Sequence[Cell], settings: RunSettings,
-             unavailable_datasets: Optional[Mapping[str, str]] = None,
-             log_fn: Callable[[str], None] = print,
-             run_missing: bool = True) -> pd.DataFrame:
+def run_grid(
+    cells: Sequence[Cell],
+    settings: RunSettings,
+    unavailable_datasets: Optional[Mapping[str, str]] = None,
+    log_fn: Callable[[str], None] = print,
+    run_missing: bool = True,
+) -> pd.DataFrame:
   """Runs (or skips, or resumes) every cell; returns one result row per cell.
 
   Writes `<runs_dir>/cells.csv` after every cell. A cell whose run raises is
@@ -127,8 +138,9 @@ def run_grid(cells: Sequence[Cell], settings: RunSettings,
   for index, cell in enumerate(cells):
     prefix = f'[{index + 1}/{len(cells)}] {cell.dataset} {cell.cell_id}'
     if cell.dataset in unavailable_datasets:
-      rows.append(result_row(
-          cell, f'not run: {unavailable_datasets[cell.dataset]}'))
+      rows.append(
+          result_row(cell, f'not run: {unavailable_datasets[cell.dataset]}')
+      )
       continue
     config, reason = cell_config(cell, settings)
     if config is None:
@@ -145,8 +157,14 @@ def run_grid(cells: Sequence[Cell], settings: RunSettings,
     summary = _finished_summary(directory, config.rounds)
     if summary is not None:
       log_fn(f'{prefix}: finished before; skipped')
-      rows.append(result_row(cell, 'skipped (finished)', summary,
-                             summary.get('seconds', float('nan'))))
+      rows.append(
+          result_row(
+              cell,
+              'skipped (finished)',
+              summary,
+              summary.get('seconds', float('nan')),
+          )
+      )
       continue
     if not run_missing:
       rows.append(result_row(cell, 'pending: not run yet'))
@@ -155,40 +173,56 @@ def run_grid(cells: Sequence[Cell], settings: RunSettings,
     start = time.monotonic()
     try:
       resume = os.path.isdir(directory) and bool(os.listdir(directory))
-      log_fn(f'{prefix}: {"resuming" if resume else "running"} '
-             f'{config.rounds} rounds')
+      log_fn(
+          f'{prefix}: {"resuming" if resume else "running"} '
+          f'{config.rounds} rounds'
+      )
       runner = resources.runner(cell, config, directory, resume)
       with open(os.path.join(directory, 'cell.json'), 'w') as f:
-        json.dump(dict(dataclasses.asdict(cell),
-                       dataset_settings=dataset_settings(cell, settings),
-                       config=recorded_config_values(config)),
-                  f, indent=2)
+        json.dump(
+            dict(
+                dataclasses.asdict(cell),
+                dataset_settings=dataset_settings(cell, settings),
+                config=recorded_config_values(config),
+            ),
+            f,
+            indent=2,
+        )
       summary = runner.run()
       del runner
       if not settings.keep_checkpoints:
         for name in ('checkpoints', 'client_states'):
           shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
-      rows.append(result_row(cell, 'done', summary,
-                             time.monotonic() - start))
+      rows.append(result_row(cell, 'done', summary, time.monotonic() - start))
       final = summary['final']
-      log_fn(f'{prefix}: benign mean {final["benign_mean_accuracy"]:.4f} '
-             f'(std {final["benign_std_accuracy"]:.4f}), '
-             f'{time.monotonic() - start:.0f} s')
+      log_fn(
+          f'{prefix}: benign mean {final["benign_mean_accuracy"]:.4f} '
+          f'(std {final["benign_std_accuracy"]:.4f}), '
+          f'{time.monotonic() - start:.0f} s'
+      )
     except Exception as error:  # pylint: disable=broad-except
       message = f'{type(error).__name__}: {error}'.splitlines()[0][:200]
       log_fn(f'{prefix}: failed: {message}')
       with open(os.path.join(settings.runs_dir, 'failures.log'), 'a') as f:
         f.write(f'{prefix}\n{traceback.format_exc()}\n')
-      rows.append(result_row(cell, f'failed: {message}', None,
-                             time.monotonic() - start))
+      rows.append(
+          result_row(cell, f'failed: {message}', None, time.monotonic() - start)
+      )
     pd.DataFrame(rows).to_csv(csv_path, index=False)
   if resources.cache is not None:
     log_fn(f'computation cache: {resources.cache.describe()}')
   statuses = {(row['dataset'], row['cell_id']): row['status'] for row in rows}
-  rows += [derived_result_row(
-      row, statuses.get((row.source.dataset, row.source.cell_id),
-                        'pending: not in the grid'), settings)
-           for row in derived]
+  rows += [
+      derived_result_row(
+          row,
+          statuses.get(
+              (row.source.dataset, row.source.cell_id),
+              'pending: not in the grid',
+          ),
+          settings,
+      )
+      for row in derived
+  ]
   frame = pd.DataFrame(rows)
   frame.to_csv(csv_path, index=False)
   return frame

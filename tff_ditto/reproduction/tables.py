@@ -14,7 +14,6 @@ from tff_ditto.reproduction.result_rows import entry_has_accuracy
 from tff_ditto.reproduction.result_rows import lookup
 from tff_ditto.reproduction.result_rows import source_cell_of
 
-
 # Marks a result read from its column's one Ditto run (`derive_rows`).
 DERIVED_MARKER = ' †'
 
@@ -52,14 +51,16 @@ def _paper(spec: TableSpec, record: Mapping[str, Any]) -> str:
 
 def _row_label(row_records: Sequence[Mapping[str, Any]]) -> str:
   """A table row's label, with its paper note when it shows one."""
-  notes = [record['paper_note'] for record in row_records
-           if record['paper_note']]
+  notes = [
+      record['paper_note'] for record in row_records if record['paper_note']
+  ]
   label = row_records[0]['method']
   return f"{label} [paper's: {notes[0]}]" if notes else label
 
 
-def table_frame(spec: TableSpec, dataset: str,
-                results: pd.DataFrame) -> pd.DataFrame:
+def table_frame(
+    spec: TableSpec, dataset: str, results: pd.DataFrame
+) -> pd.DataFrame:
   """One paper table for one dataset as rows of (method, column, ours, paper).
 
   Returns:
@@ -77,18 +78,26 @@ def table_frame(spec: TableSpec, dataset: str,
       entry = lookup(results, cell)
       has_accuracy = entry_has_accuracy(entry)
       paper = paper_number(spec, dataset, row, attack, ratio)
-      records.append(dict(
-          method=row.label, column=column_label(attack, ratio),
-          attack=attack, ratio=ratio, cell_id=cell.cell_id,
-          status='not run: not in grid' if entry is None else entry['status'],
-          ours_mean=entry['benign_mean_accuracy'] if has_accuracy else None,
-          ours_std=entry['benign_std_accuracy'] if has_accuracy else None,
-          paper_mean=None if paper is None else paper.mean,
-          paper_std=None if paper is None else paper.std,
-          paper_source='' if paper is None else paper.table,
-          paper_method='' if paper is None else row.paper_method,
-          paper_note='' if paper is None else row.paper_note,
-          source_cell=source_cell_of(entry)))
+      records.append(
+          dict(
+              method=row.label,
+              column=column_label(attack, ratio),
+              attack=attack,
+              ratio=ratio,
+              cell_id=cell.cell_id,
+              status='not run: not in grid'
+              if entry is None
+              else entry['status'],
+              ours_mean=entry['benign_mean_accuracy'] if has_accuracy else None,
+              ours_std=entry['benign_std_accuracy'] if has_accuracy else None,
+              paper_mean=None if paper is None else paper.mean,
+              paper_std=None if paper is None else paper.std,
+              paper_source='' if paper is None else paper.table,
+              paper_method='' if paper is None else row.paper_method,
+              paper_note='' if paper is None else row.paper_note,
+              source_cell=source_cell_of(entry),
+          )
+      )
   return pd.DataFrame(records)
 
 
@@ -109,11 +118,12 @@ def table_markdown(spec: TableSpec, frame: pd.DataFrame) -> str:
   records = frame.to_dict('records')
   width = len(columns)
   for start in range(0, len(records), width):
-    row_records = records[start:start + width]
-    entries = [f'{_ours(record, notes)} / {_paper(spec, record)}'
-               for record in row_records]
-    lines.append(f'| {_row_label(row_records)} | ' + ' | '.join(entries)
-                 + ' |')
+    row_records = records[start : start + width]
+    entries = [
+        f'{_ours(record, notes)} / {_paper(spec, record)}'
+        for record in row_records
+    ]
+    lines.append(f'| {_row_label(row_records)} | ' + ' | '.join(entries) + ' |')
   if notes:
     lines.append('')
     lines += [f'[{number}] {status}' for status, number in notes.items()]
