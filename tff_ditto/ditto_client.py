@@ -39,6 +39,7 @@ from tff_ditto import client_states
 from tff_ditto import lambda_policy
 from tff_ditto import optimization
 from tff_ditto import process_templates
+from tff_ditto.models import zero_initialization
 
 # Client metric of per-step lambda selection: per candidate, the personal
 # steps that kept it, then the steps taken with the fallback lambda.
@@ -367,10 +368,12 @@ def build_ditto_client_update(
         lambdas, fallback_lambda, personalize, min_validation_examples
     )
   num_personal_models = 1 if select_lambda_per_step else len(lambdas)
-  global_model = model_fn()
-  personal_models = tuple(
-      model_fn() for _ in range(num_personal_models if personalize else 0)
-  )
+  # client_init assigns every variable (w_t, the state file) before use.
+  with zero_initialization.zero_initialized_variables():
+    global_model = model_fn()
+    personal_models = tuple(
+        model_fn() for _ in range(num_personal_models if personalize else 0)
+    )
   client = DittoClient(
       global_model=global_model,
       global_weights=tff.learning.models.ModelWeights.from_model(global_model),
