@@ -59,7 +59,7 @@ _OUTPUT = flags.DEFINE_string(
 )
 
 
-def _runner(dataset_name: str, data_dir: str):
+def _runner(dataset_name: str, data_dir: str, output_dir: str):
   values = experiment_defaults.preset_for(dataset_name)
   values.update(
       method='ditto', rounds=1, eval_every=10**9, checkpoint_every=0, seed=0
@@ -79,7 +79,7 @@ def _runner(dataset_name: str, data_dir: str):
       config,
       dataset,
       spec.tff_model_fn(),
-      tempfile.mkdtemp(prefix='bench_evaluation_'),
+      output_dir,
       log_fn=None,
   )
   return runner, spec
@@ -108,9 +108,9 @@ def _forward_loop(spec):
   return run
 
 
-def measure(dataset_name: str, data_dir: str, repeats: int):
+def measure(dataset_name: str, data_dir: str, repeats: int, output_dir: str):
   """Median seconds of the forward-pass floor and of the evaluation."""
-  runner, spec = _runner(dataset_name, data_dir)
+  runner, spec = _runner(dataset_name, data_dir, output_dir)
   runner.run_round(0)
   arrays = runner.dataset.test
   client_batches = [
@@ -156,7 +156,10 @@ def main(argv):
   commit = floor_loops.prepare()
   rows = []
   for name in _DATASETS.value:
-    medians, clients, examples = measure(name, _DATA_DIR.value, _REPEATS.value)
+    with tempfile.TemporaryDirectory(prefix='bench_evaluation_') as output_dir:
+      medians, clients, examples = measure(
+          name, _DATA_DIR.value, _REPEATS.value, output_dir
+      )
     for variant, seconds in medians.items():
       rows.append(
           collections.OrderedDict(

@@ -69,7 +69,7 @@ def _cpu_seconds(pid: int) -> float:
   return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
-def measure(dataset, spec, local_steps: int, worker_pid: int):
+def measure(dataset, spec, local_steps: int, worker_pid: int, output_dir: str):
   """(wall, driver CPU, worker CPU) seconds per round at `local_steps`."""
   values = experiment_defaults.preset_for(_DATASET.value)
   values.update(
@@ -91,7 +91,7 @@ def measure(dataset, spec, local_steps: int, worker_pid: int):
       config,
       dataset,
       spec.tff_model_fn(),
-      tempfile.mkdtemp(prefix='profile_round_'),
+      output_dir,
       log_fn=None,
   )
   for round_num in range(_WARMUP.value):
@@ -122,7 +122,10 @@ def main(argv):
   ).stdout.strip()
   rows = []
   for steps in [int(value) for value in _STEPS.value]:
-    wall, driver, worker = measure(dataset, spec, steps, worker_pid)
+    with tempfile.TemporaryDirectory(prefix='profile_round_') as output_dir:
+      wall, driver, worker = measure(
+          dataset, spec, steps, worker_pid, output_dir
+      )
     rows.append(
         collections.OrderedDict(
             dataset=_DATASET.value,
