@@ -21,10 +21,17 @@ neither is reached, there is none yet, and the JSON says how fast the curve
 still rises. Only validation data and the paper's printed number are used;
 our test split never is.
 
+A Ditto run whose personal models include lambda = 0 (`--report_lambdas=0,...`
+or the grid's Table 1 cells) holds the `local` curve too, bit for bit:
+`--personal_lambda=0` reads those models' columns (`[validation_]benign_lam_0_*`)
+instead of the run's own.
+
 Usage:
 
   python scripts/budget_curve.py --dataset=femnist \
       --metrics=runs/femnist_local/local/metrics.csv --output_dir=results/budget
+  python scripts/budget_curve.py --dataset=fmnist --personal_lambda=0 \
+      --metrics=results/paper_budget/runs/fmnist/<clean Ditto cell>/metrics.csv
 """
 
 from __future__ import annotations
@@ -46,13 +53,18 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 _COLUMNS = ('mean_accuracy', 'pooled_accuracy', 'std_accuracy')
 
 
-def validation_curve(metrics: pd.DataFrame) -> pd.DataFrame:
+def validation_curve(
+    metrics: pd.DataFrame, personal_lambda: Optional[float] = None
+) -> pd.DataFrame:
   """The evaluated rounds of a run's metrics, validation accuracy columns.
 
   Args:
     metrics: A run's `metrics.csv`, evaluated on validation either as its
       eval split (`benign_*` columns) or as its curve split
       (`validation_benign_*` columns, preferred when present).
+    personal_lambda: Read the columns of this lambda's personal models
+      (`benign_lam_<lambda>_*`) of a run that trains several; None: the run's
+      own.
 
   Returns:
     Columns round (1-based: rounds trained), mean_accuracy, pooled_accuracy,
@@ -61,13 +73,23 @@ def validation_curve(metrics: pd.DataFrame) -> pd.DataFrame:
   Raises:
     ValueError: If the metrics hold no evaluation.
   """
+  models = '' if personal_lambda is None else f'lam_{personal_lambda:g}_'
   prefix = (
-      'validation_benign_'
-      if 'validation_benign_mean_accuracy' in metrics
-      else 'benign_'
+      f'validation_benign_{models}'
+      if f'validation_benign_{models}mean_accuracy' in metrics
+      else f'benign_{models}'
   )
   key = prefix + 'mean_accuracy'
-  if key not in metrics or metrics[key].isna().all():
+  if key not in metrics:
+    raise ValueError(
+        f'the metrics have no column {key}'
+        + (
+            ''
+            if personal_lambda is None
+            else ' (did the run train personal models of this lambda?)'
+        )
+    )
+  if metrics[key].isna().all():
     raise ValueError('the metrics hold no evaluated round')
   evaluated = metrics[metrics[key].notna()]
   curve = pd.DataFrame({'round': evaluated['round'].astype(int) + 1})
@@ -111,9 +133,10 @@ def write_budget(
     output_dir: str,
     tolerance: float,
     window: int = 5,
+    personal_lambda: Optional[float] = None,
 ) -> dict:
   """Writes the curve CSV, its plot and the budget JSON; returns the JSON."""
-  curve = validation_curve(pd.read_csv(metrics_path))
+  curve = validation_curve(pd.read_csv(metrics_path), personal_lambda)
   os.makedirs(output_dir, exist_ok=True)
   stem = os.path.join(output_dir, f'{dataset}_local')
   curve.to_csv(f'{stem}_curve.csv', index=False, float_format='%.4f')
@@ -125,6 +148,7 @@ def write_budget(
   budget = dict(
       dataset=dataset,
       metrics=metrics_path,
+      personal_lambda=personal_lambda,
       rounds_run=int(curve['round'].iloc[-1]),
       best_mean_validation_accuracy=float(curve['mean_accuracy'].max()),
       final_mean_validation_accuracy=float(curve['mean_accuracy'].iloc[-1]),
@@ -190,6 +214,15 @@ def main() -> None:
   parser.add_argument(
       '--metrics', required=True, help="The local run's metrics.csv."
   )
+  parser.add_argument(
+      '--personal_lambda',
+      type=float,
+      default=None,
+      help=(
+          "Read this lambda's personal models of a Ditto run instead (0: "
+          'its local models, trained alongside).'
+      ),
+  )
   parser.add_argument('--output_dir', default='results/budget')
   parser.add_argument(
       '--tolerance',
@@ -212,6 +245,7 @@ def main() -> None:
               arguments.output_dir,
               arguments.tolerance,
               arguments.window,
+              arguments.personal_lambda,
           ),
           indent=2,
       )

@@ -120,3 +120,13 @@ def test_results_page_renders_the_budget(tmp_path):
   assert '| 300 | 0.600 | 0.100 | 0.600 |' in rendered
   assert 'Budget: **300 rounds**' in rendered
   assert 'local test accuracy (Table 1, clean): 0.628' in rendered
+
+
+def test_curve_of_a_ditto_runs_local_models():
+  metrics = _metrics([0.2, 0.3], prefix='validation_benign_lam_0_')
+  metrics['validation_benign_mean_accuracy'] = 0.9  # per-device Ditto
+  metrics['validation_benign_lam_1_mean_accuracy'] = 0.8
+  curve = budget_curve.validation_curve(metrics, personal_lambda=0.0)
+  assert curve['mean_accuracy'].tolist() == [0.2, 0.3]
+  with pytest.raises(ValueError, match='benign_lam_2_mean_accuracy'):
+    budget_curve.validation_curve(metrics, personal_lambda=2.0)
