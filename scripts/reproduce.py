@@ -112,7 +112,7 @@ _TABLES = flags.DEFINE_list(
     'tables',
     None,
     'Run only the cells of these paper tables/figures (table1, table2, '
-    'table3, figure5, figure6); the report still shows every table, with '
+    'table3, figure4, figure6); the report still shows every table, with '
     'cells not run yet marked pending.',
 )
 _METHODS = flags.DEFINE_list(

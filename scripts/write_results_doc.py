@@ -21,8 +21,12 @@ Kinds (arguments in brackets are optional):
   report [rev]                  the report's date, commit, command and mode
   table table=K dataset=D [report=DIR] [rev]
                                 a paper table (K = table1, table2, table3,
-                                figure5, figure6) from DIR/K_D.csv (DIR
-                                default results)
+                                figure4, figure6) from DIR/K_D.csv (DIR
+                                default results; reports committed
+                                before the paper's numbering was adopted,
+                                e.g. at f502c50, name the TERM figure
+                                figure5: a block pinned there says
+                                table=figure5)
   comparison table=1|3 dataset=D [rev]
                                 the report's per-device Ditto vs global table
   default-run                   results/default_run/comparison.csv

@@ -859,7 +859,7 @@ def test_paper_numbers_in_specific_cells():
   # No paper number: a robust rule in Table 1, another tilt, a dataset.
   assert pd.isna(_paper_number(table1, 'femnist', 'Robust (Krum)', 'A1 20%')[0])
   assert pd.isna(
-      _paper_number(grid.FIGURE5, 'femnist', 'TERM t=2.0', 'A1 20%')[0]
+      _paper_number(grid.FIGURE4, 'femnist', 'TERM t=2.0', 'A1 20%')[0]
   )
   assert pd.isna(_paper_number(table1, 'vehicle', 'Global', 'clean')[0])
 

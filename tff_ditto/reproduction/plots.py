@@ -8,14 +8,14 @@ import os
 import matplotlib
 import pandas as pd
 
-from tff_ditto.reproduction.grid import FIGURE5
+from tff_ditto.reproduction.grid import FIGURE4
 from tff_ditto.reproduction.grid import SOLVER_LAMBDAS
 from tff_ditto.reproduction.grid import TABLE1
 from tff_ditto.reproduction.grid import TABLE2
 from tff_ditto.reproduction.grid import TERM_TILTS
 from tff_ditto.reproduction.grid import attack_columns
 from tff_ditto.reproduction.grid import column_label
-from tff_ditto.reproduction.grid import figure4_columns
+from tff_ditto.reproduction.grid import figure5_columns
 from tff_ditto.reproduction.grid import make_cell
 from tff_ditto.reproduction.result_rows import entry_has_accuracy
 from tff_ditto.reproduction.result_rows import lookup
@@ -64,40 +64,11 @@ def plot_figures(
   fig.suptitle(f'Figure 3 ({dataset}): robustness vs attack ratio')
   save(fig, f'figure3_{dataset}.png')
 
-  # Figure 4: accuracy (x) vs std across benign devices (y).
-  columns = figure4_columns(dataset)
-  fig, axes = plt.subplots(1, len(columns), figsize=(16, 4))
-  rows = TABLE1.rows + tuple(r for r in TABLE2.rows if r not in TABLE1.rows)
-  for axis, (attack, ratio) in zip(axes, columns):
-    for row in rows:
-      entry = lookup(results, row.cell(dataset, attack, ratio))
-      if entry_has_accuracy(entry):
-        is_ditto = row.method == 'ditto'
-        axis.scatter(
-            entry['benign_mean_accuracy'],
-            entry['benign_std_accuracy'],
-            marker='*' if is_ditto else 'o',
-            s=160 if is_ditto else 40,
-            color='C3' if is_ditto else None,
-        )
-        axis.annotate(
-            row.label,
-            (entry['benign_mean_accuracy'], entry['benign_std_accuracy']),
-            fontsize=6,
-        )
-    axis.set_title(column_label(attack, ratio))
-    axis.set_xlabel('benign mean accuracy')
-  axes[0].set_ylabel('std of accuracy across benign devices')
-  fig.suptitle(
-      f'Figure 4 ({dataset}): accuracy vs fairness (better: lower right)'
-  )
-  save(fig, f'figure4_{dataset}.png')
-
-  # Figure 5: TERM under A1 as the tilt t grows; Ditto as reference.
+  # Figure 4: TERM under A1 as the tilt t grows; Ditto as reference.
   fig, axis = plt.subplots(figsize=(6, 4))
   plotted = False
   for (attack, ratio), color in zip(
-      FIGURE5.columns(dataset), ('C0', 'C1', 'C2')
+      FIGURE4.columns(dataset), ('C0', 'C1', 'C2')
   ):
     values = [
         mean_accuracy(
@@ -136,7 +107,36 @@ def plot_figures(
   axis.set_ylabel('benign mean accuracy')
   if axis.get_legend_handles_labels()[0]:
     axis.legend(fontsize=7)
-  axis.set_title(f'Figure 5 ({dataset}): fair method under A1')
+  axis.set_title(f'Figure 4 ({dataset}): fair method under A1')
+  save(fig, f'figure4_{dataset}.png')
+
+  # Figure 5: accuracy (x) vs std across benign devices (y).
+  columns = figure5_columns(dataset)
+  fig, axes = plt.subplots(1, len(columns), figsize=(16, 4))
+  rows = TABLE1.rows + tuple(r for r in TABLE2.rows if r not in TABLE1.rows)
+  for axis, (attack, ratio) in zip(axes, columns):
+    for row in rows:
+      entry = lookup(results, row.cell(dataset, attack, ratio))
+      if entry_has_accuracy(entry):
+        is_ditto = row.method == 'ditto'
+        axis.scatter(
+            entry['benign_mean_accuracy'],
+            entry['benign_std_accuracy'],
+            marker='*' if is_ditto else 'o',
+            s=160 if is_ditto else 40,
+            color='C3' if is_ditto else None,
+        )
+        axis.annotate(
+            row.label,
+            (entry['benign_mean_accuracy'], entry['benign_std_accuracy']),
+            fontsize=6,
+        )
+    axis.set_title(column_label(attack, ratio))
+    axis.set_xlabel('benign mean accuracy')
+  axes[0].set_ylabel('std of accuracy across benign devices')
+  fig.suptitle(
+      f'Figure 5 ({dataset}): accuracy vs fairness (better: lower right)'
+  )
   save(fig, f'figure5_{dataset}.png')
 
   # Figure 6: joint (Ditto) vs fine-tuning solver, A3 20 %, per lambda.
