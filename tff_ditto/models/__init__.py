@@ -8,8 +8,10 @@ and a `tff_model_fn()` that wraps all of it with
 
 Modules: `registry` (`ModelSpec`, `get_model_spec`, `model_names`, exported
 here), `architectures` (the `build_*` Keras models), `layers`
-(`DeterministicDropout`, `BatchStatisticsNormalization`) and `losses` (the
-Vehicle SVM's `SVMHingeLoss` and `SignAccuracy`).
+(`DeterministicDropout`, `BatchStatisticsNormalization`), `losses` (the
+Vehicle SVM's `SVMHingeLoss` and `SignAccuracy`) and `zero_initialization`
+(models whose variables start at zeros, for client computations that assign
+them before use).
 
 The architectures follow litian96/ditto (`flearn/models/*`), see
 shared/reference/reference_implementations.md, section A.7:
