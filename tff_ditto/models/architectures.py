@@ -38,6 +38,22 @@ class KernelInitializers:
     )
 
 
+def _conv_relu_pool(
+    filters: int, init: KernelInitializers
+) -> list[tf.keras.layers.Layer]:
+  """A 5x5 'same' convolution with ReLU, then 2x2 max pooling (both CNNs)."""
+  return [
+      tf.keras.layers.Conv2D(
+          filters,
+          5,
+          padding='same',
+          activation='relu',
+          kernel_initializer=init.kernel(),
+      ),
+      tf.keras.layers.MaxPool2D(2, 2),
+  ]
+
+
 def build_femnist_cnn(
     num_classes: int = 62, seed: Optional[int] = None
 ) -> tf.keras.Model:
@@ -46,22 +62,8 @@ def build_femnist_cnn(
   return tf.keras.Sequential(
       [
           tf.keras.layers.InputLayer(input_shape=(28, 28, 1), dtype=tf.float32),
-          tf.keras.layers.Conv2D(
-              16,
-              5,
-              padding='same',
-              activation='relu',
-              kernel_initializer=init.kernel(),
-          ),
-          tf.keras.layers.MaxPool2D(2, 2),
-          tf.keras.layers.Conv2D(
-              32,
-              5,
-              padding='same',
-              activation='relu',
-              kernel_initializer=init.kernel(),
-          ),
-          tf.keras.layers.MaxPool2D(2, 2),
+          *_conv_relu_pool(16, init),
+          *_conv_relu_pool(32, init),
           layers_lib.DeterministicDropout(0.25, salt=1),
           tf.keras.layers.Flatten(),
           tf.keras.layers.Dense(
@@ -82,22 +84,8 @@ def build_fmnist_cnn(
   return tf.keras.Sequential(
       [
           tf.keras.layers.InputLayer(input_shape=(28, 28, 1), dtype=tf.float32),
-          tf.keras.layers.Conv2D(
-              32,
-              5,
-              padding='same',
-              activation='relu',
-              kernel_initializer=init.kernel(),
-          ),
-          tf.keras.layers.MaxPool2D(2, 2),
-          tf.keras.layers.Conv2D(
-              64,
-              5,
-              padding='same',
-              activation='relu',
-              kernel_initializer=init.kernel(),
-          ),
-          tf.keras.layers.MaxPool2D(2, 2),
+          *_conv_relu_pool(32, init),
+          *_conv_relu_pool(64, init),
           tf.keras.layers.Flatten(),
           tf.keras.layers.Dense(
               1024, activation='relu', kernel_initializer=init.kernel()
