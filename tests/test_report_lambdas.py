@@ -234,10 +234,9 @@ def test_default_ditto_rows_keep_their_keys(runs):
 def test_report_lambdas_change_the_process_key(runs):
   clean = runs['clean']
   assert clean['multi'][0].process is not clean['ditto_auto'][0].process
-  assert (
-      clean['multi'][0].method.personalized_evaluation
-      is not clean['ditto_auto'][0].method.personalized_evaluation
-  )
+  assert clean['multi'][0].method.personalized_evaluation(2) is not clean[
+      'ditto_auto'
+  ][0].method.personalized_evaluation(2)
 
 
 BAD_REPORT_LAMBDAS = [
@@ -307,6 +306,32 @@ def test_curve_split_adds_validation_columns_and_changes_nothing_else(
   last = metrics.iloc[-1]
   for key, value in validation.items():
     assert last[f'validation_{key}'] == pytest.approx(value, rel=1e-12)
+
+
+def test_an_evaluation_reads_each_state_file_once(tmp_path, dataset, model_fn):
+  """The test split, the per-device choice and the curve: one read per file."""
+  config = _config(
+      lam_selection='auto',
+      report_lambdas=(0.0, 1.0),
+      curve_split='validation',
+  )
+  runner = training.ExperimentRunner(
+      config, dataset, model_fn, str(tmp_path), log_fn=None
+  )
+  runner.run()
+  evaluator = runner.evaluator
+  weights = runner.process.get_model_weights(runner.state)
+  evaluate = lambda: (
+      evaluator.evaluate(weights, client_metrics_path=None),
+      evaluator.evaluate_curve_split(weights),
+  )
+  expected = evaluate()
+  with evaluator.reading_state_files_once(weights, ['test', 'validation']):
+    for path in evaluator.inputs.state_read_paths():
+      open(path, 'wb').close()  # Emptied: reading it now fails.
+    assert _same(evaluate(), expected)
+  with pytest.raises(Exception, match='Cannot parse tensor'):
+    evaluator.evaluate(weights, client_metrics_path=None)
 
 
 def test_derived_result_names_where_each_run_is():

@@ -59,10 +59,8 @@ def test_global_split_evaluation_equals_per_client_evaluation():
   assert losses[0] != losses[3] and losses[2] == 0.0
 
 
-@pytest.mark.parametrize('num_models', [1, 3])
-def test_personalized_split_evaluation_equals_per_client_evaluation(
-    tmp_path, num_models
-):
+def _state_files(tmp_path, num_models):
+  """A state file of `num_models` random models per client."""
   paths = []
   for client in range(len(CLIENTS)):
     weights = []
@@ -71,6 +69,14 @@ def test_personalized_split_evaluation_equals_per_client_evaluation(
     path = str(tmp_path / f'client_{client}.tensor')
     toy.write_state(path, weights)
     paths.append(path)
+  return paths
+
+
+@pytest.mark.parametrize('num_models', [1, 3])
+def test_personalized_split_evaluation_equals_per_client_evaluation(
+    tmp_path, num_models
+):
+  paths = _state_files(tmp_path, num_models)
   per_client = evaluation.build_personalized_evaluation(
       toy.model_fn, num_personal_models=num_models
   )([
@@ -78,16 +84,43 @@ def test_personalized_split_evaluation_equals_per_client_evaluation(
       for a, p in zip(CLIENTS, paths)
   ])
   split = split_evaluation.client_split(list(CLIENTS), BATCH_SIZE)
-  together = split_evaluation.build_personalized_split_evaluation(
+  evaluate = split_evaluation.build_personalized_split_evaluation(
       toy.model_fn, num_personal_models=num_models
-  )(split.as_argument(), np.array(paths, dtype=object))
+  )
+  (together,) = evaluate((split.as_argument(),), np.array(paths, dtype=object))
   _records_equal(split_evaluation.per_client(together), per_client)
   # Each client read its own file: the swapped order gives other numbers.
-  swapped = split_evaluation.build_personalized_split_evaluation(
-      toy.model_fn, num_personal_models=num_models
-  )(split.as_argument(), np.array(paths[::-1], dtype=object))
+  (swapped,) = evaluate(
+      (split.as_argument(),), np.array(paths[::-1], dtype=object)
+  )
   assert not np.array_equal(
       np.asarray(swapped['loss_sum'])[0], np.asarray(together['loss_sum'])[0]
+  )
+
+
+def test_personalized_evaluation_of_two_splits_equals_one_at_a_time(tmp_path):
+  """One read of each state file for two splits: each split's metrics as alone."""
+  paths = np.array(_state_files(tmp_path, 2), dtype=object)
+  first = split_evaluation.client_split(list(CLIENTS), BATCH_SIZE)
+  # Another split: other examples per client, another batch size.
+  second = split_evaluation.client_split(
+      [toy.client_arrays(20 + c, n) for c, n in enumerate((4, 11, 7, 0))],
+      3,
+  )
+  one = split_evaluation.build_personalized_split_evaluation(toy.model_fn, 2)
+  two = split_evaluation.build_personalized_split_evaluation(
+      toy.model_fn, 2, num_splits=2
+  )
+  both = two((first.as_argument(), second.as_argument()), paths)
+  assert len(both) == 2
+  for split, metrics in zip((first, second), both):
+    (alone,) = one((split.as_argument(),), paths)
+    _records_equal(
+        split_evaluation.per_client(metrics),
+        split_evaluation.per_client(alone),
+    )
+  assert not np.array_equal(
+      np.asarray(both[0]['num_examples']), np.asarray(both[1]['num_examples'])
   )
 
 
@@ -104,6 +137,10 @@ def test_per_client_keeps_vectors_with_several_models():
   assert single[1]['loss_sum'] == 3.0
 
 
-def test_personalized_split_evaluation_refuses_zero_models():
+def test_personalized_split_evaluation_refuses_zero_models_or_splits():
   with pytest.raises(ValueError, match='num_personal_models'):
     split_evaluation.build_personalized_split_evaluation(toy.model_fn, 0)
+  with pytest.raises(ValueError, match='num_splits'):
+    split_evaluation.build_personalized_split_evaluation(
+        toy.model_fn, 1, num_splits=0
+    )

@@ -570,10 +570,9 @@ def test_driver_side_differences_reuse_computations_bit_identically(
   clean, attacked = shared['clean'], shared['attacked']
   assert attacked.process is clean.process
   assert attacked.global_evaluation is clean.global_evaluation
-  assert (
-      attacked.method.personalized_evaluation
-      is clean.method.personalized_evaluation
-  )
+  assert attacked.method.personalized_evaluation(
+      1
+  ) is clean.method.personalized_evaluation(1)
   assert cache.builds == {
       'ditto_process': 1,
       'global_evaluation': 1,

@@ -9,6 +9,7 @@ builds them, as it builds the baselines' `BaselineMethod`s.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable, Sequence
 import dataclasses
 from typing import Any, Optional
 
@@ -111,8 +112,10 @@ class DittoFamilyMethod:
     stateful: The clients keep their personal models in state files (ditto,
       local).
     global_evaluation: The split evaluation of the global model.
-    personalized_evaluation: The split evaluation of every client's personal
-      models (ditto, local), or None.
+    build_personalized_evaluation: Builds (or gets from the run's
+      `ComputationCache`) the split evaluation of every client's personal
+      models for a number of splits (ditto, local), or None
+      (`split_evaluation.build_personalized_split_evaluation`).
     finetune_evaluation: The fine-tuning evaluation (finetune), or None.
   """
 
@@ -121,8 +124,65 @@ class DittoFamilyMethod:
   client_data_fields: round_data.ClientDataFields
   stateful: bool
   global_evaluation: tff.Computation
-  personalized_evaluation: Optional[tff.Computation] = None
+  build_personalized_evaluation: Optional[Callable[[int], tff.Computation]] = (
+      None
+  )
   finetune_evaluation: Optional[tff.Computation] = None
+  _personalized_evaluations: dict[int, tff.Computation] = dataclasses.field(
+      default_factory=dict, init=False, repr=False
+  )
+
+  def personalized_evaluation(self, num_splits: int) -> tff.Computation:
+    """The split evaluation of the personal models on `num_splits` splits.
+
+    Built at its first use (`build_personalized_evaluation`), then kept.
+
+    Args:
+      num_splits: Splits per call.
+
+    Returns:
+      The computation.
+
+    Raises:
+      ValueError: If the method has no personal models.
+    """
+    if self.build_personalized_evaluation is None:
+      raise ValueError(f'{self.name} has no personal models to evaluate.')
+    if num_splits not in self._personalized_evaluations:
+      self._personalized_evaluations[num_splits] = (
+          self.build_personalized_evaluation(num_splits)
+      )
+    return self._personalized_evaluations[num_splits]
+
+  def evaluate_clients_on_splits(
+      self,
+      model_weights: tff.learning.models.ModelWeights,
+      splits: Sequence[str],
+      inputs: round_data.RoundDataBuilder,
+  ) -> dict[str, list]:
+    """`evaluate_clients` on each of `splits`, each state file read once.
+
+    Args:
+      model_weights: The global model.
+      splits: Distinct splits ('test', 'validation').
+      inputs: The run's builder of client inputs.
+
+    Returns:
+      Per split, `evaluate_clients`' records.
+    """
+    if self.build_personalized_evaluation is None:
+      return {
+          split: self.evaluate_clients(model_weights, split, inputs)
+          for split in splits
+      }
+    metrics = self.personalized_evaluation(len(splits))(
+        tuple(inputs.client_split(split).as_argument() for split in splits),
+        inputs.state_read_paths(),
+    )
+    return {
+        split: split_evaluation.per_client(split_metrics)
+        for split, split_metrics in zip(splits, metrics)
+    }
 
   def evaluate_clients(
       self,
@@ -143,13 +203,10 @@ class DittoFamilyMethod:
       several per client), the fine-tuned global models (finetune) or the
       global model (global).
     """
-    if self.personalized_evaluation is not None:
-      read_paths = inputs.state_read_paths()
-      return split_evaluation.per_client(
-          self.personalized_evaluation(
-              inputs.client_split(split).as_argument(), read_paths
-          )
-      )
+    if self.build_personalized_evaluation is not None:
+      return self.evaluate_clients_on_splits(model_weights, [split], inputs)[
+          split
+      ]
     if self.finetune_evaluation is not None:
       steps = inputs.config.finetune_steps
       return self.finetune_evaluation(

@@ -15,6 +15,7 @@ built from the same inputs from a `ComputationCache`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import dataclasses
 from typing import Optional, Protocol
 
@@ -70,6 +71,18 @@ class Method(Protocol):
       One record (loss_sum, num_correct, num_examples) per client; with
       several personal models per client, each entry is a vector over them
       (in state order).
+    """
+
+  def evaluate_clients_on_splits(
+      self,
+      model_weights: tff.learning.models.ModelWeights,
+      splits: Sequence[str],
+      inputs: round_data.RoundDataBuilder,
+  ) -> dict[str, list]:
+    """`evaluate_clients` on each of `splits` (distinct), by split.
+
+    A method whose clients keep their models in state files reads each file
+    once for all the splits.
     """
 
 
@@ -263,14 +276,20 @@ def build_method(
       global_evaluation=global_evaluation,
   )
   if personalize:
-    method.personalized_evaluation = computation_cache.get_or_build(
-        cache,
-        'personalized_evaluation',
-        (model, personal_models.count),
-        lambda: split_evaluation.build_personalized_split_evaluation(
-            model_fn, num_personal_models=personal_models.count
-        ),
-    )
+
+    def build_personalized_evaluation(num_splits: int) -> tff.Computation:
+      return computation_cache.get_or_build(
+          cache,
+          'personalized_evaluation',
+          (model, personal_models.count, num_splits),
+          lambda: split_evaluation.build_personalized_split_evaluation(
+              model_fn,
+              num_personal_models=personal_models.count,
+              num_splits=num_splits,
+          ),
+      )
+
+    method.build_personalized_evaluation = build_personalized_evaluation
   if config.method == 'finetune':
     method.finetune_evaluation = computation_cache.get_or_build(
         cache,

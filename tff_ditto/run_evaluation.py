@@ -11,11 +11,24 @@ models it reports:
   fixed lambda's) and each personal model on its own ('benign_lam_<value>_');
 * for the personalized methods, the global model beside the personal ones
   (`global_model_summary`).
+
+An evaluation needs the personal models on up to two splits: the evaluated
+one, the validation split the per-device choice reads, and the curve split.
+Inside `reading_state_files_once` (which `evaluate` itself uses) every split
+comes from one read of each client's state file
+(`Method.evaluate_clients_on_splits`), and a split asked for again is not
+evaluated again. Before, an evaluation with per-device lambda and a
+validation curve read every file four times (the test split, its choice,
+the curve, its choice); on Fashion-MNIST's paper-budget cell (26 GB of state
+files, on a machine with 24 GiB of memory) it took 4-11 minutes beside a
+FEMNIST cell (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterator, Sequence
+import contextlib
 import os
 from typing import Any, Optional
 
@@ -104,11 +117,63 @@ class RunEvaluator:
     self.inputs = inputs
     self.personal_models = personal_models
     self.output_dir = output_dir
+    self._client_metrics: Optional[dict[str, list]] = None
 
   @property
   def personalized(self) -> bool:
     """Whether the method trains personalized models."""
     return self.config.method in training_config.PERSONALIZED_METHODS
+
+  @property
+  def selects_per_device(self) -> bool:
+    """Whether each client chooses its model on its validation split."""
+    return (
+        self.personal_models.count > 1 and self.config.lam_selection == 'auto'
+    )
+
+  @contextlib.contextmanager
+  def reading_state_files_once(
+      self,
+      model_weights: tff.learning.models.ModelWeights,
+      splits: Sequence[Optional[str]],
+  ) -> Iterator[None]:
+    """Evaluations inside share one evaluation of the models on `splits`.
+
+    The method's models are evaluated once on every split of `splits` (None
+    entries ignored) and, with per-device selection, on the validation
+    split, all from one read of each client's state file; the evaluations
+    inside take their per-client metrics from there. Inside an outer
+    `reading_state_files_once`, nothing more happens. The models must not
+    change inside.
+
+    Args:
+      model_weights: The global model.
+      splits: The splits the evaluations inside need.
+
+    Yields:
+      Nothing.
+    """
+    if self._client_metrics is not None:
+      yield
+      return
+    needed = list(dict.fromkeys(split for split in splits if split))
+    if self.selects_per_device and 'validation' not in needed:
+      needed.append('validation')
+    self._client_metrics = self.method.evaluate_clients_on_splits(
+        model_weights, needed, self.inputs
+    )
+    try:
+      yield
+    finally:
+      self._client_metrics = None
+
+  def _evaluate_clients(
+      self, model_weights: tff.learning.models.ModelWeights, split: str
+  ) -> list:
+    """`Method.evaluate_clients`, or its result from `_client_metrics`."""
+    if self._client_metrics is not None and split in self._client_metrics:
+      return self._client_metrics[split]
+    return self.method.evaluate_clients(model_weights, split, self.inputs)
 
   def evaluate(
       self,
@@ -133,11 +198,19 @@ class RunEvaluator:
       model (`global_model_summary`).
     """
     split = split or self.config.eval_split
+    with self.reading_state_files_once(model_weights, [split]):
+      return self._evaluate(model_weights, split, client_metrics_path)
+
+  def _evaluate(
+      self,
+      model_weights: tff.learning.models.ModelWeights,
+      split: str,
+      client_metrics_path: Optional[str],
+  ) -> collections.OrderedDict:
+    """`evaluate` of an explicit split."""
     malicious = self.inputs.malicious
     benign = ~malicious
-    client_metrics = self.method.evaluate_clients(
-        model_weights, split, self.inputs
-    )
+    client_metrics = self._evaluate_clients(model_weights, split)
     chosen_lambdas = None
     every_model = None
     if self.personal_models.count > 1:
@@ -261,7 +334,7 @@ class RunEvaluator:
     personal_models = self.personal_models
     num_candidates = len(personal_models.selection_lambdas)
     validation_metrics = evaluation.stack_client_metrics(
-        self.method.evaluate_clients(model_weights, 'validation', self.inputs)
+        self._evaluate_clients(model_weights, 'validation')
     )
     chosen = evaluation.select_personal_models(
         {
@@ -294,7 +367,7 @@ class RunEvaluator:
       None): the per-device choice with lam_selection 'auto', else the
       fixed lambda's model (the first in state order).
     """
-    if self.config.lam_selection == 'auto':
+    if self.selects_per_device:
       return self.select_personal_models(model_weights, client_metrics)
     first = np.zeros([len(client_metrics)], np.int64)
     return (

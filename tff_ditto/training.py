@@ -358,9 +358,12 @@ class ExperimentRunner:
       is_last = round_num == config.rounds - 1
       if (round_num + 1) % config.eval_every == 0 or is_last:
         weights = self.process.get_model_weights(self.state)
-        self.last_evaluation = self.evaluator.evaluate(weights)
-        row.update(self.last_evaluation)
-        row.update(self.evaluator.evaluate_curve_split(weights))
+        with self.evaluator.reading_state_files_once(
+            weights, [config.eval_split, config.curve_split]
+        ):
+          self.last_evaluation = self.evaluator.evaluate(weights)
+          row.update(self.last_evaluation)
+          row.update(self.evaluator.evaluate_curve_split(weights))
       asyncio.run(metrics.release(row, round_num))
       if self.checkpoints.due(round_num, is_last):
         self.save_checkpoint(round_num)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 
 import tensorflow_federated as tff
 
@@ -165,6 +165,18 @@ class BaselineMethod:
       data[finetuning.TEST_KEY] = inputs.split_batches(i, split)
       client_inputs.append(data)
     return self.evaluation(model_weights, client_inputs)
+
+  def evaluate_clients_on_splits(
+      self,
+      model_weights: tff.learning.models.ModelWeights,
+      splits: Sequence[str],
+      inputs: round_data.RoundDataBuilder,
+  ) -> dict[str, list]:
+    """`evaluate_clients` on each of `splits`, one after the other."""
+    return {
+        split: self.evaluate_clients(model_weights, split, inputs)
+        for split in splits
+    }
 
 
 def build_method(
