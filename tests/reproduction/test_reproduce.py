@@ -439,33 +439,51 @@ def test_table3_pairs_compare_ditto_with_global_under_the_same_aggregator(
       method: grid.make_cell('femnist', method, 'a3', 0.2, 'norm_clip')
       for method in ('ditto', 'global')
   }
+  cells['ditto_auto'] = grid.make_cell(
+      'femnist',
+      'ditto',
+      'a3',
+      0.2,
+      'norm_clip',
+      options=grid.auto_lambda('a3', 0.2),
+  )
+  accuracies = (('global', 0.1), ('ditto', 0.5), ('ditto_auto', 0.6))
   results = pd.DataFrame([
       dict(
           dataset='femnist',
-          cell_id=cells[method].cell_id,
+          cell_id=cells[name].cell_id,
           status='done',
           benign_mean_accuracy=accuracy,
           benign_std_accuracy=0.1,
       )
-      for method, accuracy in (('global', 0.1), ('ditto', 0.5))
+      for name, accuracy in accuracies
   ])
   assert comparisons.ditto_vs_robust_global('femnist', results.iloc[:0]) == []
-  _write_client_metrics(
-      tmp_path / 'femnist' / cells['ditto'].cell_id,
-      [0.6] * 6 + [0.0],
-      [False] * 6 + [True],
+  for name, device_accuracy, attacker_accuracy in (
+      ('ditto', 0.6, 0.0),
+      ('global', 0.1, 0.9),
+      ('ditto_auto', 0.7, 0.0),
+  ):
+    _write_client_metrics(
+        tmp_path / 'femnist' / cells[name].cell_id,
+        [device_accuracy] * 6 + [attacker_accuracy],
+        [False] * 6 + [True],
+    )
+  lines = comparisons.ditto_vs_robust_global(
+      'femnist', results[:2], str(tmp_path)
   )
-  _write_client_metrics(
-      tmp_path / 'femnist' / cells['global'].cell_id,
-      [0.1] * 6 + [0.9],
-      [False] * 6 + [True],
-  )
-  lines = comparisons.ditto_vs_robust_global('femnist', results, str(tmp_path))
-  # Header, separator and the one pair that ran (A3 20 % with clipping).
+  # Header, separator and the one pair that ran (A3 20 % with clipping);
+  # the per-device row is listed once it ran.
   assert len(lines) == 3
   assert lines[2] == (
-      '| A3 20% | Ditto + clipping | 0.500 | 0.100 | '
+      '| A3 20% | Ditto + clipping (lambda=1) | 0.500 | 0.100 | '
       '+40.0 pts | 6 / 0 / 0 (p = 0.031) | Ditto > global |'
+  )
+  lines = comparisons.ditto_vs_robust_global('femnist', results, str(tmp_path))
+  assert len(lines) == 4
+  assert lines[3] == (
+      '| A3 20% | Ditto + clipping (lambda auto) | 0.600 | 0.100 | '
+      '+50.0 pts | 6 / 0 / 0 (p = 0.031) | Ditto > global |'
   )
 
 
@@ -770,12 +788,28 @@ def test_femnist_and_vehicle_cell_ids_unchanged(dataset):
   ):
     assert cell_id in ids
   # Table 3 gained the paper's A1 20 %, A2 20 % and A3 10 % columns: Ditto
-  # under each robust aggregator there. Every other cell is as before.
+  # under each robust aggregator there; and Ditto with per-device lambda
+  # under each robust aggregator in all its columns. Every other cell is as
+  # before.
   added = {
       f'ditto_{column}_{aggregator}'
       for column in ('a120', 'a220', 'a310')
       for _, aggregator in grid.ROBUST_AGGREGATORS
   }
+  added |= {
+      grid.make_cell(
+          dataset,
+          'ditto',
+          attack,
+          ratio,
+          aggregator,
+          options=grid.auto_lambda(attack, ratio),
+      ).cell_id
+      for attack, ratio in grid.TABLE3.columns(dataset)
+      for _, aggregator in grid.ROBUST_AGGREGATORS
+  }
+  assert 'ditto_a180_norm_clip_lam_selection-auto_strong_attack-True' in added
+  assert 'ditto_a310_median_lam_selection-auto' in added
   assert added <= set(ids)
   before = sorted(set(ids) - added)
   assert hashlib.sha256('\n'.join(before).encode()).hexdigest() == (
@@ -845,8 +879,21 @@ def test_paper_numbers_in_specific_cells():
   assert (
       _paper_number(table3, 'femnist', 'Ditto (lambda=1)', 'A1 80%')[0] == 0.669
   )
+  # Table 3's Ditto rows: the paper's number beside lambda = 1 (noted) and
+  # per-device lambda, as in Table 1.
+  for label in (
+      'Ditto + clipping (lambda=1)',
+      'Ditto + clipping (lambda auto)',
+  ):
+    assert _paper_number(table3, 'femnist', label, 'A3 10%')[0] == 0.813
   assert (
-      _paper_number(table3, 'femnist', 'Ditto + clipping', 'A3 10%')[0] == 0.813
+      _paper_number(table3, 'femnist', 'Ditto (lambda auto)', 'A1 80%')[0]
+      == 0.669
+  )
+  assert pd.isna(
+      _paper_number(
+          table3, 'femnist', 'Ditto + median (lambda auto)', 'A3 10%'
+      )[0]
   )
   assert _paper_number(table2, 'celeba', 'Per-FedAvg', 'A1 50%') == (
       0.756,
@@ -914,6 +961,9 @@ def test_every_paper_number_lands_in_a_report_cell(tmp_path):
   ):
     assert text in report
   assert "Ditto (lambda=1) [paper's: per-device lambda]" in report
+  # Table 3's Ditto + clipping rows note the paper's protocol as Table 1's.
+  assert "Ditto + clipping (lambda=1) [paper's: per-device lambda]" in report
+  assert '| Ditto + clipping (lambda auto) | ' in report
   assert 'only FEMNIST clean' not in report
 
 
@@ -1139,9 +1189,11 @@ def test_figure6_column_derives_the_joint_solver_cells():
       'benign_lam_1_',
       'benign_lam_2_',
   ]
-  # Cells of other aggregators or options are not derived.
+  # Cells of other methods, options or aggregators are not derived, nor a
+  # robust aggregator's outside Table 3's columns.
   others = [
-      grid.make_cell('femnist', 'global', 'a3', 0.2, 'median'),
+      grid.make_cell('femnist', 'global', 'a3', 0.15, 'median'),
+      grid.make_cell('femnist', 'global', 'a3', 0.2, 'trimmed_mean'),
       grid.make_cell('femnist', 'term', 'a3', 0.2),
   ]
   to_run, derived = derived_rows.plan_derived_rows(others, settings)

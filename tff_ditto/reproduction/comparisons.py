@@ -12,6 +12,7 @@ from tff_ditto.reproduction.grid import ROBUST_AGGREGATORS
 from tff_ditto.reproduction.grid import TABLE1
 from tff_ditto.reproduction.grid import TABLE3
 from tff_ditto.reproduction.grid import Cell
+from tff_ditto.reproduction.grid import Row
 from tff_ditto.reproduction.grid import attack_columns
 from tff_ditto.reproduction.grid import column_label
 from tff_ditto.reproduction.grid import make_cell
@@ -198,12 +199,23 @@ def ditto_vs_global(
   return lines
 
 
+def _table3_ditto_rows(aggregator: str) -> tuple[Row, ...]:
+  """Table 3's Ditto rows under `aggregator` (lambda = 1, per device)."""
+  return tuple(
+      row
+      for row in TABLE3.rows
+      if row.method == 'ditto' and row.aggregator == aggregator
+  )
+
+
 def ditto_vs_robust_global(
     dataset: str, results: pd.DataFrame, runs_dir: Optional[str] = None
 ) -> list[str]:
   """Table 3 pairs: Ditto + aggregator against the global model under it.
 
-  Lists the (aggregator, column) pairs of which at least one cell ran.
+  Per aggregator and column, 'Ditto + X (lambda=1)' when it or the global
+  cell ran, and 'Ditto + X (lambda auto)' when it ran (as
+  `ditto_vs_global` lists Table 1's per-device row).
 
   Args:
     dataset: The dataset.
@@ -214,26 +226,25 @@ def ditto_vs_robust_global(
     Markdown table lines, or [] when no Table 3 cell ran.
   """
   lines = []
-  for label, aggregator in ROBUST_AGGREGATORS:
+  for _, aggregator in ROBUST_AGGREGATORS:
     for attack, ratio in TABLE3.columns(dataset):
-      ditto_cell = make_cell(dataset, 'ditto', attack, ratio, aggregator)
       global_cell = make_cell(dataset, 'global', attack, ratio, aggregator)
-      if all(
-          math.isnan(mean_accuracy(results, cell))
-          for cell in (ditto_cell, global_cell)
-      ):
-        continue
-      lines.append(
-          _comparison_line(
-              dataset,
-              results,
-              runs_dir,
-              column_label(attack, ratio),
-              f'Ditto + {label}',
-              ditto_cell,
-              global_cell,
-          )
-      )
+      for row in _table3_ditto_rows(aggregator):
+        ditto_cell = row.cell(dataset, attack, ratio)
+        cells = (ditto_cell,) if row.options_fn else (ditto_cell, global_cell)
+        if all(math.isnan(mean_accuracy(results, cell)) for cell in cells):
+          continue
+        lines.append(
+            _comparison_line(
+                dataset,
+                results,
+                runs_dir,
+                column_label(attack, ratio),
+                row.label,
+                ditto_cell,
+                global_cell,
+            )
+        )
   if not lines:
     return []
   return [

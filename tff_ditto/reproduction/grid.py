@@ -275,6 +275,7 @@ def _fixed_columns(*columns: Column) -> Callable[[str], tuple[Column, ...]]:
 
 
 def auto_lambda(attack: str, ratio: float) -> dict[str, Any]:
+  """The options of per-device lambda in a column (`is_strong_attack`)."""
   return dict(
       lam_selection='auto', strong_attack=is_strong_attack(attack, ratio)
   )
@@ -287,6 +288,16 @@ def _ditto_lambda_1() -> Row:
       'ditto',
       paper_method='ditto',
       paper_note=PER_DEVICE_LAMBDA,
+  )
+
+
+def _ditto_lambda_auto() -> Row:
+  """Ditto with per-device lambda: the paper's protocol, beside its Ditto."""
+  return Row(
+      'Ditto (lambda auto)',
+      'ditto',
+      options_fn=auto_lambda,
+      paper_method='ditto',
   )
 
 
@@ -309,12 +320,7 @@ TABLE1 = TableSpec(
     )
     + (
         _ditto_lambda_1(),
-        Row(
-            'Ditto (lambda auto)',
-            'ditto',
-            options_fn=auto_lambda,
-            paper_method='ditto',
-        ),
+        _ditto_lambda_auto(),
     ),
     attack_columns,
 )
@@ -344,12 +350,24 @@ TABLE2 = TableSpec(
 PAPER_TABLE3_AGGREGATORS = ('norm_clip',)
 
 
-def _table3_rows(label: str, aggregator: str) -> tuple[Row, Row]:
-  """An aggregator's Table 3 rows: global and Ditto under it.
+def _table3_rows(label: str, aggregator: str) -> tuple[Row, Row, Row]:
+  """An aggregator's Table 3 rows: global, and Ditto as in Table 1, under it.
 
-  The paper's names of the two are the aggregator's and 'ditto+' + it.
+  Ditto with lambda = 1 and with per-device lambda (the paper's protocol),
+  as Table 1's 'Ditto (lambda=1)' and 'Ditto (lambda auto)' rows. The
+  paper's names of the rows are the aggregator's and 'ditto+' + it; its
+  Ditto + aggregator number stands beside both Ditto rows, marked
+  `PER_DEVICE_LAMBDA` beside the lambda = 1 one.
+
+  Args:
+    label: The aggregator's name in the report.
+    aggregator: Its `run_experiment.py --aggregator` value.
+
+  Returns:
+    (global, Ditto lambda = 1, Ditto per-device lambda) rows.
   """
   printed = aggregator in PAPER_TABLE3_AGGREGATORS
+  ditto_paper_method = f'ditto+{aggregator}' if printed else None
   return (
       Row(
           label,
@@ -358,11 +376,18 @@ def _table3_rows(label: str, aggregator: str) -> tuple[Row, Row]:
           paper_method=aggregator if printed else None,
       ),
       Row(
-          f'Ditto + {label}',
+          f'Ditto + {label} (lambda=1)',
           'ditto',
           aggregator,
-          paper_method=f'ditto+{aggregator}' if printed else None,
+          paper_method=ditto_paper_method,
           paper_note=PER_DEVICE_LAMBDA if printed else '',
+      ),
+      Row(
+          f'Ditto + {label} (lambda auto)',
+          'ditto',
+          aggregator,
+          options_fn=auto_lambda,
+          paper_method=ditto_paper_method,
       ),
   )
 
@@ -370,7 +395,11 @@ def _table3_rows(label: str, aggregator: str) -> tuple[Row, Row]:
 TABLE3 = TableSpec(
     'table3',
     'Table 3: Ditto combined with robust aggregators',
-    (Row('Global', 'global', paper_method='global'), _ditto_lambda_1())
+    (
+        Row('Global', 'global', paper_method='global'),
+        _ditto_lambda_1(),
+        _ditto_lambda_auto(),
+    )
     + tuple(
         row
         for label, aggregator in ROBUST_AGGREGATORS
