@@ -149,8 +149,11 @@ _DERIVE_ROWS = flags.DEFINE_bool(
     'lambdas 0 and 1: its global model, lambda 0 and 1 personal models and '
     "per-device selection are exactly the separate runs' results) instead "
     "of the column's Global, Local, Ditto (lambda=1) and Ditto (lambda "
-    "auto) cells (and Figure 6's joint lambda cells in its column), and "
-    'report those rows from it (marked; source_cell in the table CSVs). '
+    "auto) cells (and Figure 6's joint lambda cells in its column); and "
+    'one Ditto cell per Table 3 column and robust aggregator X '
+    '(per-device lambda with report lambda 1) instead of its Robust (X), '
+    'Ditto + X (lambda=1) and Ditto + X (lambda auto) cells; and report '
+    'those rows from them (marked; source_cell in the table CSVs). '
     'Cells whose folders already hold a run still run and report on their '
     'own. --noderive_rows runs every cell separately.',
 )

@@ -1198,3 +1198,165 @@ def test_figure6_column_derives_the_joint_solver_cells():
   ]
   to_run, derived = derived_rows.plan_derived_rows(others, settings)
   assert to_run == others and not derived
+
+
+# ------------------------------------------------- Table 3's derived rows
+
+ROBUST_AGGREGATOR_NAMES = tuple(name for _, name in grid.ROBUST_AGGREGATORS)
+
+
+def _runnable(cell, settings):
+  return run_settings.cell_config(cell, settings)[0] is not None
+
+
+def test_table3_grid_runs_one_ditto_cell_per_column_and_aggregator():
+  settings = _derived_settings('/nonexistent-runs', True)
+  cells = grid.paper_cells(['femnist'], [grid.TABLE3])
+  to_run, derived = derived_rows.plan_derived_rows(cells, settings)
+  sources = [
+      derived_rows.derived_source_cell('femnist', attack, ratio, aggregator)
+      for attack, ratio in grid.TABLE3.columns('femnist')
+      for aggregator in ('mean',) + ROBUST_AGGREGATOR_NAMES
+  ]
+  # Krum and Multi-Krum cannot run at 80 % (clients_per_round - f - 2 < 1):
+  # their cells run on their own, to be listed as not run with the reason.
+  assert sorted(c.cell_id for c in to_run if _runnable(c, settings)) == sorted(
+      c.cell_id for c in sources if _runnable(c, settings)
+  )
+  not_runnable = [c for c in to_run if not _runnable(c, settings)]
+  assert {(c.aggregator, c.attack, c.ratio) for c in not_runnable} == {
+      (aggregator, attack, 0.8)
+      for aggregator in ('krum', 'multi_krum')
+      for attack in ('a1', 'a2')
+  }
+  assert len(not_runnable) == 12  # Global, lambda = 1, per device: 3 each.
+  assert not set(not_runnable) & {row.target for row in derived}
+  # Every other cell is read from its column's and aggregator's source.
+  assert len(derived) + len(not_runnable) == len(cells)
+  prefixes = {}
+  for row in derived:
+    target = row.target
+    assert row.source == derived_rows.derived_source_cell(
+        'femnist', target.attack, target.ratio, target.aggregator
+    )
+    label = 'auto' if target.options else target.method
+    prefixes.setdefault(label, set()).add(row.summary_prefix)
+  assert prefixes == dict(
+      ditto={'benign_lam_1_'},
+      auto={'benign_'},
+      **{'global': {'global_model_benign_'}},
+  )
+  assert derived_rows.derived_source_cell(
+      'femnist', 'a1', 0.8, 'norm_clip'
+  ).cell_id == (
+      'ditto_a180_norm_clip_lam_selection-auto_report_lambdas-1.0_'
+      'strong_attack-True'
+  )
+
+
+def test_paper_budget_table3_selection_runs_only_robust_ditto_cells():
+  """The documented --tables=table3 --methods=ditto run at the strongest
+  columns: Table 1's Ditto cells serve its mean rows, one Ditto cell per
+  robust aggregator and column the rest."""
+  settings = _derived_settings('/nonexistent-runs', True)
+  columns = grid.parse_columns(['a1:0.8', 'a2:0.8', 'a3:0.2'])
+  selected = grid.select_cells(
+      grid.paper_cells(['femnist'], [grid.TABLE3]),
+      methods=['ditto'],
+      columns=columns,
+  )
+  to_run, derived = derived_rows.plan_derived_rows(selected, settings)
+  runnable = [c for c in to_run if _runnable(c, settings)]
+  assert [c.cell_id for c in runnable] == [
+      derived_rows.derived_source_cell(
+          'femnist', attack, ratio, aggregator
+      ).cell_id
+      for attack, ratio in columns('femnist')
+      for aggregator in ('mean',) + ROBUST_AGGREGATOR_NAMES
+      if attack == 'a3' or aggregator not in ('krum', 'multi_krum')
+  ]
+  # Its mean cells are Table 1's column cells (run by the Table 1 command).
+  table1_sources = {
+      derived_rows.derived_source_cell('femnist', attack, ratio)
+      for attack, ratio in grid.attack_columns('femnist')
+  }
+  assert {c for c in runnable if c.aggregator == 'mean'} <= table1_sources
+  # All but Krum's and Multi-Krum's two Ditto rows at A1 and A2 80 %.
+  assert len(derived) == len(selected) - 8
+
+
+TABLE3_DERIVED_COLUMN = ('a3', 0.2)
+
+
+def _table3_row_cells(dataset, aggregator):
+  """Table 3's rows under `aggregator` in `TABLE3_DERIVED_COLUMN`."""
+  return [
+      row.cell(dataset, *TABLE3_DERIVED_COLUMN)
+      for row in grid.TABLE3.rows
+      if row.aggregator == aggregator
+  ]
+
+
+@pytest.fixture(scope='module')
+def table3_derived_grids(tmp_path_factory):
+  """Table 3's clipping rows of one column: separate cells, and derived."""
+  root = tmp_path_factory.mktemp('table3_derived')
+  cells = _table3_row_cells('synthetic', 'norm_clip')
+  grids = {}
+  for name, derive in (('separate', False), ('derived', True)):
+    settings = _derived_settings(root / name, derive)
+    lines = []
+    grids[name] = (
+        settings,
+        running.run_grid(cells, settings, log_fn=lines.append),
+        lines,
+    )
+  return cells, grids
+
+
+def test_table3_derived_rows_equal_the_separate_cells(table3_derived_grids):
+  cells, grids = table3_derived_grids
+  assert [cell.method for cell in cells] == ['global', 'ditto', 'ditto']
+  _, derived_results, lines = grids['derived']
+  source = derived_rows.derived_source_cell(
+      'synthetic', *TABLE3_DERIVED_COLUMN, 'norm_clip'
+  )
+  assert derived_results[derived_results['status'] == 'done'][
+      'cell_id'
+  ].tolist() == [source.cell_id]
+  assert len([line for line in lines if 'running' in line]) == 1
+  separate = _by_cell(grids['separate'][1])
+  derived = _by_cell(derived_results)
+  for cell in cells:
+    assert separate[cell.cell_id]['status'] == 'done'
+    assert derived[cell.cell_id]['status'] == result_rows.DERIVED_STATUS
+    assert derived[cell.cell_id]['source_cell'] == source.cell_id
+    for name in RESULT_NAMES:
+      assert derived[cell.cell_id][name] == separate[cell.cell_id][name], (
+          cell.cell_id,
+          name,
+      )
+
+
+def test_table3_derived_rows_keep_their_per_device_comparisons(
+    table3_derived_grids,
+):
+  cells, grids = table3_derived_grids
+  accuracies, lines = {}, {}
+  for name, (settings, results, _) in grids.items():
+    accuracies[name] = []
+    for cell in cells:
+      directory, column = comparisons._device_accuracies(  # pylint: disable=protected-access
+          results, settings.runs_dir, cell
+      )
+      frame = pd.read_csv(os.path.join(directory, 'client_metrics.csv'))
+      accuracies[name].append(frame[column].tolist())
+    lines[name] = comparisons.ditto_vs_robust_global(
+        'synthetic', results, settings.runs_dir
+    )
+  assert accuracies['derived'] == accuracies['separate']
+  assert lines['derived'] == lines['separate']
+  assert [line.split(' | ')[1] for line in lines['derived'][2:]] == [
+      'Ditto + clipping (lambda=1)',
+      'Ditto + clipping (lambda auto)',
+  ]

@@ -1,10 +1,14 @@
-"""Derived rows: a Table 1 column's rows read from its one Ditto cell.
+"""Derived rows: a column's rows read from its one Ditto cell per aggregator.
 
 A Ditto cell with per-device lambda and report lambdas holds, exactly, the
 results of its column's Global, Local, Ditto (lambda=1) and Ditto (lambda
 auto) cells (`config_equivalence.derived_result`); with
 `RunSettings.derive_rows` the grid runs it instead of them
 (`plan_derived_rows`) and reads their rows from it (`derived_result_row`).
+The server never sees the personal models, so the same holds under any
+server aggregator: at each Table 3 column, one Ditto cell per robust
+aggregator gives the Table 1 / Table 3 rows 'Robust (X)' (its global model)
+and Table 3's 'Ditto + X (lambda=1)' and 'Ditto + X (lambda auto)'.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from typing import Any, Optional
 
 from tff_ditto import config_equivalence
 from tff_ditto.reproduction.grid import FIGURE6
+from tff_ditto.reproduction.grid import ROBUST_AGGREGATORS
 from tff_ditto.reproduction.grid import SOLVER_LAMBDAS
+from tff_ditto.reproduction.grid import TABLE3
 from tff_ditto.reproduction.grid import Cell
+from tff_ditto.reproduction.grid import Column
 from tff_ditto.reproduction.grid import attack_columns
 from tff_ditto.reproduction.grid import auto_lambda
 from tff_ditto.reproduction.grid import make_cell
@@ -29,37 +36,78 @@ from tff_ditto.reproduction.run_settings import cell_config
 from tff_ditto.reproduction.run_settings import cell_dir
 from tff_ditto.reproduction.run_settings import read_record
 
-# The report lambdas of a column's derived Ditto cell: Local's 0 and the
-# fixed-lambda row's 1 (under a strong attack the candidates are {0.05, 0.1,
-# 0.2}, without them); in Figure 6's column also its joint-solver lambdas.
+# The report lambdas of a Table 1 column's derived Ditto cell (mean
+# aggregator): Local's 0 and the fixed-lambda row's 1 (under a strong attack
+# the candidates are {0.05, 0.1, 0.2}, without them); in Figure 6's column
+# also its joint-solver lambdas.
 DERIVED_REPORT_LAMBDAS = (0.0, 1.0)
 
+# The report lambdas of a robust aggregator's derived Ditto cell: the
+# 'Ditto + X (lambda=1)' row's 1. No 0: Local runs with the mean (no grid
+# cell runs local under another aggregator).
+ROBUST_DERIVED_REPORT_LAMBDAS = (1.0,)
 
-def derived_source_cell(dataset: str, attack: str, ratio: float) -> Cell:
-  """The one Ditto cell of a Table 1 column that its derivable rows read.
+_ROBUST_AGGREGATOR_NAMES = tuple(name for _, name in ROBUST_AGGREGATORS)
 
-  Per-device lambda (as Table 1's Ditto (lambda auto) row) with report
-  lambdas `DERIVED_REPORT_LAMBDAS`, plus `SOLVER_LAMBDAS` in Figure 6's
-  column: its global model is the Global row, its lambda 0 and 1 models the
-  Local and Ditto (lambda=1) rows, its selected models the Ditto (lambda
-  auto) row (`config_equivalence.derived_result`).
+
+def derived_columns(dataset: str, aggregator: str) -> tuple[Column, ...]:
+  """The columns in which `aggregator`'s rows come from one Ditto cell.
+
+  The mean's: every Table 1 column. A robust aggregator's: Table 3's
+  columns, where the grid has its Ditto rows; elsewhere only its global
+  row (Table 1's 'Robust (X)'), which runs on its own, cheaper than a Ditto
+  cell training three or four personal models beside it.
+
+  Args:
+    dataset: The dataset.
+    aggregator: The server aggregator.
+
+  Returns:
+    The (attack, ratio) columns; () for an aggregator not in the grid.
+  """
+  if aggregator == 'mean':
+    return attack_columns(dataset)
+  if aggregator in _ROBUST_AGGREGATOR_NAMES:
+    return TABLE3.columns(dataset)
+  return ()
+
+
+def derived_source_cell(
+    dataset: str, attack: str, ratio: float, aggregator: str = 'mean'
+) -> Cell:
+  """The one Ditto cell of a column and aggregator that its rows read.
+
+  Per-device lambda (as the 'Ditto (lambda auto)' rows) under `aggregator`.
+  With the mean: report lambdas `DERIVED_REPORT_LAMBDAS`, plus
+  `SOLVER_LAMBDAS` in Figure 6's column; its global model is the Global
+  row, its lambda 0 and 1 models the Local and Ditto (lambda=1) rows, its
+  selected models the Ditto (lambda auto) row. With a robust aggregator X:
+  report lambdas `ROBUST_DERIVED_REPORT_LAMBDAS`; its global model is the
+  'Robust (X)' row (Table 3's 'X'), its lambda 1 models 'Ditto + X
+  (lambda=1)', its selected ones 'Ditto + X (lambda auto)'
+  (`config_equivalence.derived_result`).
 
   Args:
     dataset: The dataset.
     attack: The column's attack.
     ratio: Its ratio.
+    aggregator: The server aggregator.
 
   Returns:
     The cell.
   """
-  lambdas = set(DERIVED_REPORT_LAMBDAS)
-  if (attack, ratio) in FIGURE6.columns(dataset):
-    lambdas |= set(SOLVER_LAMBDAS)
+  if aggregator == 'mean':
+    lambdas = set(DERIVED_REPORT_LAMBDAS)
+    if (attack, ratio) in FIGURE6.columns(dataset):
+      lambdas |= set(SOLVER_LAMBDAS)
+  else:
+    lambdas = set(ROBUST_DERIVED_REPORT_LAMBDAS)
   return make_cell(
       dataset,
       'ditto',
       attack,
       ratio,
+      aggregator,
       options=dict(
           auto_lambda(attack, ratio), report_lambdas=tuple(sorted(lambdas))
       ),
@@ -87,15 +135,16 @@ class DerivedRow:
 def _derivation(cell: Cell, settings: RunSettings) -> Optional[DerivedRow]:
   """How `cell` is read from its column's derived Ditto cell, or None.
 
-  Only cells with the mean aggregator on a Table 1 column, whose config the
-  source's run holds exactly (`config_equivalence.derived_result`).
+  Only cells in a `derived_columns` column of their aggregator whose config
+  the source's run (same aggregator) holds exactly
+  (`config_equivalence.derived_result`), and whose source can run.
   """
-  if cell.aggregator != 'mean' or (
-      cell.attack,
-      cell.ratio,
-  ) not in attack_columns(cell.dataset):
+  column = (cell.attack, cell.ratio)
+  if column not in derived_columns(cell.dataset, cell.aggregator):
     return None
-  source = derived_source_cell(cell.dataset, cell.attack, cell.ratio)
+  source = derived_source_cell(
+      cell.dataset, cell.attack, cell.ratio, cell.aggregator
+  )
   if source == cell:
     return None
   target_config, _ = cell_config(cell, settings)

@@ -47,9 +47,12 @@ class RunSettings:
     derive_rows: Run one Ditto cell per Table 1 column
       (`derived_source_cell`: per-device lambda with report lambdas) instead
       of the column's Global, Local, Ditto (lambda=1) and Ditto (lambda auto)
-      cells (and Figure 6's joint-solver cells in its column), and report
-      those rows from it (`plan_derived_rows`). A cell whose folder already
-      holds a run (finished or not) still runs and reports on its own.
+      cells (and Figure 6's joint-solver cells in its column), and one per
+      Table 3 column and robust aggregator X instead of its Robust (X) /
+      X, Ditto + X (lambda=1) and Ditto + X (lambda auto) cells, and report
+      those rows from them (`plan_derived_rows`). A cell whose folder
+      already holds a run (finished or not) still runs and reports on its
+      own.
   """
 
   def rounds_for(self, dataset: str) -> Optional[int]:
