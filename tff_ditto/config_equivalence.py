@@ -107,14 +107,17 @@ def derived_result(
   """Where `target`'s results are in `source`'s output, if they are there.
 
   A `ditto` run with report lambdas (`source`) trains, on the batches of
-  every other run of its settings, FedAvg's global model bit for bit (the
-  server never sees the personal models) and one personal model per lambda
-  of `lambda_policy.personal_model_lambdas`. So it holds, exactly, the
-  results of a `global` run (its global model), a `local` run (lambda 0
-  among its lambdas), a fixed-lambda `ditto` run (that lambda among its
-  lambdas) and, if it selects lambda per device itself, a `ditto` run with
-  the same selection and no report lambdas (tests/test_report_lambdas.py
-  checks all four).
+  every other run of its settings, the global model of a `global` run with
+  its server aggregator bit for bit (the server aggregates only the
+  clients' global-model updates and never sees the personal models) and
+  one personal model per lambda of `lambda_policy.personal_model_lambdas`.
+  So it holds, exactly, the results of a `global` run (its global model), a
+  `local` run (lambda 0 among its lambdas), a fixed-lambda `ditto` run
+  (that lambda among its lambdas) and, if it selects lambda per device
+  itself, a `ditto` run with the same selection and no report lambdas, each
+  with the same aggregator (tests/test_report_lambdas.py checks all four
+  with the mean, tests/test_report_lambdas_robust.py the first, third and
+  fourth with the robust aggregators of the paper's tables under attack).
 
   Args:
     target: The run whose results are wanted.
