@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import toy
+
 from tff_ditto import computation_cache
 from tff_ditto import config_equivalence
 from tff_ditto import lambda_policy
@@ -27,15 +29,6 @@ from tff_ditto import training_config
 from tff_ditto.data import load_dataset
 
 NUM_CLIENTS = 6
-SUMMARY_NAMES = (
-    'pooled_accuracy',
-    'mean_accuracy',
-    'std_accuracy',
-    'variance_accuracy',
-    'worst10_accuracy',
-    'pooled_loss',
-    'num_clients',
-)
 # Columns: clean; A1 at 50 % with the devices' strong-attack decision.
 COLUMNS = dict(
     clean=dict(),
@@ -55,19 +48,7 @@ def model_fn():
 
 
 def _config(**overrides) -> training_config.ExperimentConfig:
-  values = dict(
-      method='ditto',
-      rounds=3,
-      clients_per_round=3,
-      local_steps=2,
-      batch_size=10,
-      lam=1.0,
-      eval_every=3,
-      checkpoint_every=0,
-      seed=0,
-  )
-  values.update(overrides)
-  return training_config.ExperimentConfig(**values)
+  return toy.tiny_ditto_config(**overrides)
 
 
 def _separate_configs(
@@ -108,7 +89,9 @@ def runs(tmp_path_factory, dataset, model_fn):
 
 def _renamed(summary: dict, prefix: str, new_prefix: str = 'benign_') -> dict:
   """The summary entries named `prefix` + a summary name, renamed."""
-  return {new_prefix + name: summary[prefix + name] for name in SUMMARY_NAMES}
+  return {
+      new_prefix + name: summary[prefix + name] for name in toy.SUMMARY_NAMES
+  }
 
 
 def _table(runner) -> pd.DataFrame:

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import toy
+
 from tff_ditto import computation_cache
 from tff_ditto import config_equivalence
 from tff_ditto import models
@@ -31,15 +33,6 @@ from tff_ditto.reproduction import derived_rows
 from tff_ditto.reproduction import grid
 
 NUM_CLIENTS = 8
-SUMMARY_NAMES = (
-    'pooled_accuracy',
-    'mean_accuracy',
-    'std_accuracy',
-    'variance_accuracy',
-    'worst10_accuracy',
-    'pooled_loss',
-    'num_clients',
-)
 # (aggregator, attack, ratio): of 8 clients, 4 (A1 / k-norm's A2) or 2
 # malicious, 4 sampled a round; every column is a strong attack for the
 # devices' choice (candidates {0.05, 0.1, 0.2}: lambda 1 is an extra model).
@@ -71,19 +64,7 @@ def cache():
 
 
 def _config(**overrides) -> training_config.ExperimentConfig:
-  values = dict(
-      method='ditto',
-      rounds=3,
-      clients_per_round=4,
-      local_steps=2,
-      batch_size=10,
-      lam=1.0,
-      eval_every=3,
-      checkpoint_every=0,
-      seed=0,
-  )
-  values.update(overrides)
-  return training_config.ExperimentConfig(**values)
+  return toy.tiny_ditto_config(**{'clients_per_round': 4, **overrides})
 
 
 def _case_configs(
@@ -128,7 +109,9 @@ def _run(config, dataset, model_fn, cache, directory):
 
 def _renamed(summary: dict, prefix: str) -> dict:
   """The entries `prefix` + a summary name, named 'benign_' + the name."""
-  return {f'benign_{name}': summary[prefix + name] for name in SUMMARY_NAMES}
+  return {
+      f'benign_{name}': summary[prefix + name] for name in toy.SUMMARY_NAMES
+  }
 
 
 def _table(runner) -> pd.DataFrame:

@@ -16,6 +16,7 @@ import tensorflow_federated as tff
 
 from tff_ditto import client_states
 from tff_ditto import ditto
+from tff_ditto import training_config
 
 NUM_FEATURES = 5
 NUM_CLASSES = 3
@@ -197,3 +198,32 @@ def build_process(**kwargs):
   kwargs.setdefault('personal_lambda', 0.5)
   kwargs.setdefault('local_steps', 3)
   return ditto.build_ditto_process(model_fn, **kwargs)
+
+
+# The `evaluation.summarize` names a benign summary holds, per model.
+SUMMARY_NAMES = (
+    'pooled_accuracy',
+    'mean_accuracy',
+    'std_accuracy',
+    'variance_accuracy',
+    'worst10_accuracy',
+    'pooled_loss',
+    'num_clients',
+)
+
+
+def tiny_ditto_config(**overrides) -> training_config.ExperimentConfig:
+  """A 3-round Ditto run's config (lambda 1, 3 clients a round), overridden."""
+  values = dict(
+      method='ditto',
+      rounds=3,
+      clients_per_round=3,
+      local_steps=2,
+      batch_size=10,
+      lam=1.0,
+      eval_every=3,
+      checkpoint_every=0,
+      seed=0,
+  )
+  values.update(overrides)
+  return training_config.ExperimentConfig(**values)
