@@ -22,6 +22,7 @@ import toy
 
 from tff_ditto import computation_cache
 from tff_ditto import config_equivalence
+from tff_ditto import evaluation
 from tff_ditto import lambda_policy
 from tff_ditto import models
 from tff_ditto import training
@@ -90,7 +91,8 @@ def runs(tmp_path_factory, dataset, model_fn):
 def _renamed(summary: dict, prefix: str, new_prefix: str = 'benign_') -> dict:
   """The summary entries named `prefix` + a summary name, renamed."""
   return {
-      new_prefix + name: summary[prefix + name] for name in toy.SUMMARY_NAMES
+      new_prefix + name: summary[prefix + name]
+      for name in evaluation.SUMMARY_NAMES
   }
 
 

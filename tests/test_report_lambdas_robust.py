@@ -25,6 +25,7 @@ import toy
 
 from tff_ditto import computation_cache
 from tff_ditto import config_equivalence
+from tff_ditto import evaluation
 from tff_ditto import models
 from tff_ditto import training
 from tff_ditto import training_config
@@ -110,7 +111,8 @@ def _run(config, dataset, model_fn, cache, directory):
 def _renamed(summary: dict, prefix: str) -> dict:
   """The entries `prefix` + a summary name, named 'benign_' + the name."""
   return {
-      f'benign_{name}': summary[prefix + name] for name in toy.SUMMARY_NAMES
+      f'benign_{name}': summary[prefix + name]
+      for name in evaluation.SUMMARY_NAMES
   }
 
 

@@ -200,18 +200,6 @@ def build_process(**kwargs):
   return ditto.build_ditto_process(model_fn, **kwargs)
 
 
-# The `evaluation.summarize` names a benign summary holds, per model.
-SUMMARY_NAMES = (
-    'pooled_accuracy',
-    'mean_accuracy',
-    'std_accuracy',
-    'variance_accuracy',
-    'worst10_accuracy',
-    'pooled_loss',
-    'num_clients',
-)
-
-
 def tiny_ditto_config(**overrides) -> training_config.ExperimentConfig:
   """A 3-round Ditto run's config (lambda 1, 3 clients a round), overridden."""
   values = dict(

@@ -296,6 +296,18 @@ def client_metrics_table(
   return pd.DataFrame(rows)
 
 
+# The names of `summarize`'s entries, in its order.
+SUMMARY_NAMES = (
+    'pooled_accuracy',
+    'mean_accuracy',
+    'std_accuracy',
+    'variance_accuracy',
+    'worst10_accuracy',
+    'pooled_loss',
+    'num_clients',
+)
+
+
 def summarize(
     num_correct: np.ndarray,
     num_examples: np.ndarray,
@@ -325,16 +337,8 @@ def summarize(
   accuracy = num_correct[keep] / num_examples[keep]
   summary = collections.OrderedDict()
   if accuracy.size == 0:
-    for key in (
-        'pooled_accuracy',
-        'mean_accuracy',
-        'std_accuracy',
-        'variance_accuracy',
-        'worst10_accuracy',
-        'pooled_loss',
-    ):
-      summary[prefix + key] = float('nan')
-    summary[prefix + 'num_clients'] = 0
+    for key in SUMMARY_NAMES:
+      summary[prefix + key] = 0 if key == 'num_clients' else float('nan')
     return summary
   worst_count = max(1, int(np.ceil(0.1 * accuracy.size)))
   summary[prefix + 'pooled_accuracy'] = float(
