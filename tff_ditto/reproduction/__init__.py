@@ -13,9 +13,10 @@ Modules, one concept each:
   * `result_rows`: the grid's result rows (one per cell), their statuses.
   * `derived_rows`: a Table 1 column's rows read from its one Ditto cell.
   * `running`: `run_grid`, every cell in this process, resumable.
-  * `tables`, `comparisons`, `plots`, `report`: REPORT.md (`write_report`)
-    with the paper's numbers side by side, Ditto against global, and the
-    Figure 3-6 PNGs.
+  * `tables`, `comparisons`, `claims`, `plots`, `report`: REPORT.md
+    (`write_report`) with the paper's numbers side by side, Ditto against
+    global, a verdict on each of the paper's claims, and the Figure 3-6
+    PNGs.
 
 The names this module had as one file stay importable from the package
 (`reproduction.run_grid`, ...): each is imported from its module on first
@@ -94,11 +95,25 @@ _EXPORTS = {
     'running': ('run_grid',),
     'tables': ('DERIVED_MARKER', 'table_frame', 'table_markdown'),
     'comparisons': (
+        'SIGNIFICANCE_LEVEL',
         'sign_test_p_value',
         'paired_device_comparison',
+        'CellComparison',
+        'compare_cells',
+        'devices_text',
         'TABLE1_DITTO_ROWS',
         'ditto_vs_global',
         'ditto_vs_robust_global',
+    ),
+    'claims': (
+        'Check',
+        'Claim',
+        'CLAIMS',
+        'check_verdict',
+        'claim_verdict',
+        'check_claim',
+        'claims_summary',
+        'claims_details',
     ),
     'plots': ('plot_figures',),
     'report': ('git_revision', 'REPORT_LEGEND', 'write_report'),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from typing import Any, Optional
@@ -19,6 +20,10 @@ from tff_ditto.reproduction.grid import make_cell
 from tff_ditto.reproduction.result_rows import lookup
 from tff_ditto.reproduction.result_rows import mean_accuracy
 from tff_ditto.reproduction.result_rows import source_cell_of
+from tff_ditto.reproduction.result_rows import std_accuracy
+
+# A per-device sign test below this p-value counts as significant.
+SIGNIFICANCE_LEVEL = 0.05
 
 
 def sign_test_p_value(wins: int, losses: int) -> float:
@@ -112,8 +117,76 @@ _COMPARISON_HEADER = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class CellComparison:
+  """Two finished cells side by side, the first against the second.
+
+  Attributes:
+    first_mean: The first cell's benign mean test accuracy.
+    second_mean: The second cell's.
+    first_std: The first cell's benign std of per-device test accuracy.
+    second_std: The second cell's.
+    paired: `paired_device_comparison` of the first against the second, or
+      None where either has no per-device metrics (or none were given).
+  """
+
+  first_mean: float
+  second_mean: float
+  first_std: float
+  second_std: float
+  paired: Optional[dict[str, Any]]
+
+
+def compare_cells(
+    results: pd.DataFrame,
+    runs_dir: Optional[str],
+    first: Cell,
+    second: Cell,
+) -> Optional[CellComparison]:
+  """Compares two cells of a grid by their means, stds and devices.
+
+  Args:
+    results: The grid's result rows.
+    runs_dir: Where the cells ran (None: means and stds only).
+    first: A cell of the grid (its row may be derived from another cell).
+    second: Another.
+
+  Returns:
+    The comparison, or None unless both cells have results.
+  """
+  first_mean, second_mean = (
+      mean_accuracy(results, cell) for cell in (first, second)
+  )
+  if math.isnan(first_mean) or math.isnan(second_mean):
+    return None
+  paired = None
+  if runs_dir is not None:
+    (first_dir, first_column), (second_dir, second_column) = (
+        _device_accuracies(results, runs_dir, cell) for cell in (first, second)
+    )
+    paired = paired_device_comparison(
+        first_dir, second_dir, first_column, second_column
+    )
+  return CellComparison(
+      first_mean=first_mean,
+      second_mean=second_mean,
+      first_std=std_accuracy(results, first),
+      second_std=std_accuracy(results, second),
+      paired=paired,
+  )
+
+
+def devices_text(paired: Optional[dict[str, Any]]) -> str:
+  """'wins / losses / ties (p = ...)' of a paired comparison ('' if None)."""
+  if paired is None:
+    return ''
+  return (
+      f'{paired["wins"]} / {paired["losses"]} / '
+      f'{paired["ties"]} (p = {paired["p_value"]:.2g})'
+  )
+
+
 def _comparison_line(
-    dataset: str,
     results: pd.DataFrame,
     runs_dir: Optional[str],
     column: str,
@@ -122,30 +195,19 @@ def _comparison_line(
     global_cell: Cell,
 ) -> str:
   """One row of a Ditto-vs-global table: means, per-device sign test."""
-  ditto_accuracy = mean_accuracy(results, ditto_cell)
-  global_accuracy = mean_accuracy(results, global_cell)
-  devices = ''
-  if math.isnan(ditto_accuracy) or math.isnan(global_accuracy):
-    verdict, difference = 'not both run', ''
+  comparison = compare_cells(results, runs_dir, ditto_cell, global_cell)
+  if comparison is None:
+    verdict, difference, devices = 'not both run', '', ''
   else:
-    difference = f'{100 * (ditto_accuracy - global_accuracy):+.1f} pts'
-    paired = None
-    if runs_dir is not None:
-      (ditto_dir, ditto_column), (global_dir, global_column) = (
-          _device_accuracies(results, runs_dir, cell)
-          for cell in (ditto_cell, global_cell)
-      )
-      paired = paired_device_comparison(
-          ditto_dir, global_dir, ditto_column, global_column
-      )
-    significant = True
-    if paired is not None:
-      devices = (
-          f'{paired["wins"]} / {paired["losses"]} / '
-          f'{paired["ties"]} (p = {paired["p_value"]:.2g})'
-      )
-      significant = paired['p_value'] < 0.05
-    if ditto_accuracy <= global_accuracy:
+    difference = (
+        f'{100 * (comparison.first_mean - comparison.second_mean):+.1f} pts'
+    )
+    devices = devices_text(comparison.paired)
+    significant = (
+        comparison.paired is None
+        or comparison.paired['p_value'] < SIGNIFICANCE_LEVEL
+    )
+    if comparison.first_mean <= comparison.second_mean:
       verdict = '**Ditto <= global**'
     elif significant:
       verdict = 'Ditto > global'
@@ -153,7 +215,10 @@ def _comparison_line(
       verdict = 'Ditto > global, not significant'
   shown = [
       '-' if math.isnan(value) else f'{value:.3f}'
-      for value in (ditto_accuracy, global_accuracy)
+      for value in (
+          mean_accuracy(results, ditto_cell),
+          mean_accuracy(results, global_cell),
+      )
   ]
   return (
       f'| {column} | {label} | {shown[0]} | {shown[1]} | {difference} | '
@@ -187,7 +252,6 @@ def ditto_vs_global(
         continue  # The optional lambda-selection row is listed once run.
       lines.append(
           _comparison_line(
-              dataset,
               results,
               runs_dir,
               column_label(attack, ratio),
@@ -236,7 +300,6 @@ def ditto_vs_robust_global(
           continue
         lines.append(
             _comparison_line(
-                dataset,
                 results,
                 runs_dir,
                 column_label(attack, ratio),

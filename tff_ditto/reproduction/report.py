@@ -1,8 +1,9 @@
 """REPORT.md: the grid's results beside the paper's numbers, and figures.
 
-`write_report` writes every paper table per dataset (ours / paper, and its
-CSV), the Ditto vs global comparisons, the Figure 3-6 PNGs and the cells
-not run with why.
+`write_report` writes the verdict on each of the paper's claims, every paper
+table per dataset (ours / paper, and its CSV), the Ditto vs global
+comparisons, each claim's checks, the Figure 3-6 PNGs and the cells not run
+with why.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from typing import Optional
 
 import pandas as pd
 
+from tff_ditto.reproduction.claims import CLAIMS_LEGEND
+from tff_ditto.reproduction.claims import claims_details
+from tff_ditto.reproduction.claims import claims_summary
 from tff_ditto.reproduction.comparisons import ditto_vs_global
 from tff_ditto.reproduction.comparisons import ditto_vs_robust_global
 from tff_ditto.reproduction.grid import PAPER_SPECS
@@ -197,6 +201,16 @@ def write_report(
       REPORT_LEGEND,
       '',
   ]
+  run_datasets = [d for d in datasets if d not in unavailable_datasets]
+  if run_datasets:
+    lines += [
+        "## The paper's claims",
+        '',
+        CLAIMS_LEGEND,
+        '',
+        *claims_summary(run_datasets, results, runs_dir),
+        '',
+    ]
   if theory_markdown:
     lines += ['## Theory (Section 3.3, Figures 1-2)', '', theory_markdown, '']
   for dataset in datasets:
@@ -222,6 +236,9 @@ def write_report(
           *robust_pairs,
           '',
       ]
+    details = claims_details(dataset, results, runs_dir)
+    if details:
+      lines += ["### The paper's claims, check by check", '', *details, '']
     if discussions and discussions.get(dataset):
       lines += [discussions[dataset].strip(), '']
     for name in plot_figures(dataset, results, output_dir):

@@ -83,9 +83,20 @@ def entry_has_accuracy(entry: Optional[pd.Series]) -> bool:
 
 
 def mean_accuracy(results, cell) -> float:
+  """A cell's benign mean test accuracy (NaN: no results)."""
   entry = lookup(results, cell)
   return (
       float(entry['benign_mean_accuracy'])
+      if entry_has_accuracy(entry)
+      else float('nan')
+  )
+
+
+def std_accuracy(results, cell) -> float:
+  """A cell's benign std of per-device test accuracy (NaN: no results)."""
+  entry = lookup(results, cell)
+  return (
+      float(entry['benign_std_accuracy'])
       if entry_has_accuracy(entry)
       else float('nan')
   )
