@@ -29,6 +29,8 @@ Kinds (arguments in brackets are optional):
                                 table=figure5)
   comparison table=1|3 dataset=D [rev]
                                 the report's per-device Ditto vs global table
+  claims [report=DIR] [rev]     the verdicts on the paper's claims (the
+                                summary table of DIR/REPORT.md)
   default-run                   results/default_run/comparison.csv
   femnist-clean                 results/femnist_clean*/ (500 and 1000 rounds)
   femnist-lam-auto              results/femnist_lam_auto/ (round 1000)
@@ -206,6 +208,32 @@ def render_comparison(source: Source, table: str, dataset: str) -> list[str]:
           'Per benign device: how many score higher with Ditto, '
           'lower, or the same (exact sign test). From '
           f'{source.cite("results/REPORT.md")}.'
+      ),
+  ]
+
+
+def render_claims(source: Source, report: str = 'results') -> list[str]:
+  """The summary table of the report's 'The paper's claims' section."""
+  path = f'{report}/REPORT.md'
+  lines = source.text(path).splitlines()
+  try:
+    start = lines.index("## The paper's claims")
+  except ValueError:
+    raise ValueError(f"{path}: no section '## The paper's claims'.") from None
+  rows = []
+  for line in lines[start + 1 :]:
+    if line.startswith('## '):
+      break
+    if line.startswith('|'):
+      rows.append(line)
+    elif rows:
+      break
+  return rows + [
+      '',
+      (
+          'Checks: one pair of cells per column (and aggregator, tilt or'
+          ' lambda); the report lists them one by one, with the rule of each'
+          f' verdict. From {source.cite(path)}.'
       ),
   ]
 
@@ -478,6 +506,7 @@ RENDERERS: dict[str, Callable[..., list[str]]] = {
     'report': render_report,
     'table': render_paper_table,
     'comparison': render_comparison,
+    'claims': render_claims,
     'default-run': render_default_run,
     'femnist-clean': render_femnist_clean,
     'femnist-lam-auto': render_femnist_lam_auto,

@@ -114,3 +114,34 @@ def test_a_table_renders_from_another_report_folder(tmp_path):
   rendered = write_results_doc.render(page, str(tmp_path))
   assert '| Global | 0.500 (0.100); paper 0.804 |' in rendered
   assert 'results/paper_budget/table1_toy.csv' in rendered
+
+
+def test_claims_render_from_a_reports_summary(tmp_path):
+  folder = tmp_path / 'results' / 'paper_budget'
+  folder.mkdir(parents=True)
+  (folder / 'REPORT.md').write_text(textwrap.dedent("""\
+      # Reproduction report
+
+      ## The paper's claims
+
+      How each verdict is reached.
+
+      | claim | verdict |
+      |---|---|
+      | Ditto more robust than global | reproduced |
+
+      ## toy
+
+      | method | clean |
+      """))
+  page = (
+      '<!-- begin generated: claims report=results/paper_budget -->\n'
+      '<!-- end generated -->'
+  )
+  rendered = write_results_doc.render(page, str(tmp_path))
+  assert '| Ditto more robust than global | reproduced |' in rendered
+  assert '| method | clean |' not in rendered
+  assert 'results/paper_budget/REPORT.md' in rendered
+  (folder / 'REPORT.md').write_text('# Reproduction report\n')
+  with pytest.raises(ValueError, match="The paper's claims"):
+    write_results_doc.render(page, str(tmp_path))
