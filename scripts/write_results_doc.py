@@ -182,6 +182,17 @@ def render_paper_table(
   ]
 
 
+def _first_table(lines: list[str]) -> list[str]:
+  """The lines of the first markdown table in `lines` ([] if none)."""
+  rows = []
+  for line in lines:
+    if line.startswith('|'):
+      rows.append(line)
+    elif rows:
+      break
+  return rows
+
+
 def render_comparison(source: Source, table: str, dataset: str) -> list[str]:
   """The report's 'Ditto vs global' table of a dataset (Table 1 or 3)."""
   headings = {
@@ -196,13 +207,7 @@ def render_comparison(source: Source, table: str, dataset: str) -> list[str]:
   ]
   if following and position > following[0]:
     raise ValueError(f'REPORT.md: no {headings[table]!r} under {dataset}.')
-  rows = []
-  for line in lines[position + 1 :]:
-    if line.startswith('|'):
-      rows.append(line)
-    elif rows:
-      break
-  return rows + [
+  return _first_table(lines[position + 1 :]) + [
       '',
       (
           'Per benign device: how many score higher with Ditto, '
@@ -220,15 +225,11 @@ def render_claims(source: Source, report: str = 'results') -> list[str]:
     start = lines.index("## The paper's claims")
   except ValueError:
     raise ValueError(f"{path}: no section '## The paper's claims'.") from None
-  rows = []
-  for line in lines[start + 1 :]:
-    if line.startswith('## '):
-      break
-    if line.startswith('|'):
-      rows.append(line)
-    elif rows:
-      break
-  return rows + [
+  following = [
+      i for i, line in enumerate(lines) if i > start and line.startswith('## ')
+  ]
+  section = lines[start + 1 : following[0] if following else len(lines)]
+  return _first_table(section) + [
       '',
       (
           'Checks: one pair of cells per column (and aggregator, tilt or'

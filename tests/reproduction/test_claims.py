@@ -1,7 +1,6 @@
 """The paper's claims and their verdicts, on hand-made grid results."""
 
-import os
-
+import cell_files
 import pandas as pd
 import pytest
 
@@ -158,17 +157,6 @@ def test_claims_cover_each_tables_columns():
   }
 
 
-def _write_client_metrics(directory, accuracies, malicious):
-  os.makedirs(directory)
-  pd.DataFrame(
-      dict(
-          client_id=[f'c{i}' for i in range(len(accuracies))],
-          accuracy=accuracies,
-          malicious=malicious,
-      )
-  ).to_csv(os.path.join(directory, 'client_metrics.csv'), index=False)
-
-
 def test_summary_and_details_read_the_cells_and_their_devices(tmp_path):
   ditto = grid.make_cell(
       'femnist', 'ditto', 'a1', 0.5, options=grid.auto_lambda('a1', 0.5)
@@ -185,7 +173,7 @@ def test_summary_and_details_read_the_cells_and_their_devices(tmp_path):
       for cell, mean, std in ((ditto, 0.7, 0.15), (global_cell, 0.1, 0.05))
   ])
   for cell, benign in ((ditto, [0.7] * 6), (global_cell, [0.1] * 6)):
-    _write_client_metrics(
+    cell_files.write_client_metrics(
         tmp_path / 'femnist' / cell.cell_id,
         benign + [0.9],
         [False] * 6 + [True],

@@ -8,6 +8,7 @@ import os
 import pandas as pd
 import pytest
 
+import cell_files
 import repo_paths
 from tff_ditto.data import registry
 from tff_ditto.reproduction import availability
@@ -402,22 +403,11 @@ def test_sign_test_p_value():
   assert abs(comparisons.sign_test_p_value(1, 9) - 22 / 1024) < 1e-12
 
 
-def _write_client_metrics(directory, accuracies, malicious):
-  os.makedirs(directory)
-  pd.DataFrame(
-      dict(
-          client_id=[f'c{i}' for i in range(len(accuracies))],
-          accuracy=accuracies,
-          malicious=malicious,
-      )
-  ).to_csv(os.path.join(directory, 'client_metrics.csv'), index=False)
-
-
 def test_paired_device_comparison_counts_benign_devices_only(tmp_path):
-  _write_client_metrics(
+  cell_files.write_client_metrics(
       tmp_path / 'ditto', [0.9, 0.5, 0.4, 0.0], [False, False, False, True]
   )
-  _write_client_metrics(
+  cell_files.write_client_metrics(
       tmp_path / 'global', [0.8, 0.5, 0.6, 1.0], [False, False, False, True]
   )
   paired = comparisons.paired_device_comparison(
@@ -464,7 +454,7 @@ def test_table3_pairs_compare_ditto_with_global_under_the_same_aggregator(
       ('global', 0.1, 0.9),
       ('ditto_auto', 0.7, 0.0),
   ):
-    _write_client_metrics(
+    cell_files.write_client_metrics(
         tmp_path / 'femnist' / cells[name].cell_id,
         [device_accuracy] * 6 + [attacker_accuracy],
         [False] * 6 + [True],
@@ -516,10 +506,10 @@ def test_report_tables_csv_paper_fallback_and_discussion(tmp_path):
       'table1',
   )
   runs = tmp_path / 'runs' / 'femnist'
-  _write_client_metrics(
+  cell_files.write_client_metrics(
       runs / 'ditto_none00_mean', [0.9, 0.8, 0.7], [False] * 3
   )
-  _write_client_metrics(
+  cell_files.write_client_metrics(
       runs / 'global_none00_mean', [0.8, 0.7, 0.6], [False] * 3
   )
   path = report_lib.write_report(

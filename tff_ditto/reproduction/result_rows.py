@@ -82,24 +82,20 @@ def entry_has_accuracy(entry: Optional[pd.Series]) -> bool:
   return entry is not None and not pd.isna(entry['benign_mean_accuracy'])
 
 
+def _final_benign_value(results, cell, name: str) -> float:
+  """A final benign metric of a cell's result row (NaN: no results)."""
+  entry = lookup(results, cell)
+  return float(entry[name]) if entry_has_accuracy(entry) else float('nan')
+
+
 def mean_accuracy(results, cell) -> float:
   """A cell's benign mean test accuracy (NaN: no results)."""
-  entry = lookup(results, cell)
-  return (
-      float(entry['benign_mean_accuracy'])
-      if entry_has_accuracy(entry)
-      else float('nan')
-  )
+  return _final_benign_value(results, cell, 'benign_mean_accuracy')
 
 
 def std_accuracy(results, cell) -> float:
   """A cell's benign std of per-device test accuracy (NaN: no results)."""
-  entry = lookup(results, cell)
-  return (
-      float(entry['benign_std_accuracy'])
-      if entry_has_accuracy(entry)
-      else float('nan')
-  )
+  return _final_benign_value(results, cell, 'benign_std_accuracy')
 
 
 def source_cell_of(entry: Optional[pd.Series]) -> str:
