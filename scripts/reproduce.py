@@ -97,6 +97,15 @@ _CURVE_SPLIT = flags.DEFINE_enum(
     'the same cell.',
 )
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of every cell.')
+_CLIENT_LR = flags.DEFINE_float(
+    'client_lr',
+    None,
+    "Client SGD learning rate of every cell (default: each dataset's "
+    'preset): a sensitivity grid. Its cells have the ids of the preset '
+    "rate's, so give it a --runs_dir and --output_dir of its own (a cell "
+    'folder run at another rate is reported as failed, never reused).',
+    lower_bound=0.0,
+)
 _KEEP_CHECKPOINTS = flags.DEFINE_bool(
     'keep_checkpoints',
     False,
@@ -174,6 +183,8 @@ def _config_overrides(quick: bool) -> dict:
   overrides = dict(run_settings.QUICK_CONFIG_OVERRIDES) if quick else {}
   if _CURVE_SPLIT.value is not None:
     overrides['curve_split'] = _CURVE_SPLIT.value
+  if _CLIENT_LR.value is not None:
+    overrides['client_lr'] = _CLIENT_LR.value
   return overrides
 
 
@@ -326,6 +337,7 @@ def main(argv):
       + run_settings.describe_overrides(settings.config_overrides)
       if quick
       else f'full: {settings.describe_rounds()}, all clients'
+      + (f'; client_lr={_CLIENT_LR.value}' if _CLIENT_LR.value else '')
   )
   note = (
       '> **Quick smoke test, not the paper reproduction.** Few rounds '

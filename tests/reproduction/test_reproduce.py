@@ -285,6 +285,7 @@ def test_selected_report_marks_the_rest_pending(tmp_path):
           '--skip_theory',
           '--methods=ditto',
           '--columns=a1:0.5',
+          '--client_lr=0.02',
           f'--runs_dir={tmp_path / "runs"}',
           f'--output_dir={tmp_path / "out"}',
       ],
@@ -298,6 +299,8 @@ def test_selected_report_marks_the_rest_pending(tmp_path):
   assert '4 of ' in completed.stdout
   report = (tmp_path / 'out' / 'REPORT.md').read_text()
   assert 'Partial grid' in report and 'pending: not run yet' in report
+  # A sensitivity grid's report says its rate.
+  assert 'all clients; client_lr=0.02' in report
   misnamed = subprocess.run(
       [
           sys.executable,
