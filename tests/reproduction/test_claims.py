@@ -104,6 +104,9 @@ def test_claim_verdict():
   assert claims.claim_verdict([reproduced, claims.NOT_REPRODUCED]) == (
       claims.MIXED
   )
+  # Checks that cannot run here count neither as run nor as pending.
+  assert claims.claim_verdict([reproduced, claims.CANNOT_RUN]) == reproduced
+  assert claims.claim_verdict([claims.CANNOT_RUN]) == claims.CANNOT_RUN
 
 
 @pytest.mark.parametrize('dataset', ['femnist', 'fmnist', 'vehicle'])
@@ -181,12 +184,12 @@ def test_summary_and_details_read_the_cells_and_their_devices(tmp_path):
   summary = claims.claims_summary(['femnist'], results, str(tmp_path))
   assert summary[2] == (
       '| Ditto more robust than global | Table 1 | femnist | '
-      'reproduced, more pending | 1 / 0 / 0 / 8 |  |'
+      'reproduced, more pending | 1 / 0 / 0 / 8 / 0 |  |'
   )
   # The global model is the fairer by the std (Definition 2).
   assert summary[3] == (
       '| Ditto fairer than global at similar or better accuracy | Table 1 | '
-      'femnist | not reproduced, more pending | 0 / 0 / 1 / 9 | A1 50% |'
+      'femnist | not reproduced, more pending | 0 / 0 / 1 / 9 / 0 | A1 50% |'
   )
   assert all('| pending | 0 / 0 / 0 / ' in line for line in summary[4:])
   details = claims.claims_details('femnist', results, str(tmp_path))
@@ -204,3 +207,52 @@ def test_summary_and_details_read_the_cells_and_their_devices(tmp_path):
       ),
   ]
   assert claims.claims_details('femnist', results.iloc[:1]) == []
+
+
+def test_a_check_with_a_cell_that_cannot_run_is_not_pending():
+  ditto = grid.make_cell(
+      'femnist', 'ditto', 'a1', 0.8, options=grid.auto_lambda('a1', 0.8)
+  )
+  krum = grid.make_cell('femnist', 'global', 'a1', 0.8, 'krum')
+  median = grid.make_cell('femnist', 'global', 'a1', 0.8, 'median')
+  results = pd.DataFrame([
+      dict(
+          dataset='femnist',
+          cell_id=ditto.cell_id,
+          status='done',
+          benign_mean_accuracy=0.7,
+          benign_std_accuracy=0.15,
+      ),
+      dict(
+          dataset='femnist',
+          cell_id=krum.cell_id,
+          status='not run: aggregator krum needs clients_per_round - f - 2',
+          benign_mean_accuracy=float('nan'),
+          benign_std_accuracy=float('nan'),
+      ),
+      dict(
+          dataset='femnist',
+          cell_id=median.cell_id,
+          status='pending: not run yet',
+          benign_mean_accuracy=float('nan'),
+          benign_std_accuracy=float('nan'),
+      ),
+  ])
+  claim = next(
+      claim
+      for claim in claims.CLAIMS
+      if claim.statement == 'Ditto at least as robust as robust aggregators'
+  )
+  verdicts = {
+      found.check.where: found.verdict
+      for found in claims.check_claim(claim, 'femnist', results)
+  }
+  assert verdicts['A1 80%, Krum'] == claims.CANNOT_RUN
+  assert verdicts['A1 80%, median'] == claims.PENDING
+  (line,) = [
+      line
+      for line in claims.claims_summary(['femnist'], results)
+      if line.startswith(f'| {claim.statement} |')
+  ]
+  # 45 checks: the Krum one cannot run, the rest are pending.
+  assert '| pending | 0 / 0 / 0 / 44 / 1 |' in line

@@ -43,6 +43,7 @@ from tff_ditto.reproduction.grid import Cell
 from tff_ditto.reproduction.grid import Row
 from tff_ditto.reproduction.grid import TableSpec
 from tff_ditto.reproduction.grid import column_label
+from tff_ditto.reproduction.result_rows import lookup
 
 # What a check asks of its first cell against its second.
 MORE_ACCURATE = 'more accurate'
@@ -54,6 +55,8 @@ REPRODUCED = 'reproduced'
 NOT_SIGNIFICANT = 'not significant'
 NOT_REPRODUCED = 'not reproduced'
 PENDING = 'pending'
+# A check one of whose cells cannot run here (the report says why).
+CANNOT_RUN = 'cannot run'
 
 # A claim's verdict when some of its checks reproduce and others do not.
 MIXED = 'mixed'
@@ -280,11 +283,15 @@ def claim_verdict(verdicts: Sequence[str]) -> str:
     verdicts: Its checks' verdicts.
 
   Returns:
-    `PENDING` when no check ran; `REPRODUCED` when every check that ran
-    reproduced, `NOT_REPRODUCED` when none did, else `MIXED`; with ', more
-    pending' when some checks have not run.
+    `CANNOT_RUN` when no check can run here, else `PENDING` when none ran;
+    otherwise `REPRODUCED` when every check that ran reproduced,
+    `NOT_REPRODUCED` when none did, else `MIXED`; with ', more pending' when
+    some checks that can run have not.
   """
-  run = [verdict for verdict in verdicts if verdict != PENDING]
+  runnable = [verdict for verdict in verdicts if verdict != CANNOT_RUN]
+  if verdicts and not runnable:
+    return CANNOT_RUN
+  run = [verdict for verdict in runnable if verdict != PENDING]
   if not run:
     return PENDING
   reproduced = sum(verdict == REPRODUCED for verdict in run)
@@ -294,7 +301,7 @@ def claim_verdict(verdicts: Sequence[str]) -> str:
     verdict = NOT_REPRODUCED
   else:
     verdict = MIXED
-  return verdict + (', more pending' if len(run) < len(verdicts) else '')
+  return verdict + (', more pending' if len(run) < len(runnable) else '')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,10 +333,19 @@ def check_claim(
   found = []
   for check in claim.checks_fn(dataset):
     comparison = compare_cells(results, runs_dir, check.first, check.second)
-    found.append(
-        CheckResult(check, comparison, check_verdict(check.test, comparison))
-    )
+    verdict = check_verdict(check.test, comparison)
+    if verdict == PENDING and any(
+        _cannot_run(results, cell) for cell in (check.first, check.second)
+    ):
+      verdict = CANNOT_RUN
+    found.append(CheckResult(check, comparison, verdict))
   return tuple(found)
+
+
+def _cannot_run(results: pd.DataFrame, cell: Cell) -> bool:
+  """Whether the grid lists `cell` as not runnable here ('not run: ...')."""
+  entry = lookup(results, cell)
+  return entry is not None and str(entry['status']).startswith('not run')
 
 
 CLAIMS_LEGEND = (
@@ -344,12 +360,13 @@ CLAIMS_LEGEND = (
     " worse on significantly more devices. *Fairer* (the paper's"
     ' Definition 2): a lower std of per-device accuracy (point estimates)'
     ' at similar or better accuracy. A check whose cells have not both run'
-    ' is pending.'
+    ' is pending, or cannot run where the grid lists one of them as not'
+    ' runnable here (the cells not run, and why, are at the end).'
 )
 
 
 def _counts_text(verdicts: Sequence[str]) -> str:
-  counted = (REPRODUCED, NOT_SIGNIFICANT, NOT_REPRODUCED, PENDING)
+  counted = (REPRODUCED, NOT_SIGNIFICANT, NOT_REPRODUCED, PENDING, CANNOT_RUN)
   return ' / '.join(str(sum(v == name for v in verdicts)) for name in counted)
 
 
@@ -371,7 +388,8 @@ def claims_summary(
   lines = [
       (
           '| claim | paper | dataset | verdict | checks reproduced / not'
-          ' significant / not reproduced / pending | not reproduced at'
+          ' significant / not reproduced / pending / cannot run | not'
+          ' reproduced at'
           ' (*: not significant) |'
       ),
       '|---|---|---|---|---|---|',
