@@ -241,7 +241,7 @@ def ditto_vs_global(
   Returns:
     Markdown table lines.
   """
-  lines = [line.format(baseline='global') for line in _COMPARISON_HEADER]
+  pairs = []
   for attack, ratio in attack_columns(dataset):
     global_cell = make_cell(dataset, 'global', attack, ratio)
     for row in TABLE1_DITTO_ROWS:
@@ -250,17 +250,12 @@ def ditto_vs_global(
           mean_accuracy(results, ditto_cell)
       ):
         continue  # The optional lambda-selection row is listed once run.
-      lines.append(
-          _comparison_line(
-              results,
-              runs_dir,
-              column_label(attack, ratio),
-              row.label,
-              ditto_cell,
-              global_cell,
-          )
+      pairs.append(
+          (column_label(attack, ratio), row.label, ditto_cell, global_cell)
       )
-  return lines
+  return [line.format(baseline='global') for line in _COMPARISON_HEADER] + [
+      _comparison_line(results, runs_dir, *pair) for pair in pairs
+  ]
 
 
 def _table3_ditto_rows(aggregator: str) -> tuple[Row, ...]:
@@ -289,7 +284,7 @@ def ditto_vs_robust_global(
   Returns:
     Markdown table lines, or [] when no Table 3 cell ran.
   """
-  lines = []
+  pairs = []
   for _, aggregator in ROBUST_AGGREGATORS:
     for attack, ratio in TABLE3.columns(dataset):
       global_cell = make_cell(dataset, 'global', attack, ratio, aggregator)
@@ -298,19 +293,12 @@ def ditto_vs_robust_global(
         cells = (ditto_cell,) if row.options_fn else (ditto_cell, global_cell)
         if all(math.isnan(mean_accuracy(results, cell)) for cell in cells):
           continue
-        lines.append(
-            _comparison_line(
-                results,
-                runs_dir,
-                column_label(attack, ratio),
-                row.label,
-                ditto_cell,
-                global_cell,
-            )
+        pairs.append(
+            (column_label(attack, ratio), row.label, ditto_cell, global_cell)
         )
-  if not lines:
+  if not pairs:
     return []
   return [
       line.format(baseline='global (same aggregator)')
       for line in _COMPARISON_HEADER
-  ] + lines
+  ] + [_comparison_line(results, runs_dir, *pair) for pair in pairs]
