@@ -24,7 +24,6 @@ from tff_ditto import computation_cache
 from tff_ditto import config_equivalence
 from tff_ditto import evaluation
 from tff_ditto import lambda_policy
-from tff_ditto import models
 from tff_ditto import training
 from tff_ditto import training_config
 from tff_ditto.data import load_dataset
@@ -41,11 +40,6 @@ COLUMNS = dict(
 def dataset():
   full = load_dataset('synthetic', validation_fraction=0.2)
   return full.subset(full.client_ids[:NUM_CLIENTS])
-
-
-@pytest.fixture(scope='module')
-def model_fn():
-  return models.get_model_spec('synthetic', seed=0).tff_model_fn()
 
 
 def _config(**overrides) -> training_config.ExperimentConfig:
@@ -68,7 +62,7 @@ def _separate_configs(
 
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory, dataset, model_fn):
+def runs(tmp_path_factory, dataset, synthetic_model_fn):
   """{column: {name: (runner, summary)}} of every run, one shared cache."""
   root = tmp_path_factory.mktemp('report_lambdas')
   cache = computation_cache.ComputationCache()
@@ -79,7 +73,7 @@ def runs(tmp_path_factory, dataset, model_fn):
       runner = training.ExperimentRunner(
           config,
           dataset,
-          model_fn,
+          synthetic_model_fn,
           str(root / column_name / name),
           log_fn=None,
           computation_cache=cache,
@@ -168,11 +162,11 @@ def test_selected_models_equal_a_plain_auto_run(runs, column):
 
 
 def test_fixed_lambda_with_report_lambdas_evaluates_the_fixed_model(
-    tmp_path, dataset, model_fn, runs
+    tmp_path, dataset, synthetic_model_fn, runs
 ):
   config = _config(report_lambdas=(0.0, 2.0))
   runner = training.ExperimentRunner(
-      config, dataset, model_fn, str(tmp_path / 'fixed'), log_fn=None
+      config, dataset, synthetic_model_fn, str(tmp_path / 'fixed'), log_fn=None
   )
   assert runner.personal_models.lambdas == (1.0, 0.0, 2.0)
   final = runner.run()['final']
@@ -258,14 +252,14 @@ def test_report_lambdas_are_a_tuple_of_floats():
 
 
 def test_curve_split_adds_validation_columns_and_changes_nothing_else(
-    tmp_path, dataset, model_fn, runs
+    tmp_path, dataset, synthetic_model_fn, runs
 ):
   plain_runner, plain = runs['clean']['multi']
   config = dataclasses.replace(
       plain_runner.config, curve_split='validation', eval_every=1
   )
   runner = training.ExperimentRunner(
-      config, dataset, model_fn, str(tmp_path / 'curve'), log_fn=None
+      config, dataset, synthetic_model_fn, str(tmp_path / 'curve'), log_fn=None
   )
   summary = runner.run()
   assert _same(summary['final'], plain['final'])
@@ -293,7 +287,9 @@ def test_curve_split_adds_validation_columns_and_changes_nothing_else(
     assert last[f'validation_{key}'] == pytest.approx(value, rel=1e-12)
 
 
-def test_an_evaluation_reads_each_state_file_once(tmp_path, dataset, model_fn):
+def test_an_evaluation_reads_each_state_file_once(
+    tmp_path, dataset, synthetic_model_fn
+):
   """The test split, the per-device choice and the curve: one read per file."""
   config = _config(
       lam_selection='auto',
@@ -301,7 +297,7 @@ def test_an_evaluation_reads_each_state_file_once(tmp_path, dataset, model_fn):
       curve_split='validation',
   )
   runner = training.ExperimentRunner(
-      config, dataset, model_fn, str(tmp_path), log_fn=None
+      config, dataset, synthetic_model_fn, str(tmp_path), log_fn=None
   )
   runner.run()
   evaluator = runner.evaluator

@@ -26,7 +26,6 @@ import toy
 from tff_ditto import computation_cache
 from tff_ditto import config_equivalence
 from tff_ditto import evaluation
-from tff_ditto import models
 from tff_ditto import training
 from tff_ditto import training_config
 from tff_ditto.data import load_dataset
@@ -52,11 +51,6 @@ CASES = (
 def dataset():
   full = load_dataset('synthetic', validation_fraction=0.2)
   return full.subset(full.client_ids[:NUM_CLIENTS])
-
-
-@pytest.fixture(scope='module')
-def model_fn():
-  return models.get_model_spec('synthetic', seed=0).tff_model_fn()
 
 
 @pytest.fixture(scope='module')
@@ -95,12 +89,12 @@ def _global_weights(runner) -> list[np.ndarray]:
   return runner.process.get_model_weights(runner.state).trainable
 
 
-def _run(config, dataset, model_fn, cache, directory):
+def _run(config, dataset, synthetic_model_fn, cache, directory):
   """(runner, summary) of a finished run."""
   runner = training.ExperimentRunner(
       config,
       dataset,
-      model_fn,
+      synthetic_model_fn,
       str(directory),
       log_fn=None,
       computation_cache=cache,
@@ -136,11 +130,11 @@ def test_cases_use_the_grids_derived_source_options():
 
 @pytest.mark.parametrize('aggregator,attack,ratio', CASES)
 def test_each_row_equals_its_separate_run(
-    tmp_path, dataset, model_fn, cache, aggregator, attack, ratio
+    tmp_path, dataset, synthetic_model_fn, cache, aggregator, attack, ratio
 ):
   configs = _case_configs(aggregator, attack, ratio)
   runs = {
-      name: _run(config, dataset, model_fn, cache, tmp_path / name)
+      name: _run(config, dataset, synthetic_model_fn, cache, tmp_path / name)
       for name, config in configs.items()
   }
   source_runner, source = runs['source']
@@ -172,15 +166,19 @@ def test_each_row_equals_its_separate_run(
 
 @pytest.mark.parametrize('aggregator,attack,ratio', CASES)
 def test_the_aggregator_changes_the_global_model(
-    tmp_path, dataset, model_fn, cache, aggregator, attack, ratio
+    tmp_path, dataset, synthetic_model_fn, cache, aggregator, attack, ratio
 ):
   """So the equalities above hold with the robust rule in force."""
   robust = _config(
       method='global', attack=attack, attack_ratio=ratio, aggregator=aggregator
   )
   mean = _config(method='global', attack=attack, attack_ratio=ratio)
-  robust_runner, _ = _run(robust, dataset, model_fn, cache, tmp_path / 'x')
-  mean_runner, _ = _run(mean, dataset, model_fn, cache, tmp_path / 'mean')
+  robust_runner, _ = _run(
+      robust, dataset, synthetic_model_fn, cache, tmp_path / 'x'
+  )
+  mean_runner, _ = _run(
+      mean, dataset, synthetic_model_fn, cache, tmp_path / 'mean'
+  )
   assert any(
       not np.array_equal(a, b)
       for a, b in zip(

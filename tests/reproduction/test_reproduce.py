@@ -1007,11 +1007,8 @@ def _by_cell(results):
   }
 
 
-@pytest.fixture(scope='module')
-def derived_grids(tmp_path_factory):
-  """The four Table 1 rows of two columns: separate cells, and derived."""
-  root = tmp_path_factory.mktemp('derived')
-  cells = _table1_row_cells('synthetic')
+def _separate_and_derived_grids(root, cells):
+  """{'separate' | 'derived': (settings, results, log lines)} of `cells`."""
   grids = {}
   for name, derive in (('separate', False), ('derived', True)):
     settings = _derived_settings(root / name, derive)
@@ -1021,7 +1018,16 @@ def derived_grids(tmp_path_factory):
         running.run_grid(cells, settings, log_fn=lines.append),
         lines,
     )
-  return cells, grids
+  return grids
+
+
+@pytest.fixture(scope='module')
+def derived_grids(tmp_path_factory):
+  """The four Table 1 rows of two columns: separate cells, and derived."""
+  cells = _table1_row_cells('synthetic')
+  return cells, _separate_and_derived_grids(
+      tmp_path_factory.mktemp('derived'), cells
+  )
 
 
 def test_derived_rows_run_one_ditto_cell_per_column(derived_grids):
@@ -1293,18 +1299,10 @@ def _table3_row_cells(dataset, aggregator):
 @pytest.fixture(scope='module')
 def table3_derived_grids(tmp_path_factory):
   """Table 3's clipping rows of one column: separate cells, and derived."""
-  root = tmp_path_factory.mktemp('table3_derived')
   cells = _table3_row_cells('synthetic', 'norm_clip')
-  grids = {}
-  for name, derive in (('separate', False), ('derived', True)):
-    settings = _derived_settings(root / name, derive)
-    lines = []
-    grids[name] = (
-        settings,
-        running.run_grid(cells, settings, log_fn=lines.append),
-        lines,
-    )
-  return cells, grids
+  return cells, _separate_and_derived_grids(
+      tmp_path_factory.mktemp('table3_derived'), cells
+  )
 
 
 def test_table3_derived_rows_equal_the_separate_cells(table3_derived_grids):
