@@ -11,6 +11,7 @@ import os
 import numpy as np
 import pytest
 
+import toy
 from tff_ditto import checkpoints
 from tff_ditto import client_states
 from tff_ditto import crash_safety
@@ -236,11 +237,10 @@ def test_client_state_versions_are_saved_restored_and_pruned(tmp_path):
       _train(store, 2, round_num)
     saved.save(round_num, _state(float(round_num)), _positions(round_num))
   # Kept checkpoints 1 and 2 name client 0's versions 1 and 2: version 0 goes.
-  assert _client_files(store, 0) == [
-      'round_000001.tensor',
-      'round_000002.tensor',
-  ]
-  assert _client_files(store, 2) == ['round_000001.tensor']
+  assert _client_files(store, 0) == toy.state_file_names(
+      'round_000001', 'round_000002'
+  )
+  assert _client_files(store, 2) == toy.state_file_names('round_000001')
 
   fresh = _store(tmp_path)
   _assert_restored(_checkpoints(tmp_path, store=fresh).restore_latest(), 2)
@@ -260,6 +260,6 @@ def test_a_checkpoint_naming_a_missing_client_state_is_not_restored(tmp_path):
   saved = _checkpoints(tmp_path, store=store)
   _train(store, 1, 0)
   saved.save(0, _state(0.0), _positions(0))
-  os.remove(store.read_path(1))
+  os.remove(client_states.state_files(store.read_path(1))[0])
   with pytest.raises(FileNotFoundError, match='named by the checkpoint'):
     _checkpoints(tmp_path, store=_store(tmp_path)).restore_latest()

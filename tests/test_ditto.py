@@ -45,8 +45,8 @@ def _run(process, w_t, clients, tmp_path, tag='r', state=None):
     if v_k is None:
       data.append(batches)
       continue
-    read_path = os.path.join(tmp_path, f'{tag}_read_{k}.tensor')
-    write_path = os.path.join(tmp_path, f'{tag}_write_{k}.tensor')
+    read_path = os.path.join(tmp_path, f'{tag}_read_{k}.state')
+    write_path = os.path.join(tmp_path, f'{tag}_write_{k}.state')
     toy.write_state(read_path, v_k)
     data.append(toy.personal_client_data(batches, read_path, write_path))
     write_paths.append(write_path)
@@ -143,10 +143,14 @@ def test_rejects_bad_arguments(kwargs):
 # ------------------------------------------------ client state in the files
 
 
+def _state_bytes(path):
+  return [open(f, 'rb').read() for f in client_states.state_files(path)]
+
+
 def test_unsampled_client_keeps_its_state_file(process, tmp_path):
   store = client_states.FileClientStateStore(str(tmp_path / 'states'), 3, W_T)
   initial_path = store.read_path(2)
-  initial_bytes = open(initial_path, 'rb').read()
+  initial_bytes = _state_bytes(initial_path)
   arrays = [toy.client_arrays(10 + k, 3 * BATCH) for k in range(3)]
 
   def run_round(state, round_num, indices):
@@ -167,17 +171,19 @@ def test_unsampled_client_keeps_its_state_file(process, tmp_path):
       store.versions, [0, 0, client_states.INITIAL_VERSION]
   )
   path_1 = store.read_path(1)
-  bytes_1 = open(path_1, 'rb').read()
+  bytes_1 = _state_bytes(path_1)
   weights_0_round_0 = store.read(0)
 
   state = run_round(state, 1, [0, 2])
   # Client 1 was not sampled: same version, same file, same bytes, no new file.
   np.testing.assert_array_equal(store.versions, [1, 0, 1])
   assert store.read_path(1) == path_1
-  assert open(path_1, 'rb').read() == bytes_1
-  assert sorted(os.listdir(os.path.dirname(path_1))) == ['round_000000.tensor']
+  assert _state_bytes(path_1) == bytes_1
+  assert sorted(os.listdir(os.path.dirname(path_1))) == toy.state_file_names(
+      'round_000000'
+  )
   # The shared initial model is untouched although client 2 trained from it.
-  assert open(initial_path, 'rb').read() == initial_bytes
+  assert _state_bytes(initial_path) == initial_bytes
   toy.assert_weights_equal(store.read(1), toy.read_state(path_1))
   # Client 0 trained again, from its own round-0 model.
   expected_0 = toy.sgd_reference(
@@ -224,8 +230,8 @@ def test_store_prune_keeps_exactly_the_needed_versions(tmp_path):
   store.versions[0] = 2  # round 3 was written but never committed
   store.prune(np.array([1], np.int32))
   names = sorted(os.listdir(tmp_path / 'client_000000'))
-  assert names == ['round_000001.tensor', 'round_000002.tensor']
-  assert os.path.exists(tmp_path / 'initial.tensor')
+  assert names == toy.state_file_names('round_000001', 'round_000002')
+  assert client_states.state_exists(str(tmp_path / 'initial.state'))
 
 
 # ------------------------------------------------- v_k never leaves clients
@@ -558,12 +564,12 @@ def test_loss_weighting_sends_the_whole_training_set_loss_to_k_loss(tmp_path):
   state = toy.with_global_weights(process, W_T)
   data = []
   for k, arrays in enumerate(clients):
-    read_path = os.path.join(tmp_path, f'read_{k}.tensor')
+    read_path = os.path.join(tmp_path, f'read_{k}.state')
     toy.write_state(read_path, V_K)
     client = toy.personal_client_data(
         toy.fixed_batches(arrays, BATCH),
         read_path,
-        os.path.join(tmp_path, f'write_{k}.tensor'),
+        os.path.join(tmp_path, f'write_{k}.state'),
     )
     client[client_data_schema.FULL_TRAIN_KEY] = toy.fixed_batches(arrays, 7)
     data.append(client)

@@ -163,7 +163,7 @@ def test_personalized_evaluation_reads_each_clients_file(
 ):
   clients = [toy.client_arrays(3, 20), toy.client_arrays(4, 15, label_shift=1)]
   weights = [_perfect_weights(0), _perfect_weights(1)]
-  paths = [str(tmp_path / f'client_{k}.tensor') for k in range(2)]
+  paths = [str(tmp_path / f'client_{k}.state') for k in range(2)]
   for path, w in zip(paths, weights):
     toy.write_state(path, w)
 
@@ -183,7 +183,9 @@ def test_personalized_evaluation_reads_each_clients_file(
     _check_metrics(record, w, arrays)
     assert float(record['num_correct']) == 0.0
   # Nothing was written by the evaluation.
-  assert sorted(os.listdir(tmp_path)) == ['client_0.tensor', 'client_1.tensor']
+  assert sorted(os.listdir(tmp_path)) == toy.state_file_names(
+      'client_0', 'client_1'
+  )
 
 
 def test_finetune_evaluation_matches_sgd_then_evaluate(tmp_path):

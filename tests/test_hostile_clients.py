@@ -167,19 +167,19 @@ def test_nan_pixels_in_client_data_are_counted(tmp_path):
 
 def test_state_file_of_the_wrong_size_fails_the_round(tmp_path):
   process = toy.build_process()
-  read_path = os.path.join(tmp_path, 'short.tensor')
+  read_path = os.path.join(tmp_path, 'short.state')
   client_states.write_flat_state(read_path, np.zeros([7], np.float32))
   data = [
       toy.personal_client_data(
           toy.fixed_batches(CLIENT_ARRAYS[0], BATCH),
           read_path,
-          os.path.join(tmp_path, 'written.tensor'),
+          os.path.join(tmp_path, 'written.state'),
       )
   ]
   expected_size = sum(int(np.prod(s)) for s in toy.SHAPES)
   with pytest.raises(Exception, match=rf'\[{expected_size}\]'):
     process.next(toy.with_global_weights(process, INITIAL), data)
-  assert not os.path.exists(os.path.join(tmp_path, 'written.tensor'))
+  assert not client_states.state_exists(os.path.join(tmp_path, 'written.state'))
 
 
 def test_wrong_shaped_inputs_are_rejected_by_tff_types(tmp_path):
@@ -188,13 +188,13 @@ def test_wrong_shaped_inputs_are_rejected_by_tff_types(tmp_path):
       x=np.zeros([BATCH, toy.NUM_FEATURES + 1], np.float32),
       y=np.zeros([BATCH], np.int32),
   )
-  read_path = os.path.join(tmp_path, 'state.tensor')
+  read_path = os.path.join(tmp_path, 'state.state')
   toy.write_state(read_path, INITIAL)
   data = [
       toy.personal_client_data(
           tf.data.Dataset.from_tensor_slices(wide).batch(BATCH),
           read_path,
-          os.path.join(tmp_path, 'written.tensor'),
+          os.path.join(tmp_path, 'written.state'),
       )
   ]
   with pytest.raises(TypeError):

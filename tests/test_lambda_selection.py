@@ -33,8 +33,8 @@ ARRAYS = toy.client_arrays(0, 3 * BATCH)
 
 
 def _one_client_round(process, start_personal, tmp_path, tag):
-  read_path = os.path.join(tmp_path, f'{tag}_read.tensor')
-  write_path = os.path.join(tmp_path, f'{tag}_write.tensor')
+  read_path = os.path.join(tmp_path, f'{tag}_read.state')
+  write_path = os.path.join(tmp_path, f'{tag}_write.state')
   client_states.write_flat_state(
       read_path, client_states.flatten_weights(start_personal)
   )
@@ -244,8 +244,8 @@ def _per_step_round(process, clients, tmp_path, tag):
   """
   data, write_paths = [], []
   for k, (start, train, validation) in enumerate(clients):
-    read_path = os.path.join(tmp_path, f'{tag}_read_{k}.tensor')
-    write_path = os.path.join(tmp_path, f'{tag}_write_{k}.tensor')
+    read_path = os.path.join(tmp_path, f'{tag}_read_{k}.state')
+    write_path = os.path.join(tmp_path, f'{tag}_write_{k}.state')
     toy.write_state(read_path, start)
     client = toy.personal_client_data(
         toy.fixed_batches(train, BATCH), read_path, write_path

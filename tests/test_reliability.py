@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tff_ditto import client_states
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROUNDS = 5
 BASE_FLAGS = [
@@ -89,9 +91,11 @@ def _final_state(output_dir):
   for client in sorted(os.listdir(state_root)):
     client_dir = os.path.join(state_root, client)
     if os.path.isdir(client_dir):
-      newest = sorted(os.listdir(client_dir))[-1]
-      with open(os.path.join(client_dir, newest), 'rb') as f:
-        states[client] = (newest, f.read())
+      newest = sorted(os.listdir(client_dir))[-1].split('.')[0]
+      files = client_states.state_files(
+          os.path.join(client_dir, newest + client_states.STATE_SUFFIX)
+      )
+      states[client] = (newest, [open(f, 'rb').read() for f in files])
   return metrics, clients, final, states
 
 
@@ -233,11 +237,12 @@ def test_flag_errors_are_one_line_before_tensorflow(tmp_path):
   assert not os.path.exists(f'{tmp_path}/x')
 
 
-def test_numpy_state_files_are_plain_tensors(reference_run):
-  """Personalized-model files are readable without TFF (flat float32)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
+def test_state_data_files_are_plain_float32(reference_run):
+  """A personalized model's data file is its flat float32 vector, raw."""
   _, _, _, states = _final_state(reference_run)
-  for newest, data in states.values():
-    flat = tf.io.parse_tensor(data, tf.float32).numpy()
+  run_states = os.path.join(reference_run, 'ditto', 'client_states')
+  for client, (newest, (_, data)) in states.items():
+    flat = np.frombuffer(data, np.float32)
     assert flat.ndim == 1 and np.all(np.isfinite(flat)), newest
+    path = os.path.join(run_states, client, newest + client_states.STATE_SUFFIX)
+    np.testing.assert_array_equal(flat, client_states.read_flat_state(path))

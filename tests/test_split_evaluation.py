@@ -66,7 +66,7 @@ def _state_files(tmp_path, num_models):
     weights = []
     for model in range(num_models):
       weights += toy.random_weights(10 * client + model, scale=1.0)
-    path = str(tmp_path / f'client_{client}.tensor')
+    path = str(tmp_path / f'client_{client}.state')
     toy.write_state(path, weights)
     paths.append(path)
   return paths

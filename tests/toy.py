@@ -9,6 +9,7 @@ gradient is easy to write in numpy (float64) as an independent reference.
 from __future__ import annotations
 
 import collections
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -74,6 +75,15 @@ def with_global_weights(process, weights):
 
 def write_state(path: str, weights) -> None:
   client_states.write_flat_state(path, client_states.flatten_weights(weights))
+
+
+def state_file_names(*names: str) -> list[str]:
+  """The sorted file names of the states `names` (given without suffix)."""
+  return sorted(
+      os.path.basename(f)
+      for name in names
+      for f in client_states.state_files(name + client_states.STATE_SUFFIX)
+  )
 
 
 def read_state(path: str) -> list[np.ndarray]:

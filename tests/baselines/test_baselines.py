@@ -16,6 +16,7 @@ import tensorflow_federated as tff
 
 import repo_paths
 import toy
+from tff_ditto import client_states
 from tff_ditto import evaluation
 from tff_ditto.baselines import apfl
 from tff_ditto.baselines import finetuning
@@ -48,12 +49,12 @@ def _unflat(flat):
 
 
 def _read_raw(path):
-  return tf.io.parse_tensor(tf.io.read_file(path), tf.float32).numpy()
+  return client_states.read_flat_state(path)
 
 
 def _state_data(tmp_path, k, start_weights, tag='r'):
-  read_path = os.path.join(tmp_path, f'{tag}_read_{k}.tensor')
-  write_path = os.path.join(tmp_path, f'{tag}_write_{k}.tensor')
+  read_path = os.path.join(tmp_path, f'{tag}_read_{k}.state')
+  write_path = os.path.join(tmp_path, f'{tag}_write_{k}.state')
   toy.write_state(read_path, start_weights)
   return toy.handle_dataset(read_path, write_path), write_path
 
@@ -185,12 +186,12 @@ def test_apfl_with_alpha_one_is_local_training_bit_for_bit(tmp_path):
     local_handle, local_path = _state_data(
         tmp_path, 0, start, tag=f'local{round_num}'
     )
-    apfl_read = os.path.join(tmp_path, f'apfl_read_{round_num}.tensor')
-    apfl_write = os.path.join(tmp_path, f'apfl_write_{round_num}.tensor')
+    apfl_write = os.path.join(tmp_path, f'apfl_write_{round_num}.state')
     if round_num == 0:
+      apfl_read = os.path.join(tmp_path, 'apfl_read.state')
       toy.write_state(apfl_read, start)
     else:
-      tf.io.write_file(apfl_read, tf.io.read_file(previous_write))
+      apfl_read = previous_write
     batches = toy.fixed_batches(ARRAYS[round_num], BATCH)
     local.next(
         toy.with_global_weights(local, W_T),
