@@ -83,18 +83,6 @@ def _formats(variable: tf.Variable):
   }
 
 
-def _commit() -> str:
-  try:
-    return subprocess.run(
-        ['git', 'rev-parse', '--short', 'HEAD'],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return ''
-
-
 def main(argv):
   del argv
   rng = np.random.default_rng(0)
@@ -113,6 +101,9 @@ def main(argv):
             if repeat:
               times[(name, op)].append(time.perf_counter() - start)
           np.testing.assert_array_equal(variable.numpy(), expected)
+  commit = subprocess.run(
+      ['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True
+  ).stdout.strip()
   rows = [
       dict(
           format=name,
@@ -123,7 +114,7 @@ def main(argv):
           states=len(values),
           megabytes=4 * _ENTRIES.value / 1e6,
           date=datetime.date.today().isoformat(),
-          commit=_commit(),
+          commit=commit,
           cores=os.cpu_count(),
       )
       for (name, op), values in times.items()
