@@ -307,6 +307,30 @@ def test_invalid_config_is_rejected(tmp_path, dataset, model_fn):
     _runner(_config(method='nope'), dataset, model_fn, tmp_path / 'y')
 
 
+def test_progress_line_counts_zeroed_updates(tmp_path, dataset, model_fn):
+  # A learning rate near float32's largest value overflows every client's
+  # first step: all updates are zeroed, and the progress line says so.
+  lines = []
+  _runner(
+      _config(method='global', rounds=2, client_lr=3e38, eval_every=2),
+      dataset,
+      model_fn,
+      tmp_path / 'blown_up',
+      log_fn=lines.append,
+  ).run()
+  assert len(lines) == 2
+  assert all('| 3 non-finite updates zeroed' in line for line in lines)
+  lines.clear()
+  _runner(
+      _config(method='global', rounds=1, eval_every=1),
+      dataset,
+      model_fn,
+      tmp_path / 'healthy',
+      log_fn=lines.append,
+  ).run()
+  assert len(lines) == 1 and 'non-finite' not in lines[0]
+
+
 # --------------------------------------------------------------- methods
 
 METHODS = ('ditto', 'local', 'global', 'finetune')

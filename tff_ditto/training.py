@@ -335,6 +335,9 @@ class ExperimentRunner:
     )
     if self.personalize:
       line += f' (personal {row["personal_train_loss"]:.4f})'
+    if row['non_finite_updates']:
+      # Zeroed, not averaged (`process_templates.zero_if_non_finite`).
+      line += f' | {row["non_finite_updates"]:g} non-finite updates zeroed'
     if 'benign_mean_accuracy' in row:
       line += (
           f' | benign acc mean {row["benign_mean_accuracy"]:.4f}'

@@ -28,6 +28,7 @@ from tff_ditto.reproduction.plots import plot_figures
 from tff_ditto.reproduction.result_rows import FINISHED_STATUSES
 from tff_ditto.reproduction.tables import table_frame
 from tff_ditto.reproduction.tables import table_markdown
+from tff_ditto.reproduction.training_health import non_finite_training_lines
 
 
 def git_revision(repo_dir: str, ignore_dir: Optional[str] = None) -> str:
@@ -228,6 +229,9 @@ def write_report(
         *ditto_vs_global(dataset, results, runs_dir),
         '',
     ]
+    non_finite = non_finite_training_lines(dataset, results, runs_dir)
+    if non_finite:
+      lines += [*non_finite, '']
     robust_pairs = ditto_vs_robust_global(dataset, results, runs_dir)
     if robust_pairs:
       lines += [
