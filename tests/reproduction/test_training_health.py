@@ -1,7 +1,7 @@
 """Cells whose training stopped being finite: found, counted, reported."""
 
+import dataclasses
 import math
-import os
 
 import pandas as pd
 
@@ -34,17 +34,26 @@ def test_non_finite_training_counts_rounds_from_one():
 
 
 def test_a_cell_whose_training_blows_up_is_reported(tmp_path):
-  # A learning rate near float32's largest value: the first local step of
-  # every client overflows, every update is zeroed, and the global model
-  # never moves. The other cell trains normally.
-  broken = grid.make_cell('synthetic', 'global', options=dict(client_lr=3e38))
+  # Table 1's clean global cell with a learning rate near float32's largest
+  # value: the first local step of every client overflows, every update is
+  # zeroed, and the global model never moves. Its Ditto cell, run under the
+  # preset rate into the same runs folder, trains normally.
+  broken = grid.make_cell('synthetic', 'global')
   healthy = grid.make_cell('synthetic', 'ditto')
+  runs_dir = str(tmp_path / 'runs')
   settings = run_settings.RunSettings(
-      data_dir=None, runs_dir=str(tmp_path / 'runs'), rounds=3, max_clients=12
+      data_dir=None, runs_dir=runs_dir, rounds=3, max_clients=12
+  )
+  blown_up = dataclasses.replace(
+      settings, config_overrides=dict(client_lr=3e38)
   )
   lines = []
-  results = running.run_grid(
-      [broken, healthy], settings, {}, log_fn=lines.append
+  results = pd.concat(
+      [
+          running.run_grid([broken], blown_up, {}, log_fn=lines.append),
+          running.run_grid([healthy], settings, {}, log_fn=lines.append),
+      ],
+      ignore_index=True,
   )
   assert results['status'].tolist() == ['done', 'done']
 
@@ -72,7 +81,7 @@ def test_a_cell_whose_training_blows_up_is_reported(tmp_path):
       datasets=['synthetic'],
       unavailable_datasets={},
       elapsed_seconds=1.0,
-      runs_dir=settings.runs_dir,
+      runs_dir=runs_dir,
   )
   with open(path) as f:
     report = f.read()
@@ -80,6 +89,17 @@ def test_a_cell_whose_training_blows_up_is_reported(tmp_path):
   section = section.split('\n#')[0]
   assert f'| {broken.cell_id} | 1 | nan | 3 | 3 | yes | 3 |' in section
   assert healthy.cell_id not in section
+  # The Ditto vs global comparison of the clean column names the stuck run.
+  (clean_line,) = [
+      line
+      for line in report.split('### Ditto vs global under attack')[1].split(
+          '\n'
+      )
+      if line.startswith('| clean | Ditto (lambda=1) |')
+  ]
+  assert clean_line.endswith(
+      "; global's training non-finite, stuck from round 1 |"
+  )
   # Without the runs folder there is nothing to read, and no section.
   assert (
       training_health.non_finite_training_lines('synthetic', results, None)

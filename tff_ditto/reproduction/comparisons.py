@@ -21,6 +21,7 @@ from tff_ditto.reproduction.result_rows import lookup
 from tff_ditto.reproduction.result_rows import mean_accuracy
 from tff_ditto.reproduction.result_rows import source_cell_of
 from tff_ditto.reproduction.result_rows import std_accuracy
+from tff_ditto.reproduction.training_health import read_non_finite_training
 
 # A per-device sign test below this p-value counts as significant.
 SIGNIFICANCE_LEVEL = 0.05
@@ -213,6 +214,8 @@ def _comparison_line(
       verdict = 'Ditto > global'
     else:
       verdict = 'Ditto > global, not significant'
+  if runs_dir is not None and comparison is not None:
+    verdict += _stuck_training_note(results, runs_dir, ditto_cell, global_cell)
   shown = [
       '-' if math.isnan(value) else f'{value:.3f}'
       for value in (
@@ -224,6 +227,33 @@ def _comparison_line(
       f'| {column} | {label} | {shown[0]} | {shown[1]} | {difference} | '
       f'{devices} | {verdict} |'
   )
+
+
+def _stuck_training_note(
+    results: pd.DataFrame, runs_dir: str, ditto_cell: Cell, global_cell: Cell
+) -> str:
+  """'; <whose> training stuck from round N' where a run stuck to its end.
+
+  Whose: Ditto's or global's, or the run's when both rows come from one run
+  (a derived row names its source cell's run).
+  """
+  ditto_folder, global_folder = (
+      _device_accuracies(results, runs_dir, cell)[0]
+      for cell in (ditto_cell, global_cell)
+  )
+  if ditto_folder == global_folder:
+    runs = (("the run's", ditto_folder),)
+  else:
+    runs = (("Ditto's", ditto_folder), ("global's", global_folder))
+  notes = []
+  for whose, folder in runs:
+    health = read_non_finite_training(folder)
+    if health is not None and health.stuck_to_end:
+      notes.append(
+          f'; {whose} training non-finite, stuck from round'
+          f' {health.first_round}'
+      )
+  return ''.join(notes)
 
 
 def ditto_vs_global(
