@@ -112,15 +112,8 @@ def test_tiny_grid_end_to_end_and_resume(tmp_path):
   assert not os.path.exists(os.path.join(ditto_dir, 'client_states'))
 
   output_dir = str(tmp_path / 'report')
-  path = report_lib.write_report(
-      results,
-      output_dir,
-      command='test',
-      mode='test',
-      repo_dir=str(tmp_path),
-      datasets=['synthetic', 'celeba'],
-      unavailable_datasets=unavailable,
-      elapsed_seconds=1.0,
+  path = cell_files.write_test_report(
+      results, output_dir, ['synthetic', 'celeba'], unavailable
   )
   with open(path) as f:
     report = f.read()
@@ -515,15 +508,10 @@ def test_report_tables_csv_paper_fallback_and_discussion(tmp_path):
   cell_files.write_client_metrics(
       runs / 'global_none00_mean', [0.8, 0.7, 0.6], [False] * 3
   )
-  path = report_lib.write_report(
+  path = cell_files.write_test_report(
       results,
-      str(tmp_path / 'out'),
-      command='test',
-      mode='test',
-      repo_dir=str(tmp_path),
-      datasets=['femnist'],
-      unavailable_datasets={},
-      elapsed_seconds=1.0,
+      tmp_path / 'out',
+      ['femnist'],
       runs_dir=str(tmp_path / 'runs'),
       discussions={'femnist': '#### Why the columns look like this'},
   )
@@ -906,15 +894,11 @@ def test_paper_numbers_in_specific_cells():
 
 def test_every_paper_number_lands_in_a_report_cell(tmp_path):
   output_dir = tmp_path / 'out'
-  path = report_lib.write_report(
+  path = cell_files.write_test_report(
       _EMPTY_RESULTS,
-      str(output_dir),
-      command='test',
-      mode='test',
-      repo_dir=str(tmp_path),
-      datasets=['fmnist', 'femnist', 'celeba'],
-      unavailable_datasets={'celeba': 'no images'},
-      elapsed_seconds=1.0,
+      output_dir,
+      ['fmnist', 'femnist', 'celeba'],
+      {'celeba': 'no images'},
   )
   # (paper table, dataset, paper method, attack, ratio, mean) shown.
   cells = set()
@@ -1091,16 +1075,8 @@ def test_derived_rows_keep_their_per_device_accuracies(derived_grids):
 def test_derived_rows_are_marked_in_the_report(derived_grids, tmp_path):
   _, grids = derived_grids
   settings, results, _ = grids['derived']
-  report_lib.write_report(
-      results,
-      str(tmp_path),
-      command='test',
-      mode='test',
-      repo_dir=str(tmp_path),
-      datasets=['synthetic'],
-      unavailable_datasets={},
-      elapsed_seconds=1.0,
-      runs_dir=settings.runs_dir,
+  cell_files.write_test_report(
+      results, tmp_path, ['synthetic'], runs_dir=settings.runs_dir
   )
   table = pd.read_csv(tmp_path / 'table1_synthetic.csv')
   marked = table[table['source_cell'].notna()]

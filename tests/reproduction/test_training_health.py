@@ -5,8 +5,8 @@ import math
 
 import pandas as pd
 
+import cell_files
 from tff_ditto.reproduction import grid
-from tff_ditto.reproduction import report as report_lib
 from tff_ditto.reproduction import run_settings
 from tff_ditto.reproduction import running
 from tff_ditto.reproduction import training_health
@@ -72,16 +72,8 @@ def test_a_cell_whose_training_blows_up_is_reported(tmp_path):
       is None
   )
 
-  path = report_lib.write_report(
-      results,
-      str(tmp_path / 'report'),
-      command='test',
-      mode='test',
-      repo_dir=str(tmp_path),
-      datasets=['synthetic'],
-      unavailable_datasets={},
-      elapsed_seconds=1.0,
-      runs_dir=runs_dir,
+  path = cell_files.write_test_report(
+      results, tmp_path / 'report', ['synthetic'], runs_dir=runs_dir
   )
   with open(path) as f:
     report = f.read()
