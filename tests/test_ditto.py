@@ -426,6 +426,12 @@ def test_unweighted_and_mean_aggregators_agree_under_uniform(process, tmp_path):
   ]
   expected = [(f0 + f1) / 2 for f0, f1 in zip(*finals)]
   toy.assert_weights_close(w_mean, expected, atol=1e-5)
+  # The train metrics keep the larger of the two updates' L2 norms.
+  np.testing.assert_allclose(
+      out_mean.metrics['client_work']['train']['max_update_norm'],
+      max(toy.distance(W_T, final) for final in finals),
+      rtol=1e-4,
+  )
 
 
 def test_num_examples_weighting(tmp_path):
@@ -461,14 +467,19 @@ def test_non_finite_client_update_is_dropped(process, tmp_path):
   new_global = toy.global_weights(process, out.state)
   assert all(np.all(np.isfinite(w)) for w in new_global)
   # Zero weight: the mean is the good client's model alone.
-  toy.assert_weights_close(
-      new_global,
-      toy.sgd_reference(W_T, toy.split_batches(OTHER_ARRAYS, BATCH), LR),
+  good_final = toy.sgd_reference(
+      W_T, toy.split_batches(OTHER_ARRAYS, BATCH), LR
+  )
+  toy.assert_weights_close(new_global, good_final)
+  # The zeroed update's norm does not count.
+  np.testing.assert_allclose(
+      train['max_update_norm'], toy.distance(W_T, good_final), rtol=1e-4
   )
 
   # Alone, the NaN client contributes nothing: the global model stays w_t.
   alone, _ = _run(process, W_T, [(bad, V_K)], tmp_path, 'alone')
   assert alone.metrics['client_work']['train']['non_finite_updates'] == 1.0
+  assert alone.metrics['client_work']['train']['max_update_norm'] == 0.0
   new_global = toy.global_weights(process, alone.state)
   assert all(np.all(np.isfinite(w)) for w in new_global)
   toy.assert_weights_equal(new_global, W_T)

@@ -11,8 +11,9 @@ aggregation weight and statistics from `loss_statistics`. The rest is shared:
   clients of the simulation transform their update there
   (`tff_ditto.attacks.apply_update_attack`), and an update holding a NaN or
   Inf is zeroed and does not count (`zero_if_non_finite`);
-* `client_work_from_computation`: its summed statistics finalized as the train
-  metrics `tff_ditto.training.ExperimentRunner` reads;
+* `client_work_from_computation`: its summed statistics (and the largest
+  update norm) finalized as the train metrics
+  `tff_ditto.training.ExperimentRunner` reads;
 * `compose_process`: TFF's broadcast of w, the client work, any
   `tff.aggregators` factory and an apply-optimizer finalizer, composed into a
   `tff.learning.templates.LearningProcess`.
@@ -151,14 +152,19 @@ def build_client_work(
       )
     update, has_non_finite = zero_if_non_finite(update)
     weight = tf.where(has_non_finite > 0, rejected_weight, weight)
-    client_metrics = collections.OrderedDict(statistics)
-    client_metrics['non_finite_updates'] = tf.cast(has_non_finite, tf.float32)
-    client_metrics['clients'] = tf.constant(1.0, tf.float32)
+    summed = collections.OrderedDict(statistics)
+    summed['non_finite_updates'] = tf.cast(has_non_finite, tf.float32)
+    summed['clients'] = tf.constant(1.0, tf.float32)
+    # The L2 norm of the update as aggregated (0 when zeroed; Inf when its
+    # square overflows float32).
+    largest = collections.OrderedDict(
+        max_update_norm=tf.linalg.global_norm(tf.nest.flatten(update))
+    )
     return (
         tff.learning.templates.ClientResult(
             update=update, update_weight=weight
         ),
-        client_metrics,
+        (summed, largest),
     )
 
   return client_work_from_computation(client_computation, shares_of_batches)
@@ -172,25 +178,26 @@ def client_work_from_computation(
 
   Args:
     client_computation: `(model weights, client data) -> (ClientResult,
-      statistics)`, where statistics hold `global_loss_sum`,
+      (summed, largest))`, where `summed` holds `global_loss_sum`,
       `personal_loss_sum`, `num_batches`, `num_examples`,
       `non_finite_updates` and `clients` (float32), summed over clients, and
-      optionally counts of the keys of `shares_of_batches`.
+      optionally counts of the keys of `shares_of_batches`; `largest` holds
+      `max_update_norm` (float32), its maximum over clients.
     shares_of_batches: {statistic: train metric}: counts over the round's
       steps (e.g. Ditto's lambda choices) reported as shares of the round's
       batches under the metric's name.
 
   Returns:
     The client work; its `train` measurements are the mean train losses per
-    batch and the summed counts (the keys `ExperimentRunner` reads), then
-    the shares of `shares_of_batches`.
+    batch, the summed counts and the largest update norm (the keys
+    `ExperimentRunner` reads), then the shares of `shares_of_batches`.
   """
   shares_of_batches = dict(shares_of_batches or {})
   weights_type, data_type = client_computation.type_signature.parameter
   metrics_type = client_computation.type_signature.result[1]
 
   @tff.tensorflow.computation(metrics_type)
-  def finalize_metrics(summed):
+  def finalize_metrics(summed, largest):
     num_batches = tf.maximum(summed['num_batches'], 1.0)
     finalized = collections.OrderedDict(
         global_train_loss=summed['global_loss_sum'] / num_batches,
@@ -199,6 +206,7 @@ def client_work_from_computation(
         num_batches=summed['num_batches'],
         num_clients=summed['clients'],
         non_finite_updates=summed['non_finite_updates'],
+        max_update_norm=largest['max_update_norm'],
     )
     for count_key, share_key in shares_of_batches.items():
       finalized[share_key] = summed[count_key] / num_batches
@@ -218,7 +226,11 @@ def client_work_from_computation(
         client_computation, (weights, client_data)
     )
     train_metrics = tff.federated_map(
-        finalize_metrics, tff.federated_sum(client_metrics)
+        finalize_metrics,
+        tff.federated_zip((
+            tff.federated_sum(client_metrics[0]),
+            tff.federated_max(client_metrics[1]),
+        )),
     )
     measurements = tff.federated_zip(
         collections.OrderedDict(train=train_metrics)

@@ -242,7 +242,8 @@ class ExperimentRunner:
 
     Returns:
       The row: round, seconds, the train losses, the sampled malicious
-      clients, the non-finite updates (and per-step lambda shares).
+      clients, the non-finite updates, the largest L2 norm of an update
+      that was aggregated (and per-step lambda shares).
     """
     start = time.monotonic()
     client_indices = sampling.sample_clients(
@@ -274,6 +275,7 @@ class ExperimentRunner:
         ),
         sampled_malicious=int(self.malicious[client_indices].sum()),
         non_finite_updates=float(train['non_finite_updates']),
+        max_update_norm=float(train['max_update_norm']),
     )
     if self.personal_models.select_per_step:
       row.update(self._lambda_step_shares(train))
