@@ -41,6 +41,7 @@ ROUND_KEYS = [
     'personal_train_loss',
     'sampled_malicious',
     'non_finite_updates',
+    'max_update_norm',
 ]
 
 
@@ -372,6 +373,8 @@ def test_each_method_writes_its_results(method_runs, method):
     assert float(row['global_train_loss']) > 0.0
     assert int(row['benign_num_clients']) == NUM_CLIENTS
     assert math.isnan(float(row['personal_train_loss'])) != personalized
+    # Every method trains the global model (`local` too, unused).
+    assert float(row['max_update_norm']) > 0.0
 
   with open(os.path.join(out, 'summary.json')) as f:
     saved = json.load(f)
