@@ -90,18 +90,20 @@ def read_non_finite_training(cell_dir: str) -> Optional[NonFiniteTraining]:
 
   Args:
     cell_dir: The cell's folder: its metrics.csv, and its summary.json
-      (whose config has clients_per_round).
+      (the config's clients_per_round, capped at the run's clients as the
+      sampling caps it).
 
   Returns:
     None when either file is absent or the training stayed finite.
   """
   metrics_path = os.path.join(cell_dir, run_outputs.METRICS_FILE)
-  config = read_record(cell_dir, 'summary.json').get('config')
-  if config is None or not os.path.exists(metrics_path):
+  summary = read_record(cell_dir, 'summary.json')
+  if 'config' not in summary or not os.path.exists(metrics_path):
     return None
-  return non_finite_training(
-      pd.read_csv(metrics_path), int(config['clients_per_round'])
-  )
+  clients_per_round = int(summary['config']['clients_per_round'])
+  if summary.get('num_clients'):
+    clients_per_round = min(clients_per_round, int(summary['num_clients']))
+  return non_finite_training(pd.read_csv(metrics_path), clients_per_round)
 
 
 def non_finite_training_lines(
