@@ -8,6 +8,7 @@ results, same personalized-model files, and no TFF worker left behind.
 
 import json
 import os
+import pathlib
 import random
 import signal
 import subprocess
@@ -108,7 +109,7 @@ def _final_state(output_dir):
       files = client_states.state_files(
           os.path.join(client_dir, newest + client_states.STATE_SUFFIX)
       )
-      states[client] = (newest, [open(f, 'rb').read() for f in files])
+      states[client] = (newest, [pathlib.Path(f).read_bytes() for f in files])
   return metrics, clients, final, states
 
 

@@ -155,8 +155,8 @@ def build_client_work(
     summed = collections.OrderedDict(statistics)
     summed['non_finite_updates'] = tf.cast(has_non_finite, tf.float32)
     summed['clients'] = tf.constant(1.0, tf.float32)
-    # The L2 norm of the update as aggregated (0 when zeroed; Inf when its
-    # square overflows float32).
+    # The L2 norm of the update sent to the aggregator (0 when zeroed; Inf
+    # when its square overflows float32).
     largest = collections.OrderedDict(
         max_update_norm=tf.linalg.global_norm(tf.nest.flatten(update))
     )

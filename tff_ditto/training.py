@@ -243,7 +243,7 @@ class ExperimentRunner:
     Returns:
       The row: round, seconds, the train losses, the sampled malicious
       clients, the non-finite updates, the largest L2 norm of an update
-      that was aggregated (and per-step lambda shares).
+      sent to the aggregator (and per-step lambda shares).
     """
     start = time.monotonic()
     client_indices = sampling.sample_clients(
