@@ -27,6 +27,7 @@ import time  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 import pandas as pd  # noqa: E402
+import theory_figures  # noqa: E402  (scripts/, the script's own folder, is first on sys.path)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -190,8 +191,6 @@ def _config_overrides(quick: bool) -> dict:
 
 def _theory_section(output_dir: str) -> str:
   """Draws Figures 1-2 into output_dir; returns their markdown."""
-  from scripts import theory_figures  # pylint: disable=g-import-not-at-top
-
   rows = theory_figures.figure1(output_dir, trials=1000, seed=_SEED.value)
   lines = theory_figures.figure2(output_dir, trials=1000, seed=_SEED.value)
   return '\n'.join([

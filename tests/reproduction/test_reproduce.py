@@ -275,14 +275,15 @@ def test_selected_report_marks_the_rest_pending(tmp_path):
           os.path.join(root, 'scripts', 'reproduce.py'),
           '--datasets=synthetic',
           '--report_only',
-          '--skip_theory',
           '--methods=ditto',
           '--columns=a1:0.5',
           '--client_lr=0.02',
           f'--runs_dir={tmp_path / "runs"}',
           f'--output_dir={tmp_path / "out"}',
       ],
-      cwd=root,
+      # As a user runs it: no PYTHONPATH, from any folder (the theory
+      # figures' import once needed the repository root on sys.path).
+      cwd=tmp_path,
       capture_output=True,
       text=True,
       timeout=300,
@@ -294,6 +295,7 @@ def test_selected_report_marks_the_rest_pending(tmp_path):
   assert 'Partial grid' in report and 'pending: not run yet' in report
   # A sensitivity grid's report says its rate.
   assert 'all clients; client_lr=0.02' in report
+  assert (tmp_path / 'out' / 'theory_figure1.png').exists()
   misnamed = subprocess.run(
       [
           sys.executable,
