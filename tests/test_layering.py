@@ -21,6 +21,8 @@ import textwrap
 
 import pytest
 
+import process_output
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = 'tff_ditto'
 
@@ -287,7 +289,9 @@ def test_tf_free_modules_load_no_tensorflow(module):
       timeout=300,
       env=dict(os.environ, PYTHONPATH=REPO),
   )
-  assert completed.returncode == 0, completed.stderr[-2000:]
+  assert completed.returncode == 0, process_output.failure_text(
+      completed.stderr
+  )
   assert completed.stdout.strip() == '[]'
 
 

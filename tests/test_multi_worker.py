@@ -20,6 +20,7 @@ import os
 import pytest
 import tensorflow_federated as tff
 
+import process_output
 import toy
 from tff_ditto import aggregators
 from tff_ditto import client_states
@@ -236,7 +237,7 @@ def test_run_experiment_on_two_workers(two_workers, tmp_path):
       f'--workers={",".join(addresses)}',
       f'--output_dir={output_dir}',
   )
-  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.returncode == 0, process_output.failure_text(result.stderr)
   with open(os.path.join(output_dir, 'ditto', 'metrics.csv')) as file:
     rows = file.read().splitlines()
   assert len(rows) == 3  # header + 2 rounds

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import process_output
 from tff_ditto import client_states
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,19 +60,6 @@ def _run(output_dir, *extra, fault=None):
       text=True,
       timeout=600,
   )
-
-
-def _failure_text(stderr: str) -> str:
-  """What a failed run printed: Python's fatal-error stack if it crashed.
-
-  A crash (SIGSEGV, SIGABRT) prints the faulting threads' stacks and then a
-  long list of extension modules, which a plain tail would show instead.
-  """
-  start = stderr.find('Fatal Python error')
-  if start < 0:
-    return stderr[-3000:]
-  end = stderr.find('Extension modules', start)
-  return stderr[start : end if end > 0 else None][:6000]
 
 
 def _worker_children(pid):
@@ -129,7 +117,7 @@ def _assert_same_run(reference_dir, resumed_dir):
 def reference_run(tmp_path_factory):
   output_dir = str(tmp_path_factory.mktemp('reference'))
   result = _run(output_dir)
-  assert result.returncode == 0, _failure_text(result.stderr)
+  assert result.returncode == 0, process_output.failure_text(result.stderr)
   return output_dir
 
 
@@ -148,9 +136,11 @@ def test_sigkill_at_injected_points_then_resume_is_bit_identical(
 ):
   output_dir = str(tmp_path / 'run')
   killed = _run(output_dir, *extra, fault=fault)
-  assert killed.returncode == -signal.SIGKILL, _failure_text(killed.stderr)
+  assert killed.returncode == -signal.SIGKILL, process_output.failure_text(
+      killed.stderr
+  )
   resumed = _run(output_dir, '--resume', *extra)
-  assert resumed.returncode == 0, _failure_text(resumed.stderr)
+  assert resumed.returncode == 0, process_output.failure_text(resumed.stderr)
   if fault.startswith('mid_checkpoint'):
     assert 'incomplete' in resumed.stdout
   _assert_same_run(reference_run, output_dir)
@@ -186,7 +176,7 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(
         w for w in workers if os.path.exists(f'/proc/{w}') and _is_live(w)
     ], 'worker outlived its killed parent'
   resumed = _run(output_dir, '--resume')
-  assert resumed.returncode == 0, _failure_text(resumed.stderr)
+  assert resumed.returncode == 0, process_output.failure_text(resumed.stderr)
   _assert_same_run(reference_run, output_dir)
 
 
@@ -220,7 +210,7 @@ def test_torn_checkpoint_files_are_detected(reference_run, tmp_path):
       damaged += 1
   assert damaged
   resumed = _run(output_dir, '--resume')
-  assert resumed.returncode == 0, _failure_text(resumed.stderr)
+  assert resumed.returncode == 0, process_output.failure_text(resumed.stderr)
   assert 'unreadable' in resumed.stdout
   _assert_same_run(reference_run, output_dir)
 

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
+import process_output
 import repo_paths
 import toy
 from tff_ditto import client_states
@@ -493,7 +494,9 @@ def test_hvp_check_script_finds_finite_differences_exact_on_a_smooth_model(
       text=True,
       timeout=600,
   )
-  assert completed.returncode == 0, completed.stderr[-2000:]
+  assert completed.returncode == 0, process_output.failure_text(
+      completed.stderr
+  )
   frame = pd.read_csv(output)
   assert frame.client_id.nunique() == 5
   # Where delta * g is not lost in float32 round-off (a saturated client's

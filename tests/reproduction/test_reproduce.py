@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import cell_files
+import process_output
 import repo_paths
 from tff_ditto.data import registry
 from tff_ditto.reproduction import availability
@@ -288,7 +289,9 @@ def test_selected_report_marks_the_rest_pending(tmp_path):
       text=True,
       timeout=300,
   )
-  assert completed.returncode == 0, completed.stderr[-2000:]
+  assert completed.returncode == 0, process_output.failure_text(
+      completed.stderr
+  )
   # Ditto lambda=1 and lambda auto, on synthetic and on (not run) CelebA.
   assert '4 of ' in completed.stdout
   report = (tmp_path / 'out' / 'REPORT.md').read_text()
@@ -571,7 +574,9 @@ def test_evaluate_run_reads_a_finished_cell(tmp_path):
     )
 
   completed = evaluate(kept)
-  assert completed.returncode == 0, completed.stderr[-2000:]
+  assert completed.returncode == 0, process_output.failure_text(
+      completed.stderr
+  )
   directory = run_settings.cell_dir(kept, settings)
   with open(os.path.join(directory, 'evaluation_test_round1.json')) as f:
     evaluated = json.load(f)['models']
@@ -585,7 +590,9 @@ def test_evaluate_run_reads_a_finished_cell(tmp_path):
   # Evaluation-only settings can be changed; the results are named after
   # them and the plain ones stay. Settings the training reads cannot.
   completed = evaluate(kept, '--evaluation_overrides=finetune_steps=3')
-  assert completed.returncode == 0, completed.stderr[-2000:]
+  assert completed.returncode == 0, process_output.failure_text(
+      completed.stderr
+  )
   with open(
       os.path.join(directory, 'evaluation_test_round1_finetune_steps-3.json')
   ) as f:
