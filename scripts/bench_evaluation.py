@@ -174,6 +174,7 @@ def main(argv):
               date=datetime.date.today().isoformat(),
               commit=commit,
               cores=os.cpu_count(),
+              cpu=floor_loops.cpu_description(),
           )
       )
     floor_loops.print_medians(name, medians)

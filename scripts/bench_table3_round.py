@@ -191,6 +191,7 @@ def main(argv):
               date=datetime.date.today().isoformat(),
               commit=commit,
               cores=os.cpu_count(),
+              cpu=floor_loops.cpu_description(),
           )
       )
   baseline = rows[0]['median_round_seconds']

@@ -85,6 +85,32 @@ def prepare() -> str:
   ).stdout.strip()
 
 
+def cpu_description() -> str:
+  """The CPU's model name and its widest vector extension, for the results.
+
+  Round times differ between machines by more than any change measured here
+  (the FEMNIST floor took 0.34 s on 2026-12-06 and 1.19 s on an AVX2-only
+  AMD EPYC on 2026-12-07), so each benchmark row says where it ran.
+
+  Returns:
+    For example 'AMD EPYC (avx2)'; 'unknown' where /proc/cpuinfo is absent.
+  """
+  try:
+    with open('/proc/cpuinfo') as cpuinfo:
+      lines = cpuinfo.read().splitlines()
+  except OSError:
+    return 'unknown'
+  fields = {}
+  for line in lines:
+    key, _, value = line.partition(':')
+    fields.setdefault(key.strip(), value.strip())
+  flags = set(fields.get('flags', '').split())
+  widest = next(
+      (flag for flag in ('avx512f', 'avx2', 'avx') if flag in flags), 'no avx'
+  )
+  return f"{fields.get('model name', 'unknown')} ({widest})"
+
+
 def print_medians(name: str, medians: dict[str, float]) -> None:
   print(
       f'{name}: '
