@@ -175,7 +175,9 @@ _DISCUSSION_DIR = flags.DEFINE_string(
     os.path.join(REPO_ROOT, 'scripts', 'report_discussion'),
     "Folder of hand-written <dataset>.md discussions of the full grid's "
     "results; each goes into the report after its dataset's Ditto vs "
-    'global table (not with --quick, whose numbers they do not describe).',
+    'global table (not with --quick, whose numbers they do not describe). '
+    'Empty: no discussions (the paper-budget report, which the default '
+    "folder's texts do not describe).",
 )
 
 
@@ -214,6 +216,8 @@ def _theory_section(output_dir: str) -> str:
 def _discussions(datasets) -> dict[str, str]:
   """{dataset: markdown} from --discussion_dir (empty with --quick)."""
   found = {}
+  if not _DISCUSSION_DIR.value:
+    return found
   for dataset in datasets:
     path = os.path.join(_DISCUSSION_DIR.value, f'{dataset}.md')
     if not _QUICK.value and os.path.exists(path):
