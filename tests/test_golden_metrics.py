@@ -64,6 +64,15 @@ SUMMARY_KEYS = (
     'benign_std_accuracy',
     'benign_pooled_loss',
 )
+# An evaluation's loss is a float32 reduction (each batch's mean loss) whose
+# summation order follows the CPU's vector width. The same code gave the global
+# case's benign_pooled_loss 1.0421223878860473 on the machine that recorded the
+# file and 1.0421223893761635 on an AVX2-only AMD EPYC (2026-12-07; the
+# ditto_a3_median case differed by 9e-8 relative), with every weight, train
+# loss and accuracy equal. These keys are compared to float32 resolution,
+# everything else bit for bit.
+CPU_DEPENDENT_KEYS = ('benign_pooled_loss',)
+CPU_DEPENDENT_RELATIVE_TOLERANCE = 1e-6
 
 
 def _weights_digest(runner) -> str:
@@ -135,6 +144,16 @@ def test_run_matches_its_golden_metrics(
   if WRITE:
     written[name] = result
     return
-  assert (
-      result == golden['cases'][name]
+  expected = golden['cases'][name]
+  for key in CPU_DEPENDENT_KEYS:
+    assert result['summary'].pop(key) == pytest.approx(
+        expected['summary'][key], rel=CPU_DEPENDENT_RELATIVE_TOLERANCE
+    ), f'{name}: {key} differs from the golden metrics beyond float32'
+  expected_summary = {
+      key: value
+      for key, value in expected['summary'].items()
+      if key not in CPU_DEPENDENT_KEYS
+  }
+  assert result == dict(
+      expected, summary=expected_summary
   ), f'{name} differs from the golden metrics of commit {golden["commit"]}'
