@@ -78,9 +78,11 @@ _QUICK_MAX_CLIENTS = flags.DEFINE_integer(
 _ROUNDS = flags.DEFINE_list(
     'rounds',
     None,
-    'Rounds per cell: a number for every dataset, and/or '
-    'dataset:number entries, e.g. 300 or femnist:300 (a dataset not named '
-    'runs its preset rounds; --quick_rounds with --quick).',
+    'Rounds per cell: a number for every dataset, and/or dataset:number'
+    ' entries, e.g. 300 or femnist:300 (a dataset not named runs its preset'
+    ' rounds; --quick_rounds with --quick), and/or dataset/column:number'
+    ' entries for the cells of one column that ran a budget of its own, e.g.'
+    ' fmnist/none:5000 or fmnist/a3:0.5:2750.',
 )
 _EVAL_EVERY = flags.DEFINE_integer(
     'eval_every',
@@ -245,7 +247,9 @@ def main(argv):
         'celeba', absent.get('celeba', availability.NOT_RUN_DATASETS['celeba'])
     )
   try:
-    rounds, dataset_rounds = grid.parse_rounds(_ROUNDS.value or [])
+    rounds, dataset_rounds, column_rounds = grid.parse_rounds(
+        _ROUNDS.value or []
+    )
   except ValueError as error:
     raise app.UsageError(str(error)) from error
   if quick and not _ROUNDS.value:
@@ -255,6 +259,7 @@ def main(argv):
       runs_dir=runs_dir,
       rounds=rounds,
       dataset_rounds=dataset_rounds,
+      column_rounds=column_rounds,
       max_clients=_QUICK_MAX_CLIENTS.value if quick else None,
       seed=_SEED.value,
       keep_checkpoints=_KEEP_CHECKPOINTS.value,
@@ -264,7 +269,10 @@ def main(argv):
       derive_rows=_DERIVE_ROWS.value,
   )
   report_datasets = list(dict.fromkeys(list(datasets) + ['celeba']))
-  unknown = sorted(set(dataset_rounds) - set(report_datasets))
+  unknown = sorted(
+      set(dataset_rounds).union(dataset for dataset, _ in column_rounds)
+      - set(report_datasets)
+  )
   if unknown:
     raise app.UsageError(
         '--rounds names datasets not in the grid: '

@@ -216,16 +216,25 @@ def test_bad_selection_is_named():
 
 
 def test_rounds_per_dataset():
-  assert grid.parse_rounds([]) == (None, {})
-  assert grid.parse_rounds(['300']) == (300, {})
-  default, per_dataset = grid.parse_rounds(['femnist:300', 'synthetic:3', '7'])
+  assert grid.parse_rounds([]) == (None, {}, {})
+  assert grid.parse_rounds(['300']) == (300, {}, {})
+  default, per_dataset, per_column = grid.parse_rounds(
+      ['femnist:300', 'synthetic:3', '7']
+  )
   assert (default, per_dataset) == (7, {'femnist': 300, 'synthetic': 3})
+  assert not per_column
   for entries in (['0'], ['x'], ['femnist:'], ['femnist:3.5'], ['femnist:-2']):
     with pytest.raises(ValueError, match='positive integer'):
       grid.parse_rounds(entries)
-  for entries in (['3', '4'], ['femnist:3', 'femnist:4']):
+  for entries in (
+      ['3', '4'],
+      ['femnist:3', 'femnist:4'],
+      ['fmnist/a3:0.5:3', 'fmnist/a3:0.50:4'],
+  ):
     with pytest.raises(ValueError, match='given twice'):
       grid.parse_rounds(entries)
+  with pytest.raises(ValueError, match='attack:ratio'):
+    grid.parse_rounds(['fmnist/a3:1.5:30'])
   settings = run_settings.RunSettings(
       data_dir=None, runs_dir='unused', dataset_rounds={'synthetic': 3}
   )
@@ -241,6 +250,38 @@ def test_rounds_per_dataset():
   assert (preset.rounds, preset.eval_every) == (600, 10)
   assert 'synthetic 3 rounds; other datasets: preset' in (
       settings.describe_rounds()
+  )
+
+
+def test_rounds_per_column():
+  # A column that ran a budget of its own (Fashion-MNIST's clean column at
+  # the reference's 5,000 rounds, its attacked ones at the `local` plateau)
+  # is found by the grid and the report with one --rounds.
+  _, per_dataset, per_column = grid.parse_rounds(
+      ['synthetic:4', 'synthetic/none:6', 'synthetic/a3:0.2:5']
+  )
+  assert per_column == {
+      ('synthetic', ('none', 0.0)): 6,
+      ('synthetic', ('a3', 0.2)): 5,
+  }
+  settings = run_settings.RunSettings(
+      data_dir=None,
+      runs_dir='unused',
+      dataset_rounds=per_dataset,
+      column_rounds=per_column,
+  )
+  rounds = {
+      (attack, ratio): (
+          run_settings.cell_config(
+              grid.make_cell('synthetic', 'ditto', attack, ratio), settings
+          )[0].rounds
+      )
+      for attack, ratio in (('none', 0.0), ('a3', 0.2), ('a1', 0.2))
+  }
+  assert rounds == {('none', 0.0): 6, ('a3', 0.2): 5, ('a1', 0.2): 4}
+  assert settings.describe_rounds() == (
+      'synthetic 4 rounds, synthetic clean 6 rounds, synthetic A3 20% 5 '
+      'rounds; other datasets: preset rounds per dataset'
   )
 
 

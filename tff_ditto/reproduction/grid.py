@@ -508,39 +508,53 @@ def parse_column(text: str) -> tuple[str, float]:
   return attack, value
 
 
+ColumnRounds = Mapping[tuple[str, Column], int]
+
+
 def parse_rounds(
     entries: Sequence[str],
-) -> tuple[Optional[int], dict[str, int]]:
-  """--rounds entries -> (rounds for every dataset, rounds per dataset).
+) -> tuple[Optional[int], dict[str, int], dict[tuple[str, Column], int]]:
+  """--rounds entries -> rounds for every dataset, per dataset, per column.
 
   Args:
-    entries: Each '300' (every dataset not named) or 'femnist:300'.
+    entries: Each '300' (every dataset not named), 'femnist:300' (every
+      column of a dataset not named by column) or 'fmnist/none:5000',
+      'fmnist/a3:0.5:2750' (the cells of one column of a dataset).
 
   Returns:
-    (default, {dataset: rounds}); default None when no bare number is given
-    (the dataset presets).
+    (default, {dataset: rounds}, {(dataset, column): rounds}); default None
+    when no bare number is given (the dataset presets).
 
   Raises:
     ValueError: On an entry that is not a positive integer with an optional
-      'dataset:' prefix, or a dataset or the default given twice.
+      'dataset:' or 'dataset/column:' prefix, a column `parse_column`
+      rejects, or a dataset, column or the default given twice.
   """
-  default, per_dataset = None, {}
+  default, per_dataset, per_column = None, {}, {}
   for entry in entries:
-    dataset, _, number = entry.rpartition(':')
+    target, _, number = entry.rpartition(':')
     if not number.isdigit() or int(number) < 1:
       raise ValueError(
-          f'rounds entry {entry!r} is not a positive integer '
-          'or dataset:integer (e.g. 300 or femnist:300)'
+          f'rounds entry {entry!r} is not a positive integer, '
+          'dataset:integer or dataset/column:integer (e.g. 300, femnist:300 '
+          'or fmnist/a3:0.5:2750)'
       )
-    if dataset in per_dataset or (not dataset and default is not None):
+    dataset, _, column_text = target.partition('/')
+    if column_text:
+      key = (dataset, parse_column(column_text))
+      given = per_column
+    else:
+      key = dataset
+      given = per_dataset
+    if key in given or (not target and default is not None):
       raise ValueError(
-          f'rounds given twice for {dataset or "every dataset"} ({entry!r})'
+          f'rounds given twice for {target or "every dataset"} ({entry!r})'
       )
-    if dataset:
-      per_dataset[dataset] = int(number)
+    if target:
+      given[key] = int(number)
     else:
       default = int(number)
-  return default, per_dataset
+  return default, per_dataset, per_column
 
 
 ColumnsFn = Callable[[str], Sequence[Column]]

@@ -20,6 +20,9 @@ from tff_ditto import names
 from tff_ditto import config_equivalence
 from tff_ditto import training_config
 from tff_ditto.reproduction.grid import Cell
+from tff_ditto.reproduction.grid import Column
+from tff_ditto.reproduction.grid import ColumnRounds
+from tff_ditto.reproduction.grid import column_label
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +35,9 @@ class RunSettings:
     rounds: Rounds per cell (None: the dataset preset).
     dataset_rounds: Rounds per cell of the named datasets, over `rounds`
       (e.g. {'femnist': 300}; see `parse_rounds`).
+    column_rounds: Rounds per cell of the named (dataset, column) pairs,
+      over `dataset_rounds` (e.g. {('fmnist', ('none', 0.0)): 5000}): a
+      column that ran a budget of its own.
     eval_every: Evaluation period (None: preset).
     max_clients: Keep only the first N clients (None: all).
     seed: Seed of every cell.
@@ -55,8 +61,12 @@ class RunSettings:
       own.
   """
 
-  def rounds_for(self, dataset: str) -> Optional[int]:
-    """Rounds per cell of `dataset` (None: its preset)."""
+  def rounds_for(
+      self, dataset: str, column: Optional[Column] = None
+  ) -> Optional[int]:
+    """Rounds per cell of `dataset`, or of its `column` (None: the preset)."""
+    if column is not None and (dataset, column) in self.column_rounds:
+      return self.column_rounds[(dataset, column)]
     return self.dataset_rounds.get(dataset, self.rounds)
 
   def describe_rounds(self) -> str:
@@ -66,18 +76,23 @@ class RunSettings:
         if self.rounds is not None
         else 'preset rounds per dataset'
     )
-    if not self.dataset_rounds:
-      return default
-    named = ', '.join(
+    named = [
         f'{dataset} {rounds} rounds'
         for dataset, rounds in self.dataset_rounds.items()
-    )
-    return f'{named}; other datasets: {default}'
+    ]
+    named += [
+        f'{dataset} {column_label(*column)} {rounds} rounds'
+        for (dataset, column), rounds in self.column_rounds.items()
+    ]
+    if not named:
+      return default
+    return f'{", ".join(named)}; other datasets: {default}'
 
   data_dir: Optional[str]
   runs_dir: str
   rounds: Optional[int] = None
   dataset_rounds: Mapping[str, int] = dataclasses.field(default_factory=dict)
+  column_rounds: ColumnRounds = dataclasses.field(default_factory=dict)
   eval_every: Optional[int] = None
   max_clients: Optional[int] = None
   seed: int = 0
@@ -119,7 +134,7 @@ def cell_config(cell: Cell, settings: RunSettings):
   missing = [name for name, _ in cell.options if name not in _config_fields()]
   if missing:
     return None, f'not run: option unavailable ({", ".join(missing)})'
-  rounds = settings.rounds_for(cell.dataset)
+  rounds = settings.rounds_for(cell.dataset, (cell.attack, cell.ratio))
   overrides = dict(
       attack=cell.attack,
       attack_ratio=cell.ratio,
