@@ -35,6 +35,11 @@ def client_seed(seed: int, stream: int, *keys: int) -> int:
   return int(np.random.default_rng([seed, stream, *keys]).integers(2**31 - 1))
 
 
+def clients_in_round(clients_per_round: int, num_clients: int) -> int:
+  """How many clients a round samples: `clients_per_round`, capped at the run's."""
+  return min(clients_per_round, num_clients)
+
+
 def sample_clients(
     round_num: int,
     num_train_examples: np.ndarray,
@@ -56,7 +61,7 @@ def sample_clients(
     Sorted int array of client indices.
   """
   num_clients = len(num_train_examples)
-  count = min(clients_per_round, num_clients)
+  count = clients_in_round(clients_per_round, num_clients)
   rng = np.random.default_rng([seed, round_num, SAMPLING_STREAM])
   if mode == 'weighted':
     probabilities = np.asarray(num_train_examples, np.float64)

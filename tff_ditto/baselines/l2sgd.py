@@ -33,6 +33,7 @@ from tff_ditto import client_data_schema
 from tff_ditto import client_states
 from tff_ditto import optimization
 from tff_ditto import process_templates
+from tff_ditto import sampling
 from tff_ditto.baselines import common
 
 
@@ -42,7 +43,11 @@ def server_learning_rate(
   """The reference's w += mean(delta) * clients_per_round / N, times server_lr."""
   if num_clients < 1:
     raise ValueError(f'num_clients must be >= 1, got {num_clients}.')
-  return server_lr * min(clients_per_round, num_clients) / num_clients
+  return (
+      server_lr
+      * sampling.clients_in_round(clients_per_round, num_clients)
+      / num_clients
+  )
 
 
 def build_l2sgd_process(

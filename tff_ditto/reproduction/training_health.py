@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from tff_ditto import run_outputs
+from tff_ditto import sampling
 from tff_ditto.reproduction.result_rows import DERIVED_STATUS
 from tff_ditto.reproduction.result_rows import FINISHED_STATUSES
 from tff_ditto.reproduction.run_settings import read_record
@@ -102,7 +103,9 @@ def read_non_finite_training(cell_dir: str) -> Optional[NonFiniteTraining]:
     return None
   clients_per_round = int(summary['config']['clients_per_round'])
   if summary.get('num_clients'):
-    clients_per_round = min(clients_per_round, int(summary['num_clients']))
+    clients_per_round = sampling.clients_in_round(
+        clients_per_round, int(summary['num_clients'])
+    )
   return non_finite_training(pd.read_csv(metrics_path), clients_per_round)
 
 
