@@ -195,6 +195,7 @@ _RECORDED_FLAG_ORDER = (
     'attack',
     'attack_ratio',
     'attack_poison_labels',
+    'malicious_personal_training',
     'eval_every',
     'eval_split',
     'sampling',

@@ -169,6 +169,16 @@ _DERIVE_ROWS = flags.DEFINE_bool(
     'Cells whose folders already hold a run still run and report on their '
     'own. --noderive_rows runs every cell separately.',
 )
+_MALICIOUS_PERSONAL_TRAINING = flags.DEFINE_bool(
+    'malicious_personal_training',
+    True,
+    "Malicious clients train their personal models, as the reference's "
+    'code does. --nomalicious_personal_training: they train only the '
+    'global model, which leaves every reported number (benign devices, the '
+    'global model) the same bits and makes attacked Ditto cells cheaper; a '
+    'finished cell is reported whichever way it ran, an unfinished one '
+    'resumes only the way it started.',
+)
 _SKIP_THEORY = flags.DEFINE_bool(
     'skip_theory', False, 'Do not redraw the theory figures 1-2.'
 )
@@ -190,6 +200,8 @@ def _config_overrides(quick: bool) -> dict:
     overrides['curve_split'] = _CURVE_SPLIT.value
   if _CLIENT_LR.value is not None:
     overrides['client_lr'] = _CLIENT_LR.value
+  if not _MALICIOUS_PERSONAL_TRAINING.value:
+    overrides['malicious_personal_training'] = False
   return overrides
 
 

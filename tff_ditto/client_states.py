@@ -31,7 +31,7 @@ from __future__ import annotations
 import collections
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -165,9 +165,25 @@ class FileClientStateStore:
     return self._existing_path(client_index, int(self.versions[client_index]))
 
   def handles(
-      self, client_indices: Sequence[int], round_num: int
+      self,
+      client_indices: Sequence[int],
+      round_num: int,
+      frozen: Collection[int] = (),
   ) -> list[ClientStateHandle]:
-    """Read/write paths for the clients training in `round_num`."""
+    """Read/write paths for the clients training in `round_num`.
+
+    Args:
+      client_indices: The round's clients.
+      round_num: The round.
+      frozen: Clients whose state stays as it is this round: their write
+        path is empty (commit the others only).
+
+    Returns:
+      One handle per client, in order.
+
+    Raises:
+      ValueError: If a client already has a state of this round or later.
+    """
     handles = []
     for index in client_indices:
       if self.versions[index] >= round_num:
@@ -175,6 +191,9 @@ class FileClientStateStore:
             f'Client {index} already has state of round '
             f'{self.versions[index]}; cannot train it in round {round_num}.'
         )
+      if index in frozen:
+        handles.append(ClientStateHandle(self.read_path(index), ''))
+        continue
       write_path = self._path(index, round_num)
       os.makedirs(os.path.dirname(write_path), exist_ok=True)
       handles.append(ClientStateHandle(self.read_path(index), write_path))

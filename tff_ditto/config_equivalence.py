@@ -71,6 +71,11 @@ class DerivedResult:
 
 # Fields that change neither training nor the final evaluation.
 _FIELDS_NOT_CHANGING_RESULTS = ('eval_every', 'checkpoint_every', 'curve_split')
+# Fields that change no number computed over benign devices or from the
+# global model (every number the reproduction reports), only the malicious
+# devices' personal models and the personal train loss
+# (tests/test_malicious_personal_training.py).
+FIELDS_NOT_CHANGING_REPORTED_RESULTS = ('malicious_personal_training',)
 # Fields in which the runs a multi-lambda Ditto run serves differ from it.
 _LAMBDA_FIELDS = (
     'method',
@@ -90,7 +95,11 @@ def _same_training(
   The lambda fields aside; a `global` run trains no personal model, so its
   `personal_lr` does not matter either.
   """
-  ignored = set(_FIELDS_NOT_CHANGING_RESULTS + _LAMBDA_FIELDS)
+  ignored = set(
+      _FIELDS_NOT_CHANGING_RESULTS
+      + FIELDS_NOT_CHANGING_REPORTED_RESULTS
+      + _LAMBDA_FIELDS
+  )
   if target.method == 'global':
     ignored.add('personal_lr')
   return all(

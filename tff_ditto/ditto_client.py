@@ -16,6 +16,11 @@ per batch a personal step (`fixed_lambda_personal_step`, one personal model
 per lambda, or `lambda_selecting_personal_step`, one personal model whose
 every step takes the candidate lambda with the lowest validation loss), then
 `global_step`; `client_final` (v_k written, the delta w_t - w_k).
+A client whose state handle has an empty write path trains only w_k: it
+neither reads, steps nor writes a personal model (`trains_personal_models`;
+the driver sends it to malicious clients whose personal models nothing
+reports, `ExperimentConfig.malicious_personal_training`). Its update is the
+same bits either way: the global steps never read the personal models.
 `build_ditto_client_update` composes them into the `tf.function` that
 `tff_ditto.ditto.build_ditto_process` wraps in TFF's templates
 (`tff_ditto.process_templates`), as `tff.learning`'s
@@ -26,7 +31,7 @@ every step takes the candidate lambda with the lowest validation loss), then
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 import dataclasses
 from typing import Any, NamedTuple, Optional, Union
 
@@ -105,11 +110,24 @@ class PerStepSelection(NamedTuple):
   fallback_index: int
 
 
+def trains_personal_models(handle: Mapping[str, tf.Tensor]) -> tf.Tensor:
+  """Whether the client trains its personal models: its write path is set.
+
+  Args:
+    handle: The client's state handle (`client_data_schema.state_handle`).
+
+  Returns:
+    Scalar bool tensor.
+  """
+  return tf.strings.length(handle['write_path']) > 0
+
+
 def client_init(
     client: DittoClient,
     initial_weights: tff.learning.models.ModelWeights,
     read_path: Optional[tf.Tensor],
     num_lambda_choices: int = 0,
+    trains_personal: Optional[tf.Tensor] = None,
 ) -> LoopState:
   """Starts a client's round: w_k <- w_t, v_k read, fresh optimizer states.
 
@@ -120,6 +138,8 @@ def client_init(
       personal models).
     num_lambda_choices: With per-step lambda selection, the number of
       candidates + 1 (the choice counts); 0 otherwise.
+    trains_personal: Scalar bool tensor (`trains_personal_models`): read
+      v_k only if set; None reads it.
 
   Returns:
     The loop state: the optimizer states, zero loss sums and counts.
@@ -129,9 +149,21 @@ def client_init(
   )
   personal_optimizer_states = ()
   if client.personal_weights:
-    with tf.control_dependencies(
-        client_states.read_personal_weights(read_path, client.personal_weights)
-    ):
+
+    def read():
+      with tf.control_dependencies(
+          client_states.read_personal_weights(
+              read_path, client.personal_weights
+          )
+      ):
+        return tf.constant(True)
+
+    read_done = (
+        read()
+        if trains_personal is None
+        else tf.cond(trains_personal, read, lambda: tf.constant(False))
+    )
+    with tf.control_dependencies([read_done]):
       personal_optimizer_states = tuple(
           optimization.initialize_optimizer(client.personal_optimizer, weights)
           for weights in client.personal_weights
@@ -146,6 +178,7 @@ def client_init(
       personal_optimizer_states=personal_optimizer_states,
       personal_loss_sum=zero,
       num_batches=zero,
+      personal_batches=zero,
       num_examples=zero,
   )
   if num_lambda_choices:
@@ -195,6 +228,7 @@ def fixed_lambda_personal_step(
     # Reported: the mean over the personal models.
     new_state['personal_loss_sum'] += personal_loss / len(client.lambdas)
   new_state['personal_optimizer_states'] = tuple(new_optimizer_states)
+  new_state['personal_batches'] += 1.0
   return new_state
 
 
@@ -236,6 +270,7 @@ def lambda_selecting_personal_step(
   )
   new_state['personal_optimizer_states'] = (optimizer_state,)
   new_state['personal_loss_sum'] += personal_loss
+  new_state['personal_batches'] += 1.0
   new_state[LAMBDA_CHOICES_KEY] += tf.one_hot(choice, len(client.lambdas) + 1)
   return new_state
 
@@ -280,6 +315,7 @@ def client_final(
     initial_weights: tff.learning.models.ModelWeights,
     write_path: Optional[tf.Tensor],
     loop_state: LoopState,
+    trains_personal: Optional[tf.Tensor] = None,
 ) -> tuple[list[tf.Tensor], collections.OrderedDict]:
   """Ends a client's round: writes v_k; the delta and the statistics.
 
@@ -289,6 +325,8 @@ def client_final(
     write_path: Scalar string tensor, this round's state file (None without
       personal models).
     loop_state: After the last step.
+    trains_personal: Scalar bool tensor: write v_k only if set; None writes
+      it.
 
   Returns:
     (w_t - w_k, `process_templates.loss_statistics` and, with per-step
@@ -296,10 +334,20 @@ def client_final(
   """
   written = []
   if client.personal_weights:
+
+    def write():
+      with tf.control_dependencies([
+          client_states.write_state(
+              write_path,
+              client_states.state_variables(client.personal_weights),
+          )
+      ]):
+        return tf.constant(True)
+
     written.append(
-        client_states.write_state(
-            write_path, client_states.state_variables(client.personal_weights)
-        )
+        write()
+        if trains_personal is None
+        else tf.cond(trains_personal, write, lambda: tf.constant(False))
     )
   update = process_templates.model_delta(
       initial_weights, client.global_weights.trainable, after=written
@@ -308,6 +356,7 @@ def client_final(
       global_loss_sum=loop_state['global_loss_sum'],
       personal_loss_sum=loop_state['personal_loss_sum'],
       num_batches=loop_state['num_batches'],
+      personal_batches=loop_state['personal_batches'],
       num_examples=loop_state['num_examples'],
   )
   if LAMBDA_CHOICES_KEY in loop_state:
@@ -392,11 +441,13 @@ def build_ditto_client_update(
   def client_update(initial_weights, client_data):
     center = tuple(tf.nest.flatten(initial_weights.trainable))
     handle = client_data_schema.state_handle(client_data) if personalize else {}
+    trains_personal = trains_personal_models(handle) if personalize else None
     loop_state = client_init(
         client,
         initial_weights,
         handle.get('read_path'),
         len(lambdas) + 1 if select_lambda_per_step else 0,
+        trains_personal,
     )
     if client_weighting == LOSS_WEIGHTING:
       # The round-start loss of w_t on the whole training set.
@@ -414,15 +465,20 @@ def build_ditto_client_update(
           fallback_index,
       )
 
-    def train_on_batch(loop_state, batch):
-      # Personal step(s) first, at v_k, with the proximal pull towards w_t.
+    def personal_step(loop_state, batch):
       if select_lambda_per_step:
-        loop_state = lambda_selecting_personal_step(
+        return lambda_selecting_personal_step(
             client, loop_state, batch, center, selection
         )
-      elif personalize:
-        loop_state = fixed_lambda_personal_step(
-            client, loop_state, batch, center
+      return fixed_lambda_personal_step(client, loop_state, batch, center)
+
+    def train_on_batch(loop_state, batch):
+      # Personal step(s) first, at v_k, with the proximal pull towards w_t.
+      if personalize:
+        loop_state = tf.cond(
+            trains_personal,
+            lambda: personal_step(loop_state, batch),
+            lambda: loop_state,
         )
       # Then the global solver's step on the client's copy of w, same batch.
       return global_step(client, loop_state, batch, center)
@@ -444,7 +500,11 @@ def build_ditto_client_update(
     else:
       weight = tf.constant(1.0, tf.float32)
     update, statistics = client_final(
-        client, initial_weights, handle.get('write_path'), loop_state
+        client,
+        initial_weights,
+        handle.get('write_path'),
+        loop_state,
+        trains_personal,
     )
     return update, weight, statistics
 

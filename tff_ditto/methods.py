@@ -271,6 +271,7 @@ def build_method(
           num_train_examples=(
               weighting == ditto_client.NUM_TRAIN_EXAMPLES_WEIGHTING
           ),
+          malicious_personal_training=config.malicious_personal_training,
       ),
       stateful=personalize,
       global_evaluation=global_evaluation,

@@ -87,8 +87,10 @@ def loss_statistics(**values: tf.Tensor) -> collections.OrderedDict:
   """The per-client statistics a client update returns.
 
   Args:
-    **values: Any of global_loss_sum, personal_loss_sum, num_batches and
-      num_examples (the others are 0), and further summed float32 counts.
+    **values: Any of global_loss_sum, personal_loss_sum, num_batches,
+      personal_batches (the batches of personal steps; default num_batches)
+      and num_examples (the others are 0), and further summed float32
+      counts.
 
   Returns:
     The statistics, float32 scalars (or vectors) keyed in this order.
@@ -98,10 +100,13 @@ def loss_statistics(**values: tf.Tensor) -> collections.OrderedDict:
       global_loss_sum=zero,
       personal_loss_sum=zero,
       num_batches=zero,
+      personal_batches=None,
       num_examples=zero,
   )
   for key, value in values.items():
     statistics[key] = tf.cast(value, tf.float32)
+  if statistics['personal_batches'] is None:
+    statistics['personal_batches'] = statistics['num_batches']
   return statistics
 
 
@@ -179,13 +184,13 @@ def client_work_from_computation(
   Args:
     client_computation: `(model weights, client data) -> (ClientResult,
       (summed, largest))`, where `summed` holds `global_loss_sum`,
-      `personal_loss_sum`, `num_batches`, `num_examples`,
+      `personal_loss_sum`, `num_batches`, `personal_batches`, `num_examples`,
       `non_finite_updates` and `clients` (float32), summed over clients, and
       optionally counts of the keys of `shares_of_batches`; `largest` holds
       `max_update_norm` (float32), its maximum over clients.
     shares_of_batches: {statistic: train metric}: counts over the round's
-      steps (e.g. Ditto's lambda choices) reported as shares of the round's
-      batches under the metric's name.
+      personal steps (e.g. Ditto's lambda choices) reported as shares of the
+      round's personal batches under the metric's name.
 
   Returns:
     The client work; its `train` measurements are the mean train losses per
@@ -199,9 +204,12 @@ def client_work_from_computation(
   @tff.tensorflow.computation(metrics_type)
   def finalize_metrics(summed, largest):
     num_batches = tf.maximum(summed['num_batches'], 1.0)
+    # A client that trains no personal model this round (a frozen malicious
+    # one, `ditto_client.trains_personal_models`) adds no personal batch.
+    personal_batches = tf.maximum(summed['personal_batches'], 1.0)
     finalized = collections.OrderedDict(
         global_train_loss=summed['global_loss_sum'] / num_batches,
-        personal_train_loss=summed['personal_loss_sum'] / num_batches,
+        personal_train_loss=summed['personal_loss_sum'] / personal_batches,
         num_examples=summed['num_examples'],
         num_batches=summed['num_batches'],
         num_clients=summed['clients'],
@@ -209,7 +217,7 @@ def client_work_from_computation(
         max_update_norm=largest['max_update_norm'],
     )
     for count_key, share_key in shares_of_batches.items():
-      finalized[share_key] = summed[count_key] / num_batches
+      finalized[share_key] = summed[count_key] / personal_batches
     return finalized
 
   @tff.federated_computation()

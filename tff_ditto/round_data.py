@@ -94,6 +94,10 @@ class ClientDataFields:
     always_struct: With no entry but the batches, still send a struct of
       them (the baselines' client data type); False sends the batches alone
       (`ditto.client_data_type`).
+    malicious_personal_training: Malicious clients train their personal
+      models; False sends them a state handle without a write path, so
+      that they train only the global model (Ditto's client,
+      `ditto_client.trains_personal_models`).
   """
 
   batches_per_round: int
@@ -103,6 +107,7 @@ class ClientDataFields:
   full_train: bool = False
   num_train_examples: bool = False
   always_struct: bool = False
+  malicious_personal_training: bool = True
 
   @property
   def batches_only(self) -> bool:
@@ -162,6 +167,28 @@ class RoundDataBuilder:
 
   # ------------------------------------------------------- a training round
 
+  def personal_training_clients(
+      self, client_indices: Sequence[int], fields: ClientDataFields
+  ) -> list[int]:
+    """The sampled clients that train (and write) personal models.
+
+    Args:
+      client_indices: The round's sampled clients.
+      fields: What their data hold.
+
+    Returns:
+      All of them with `fields.personal_state`, less the malicious ones when
+      `fields.malicious_personal_training` is False; none without personal
+      state.
+    """
+    if not fields.personal_state:
+      return []
+    return [
+        index
+        for index in client_indices
+        if fields.malicious_personal_training or not self.malicious[index]
+    ]
+
   def client_data(
       self,
       round_num: int,
@@ -194,7 +221,12 @@ class RoundDataBuilder:
         for client_batches in batches
     ]
     if fields.personal_state:
-      handles = self.store.handles(client_indices, round_num)
+      trained = set(self.personal_training_clients(client_indices, fields))
+      handles = self.store.handles(
+          client_indices,
+          round_num,
+          frozen=[i for i in client_indices if i not in trained],
+      )
       for data, handle in zip(client_data, handles):
         data[client_data_schema.STATE_KEY] = state_handle_dataset(handle)
     if fields.attack:

@@ -253,16 +253,18 @@ class ExperimentRunner:
         self.config.seed,
         self.config.sampling,
     )
+    fields = self.method.client_data_fields
     output = self.process.next(
         self.state,
-        self.round_data.client_data(
-            round_num, client_indices, self.method.client_data_fields
-        ),
+        self.round_data.client_data(round_num, client_indices, fields),
     )
     self.state = output.state
     crash_safety.maybe_inject_fault('mid_round', round_num)
     if self.store is not None:
-      self.store.commit(client_indices, round_num)
+      self.store.commit(
+          self.round_data.personal_training_clients(client_indices, fields),
+          round_num,
+      )
     train = output.metrics['client_work']['train']
     row = collections.OrderedDict(
         round=round_num,

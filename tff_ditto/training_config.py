@@ -150,6 +150,12 @@ class ExperimentConfig:
     attack_ratio: Fraction of all clients that are malicious (fixed set).
     attack_poison_labels: Reference-compatible mode: malicious clients of
       update attacks (A2, A3, bit flip) also train on A1-poisoned labels.
+    malicious_personal_training: Malicious clients of Ditto and local train
+      their personal models, as the reference does; False: only their copy
+      of the global model (their state files stay as they were). Every
+      benign result and the global model are the same bits either way; the
+      malicious devices' personal accuracies (`malicious_*` metrics) and the
+      personal train loss (then over benign clients only) differ.
     aggregator: Server aggregation rule (`tff_ditto.aggregators`): mean,
       median, trimmed_mean, krum, multi_krum, rfa, cclip, norm_clip, k_norm.
       Rules needing the number of attackers use the reference's expected
@@ -334,6 +340,16 @@ class ExperimentConfig:
       True,
       'Reference-compatible mode: malicious clients of a2/a3/bit_flip also '
       'train on a1-poisoned labels, as the Ditto code does.',
+  )
+  malicious_personal_training: bool = _field(
+      True,
+      'Malicious clients train personal models too, as the Ditto code does. '
+      'False (Ditto, local): they train only their copy of the global model '
+      'and keep their state files; their updates, the global model and '
+      'every benign number are the same bits, while attacked rounds save '
+      'the malicious share of the personal steps and state-file I/O (only '
+      'malicious_* metrics and personal_train_loss, then over benign '
+      'clients, differ).',
   )
   aggregator: str = _field(
       'mean',

@@ -704,6 +704,40 @@ def test_a_cell_run_under_other_settings_is_not_reused(tmp_path):
   ].tolist() == ['done']
 
 
+def test_frozen_malicious_personal_models_are_reported_but_not_resumed_across(
+    tmp_path,
+):
+  """A cell run with --nomalicious_personal_training reports as any other
+  (no reported number changes); an unfinished one resumes only that way."""
+  cell = grid.make_cell('synthetic', 'ditto', 'a1', 0.5)
+  frozen = run_settings.RunSettings(
+      data_dir=None,
+      runs_dir=str(tmp_path / 'runs'),
+      rounds=1,
+      max_clients=12,
+      keep_checkpoints=True,
+      config_overrides=dict(malicious_personal_training=False),
+  )
+  assert running.run_grid([cell], frozen, log_fn=lambda _: None)[
+      'status'
+  ].tolist() == ['done']
+  default = dataclasses.replace(frozen, config_overrides={})
+  assert running.run_grid(
+      [cell], default, log_fn=lambda _: None, run_missing=False
+  )['status'].tolist() == ['skipped (finished)']
+  # Continuing it for more rounds the other way would mix the two.
+  more = dataclasses.replace(default, rounds=2)
+  (status,) = running.run_grid([cell], more, log_fn=lambda _: None)[
+      'status'
+  ].tolist()
+  assert 'malicious_personal_training False (now True)' in status, status
+  assert running.run_grid(
+      [cell],
+      dataclasses.replace(frozen, rounds=2),
+      log_fn=lambda _: None,
+  )['status'].tolist() == ['done']
+
+
 def test_an_unfinished_cell_records_its_config_and_old_records_use_defaults(
     tmp_path,
 ):

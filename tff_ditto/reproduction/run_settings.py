@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 from tff_ditto import experiment_defaults
@@ -208,14 +208,17 @@ def read_record(directory: str, name: str) -> dict[str, Any]:
     return json.load(f)
 
 
-def _config_differences(recorded: Mapping[str, Any], config) -> list[str]:
+def _config_differences(
+    recorded: Mapping[str, Any], config, ignored: Sequence[str] = ()
+) -> list[str]:
   """'name recorded (now value)' for each config field that changed.
 
   A field missing from the record was added to `ExperimentConfig` after the
   cell ran; the cell ran with the behaviour of that time: the field's
   `training_config.VALUES_BEFORE_FIELD_EXISTED` entry, else its default (new
   fields usually keep the old behaviour by default), so it is compared as
-  that.
+  that. Fields in `ignored` (and `_RESUMABLE_CONFIG_FIELDS`) are not
+  compared.
   """
   defaults = recorded_config_values(
       training_config.ExperimentConfig(method=config.method)
@@ -224,7 +227,11 @@ def _config_differences(recorded: Mapping[str, Any], config) -> list[str]:
   differences = []
   for name, value in recorded_config_values(config).items():
     before = recorded.get(name, defaults[name])
-    if name not in _RESUMABLE_CONFIG_FIELDS and before != value:
+    if (
+        name not in _RESUMABLE_CONFIG_FIELDS
+        and name not in ignored
+        and before != value
+    ):
       differences.append(f'{name} {before!r} (now {value!r})')
   return differences
 
@@ -264,11 +271,26 @@ def recorded_settings_mismatch(
   # starts (an unfinished cell; cells started by older code recorded only
   # the dataset settings, and then there is nothing to compare until the
   # summary).
-  recorded_config = read_record(directory, 'summary.json').get('config')
+  summary = read_record(directory, 'summary.json')
+  recorded_config = summary.get('config')
+  # A cell finished at the rounds asked for is only reported: fields that
+  # change no reported number may differ. Resuming or continuing one mixes
+  # them up.
+  finished = (
+      recorded_config is not None and summary.get('rounds') == config.rounds
+  )
   if recorded_config is None:
     recorded_config = cell_record.get('config')
   if recorded_config is not None:
-    differences += _config_differences(recorded_config, config)
+    differences += _config_differences(
+        recorded_config,
+        config,
+        (
+            config_equivalence.FIELDS_NOT_CHANGING_REPORTED_RESULTS
+            if finished
+            else ()
+        ),
+    )
   if not differences:
     return None
   return (
