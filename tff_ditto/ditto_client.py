@@ -31,7 +31,7 @@ same bits either way: the global steps never read the personal models.
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 from typing import Any, NamedTuple, Optional, Union
 
@@ -122,6 +122,30 @@ def trains_personal_models(handle: Mapping[str, tf.Tensor]) -> tf.Tensor:
   return tf.strings.length(handle['write_path']) > 0
 
 
+def _done_when(
+    condition: Optional[tf.Tensor],
+    operations: Callable[[], Sequence[Union[tf.Operation, tf.Tensor]]],
+) -> tf.Tensor:
+  """Runs `operations` if `condition` holds (always when it is None).
+
+  Args:
+    condition: Scalar bool tensor, or None.
+    operations: Builds the operations to run (reads or writes of a state
+      file).
+
+  Returns:
+    A scalar bool tensor to depend on: True once they ran, False if skipped.
+  """
+
+  def run():
+    with tf.control_dependencies(operations()):
+      return tf.constant(True)
+
+  if condition is None:
+    return run()
+  return tf.cond(condition, run, lambda: tf.constant(False))
+
+
 def client_init(
     client: DittoClient,
     initial_weights: tff.learning.models.ModelWeights,
@@ -149,21 +173,13 @@ def client_init(
   )
   personal_optimizer_states = ()
   if client.personal_weights:
-
-    def read():
-      with tf.control_dependencies(
-          client_states.read_personal_weights(
-              read_path, client.personal_weights
-          )
-      ):
-        return tf.constant(True)
-
-    read_done = (
-        read()
-        if trains_personal is None
-        else tf.cond(trains_personal, read, lambda: tf.constant(False))
+    read = _done_when(
+        trains_personal,
+        lambda: client_states.read_personal_weights(
+            read_path, client.personal_weights
+        ),
     )
-    with tf.control_dependencies([read_done]):
+    with tf.control_dependencies([read]):
       personal_optimizer_states = tuple(
           optimization.initialize_optimizer(client.personal_optimizer, weights)
           for weights in client.personal_weights
@@ -334,20 +350,16 @@ def client_final(
   """
   written = []
   if client.personal_weights:
-
-    def write():
-      with tf.control_dependencies([
-          client_states.write_state(
-              write_path,
-              client_states.state_variables(client.personal_weights),
-          )
-      ]):
-        return tf.constant(True)
-
     written.append(
-        write()
-        if trains_personal is None
-        else tf.cond(trains_personal, write, lambda: tf.constant(False))
+        _done_when(
+            trains_personal,
+            lambda: [
+                client_states.write_state(
+                    write_path,
+                    client_states.state_variables(client.personal_weights),
+                )
+            ],
+        )
     )
   update = process_templates.model_delta(
       initial_weights, client.global_weights.trainable, after=written
