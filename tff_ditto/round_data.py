@@ -170,19 +170,16 @@ class RoundDataBuilder:
   def personal_training_clients(
       self, client_indices: Sequence[int], fields: ClientDataFields
   ) -> list[int]:
-    """The sampled clients that train (and write) personal models.
+    """The sampled clients that train (and write) their personal models.
 
     Args:
       client_indices: The round's sampled clients.
       fields: What their data hold.
 
     Returns:
-      All of them with `fields.personal_state`, less the malicious ones when
-      `fields.malicious_personal_training` is False; none without personal
-      state.
+      All of them, less the malicious ones when
+      `fields.malicious_personal_training` is False (in the order given).
     """
-    if not fields.personal_state:
-      return []
     return [
         index
         for index in client_indices
