@@ -176,7 +176,7 @@ class FileClientStateStore:
       client_indices: The round's clients.
       round_num: The round.
       frozen: Clients whose state stays as it is this round: their write
-        path is empty (commit the others only).
+        path is empty (pass them to `commit` too).
 
     Returns:
       One handle per client, in order.
@@ -199,9 +199,26 @@ class FileClientStateStore:
       handles.append(ClientStateHandle(self.read_path(index), write_path))
     return handles
 
-  def commit(self, client_indices: Sequence[int], round_num: int) -> None:
-    """Records that the clients' round `round_num` files are now current."""
+  def commit(
+      self,
+      client_indices: Sequence[int],
+      round_num: int,
+      frozen: Collection[int] = (),
+  ) -> None:
+    """Records that the clients' round `round_num` files are now current.
+
+    Args:
+      client_indices: The round's clients, as given to `handles`.
+      round_num: The round.
+      frozen: The clients `handles` gave no write path; they keep their
+        state.
+
+    Raises:
+      RuntimeError: If another client's file of this round is missing.
+    """
     for index in client_indices:
+      if index in frozen:
+        continue
       path = self._path(index, round_num)
       if not state_exists(path):
         raise RuntimeError(f'Client computation did not write {path}.')

@@ -123,13 +123,13 @@ def trains_personal_models(handle: Mapping[str, tf.Tensor]) -> tf.Tensor:
 
 
 def _done_when(
-    condition: Optional[tf.Tensor],
+    condition: tf.Tensor,
     operations: Callable[[], Sequence[Union[tf.Operation, tf.Tensor]]],
 ) -> tf.Tensor:
-  """Runs `operations` if `condition` holds (always when it is None).
+  """Runs `operations` if `condition` holds.
 
   Args:
-    condition: Scalar bool tensor, or None.
+    condition: Scalar bool tensor.
     operations: Builds the operations to run (reads or writes of a state
       file).
 
@@ -141,8 +141,6 @@ def _done_when(
     with tf.control_dependencies(operations()):
       return tf.constant(True)
 
-  if condition is None:
-    return run()
   return tf.cond(condition, run, lambda: tf.constant(False))
 
 
@@ -163,7 +161,7 @@ def client_init(
     num_lambda_choices: With per-step lambda selection, the number of
       candidates + 1 (the choice counts); 0 otherwise.
     trains_personal: Scalar bool tensor (`trains_personal_models`): read
-      v_k only if set; None reads it.
+      v_k only if set (None without personal models).
 
   Returns:
     The loop state: the optimizer states, zero loss sums and counts.
@@ -341,8 +339,8 @@ def client_final(
     write_path: Scalar string tensor, this round's state file (None without
       personal models).
     loop_state: After the last step.
-    trains_personal: Scalar bool tensor: write v_k only if set; None writes
-      it.
+    trains_personal: Scalar bool tensor: write v_k only if set (None
+      without personal models).
 
   Returns:
     (w_t - w_k, `process_templates.loss_statistics` and, with per-step

@@ -167,24 +167,22 @@ class RoundDataBuilder:
 
   # ------------------------------------------------------- a training round
 
-  def personal_training_clients(
+  def frozen_clients(
       self, client_indices: Sequence[int], fields: ClientDataFields
   ) -> list[int]:
-    """The sampled clients that train (and write) their personal models.
+    """The sampled clients whose personal models stay as they are this round.
 
     Args:
       client_indices: The round's sampled clients.
       fields: What their data hold.
 
     Returns:
-      All of them, less the malicious ones when
-      `fields.malicious_personal_training` is False (in the order given).
+      The malicious ones when `fields.malicious_personal_training` is False,
+      else none (in the order given).
     """
-    return [
-        index
-        for index in client_indices
-        if fields.malicious_personal_training or not self.malicious[index]
-    ]
+    if fields.malicious_personal_training:
+      return []
+    return [index for index in client_indices if self.malicious[index]]
 
   def client_data(
       self,
@@ -218,11 +216,10 @@ class RoundDataBuilder:
         for client_batches in batches
     ]
     if fields.personal_state:
-      trained = set(self.personal_training_clients(client_indices, fields))
       handles = self.store.handles(
           client_indices,
           round_num,
-          frozen=[i for i in client_indices if i not in trained],
+          frozen=self.frozen_clients(client_indices, fields),
       )
       for data, handle in zip(client_data, handles):
         data[client_data_schema.STATE_KEY] = state_handle_dataset(handle)

@@ -262,8 +262,9 @@ class ExperimentRunner:
     crash_safety.maybe_inject_fault('mid_round', round_num)
     if self.store is not None:
       self.store.commit(
-          self.round_data.personal_training_clients(client_indices, fields),
+          client_indices,
           round_num,
+          frozen=self.round_data.frozen_clients(client_indices, fields),
       )
     train = output.metrics['client_work']['train']
     row = collections.OrderedDict(
