@@ -14,6 +14,7 @@ import pytest
 import tensorflow_federated as tff
 
 import toy
+from tff_ditto import aggregators
 from tff_ditto import client_data_schema
 from tff_ditto import client_states
 from tff_ditto import ditto
@@ -543,7 +544,6 @@ def test_global_trajectory_is_the_same_without_personalization(
 
 def test_loss_weighting_sends_the_whole_training_set_loss_to_k_loss(tmp_path):
   """As the reference's k_loss: F_k(w_t) over all of the client's data."""
-  from tff_ditto import aggregators  # pylint: disable=g-import-not-at-top
 
   process = toy.build_process(
       lr=LR,

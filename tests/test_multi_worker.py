@@ -16,6 +16,9 @@ names its files by slot within one sequential fold, which two workers repeat
 
 import contextlib
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import tensorflow_federated as tff
@@ -203,9 +206,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run_experiment(*args, timeout=600):
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-
   environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   return subprocess.run(
       [sys.executable, 'run_experiment.py', *args],
@@ -247,10 +247,6 @@ def test_run_experiment_on_two_workers(two_workers, tmp_path):
 
 
 def test_start_local_workers_script_binds_loopback_and_stops_on_ctrl_c():
-  import signal  # pylint: disable=g-import-not-at-top
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-
   script = subprocess.Popen(
       [
           sys.executable,
@@ -294,9 +290,6 @@ def test_start_local_workers_script_binds_loopback_and_stops_on_ctrl_c():
 
 
 def test_start_local_workers_refuses_non_loopback_without_consent():
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-
   result = subprocess.run(
       [
           sys.executable,

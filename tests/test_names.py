@@ -7,11 +7,13 @@ and `ExperimentConfig.validate` accepts exactly them.
 
 import pytest
 
+from tff_ditto import aggregator_specs
 from tff_ditto import aggregators
 from tff_ditto import attacks
 from tff_ditto import baselines
 from tff_ditto import names
 from tff_ditto import training_config
+from tff_ditto.aggregators import omniscient
 
 NUM_CLIENTS = 6
 
@@ -93,8 +95,6 @@ def test_the_aggregator_registry_builds_no_other_name():
 
 
 def test_the_runner_builds_every_aggregator_with_reference_parameters():
-  from tff_ditto import aggregator_specs  # pylint: disable=g-import-not-at-top
-
   for name in names.AGGREGATOR_NAMES:
     config = training_config.ExperimentConfig(
         aggregator=name,
@@ -108,8 +108,6 @@ def test_the_runner_builds_every_aggregator_with_reference_parameters():
 
 
 def test_the_runner_builds_every_weighted_aggregator():
-  from tff_ditto import aggregator_specs  # pylint: disable=g-import-not-at-top
-
   for name in names.WEIGHTED_AGGREGATOR_NAMES:
     config = training_config.ExperimentConfig(
         aggregator=name,
@@ -145,8 +143,6 @@ def test_the_attacks_know_no_other_name():
 
 
 def test_the_omniscient_hook_runs_exactly_the_omniscient_attacks():
-  from tff_ditto.aggregators import omniscient  # pylint: disable=g-import-not-at-top
-
   inner = aggregators.MeanRule()
   for attack in names.OMNISCIENT_ATTACKS:
     omniscient.OmniscientAttackRule(inner, attack)

@@ -17,6 +17,10 @@ import typing
 
 import pytest
 
+from tff_ditto import experiment_defaults
+from tff_ditto import names
+from tff_ditto import training_config
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = 'run_experiment.py'
 TINY = [
@@ -197,10 +201,6 @@ def _run_experiment_flags():
 
 
 def test_every_config_field_has_a_flag_with_its_help_text():
-  from tff_ditto import experiment_defaults  # pylint: disable=g-import-not-at-top
-  from tff_ditto import names  # pylint: disable=g-import-not-at-top
-  from tff_ditto import training_config  # pylint: disable=g-import-not-at-top
-
   fields = dataclasses.fields(training_config.ExperimentConfig)
   types = typing.get_type_hints(training_config.ExperimentConfig)
   defined = _run_experiment_flags()
@@ -451,7 +451,6 @@ def test_resume_with_only_the_output_dir_continues_the_recorded_run(
 
 def test_skl_strength_defaults_to_the_dataset_preset():
   """--skl_lam unset takes the preset (FEMNIST 0.001); set, it overrides."""
-  from tff_ditto import experiment_defaults  # pylint: disable=g-import-not-at-top
 
   femnist = experiment_defaults.build_configs('femnist', ['skl'], {})[0]
   assert femnist.skl_lam == 0.001

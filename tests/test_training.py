@@ -15,6 +15,8 @@ import shutil
 import numpy as np
 import pytest
 
+from tff_ditto import aggregators
+from tff_ditto import baselines
 from tff_ditto import checkpoints
 from tff_ditto import computation_cache
 from tff_ditto import initial_weights
@@ -673,9 +675,6 @@ class _ReadRecorder:
 
 
 def test_baseline_builders_read_no_field_left_out_of_their_key(model_fn):
-  from tff_ditto import aggregators  # pylint: disable=g-import-not-at-top
-  from tff_ditto import baselines  # pylint: disable=g-import-not-at-top
-
   for method in baselines.BASELINE_METHODS:
     recorder = _ReadRecorder(_config(method=method))
     baselines.build_method(

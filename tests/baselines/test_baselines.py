@@ -8,8 +8,11 @@ local training, EWC / SKL lambda=0 == plain fine-tuning).
 
 import collections
 import os
+import subprocess
+import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
@@ -474,9 +477,6 @@ def test_hvp_check_script_finds_finite_differences_exact_on_a_smooth_model(
     tmp_path,
 ):
   """scripts/check_hessian_vector_product.py on Synthetic (logistic model)."""
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-  import pandas as pd  # pylint: disable=g-import-not-at-top
 
   root = repo_paths.REPO
   output = tmp_path / 'hvp.csv'

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from tff_ditto.data import DataError
 from tff_ditto.data import fashion_mnist as fm
@@ -324,7 +325,6 @@ def test_no_source(tmp_path):
 
 def _prepare_tfds(data_dir, train_per_class=12, test_per_class=4):
   """Writes real TFDS fashion_mnist files with a local builder."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   pools = {'train': _pool(train_per_class, 0), 'test': _pool(test_per_class, 1)}
 

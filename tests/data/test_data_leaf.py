@@ -5,6 +5,7 @@ import os
 import time
 
 import numpy as np
+from PIL import Image
 import pytest
 
 import repo_paths
@@ -458,8 +459,6 @@ def test_leaf_synthetic(tmp_path):
 
 
 def _make_celeba(root, images_dir):
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-
   os.makedirs(images_dir, exist_ok=True)
   names = []
   for i in range(7):

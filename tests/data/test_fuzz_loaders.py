@@ -46,6 +46,7 @@ import tempfile
 import zlib
 
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow as tf
 from hypothesis import HealthCheck
@@ -728,7 +729,6 @@ def test_leaf_inconsistent_users_and_examples(mode, spec, data):
 @given(data=st.data())
 def test_leaf_celeba_image_names(data):
   """CelebA x must name existing images; y must be 0/1."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
 
   names = ['000001.jpg', '000002.png']
   train = {'c0': {'x': [names[0], names[1]], 'y': [1, 0]}}

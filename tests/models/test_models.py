@@ -7,6 +7,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_ditto import evaluation
+from tff_ditto import initial_weights
 from tff_ditto import models
 from tff_ditto.models import layers
 from tff_ditto.models import losses
@@ -98,8 +100,6 @@ def test_global_model_evaluation_normalizes_with_the_data_statistics():
   normalized away at evaluation as in training (with moving statistics the
   global model never updated them and normalized with mean 0, variance 1).
   """
-  from tff_ditto import evaluation  # pylint: disable=g-import-not-at-top
-  from tff_ditto import initial_weights  # pylint: disable=g-import-not-at-top
 
   spec = models.get_model_spec('celeba', seed=0)
   model_fn = spec.tff_model_fn()

@@ -3,7 +3,10 @@
 import dataclasses
 import glob
 import hashlib
+import json
 import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -307,9 +310,6 @@ def test_cells_take_the_grid_evaluation_period_and_curve_split():
 
 
 def test_selected_report_marks_the_rest_pending(tmp_path):
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-
   root = repo_paths.REPO
   completed = subprocess.run(
       [
@@ -577,9 +577,6 @@ def test_report_tables_csv_paper_fallback_and_discussion(tmp_path):
 
 def test_evaluate_run_reads_a_finished_cell(tmp_path):
   """scripts/evaluate_run.py re-evaluates a kept cell exactly as it finished."""
-  import json  # pylint: disable=g-import-not-at-top
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
 
   root = repo_paths.REPO
   kept, dropped = (
@@ -743,7 +740,6 @@ def test_an_unfinished_cell_records_its_config_and_old_records_use_defaults(
 ):
   """cell.json's config guards an unfinished cell; a field the record lacks
   is compared as its default (the cell ran before the field existed)."""
-  import json  # pylint: disable=g-import-not-at-top
 
   cell, settings = _run_one_round_cell(tmp_path, 'perfedavg')
   directory = run_settings.cell_dir(cell, settings)
@@ -781,8 +777,6 @@ def test_an_unfinished_cell_records_its_config_and_old_records_use_defaults(
 
 
 def test_git_revision_ignores_the_reports_own_folder(tmp_path):
-  import subprocess  # pylint: disable=g-import-not-at-top
-
   def git(*args):
     subprocess.run(
         ['git', *args], cwd=tmp_path, check=True, capture_output=True
