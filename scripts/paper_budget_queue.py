@@ -37,21 +37,22 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _REPRODUCE = os.path.join(_REPO_ROOT, 'scripts', 'reproduce.py')
 
 # Flags every paper-budget cell runs with.
-_COMMON = (
-    '--curve_split=validation',
-    '--runs_dir=results/paper_budget/runs',
-)
-_FEMNIST = (
+_COMMON = ('--curve_split=validation',)
+# The runs folder of the paper-budget cells; a sensitivity grid has its own.
+_PAPER_BUDGET_RUNS = ('--runs_dir=results/paper_budget/runs',)
+_FEMNIST_CELLS = (
     '--datasets=femnist',
     '--rounds=femnist:3000',
     '--eval_every=200',
-    '--output_dir=results/paper_budget',
 )
-_FMNIST = (
+_FEMNIST = (
+    _FEMNIST_CELLS + _PAPER_BUDGET_RUNS + ('--output_dir=results/paper_budget',)
+)
+_FMNIST = _PAPER_BUDGET_RUNS + (
     '--datasets=fmnist',
     '--output_dir=results/paper_budget_fmnist',
 )
-_VEHICLE = (
+_VEHICLE = _PAPER_BUDGET_RUNS + (
     '--datasets=vehicle',
     '--rounds=vehicle:600',
     '--eval_every=50',
@@ -113,6 +114,38 @@ QUEUES = {
             + _FROZEN_MALICIOUS,
         ),
         tuple(_FMNIST_ENVIRONMENT.items()),
+    ),
+    'femnist_lr003': Queue(
+        "FEMNIST Table 1's A1 columns at client lr 0.03 (the sensitivity of "
+        "the A1 verdicts to the global model's collapse), 3,000 rounds, in "
+        'results/paper_budget_lr003/',
+        (
+            _FEMNIST_CELLS
+            + (
+                '--runs_dir=results/paper_budget_lr003/runs',
+                '--output_dir=results/paper_budget_lr003',
+                '--tables=table1',
+                '--methods=ditto',
+                '--columns=a1:0.5,a1:0.8,a1:0.2',
+                '--client_lr=0.03',
+            )
+            + _FROZEN_MALICIOUS,
+        ),
+    ),
+    'femnist_table3': Queue(
+        "FEMNIST Table 3's Ditto cells (one per robust aggregator and "
+        'column: A1 80 %, A2 80 %, A3 20 %), 3,000 rounds',
+        (
+            _FEMNIST
+            + (
+                '--tables=table3',
+                '--methods=ditto',
+                '--columns=a1:0.8,a2:0.8,a3:0.2',
+                # Not the mean: its cells are Table 1's (femnist_table1).
+                '--aggregators=median,krum,multi_krum,k_norm,norm_clip',
+            )
+            + _FROZEN_MALICIOUS,
+        ),
     ),
     'femnist_term': Queue(
         "FEMNIST Table 1's TERM (t = 1) row, 3,000 rounds, strongest "

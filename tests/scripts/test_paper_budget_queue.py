@@ -18,6 +18,8 @@ _SCRIPT = os.path.join(repo_paths.SCRIPTS, 'paper_budget_queue.py')
 _QUEUES = (
     'femnist_table1',
     'fmnist_table1',
+    'femnist_lr003',
+    'femnist_table3',
     'femnist_term',
     'femnist_figure4',
     'vehicle_rest',
@@ -72,7 +74,13 @@ def test_each_queue_runs_reproduce_with_its_flags(queue, reproduce_flags):
       assert name.removeprefix('no') in reproduce_flags, argument
       values[name] = value
     assert os.path.isabs(values['data_dir'])
-    assert values['runs_dir'] == 'results/paper_budget/runs'
+    # The paper-budget cells share one runs folder; the lr 0.03 grid, which
+    # changes a preset, has its own.
+    assert values['runs_dir'] == (
+        'results/paper_budget_lr003/runs'
+        if 'client_lr' in values
+        else 'results/paper_budget/runs'
+    )
     # Their rounds and columns are ones the grid takes.
     grid.parse_rounds(values['rounds'].split(','))
     if 'columns' in values:
@@ -82,7 +90,12 @@ def test_each_queue_runs_reproduce_with_its_flags(queue, reproduce_flags):
 
 
 def test_attacked_ditto_queues_freeze_malicious_personal_models():
-  for queue in ('femnist_table1', 'fmnist_table1'):
+  for queue in (
+      'femnist_table1',
+      'fmnist_table1',
+      'femnist_lr003',
+      'femnist_table3',
+  ):
     assert '--nomalicious_personal_training' in _dry_run(queue)[-1]
   assert 'export MALLOC_MMAP_MAX_=0' in _dry_run('fmnist_table1')
 
@@ -96,3 +109,15 @@ def test_an_unknown_queue_is_refused():
   )
   assert completed.returncode != 0
   assert 'femnist_table1' in completed.stderr
+
+
+def test_table3_queue_leaves_the_mean_cells_to_table1():
+  (command,) = [
+      line for line in _dry_run('femnist_table3') if 'reproduce.py' in line
+  ]
+  aggregators = re.search(r'--aggregators=(\S+)', command).group(1).split(',')
+  # Every robust aggregator of Table 3, and not the mean, whose cells are
+  # Table 1's (the femnist_table1 queue runs them).
+  assert sorted(aggregators) == sorted(
+      aggregator for _, aggregator in grid.ROBUST_AGGREGATORS
+  )
