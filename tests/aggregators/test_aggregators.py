@@ -556,3 +556,24 @@ def test_plugs_into_build_ditto_process():
       np.all(np.isfinite(w))
       for w in process.get_model_weights(out.state).trainable
   )
+
+
+def test_factories_check_their_rule_and_gather():
+  median = agg.MedianRule()
+  k_loss = agg.KLossRule(num_benign=2)
+  factory = agg.RobustAggregatorFactory(median, gather='file', gather_dir='/x')
+  assert (factory.rule, factory.gather, factory.gather_dir) == (
+      median,
+      'file',
+      '/x',
+  )
+  weighted = agg.WeightedRobustAggregatorFactory(k_loss)
+  assert (weighted.rule, weighted.gather) == (k_loss, agg.DEFAULT_GATHER)
+  with pytest.raises(ValueError, match='gather must be one of'):
+    agg.RobustAggregatorFactory(median, gather='carrier_pigeon')
+  with pytest.raises(ValueError, match='gather must be one of'):
+    agg.WeightedRobustAggregatorFactory(k_loss, gather='carrier_pigeon')
+  with pytest.raises(ValueError, match='needs per-client weights'):
+    agg.RobustAggregatorFactory(k_loss)
+  with pytest.raises(ValueError, match='does not use weights'):
+    agg.WeightedRobustAggregatorFactory(median)

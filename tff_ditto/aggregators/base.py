@@ -264,12 +264,43 @@ def build_robust_process(
   return tff.templates.AggregationProcess(init_fn, next_fn)
 
 
-def _check_gather(gather: str):
-  if gather not in GATHER_METHODS:
-    raise ValueError(f'gather must be one of {GATHER_METHODS}, got {gather!r}.')
+class _RuleSettings:
+  """The rule and gather settings of a robust factory, checked once.
+
+  Both factories below keep them; each checks that the rule does (or does
+  not) use per-client weights before calling this.
+  """
+
+  def __init__(
+      self,
+      rule: RobustRule,
+      gather: str,
+      gather_dir: Optional[str],
+  ):
+    if gather not in GATHER_METHODS:
+      raise ValueError(
+          f'gather must be one of {GATHER_METHODS}, got {gather!r}.'
+      )
+    self._rule = rule
+    self._gather = gather
+    self._gather_dir = gather_dir
+
+  @property
+  def rule(self) -> RobustRule:
+    return self._rule
+
+  @property
+  def gather(self) -> str:
+    return self._gather
+
+  @property
+  def gather_dir(self) -> Optional[str]:
+    return self._gather_dir
 
 
-class RobustAggregatorFactory(tff.aggregators.UnweightedAggregationFactory):
+class RobustAggregatorFactory(
+    _RuleSettings, tff.aggregators.UnweightedAggregationFactory
+):
   """Unweighted `tff.aggregators` factory running a `RobustRule`.
 
   Use it as `model_aggregator=` of `tff_ditto.ditto.build_ditto_process`, or
@@ -291,22 +322,7 @@ class RobustAggregatorFactory(tff.aggregators.UnweightedAggregationFactory):
           f'{type(rule).__name__} needs per-client weights; use '
           'WeightedRobustAggregatorFactory.'
       )
-    _check_gather(gather)
-    self._rule = rule
-    self._gather = gather
-    self._gather_dir = gather_dir
-
-  @property
-  def rule(self) -> RobustRule:
-    return self._rule
-
-  @property
-  def gather(self) -> str:
-    return self._gather
-
-  @property
-  def gather_dir(self) -> Optional[str]:
-    return self._gather_dir
+    super().__init__(rule, gather, gather_dir)
 
   def create(self, value_type) -> tff.templates.AggregationProcess:
     return build_robust_process(
@@ -318,7 +334,7 @@ class RobustAggregatorFactory(tff.aggregators.UnweightedAggregationFactory):
 
 
 class WeightedRobustAggregatorFactory(
-    tff.aggregators.WeightedAggregationFactory
+    _RuleSettings, tff.aggregators.WeightedAggregationFactory
 ):
   """Weighted `tff.aggregators` factory running a rule that uses weights."""
 
@@ -331,22 +347,7 @@ class WeightedRobustAggregatorFactory(
   ):
     if not rule.uses_weights:
       raise ValueError(f'{type(rule).__name__} does not use weights.')
-    _check_gather(gather)
-    self._rule = rule
-    self._gather = gather
-    self._gather_dir = gather_dir
-
-  @property
-  def rule(self) -> RobustRule:
-    return self._rule
-
-  @property
-  def gather(self) -> str:
-    return self._gather
-
-  @property
-  def gather_dir(self) -> Optional[str]:
-    return self._gather_dir
+    super().__init__(rule, gather, gather_dir)
 
   def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
     return build_robust_process(
