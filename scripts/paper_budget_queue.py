@@ -119,9 +119,9 @@ QUEUES = {
         tuple(_FMNIST_ENVIRONMENT.items()),
     ),
     'femnist_lr003': Queue(
-        "FEMNIST Table 1's A1 columns at client lr 0.03 (the sensitivity of "
-        "the A1 verdicts to the global model's collapse), 3,000 rounds, in "
-        'results/paper_budget_lr003/',
+        "FEMNIST Table 1's A1 and A2 columns at client lr 0.03 (the "
+        "sensitivity of their verdicts to the global model's collapse or "
+        'divergence at lr 0.1), 3,000 rounds, in results/paper_budget_lr003/',
         (
             _FEMNIST_CELLS
             + (
@@ -129,7 +129,7 @@ QUEUES = {
                 '--output_dir=results/paper_budget_lr003',
                 '--tables=table1',
                 '--methods=ditto',
-                '--columns=a1:0.5,a1:0.8,a1:0.2',
+                '--columns=a1:0.5,a1:0.8,a1:0.2,a2:0.5,a2:0.2',
                 '--client_lr=0.03',
             )
             + _FROZEN_MALICIOUS,
