@@ -124,6 +124,14 @@ def test_hostile_updates_never_make_w_non_finite(name, tmp_path):
     counted = float(train['non_finite_updates'])
     assert counted == (0.0 if label == '1e30' else 1.0), (name, label)
     assert float(train['num_clients']) == NUM_CLIENTS
+    # Only the hostile client's update counts as an attacker's: a zeroed one
+    # as 0, the 1e30 one as the round's largest (Inf: its square overflows).
+    if label == '1e30':
+      assert float(train['max_attacker_update_norm']) == np.inf, name
+      assert float(train['max_update_norm']) == np.inf, name
+    else:
+      assert float(train['max_attacker_update_norm']) == 0.0, (name, label)
+      assert float(train['max_update_norm']) > 0.0, (name, label)
     robust_count = _find(output.metrics, aggregators.NON_FINITE_CLIENTS)
     if name != 'tff_mean':
       # Zeroed by the client computation before it reaches the rule.
@@ -137,8 +145,33 @@ def test_hostile_updates_never_make_w_non_finite(name, tmp_path):
     assert np.all(np.isfinite(client_states.flatten_weights(store.read(1))))
     # Round 2 from the resulting state: training goes on, w stays finite.
     output = process.next(output.state, _client_data(store, 2, None))
+    train = output.metrics['client_work']['train']
+    assert float(train['max_attacker_update_norm']) == 0.0, (name, label)
     weights = toy.global_weights(process, output.state)
     assert all(np.all(np.isfinite(w)) for w in weights), (name, label)
+
+
+def test_attacker_update_norm_is_the_attacking_clients_own(tmp_path):
+  # Client 0 replaces its update by itself times 1 (attack code 2): the same
+  # update it would send honestly, now counted as an attacker's.
+  process = toy.build_process(simulate_attacks=True)
+  start = toy.with_global_weights(process, INITIAL)
+  store = client_states.FileClientStateStore(
+      str(tmp_path / 'all'), NUM_CLIENTS, INITIAL
+  )
+  train = process.next(start, _client_data(store, 1, 1.0)).metrics[
+      'client_work'
+  ]['train']
+  alone_store = client_states.FileClientStateStore(
+      str(tmp_path / 'alone'), NUM_CLIENTS, INITIAL
+  )
+  alone = process.next(start, _client_data(alone_store, 1, None)[:1])
+  own_norm = float(alone.metrics['client_work']['train']['max_update_norm'])
+  assert own_norm > 0.0
+  np.testing.assert_allclose(
+      float(train['max_attacker_update_norm']), own_norm, rtol=1e-6
+  )
+  assert float(train['max_update_norm']) >= own_norm
 
 
 def test_nan_pixels_in_client_data_are_counted(tmp_path):

@@ -44,6 +44,7 @@ ROUND_KEYS = [
     'sampled_malicious',
     'non_finite_updates',
     'max_update_norm',
+    'max_attacker_update_norm',
 ]
 
 

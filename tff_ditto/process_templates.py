@@ -151,19 +151,25 @@ def build_client_work(
           [(client_data_schema.BATCHES_KEY, client_data)]
       )
     update, weight, statistics = client_update(initial_weights, client_data)
+    transforms_update = tf.constant(False)
     if simulate_attacks:
-      update, weight = attacks.apply_update_attack(
-          update, weight, client_data_schema.attack_instruction(client_data)
-      )
+      attack = client_data_schema.attack_instruction(client_data)
+      update, weight = attacks.apply_update_attack(update, weight, attack)
+      transforms_update = tf.not_equal(attack['code'], 0)
     update, has_non_finite = zero_if_non_finite(update)
     weight = tf.where(has_non_finite > 0, rejected_weight, weight)
     summed = collections.OrderedDict(statistics)
     summed['non_finite_updates'] = tf.cast(has_non_finite, tf.float32)
     summed['clients'] = tf.constant(1.0, tf.float32)
     # The L2 norm of the update sent to the aggregator (0 when zeroed; Inf
-    # when its square overflows float32).
+    # when its square overflows float32), and the same norm counted only for
+    # a client whose update an attack transforms (0 for every other).
+    update_norm = tf.linalg.global_norm(tf.nest.flatten(update))
     largest = collections.OrderedDict(
-        max_update_norm=tf.linalg.global_norm(tf.nest.flatten(update))
+        max_update_norm=update_norm,
+        max_attacker_update_norm=tf.where(
+            transforms_update, update_norm, tf.zeros_like(update_norm)
+        ),
     )
     return (
         tff.learning.templates.ClientResult(
@@ -187,7 +193,8 @@ def client_work_from_computation(
       `personal_loss_sum`, `num_batches`, `personal_batches`, `num_examples`,
       `non_finite_updates` and `clients` (float32), summed over clients, and
       optionally counts of the keys of `shares_of_batches`; `largest` holds
-      `max_update_norm` (float32), its maximum over clients.
+      `max_update_norm` and `max_attacker_update_norm` (float32), their
+      maxima over clients.
     shares_of_batches: {statistic: train metric}: counts over the round's
       personal steps (e.g. Ditto's lambda choices) reported as shares of the
       round's personal batches under the metric's name.
@@ -215,6 +222,7 @@ def client_work_from_computation(
         num_clients=summed['clients'],
         non_finite_updates=summed['non_finite_updates'],
         max_update_norm=largest['max_update_norm'],
+        max_attacker_update_norm=largest['max_attacker_update_norm'],
     )
     for count_key, share_key in shares_of_batches.items():
       finalized[share_key] = summed[count_key] / personal_batches

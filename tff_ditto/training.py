@@ -243,7 +243,10 @@ class ExperimentRunner:
     Returns:
       The row: round, seconds, the train losses, the sampled malicious
       clients, the non-finite updates, the largest L2 norm of an update
-      sent to the aggregator (and per-step lambda shares).
+      sent to the aggregator, the largest among those of clients with an
+      update attack (A2, A3, bit flip, or marked for a server-side attack;
+      0 when none was sampled, and under A1, whose attackers send honest
+      updates of poisoned labels), and per-step lambda shares.
     """
     start = time.monotonic()
     client_indices = sampling.sample_clients(
@@ -279,6 +282,7 @@ class ExperimentRunner:
         sampled_malicious=int(self.malicious[client_indices].sum()),
         non_finite_updates=float(train['non_finite_updates']),
         max_update_norm=float(train['max_update_norm']),
+        max_attacker_update_norm=float(train['max_attacker_update_norm']),
     )
     if self.personal_models.select_per_step:
       row.update(self._lambda_step_shares(train))
