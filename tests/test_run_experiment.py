@@ -440,7 +440,7 @@ def test_resume_with_only_the_output_dir_continues_the_recorded_run(
   copy = tmp_path / 'copy'
   shutil.copytree(out, copy)
   flags_before = (copy / 'flags.json').read_text()
-  run = TrackedRun(f'--output_dir={copy}', '--resume', timeout=120)
+  run = TrackedRun(f'--output_dir={copy}', '--resume')
   _assert_workers_stopped(run)
   assert (copy / 'flags.json').read_text() == flags_before
   assert run.returncode == 0, run.describe()

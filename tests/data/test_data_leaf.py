@@ -2,7 +2,6 @@
 
 import json
 import os
-import time
 
 import numpy as np
 from PIL import Image
@@ -547,10 +546,7 @@ def test_committed_samples_load():
     not os.path.isdir(REAL_FEMNIST), reason='real FEMNIST not present'
 )
 def test_real_femnist():
-  start = time.time()
   ds = leaf.load_femnist(REAL_FEMNIST)
-  elapsed = time.time() - start
-  print(f'\nreal FEMNIST loaded in {elapsed:.1f} s: {ds.summary()}')
   assert ds.num_clients == 240
   assert (
       int(ds.num_train_examples().sum() + ds.num_validation_examples().sum())
@@ -561,7 +557,6 @@ def test_real_femnist():
   assert x.shape[1:] == (28, 28, 1) and 0.0 <= x.min() and x.max() <= 1.0
   # LEAF convention: background is 1.0, so most pixels are near 1.
   assert np.median(x) > 0.9
-  assert elapsed < 60
 
 
 @pytest.mark.skipif(

@@ -1,7 +1,6 @@
 """Tests of the Synthetic(alpha, beta) generator and its LEAF JSON round-trip."""
 
 import os
-import time
 
 import numpy as np
 import pytest
@@ -16,11 +15,8 @@ def _pooled(split):
   return x, y
 
 
-def test_default_shapes_sizes_and_speed():
-  start = time.time()
+def test_default_shapes_and_sizes():
   ds = synthetic.make_synthetic()
-  elapsed = time.time() - start
-  assert elapsed < 1.0
   assert ds.num_clients == 30
   assert ds.client_ids == sorted(ds.client_ids)
   assert ds.num_classes == 10 and ds.label_kind == 'categorical'
