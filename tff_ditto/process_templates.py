@@ -155,7 +155,9 @@ def build_client_work(
     if simulate_attacks:
       attack = client_data_schema.attack_instruction(client_data)
       update, weight = attacks.apply_update_attack(update, weight, attack)
-      transforms_update = tf.not_equal(attack['code'], 0)
+      transforms_update = tf.not_equal(
+          attack['code'], attacks.UPDATE_ATTACK_CODES['none']
+      )
     update, has_non_finite = zero_if_non_finite(update)
     weight = tf.where(has_non_finite > 0, rejected_weight, weight)
     summed = collections.OrderedDict(statistics)
